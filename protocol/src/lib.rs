@@ -1,0 +1,25 @@
+//! Wire types and cryptographic glue of the KBS protocol, as spoken by Trustee
+//! (confidential-containers) and by coffer.
+//!
+//! This crate performs no I/O. It is shared by `coffer-server` and the `coffer` client so
+//! that both sides agree byte for byte on JSON shapes, the runtime-data binding hash, the
+//! JWE that carries a released secret, and the JWTs used for attestation and admin access.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod b64;
+pub mod error;
+pub mod jcs;
+pub mod jwe;
+pub mod jwk;
+pub mod jwt;
+pub mod messages;
+pub mod resource;
+pub mod runtime_data;
+
+pub use error::{ErrorKind, Problem};
+pub use jwk::{TeeKeyPair, TeePubKey};
+pub use messages::{Attestation, AttestationToken, Challenge, Request, PROTOCOL_VERSION};
+pub use resource::ResourcePath;
+pub use runtime_data::HashAlgorithm;
