@@ -1,1 +1,144 @@
-fn main(){}
+//! `coffer-server` binary: configuration, key bootstrap, database, HTTP(S) listener.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+
+use coffer_server::attestation::Verifiers;
+use coffer_server::config::Config;
+use coffer_server::http::{app, AppState};
+use coffer_server::metrics::Metrics;
+use coffer_server::policy::{PolicyEngine, TokenIssuer};
+use coffer_server::secrets::SealedDbBackend;
+use coffer_server::service::{AdminAuth, Kbs};
+use coffer_server::{keys, now_secs, store};
+
+/// Trustee-compatible Key Broker Service with built-in attestation.
+///
+/// With no arguments it serves plain HTTP on 127.0.0.1:8080 and keeps everything (SQLite
+/// database, key-encryption key, token-signing key, admin key pair) in ./coffer-data, which
+/// it creates. The admin private key's path is logged on first start; use it with
+/// `coffer admin --key PATH ...`.
+#[derive(Parser, Debug)]
+#[command(name = "coffer-server", version)]
+struct Args {
+    /// TOML configuration file (see coffer-server.example.toml).
+    #[arg(long, short = 'c', env = "COFFER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address, overriding server.listen.
+    #[arg(long, env = "COFFER_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Data directory, overriding server.data_dir.
+    #[arg(long, env = "COFFER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Database URL, overriding database.url (sqlite://PATH).
+    #[arg(long, env = "COFFER_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// HTTP worker threads, overriding server.workers (0 = one per CPU).
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+fn load_config(args: &Args) -> anyhow::Result<Config> {
+    let mut cfg = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(l) = args.listen {
+        cfg.server.listen = l;
+    }
+    if let Some(d) = &args.data_dir {
+        cfg.server.data_dir = d.clone();
+    }
+    if let Some(u) = &args.database_url {
+        cfg.database.url = Some(u.clone());
+    }
+    if let Some(w) = args.workers {
+        cfg.server.workers = w;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn tls_config(tls: &coffer_server::config::TlsConfig) -> anyhow::Result<rustls::ServerConfig> {
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
+        std::fs::File::open(&tls.cert).with_context(|| format!("TLS certificate {}", tls.cert.display()))?,
+    ))
+    .collect::<Result<Vec<_>, _>>()
+    .with_context(|| format!("TLS certificate {}: not PEM", tls.cert.display()))?;
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+        std::fs::File::open(&tls.key).with_context(|| format!("TLS key {}", tls.key.display()))?,
+    ))
+    .with_context(|| format!("TLS key {}: not PEM", tls.key.display()))?
+    .with_context(|| format!("TLS key {}: no private key found", tls.key.display()))?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("TLS certificate and key do not match")
+}
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let cfg = load_config(&args)?;
+
+    let keys = keys::load_or_create(&cfg).context("loading keys")?;
+    if let Some(p) = &keys.generated_admin_key {
+        tracing::info!(path = %p.display(), "generated admin key pair; the private key (mode 0600) signs admin tokens: coffer admin --key {}", p.display());
+    }
+    let workers = if cfg.server.workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) } else { cfg.server.workers };
+    let db_url = cfg.database_url();
+    let pool_size = cfg.database.max_connections.unwrap_or((workers as u32 * 2).clamp(4, 16));
+    let store = store::open(&db_url, pool_size).await.context("opening database")?;
+
+    let kbs = Arc::new(Kbs {
+        secrets: Arc::new(SealedDbBackend::new(store.clone(), keys.kek.clone())),
+        store,
+        verifiers: Verifiers::builtin(),
+        policies: PolicyEngine::default(),
+        tokens: TokenIssuer::new(
+            keys.token_signing.clone(),
+            cfg.attestation.token_issuer.clone(),
+            cfg.attestation.token_ttl_secs as i64,
+        ),
+        admin: AdminAuth::new(keys.admin_public, cfg.admin.issuer.clone(), cfg.admin.audience.clone(), cfg.admin.deny_all),
+        session_ttl_secs: cfg.attestation.session_ttl_secs as i64,
+        metrics: Metrics::new(),
+    });
+    kbs.install_default_policies().await.context("installing default policies")?;
+
+    let sweeper = kbs.clone();
+    actix_web::rt::spawn(async move {
+        let mut tick = actix_web::rt::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Err(e) = sweeper.store.purge_expired_sessions(now_secs()).await {
+                tracing::warn!(error = %e, "session sweep failed");
+            }
+        }
+    });
+
+    let state = actix_web::web::Data::new(AppState { kbs, max_body_bytes: cfg.server.max_body_bytes });
+    let server = actix_web::HttpServer::new(move || app(state.clone())).workers(workers);
+    let server = match &cfg.server.tls {
+        Some(tls) => server.bind_rustls_0_23(cfg.server.listen, tls_config(tls)?),
+        None => server.bind(cfg.server.listen),
+    }
+    .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
+    tracing::info!(
+        listen = %cfg.server.listen,
+        tls = cfg.server.tls.is_some(),
+        data_dir = %cfg.server.data_dir.display(),
+        database = %db_url.split("://").next().unwrap_or(""),
+        "coffer-server ready"
+    );
+    server.run().await.context("HTTP server failed")
+}

@@ -1,0 +1,87 @@
+//! Evidence verification: one [`Verifier`] per TEE type, selected by the `tee` named at
+//! `/auth`.
+
+mod sample;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use coffer_protocol::messages::InitData;
+use serde_json::Value;
+
+pub use sample::SampleVerifier;
+
+/// Why evidence was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The evidence does not have the TEE's shape.
+    #[error("malformed {tee} evidence: {reason}")]
+    Malformed {
+        /// TEE type.
+        tee: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The evidence is not bound to this handshake (nonce / tee-pubkey).
+    #[error("{tee} evidence report_data does not match the runtime data (nonce and tee-pubkey) of this session")]
+    ReportDataMismatch {
+        /// TEE type.
+        tee: &'static str,
+    },
+    /// The evidence is not bound to the supplied init-data.
+    #[error("{tee} evidence does not match the supplied init-data")]
+    InitDataMismatch {
+        /// TEE type.
+        tee: &'static str,
+    },
+}
+
+/// What a verifier needs to check the binding of evidence to the session.
+pub struct Binding<'a> {
+    /// The runtime-data hash (unpadded) the evidence must carry.
+    pub report_data: &'a [u8],
+    /// Init-data from the attestation request, if any.
+    pub init_data: Option<&'a InitData>,
+}
+
+/// Verifies one kind of TEE evidence and turns it into policy claims.
+#[async_trait]
+pub trait Verifier: Send + Sync {
+    /// TEE name as used in `/auth` (`sample`, `tdx`, ...) and as the claims key.
+    fn tee(&self) -> &'static str;
+
+    /// Checks `evidence` (the `primary_evidence` value) and its binding; returns the TEE
+    /// claims that the attestation policy sees as `input.<tee>`.
+    async fn verify(&self, evidence: &Value, binding: &Binding<'_>) -> Result<Value, VerifyError>;
+}
+
+/// The verifiers this server accepts, by TEE name.
+#[derive(Clone, Default)]
+pub struct Verifiers(HashMap<&'static str, Arc<dyn Verifier>>);
+
+impl Verifiers {
+    /// The built-in set.
+    pub fn builtin() -> Self {
+        let mut v = Verifiers::default();
+        v.add(Arc::new(SampleVerifier));
+        v
+    }
+
+    /// Registers a verifier (replacing one for the same TEE).
+    pub fn add(&mut self, v: Arc<dyn Verifier>) {
+        self.0.insert(v.tee(), v);
+    }
+
+    /// The verifier for `tee`.
+    pub fn get(&self, tee: &str) -> Option<&Arc<dyn Verifier>> {
+        self.0.get(tee)
+    }
+
+    /// Names of the supported TEEs, sorted.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut n: Vec<_> = self.0.keys().copied().collect();
+        n.sort_unstable();
+        n
+    }
+}

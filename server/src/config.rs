@@ -1,0 +1,217 @@
+//! Server configuration (TOML). Every key has a default, so an empty file (or none) gives a
+//! working single-node server on 127.0.0.1:8080 with its state under `./coffer-data`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Errors reading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// Parser message (line and key).
+        message: String,
+    },
+    /// A value is inconsistent with another.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Top-level configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP listener.
+    pub server: ServerConfig,
+    /// Where state lives.
+    pub database: DatabaseConfig,
+    /// Key files.
+    pub keys: KeysConfig,
+    /// Admin API authentication.
+    pub admin: AdminConfig,
+    /// Handshake and token lifetimes.
+    pub attestation: AttestationConfig,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Directory for the SQLite file and generated keys (created if missing).
+    pub data_dir: PathBuf,
+    /// Largest accepted request body, in bytes (Trustee's default is 2 MiB).
+    pub max_body_bytes: usize,
+    /// HTTP worker threads; 0 means one per CPU.
+    pub workers: usize,
+    /// Serve plain HTTP on a non-loopback address. Refused unless set: secrets released over
+    /// plain HTTP are still JWE-encrypted, but admin tokens and policies are not.
+    pub insecure_http: bool,
+    /// TLS certificate and key; when present the server speaks HTTPS only.
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("coffer-data"),
+            max_body_bytes: 2 * 1024 * 1024,
+            workers: 0,
+            insecure_http: false,
+            tls: None,
+        }
+    }
+}
+
+/// `[server.tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (default: `sqlite://<data_dir>/coffer.db`).
+    pub url: Option<String>,
+    /// Connection pool size.
+    pub max_connections: Option<u32>,
+}
+
+/// `[keys]`. Unset paths default to files in the data directory, generated on first start.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// 32-byte key-encryption key, hex. Default `<data_dir>/kek.hex`.
+    pub kek_file: Option<PathBuf>,
+    /// Name of an environment variable holding the KEK as hex; wins over `kek_file`.
+    pub kek_env: Option<String>,
+    /// PKCS#8 PEM P-256 key that signs attestation tokens. Default `<data_dir>/token-signing.pem`.
+    pub token_signing_key: Option<PathBuf>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Ed25519 public key (PEM) that verifies admin tokens. Default `<data_dir>/admin.pub`,
+    /// generated with its private half `<data_dir>/admin.key` on first start.
+    pub public_key: Option<PathBuf>,
+    /// Required `iss` claim; empty disables the check.
+    pub issuer: String,
+    /// Required member of `aud`; empty disables the check.
+    pub audience: String,
+    /// Refuse every admin call (read-only deployments).
+    pub deny_all: bool,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            public_key: None,
+            issuer: "coffer".into(),
+            audience: "kbs".into(),
+            deny_all: false,
+        }
+    }
+}
+
+/// `[attestation]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttestationConfig {
+    /// Lifetime of a handshake session (cookie), seconds.
+    pub session_ttl_secs: u64,
+    /// Lifetime of an attestation token, seconds.
+    pub token_ttl_secs: u64,
+    /// `iss` of attestation tokens.
+    pub token_issuer: String,
+}
+
+impl Default for AttestationConfig {
+    fn default() -> Self {
+        AttestationConfig { session_ttl_secs: 300, token_ttl_secs: 300, token_issuer: "coffer".into() }
+    }
+}
+
+impl Config {
+    /// Reads `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses TOML text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })
+    }
+
+    /// Checks cross-field rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if s.tls.is_none() && !s.listen.ip().is_loopback() && !s.insecure_http {
+            return Err(ConfigError::Invalid(format!(
+                "refusing plain HTTP on non-loopback address {}: configure [server.tls] or set server.insecure_http = true",
+                s.listen
+            )));
+        }
+        if s.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid("server.max_body_bytes must be at least 1024".into()));
+        }
+        let a = &self.attestation;
+        if a.session_ttl_secs == 0 || a.token_ttl_secs == 0 {
+            return Err(ConfigError::Invalid("attestation TTLs must be positive".into()));
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to a SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        self.database.url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}", self.server.data_dir.join("coffer.db").display())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../../coffer-server.example.toml");
+        let c = Config::parse(text, Path::new("example")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.server.listen.port(), 8080);
+    }
+
+    #[test]
+    fn unknown_keys_and_plain_http_are_refused() {
+        let e = Config::parse("[server]\nlisen = \"x\"", Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().contains("c.toml") && e.to_string().contains("lisen"), "{e}");
+        let c = Config::parse("[server]\nlisten = \"0.0.0.0:8080\"", Path::new("c")).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("insecure_http"));
+    }
+}

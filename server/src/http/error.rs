@@ -1,0 +1,29 @@
+//! Every error leaves as `{"type": ".../errors/<Kind>", "detail": "..."}` with the kind's
+//! status.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use coffer_protocol::{ErrorKind, Problem};
+
+use crate::service::KbsError;
+
+impl ResponseError for KbsError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.kind.status()).unwrap_or(StatusCode::UNAUTHORIZED)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(Problem::new(self.kind, &self.detail))
+    }
+}
+
+/// Unknown first segment under `/kbs/v0` (Trustee treats it as a plugin name).
+pub async fn plugin_not_found(req: HttpRequest) -> HttpResponse {
+    let name = req.path().trim_start_matches("/kbs/v0/").split('/').next().unwrap_or("");
+    KbsError::new(ErrorKind::PluginNotFound, format!("Plugin {name} not found")).error_response()
+}
+
+/// Anything else.
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
+    KbsError::new(ErrorKind::InvalidRequestPath, format!("Request path {} is invalid", req.path())).error_response()
+}

@@ -1,0 +1,31 @@
+//! Operational endpoints.
+
+use actix_web::{web, HttpResponse};
+use coffer_protocol::ErrorKind;
+
+use super::AppState;
+use crate::service::KbsError;
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: the database answers.
+pub async fn readyz(st: web::Data<AppState>) -> Result<HttpResponse, KbsError> {
+    st.kbs.store.ping().await.map_err(|e| {
+        tracing::warn!(error = %e, "readiness check failed");
+        KbsError::new(ErrorKind::StorageUnavailable, "database unreachable")
+    })?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(st: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(st.kbs.metrics.render())
+}
+
+/// `GET /.well-known/jwks.json`: keys that verify this server's attestation tokens.
+pub async fn jwks(st: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(st.kbs.tokens.jwks())
+}

@@ -1,0 +1,177 @@
+//! Loading, and on first start generating, the server's keys: the key-encryption key for
+//! resources at rest, the attestation-token signing key and the admin public key.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::pkcs8::{DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use p256::pkcs8::{DecodePrivateKey, LineEnding};
+use rand::RngCore;
+use zeroize::Zeroizing;
+
+use crate::config::Config;
+use crate::secrets::Kek;
+
+/// Key loading failures; each names the file and never includes key bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// Reading or writing a key file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file exists but does not hold a key of the expected kind.
+    #[error("{path}: {what}")]
+    Format {
+        /// File (or environment variable).
+        path: PathBuf,
+        /// What was expected.
+        what: &'static str,
+    },
+}
+
+/// The keys a running server needs.
+pub struct ServerKeys {
+    /// Wraps resources at rest.
+    pub kek: Kek,
+    /// Signs attestation tokens.
+    pub token_signing: p256::ecdsa::SigningKey,
+    /// Verifies admin tokens.
+    pub admin_public: ed25519_dalek::VerifyingKey,
+    /// Where a freshly generated admin private key was written, if one was.
+    pub generated_admin_key: Option<PathBuf>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
+    move |source| KeyError::Io { path: path.to_path_buf(), source }
+}
+
+/// Writes a new file readable only by the owner; refuses to overwrite.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), KeyError> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(path))?;
+    f.write_all(contents).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+fn read(path: &Path) -> Result<Zeroizing<String>, KeyError> {
+    std::fs::read_to_string(path).map(Zeroizing::new).map_err(io(path))
+}
+
+fn parse_kek(text: &str, path: &Path) -> Result<Kek, KeyError> {
+    let bytes = Zeroizing::new(hex::decode(text.trim()).map_err(|_| KeyError::Format {
+        path: path.to_path_buf(),
+        what: "expected 64 hex digits (a 32-byte key-encryption key)",
+    })?);
+    Kek::from_slice(&bytes).ok_or(KeyError::Format {
+        path: path.to_path_buf(),
+        what: "expected 64 hex digits (a 32-byte key-encryption key)",
+    })
+}
+
+/// Loads every key, generating the ones whose path was left at its data-directory default.
+pub fn load_or_create(cfg: &Config) -> Result<ServerKeys, KeyError> {
+    let dir = &cfg.server.data_dir;
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+
+    let kek = match &cfg.keys.kek_env {
+        Some(var) => {
+            let value = Zeroizing::new(std::env::var(var).unwrap_or_default());
+            parse_kek(&value, Path::new(&format!("${var}")))?
+        }
+        None => {
+            let (path, default) = pick(&cfg.keys.kek_file, dir, "kek.hex");
+            if default && !path.exists() {
+                let mut k = Zeroizing::new([0u8; 32]);
+                rand::rngs::OsRng.fill_bytes(k.as_mut());
+                write_private_file(&path, hex::encode(k.as_ref()).as_bytes())?;
+            }
+            parse_kek(&read(&path)?, &path)?
+        }
+    };
+
+    let (path, default) = pick(&cfg.keys.token_signing_key, dir, "token-signing.pem");
+    if default && !path.exists() {
+        let k = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        let pem = p256::pkcs8::EncodePrivateKey::to_pkcs8_pem(&k, LineEnding::LF)
+            .map_err(|_| KeyError::Format { path: path.clone(), what: "cannot encode key" })?;
+        write_private_file(&path, pem.as_bytes())?;
+    }
+    let token_signing = p256::ecdsa::SigningKey::from_pkcs8_pem(&read(&path)?)
+        .map_err(|_| KeyError::Format { path: path.clone(), what: "expected a PKCS#8 PEM P-256 private key" })?;
+
+    let (path, default) = pick(&cfg.admin.public_key, dir, "admin.pub");
+    let mut generated_admin_key = None;
+    if default && !path.exists() {
+        let sk = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let key_path = dir.join("admin.key");
+        let pem = sk
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|_| KeyError::Format { path: key_path.clone(), what: "cannot encode key" })?;
+        write_private_file(&key_path, pem.as_bytes())?;
+        let public = sk
+            .verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .map_err(|_| KeyError::Format { path: path.clone(), what: "cannot encode key" })?;
+        std::fs::write(&path, public).map_err(io(&path))?;
+        generated_admin_key = Some(key_path);
+    }
+    let admin_public = ed25519_dalek::VerifyingKey::from_public_key_pem(&read(&path)?)
+        .map_err(|_| KeyError::Format { path: path.clone(), what: "expected an Ed25519 public key in PEM (SPKI)" })?;
+
+    Ok(ServerKeys { kek, token_signing, admin_public, generated_admin_key })
+}
+
+fn pick(configured: &Option<PathBuf>, dir: &Path, name: &str) -> (PathBuf, bool) {
+    match configured {
+        Some(p) => (p.clone(), false),
+        None => (dir.join(name), true),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn generates_once_with_private_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.server.data_dir = dir.path().join("data");
+        let a = load_or_create(&cfg).unwrap();
+        let admin_key = a.generated_admin_key.clone().unwrap();
+        for f in ["kek.hex", "token-signing.pem", "admin.key"] {
+            let mode = std::fs::metadata(cfg.server.data_dir.join(f)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
+        let b = load_or_create(&cfg).unwrap();
+        assert!(b.generated_admin_key.is_none());
+        assert_eq!(a.admin_public, b.admin_public);
+        assert_eq!(a.token_signing.verifying_key(), b.token_signing.verifying_key());
+        assert!(admin_key.exists());
+    }
+
+    #[test]
+    fn bad_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.server.data_dir = dir.path().to_path_buf();
+        let kek = dir.path().join("custom-kek");
+        std::fs::write(&kek, "zz").unwrap();
+        cfg.keys.kek_file = Some(kek);
+        let e = load_or_create(&cfg).err().unwrap().to_string();
+        assert!(e.contains("custom-kek") && e.contains("hex"), "{e}");
+        cfg.keys.kek_file = Some(dir.path().join("missing"));
+        let e = load_or_create(&cfg).err().unwrap().to_string();
+        assert!(e.contains("missing"), "{e}");
+    }
+}

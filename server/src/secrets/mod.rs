@@ -1,0 +1,35 @@
+//! Where resource bytes come from: the [`SecretBackend`] seam and the default backend that
+//! keeps resources in the database, sealed with AES-256-GCM under a key-encryption key.
+
+mod sealed_db;
+
+use async_trait::async_trait;
+use coffer_protocol::ResourcePath;
+use zeroize::Zeroizing;
+
+pub use sealed_db::{Kek, SealedDbBackend};
+
+/// Secret backend failures. Messages never contain secret bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The backend (database, KMS) cannot be reached.
+    #[error("secret backend unavailable: {0}")]
+    Unavailable(String),
+    /// Stored ciphertext failed authentication (tampered, or a different KEK).
+    #[error("stored secret for {0} failed integrity check (tampered or wrong key-encryption key)")]
+    Integrity(String),
+    /// The backend does not accept writes.
+    #[error("secret backend for {0} is read-only")]
+    ReadOnly(String),
+}
+
+/// A source of resource bytes.
+#[async_trait]
+pub trait SecretBackend: Send + Sync {
+    /// Reads a resource; `None` when it does not exist.
+    async fn get(&self, path: &ResourcePath) -> Result<Option<Zeroizing<Vec<u8>>>, SecretError>;
+    /// Writes (creates or replaces) a resource.
+    async fn put(&self, path: &ResourcePath, value: &[u8]) -> Result<(), SecretError>;
+    /// Deletes a resource; returns whether it existed.
+    async fn delete(&self, path: &ResourcePath) -> Result<bool, SecretError>;
+}

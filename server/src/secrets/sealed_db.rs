@@ -1,0 +1,131 @@
+//! Resources at rest in the database, each sealed as `nonce(12) || AES-256-GCM(value) || tag`
+//! with the resource path as associated data, so a row copied to another path fails to open.
+
+use std::sync::Arc;
+
+use aes_gcm::aead::Aead;
+use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
+use async_trait::async_trait;
+use coffer_protocol::ResourcePath;
+use rand::RngCore;
+use zeroize::{Zeroize, Zeroizing};
+
+use super::{SecretBackend, SecretError};
+use crate::store::{Store, StoreError};
+
+const AAD_PREFIX: &str = "coffer-resource-v1:";
+
+/// A 256-bit key-encryption key, wiped on drop.
+#[derive(Clone)]
+pub struct Kek(Zeroizing<[u8; 32]>);
+
+impl Kek {
+    /// From exactly 32 bytes.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        let mut k = Zeroizing::new([0u8; 32]);
+        if bytes.len() != 32 {
+            return None;
+        }
+        k.copy_from_slice(bytes);
+        Some(Kek(k))
+    }
+
+    fn cipher(&self) -> Aes256Gcm {
+        Aes256Gcm::new(self.0.as_ref().into())
+    }
+
+    /// Seals `value` for `path`.
+    pub fn seal(&self, path: &str, value: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; 12];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let aad = format!("{AAD_PREFIX}{path}");
+        let ct = self
+            .cipher()
+            .encrypt(&Nonce::from(nonce), aes_gcm::aead::Payload { msg: value, aad: aad.as_bytes() })
+            .unwrap_or_default();
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    /// Opens a sealed value for `path`; `None` if it fails authentication.
+    pub fn open(&self, path: &str, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        if sealed.len() < 12 + 16 {
+            return None;
+        }
+        let (nonce, ct) = sealed.split_at(12);
+        let nonce: [u8; 12] = nonce.try_into().ok()?;
+        let aad = format!("{AAD_PREFIX}{path}");
+        self.cipher()
+            .decrypt(&Nonce::from(nonce), aes_gcm::aead::Payload { msg: ct, aad: aad.as_bytes() })
+            .ok()
+            .map(Zeroizing::new)
+    }
+}
+
+impl std::fmt::Debug for Kek {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Kek(..)")
+    }
+}
+
+/// The default [`SecretBackend`]: sealed rows in the coffer database.
+pub struct SealedDbBackend {
+    store: Arc<dyn Store>,
+    kek: Kek,
+}
+
+impl SealedDbBackend {
+    /// A backend over `store` using `kek`.
+    pub fn new(store: Arc<dyn Store>, kek: Kek) -> Self {
+        SealedDbBackend { store, kek }
+    }
+}
+
+fn unavailable(e: StoreError) -> SecretError {
+    SecretError::Unavailable(e.to_string())
+}
+
+#[async_trait]
+impl SecretBackend for SealedDbBackend {
+    async fn get(&self, path: &ResourcePath) -> Result<Option<Zeroizing<Vec<u8>>>, SecretError> {
+        let key = path.to_string();
+        match self.store.get_resource(&key).await.map_err(unavailable)? {
+            None => Ok(None),
+            Some(sealed) => self.kek.open(&key, &sealed).map(Some).ok_or(SecretError::Integrity(key)),
+        }
+    }
+
+    async fn put(&self, path: &ResourcePath, value: &[u8]) -> Result<(), SecretError> {
+        let key = path.to_string();
+        let mut sealed = self.kek.seal(&key, value);
+        let r = self.store.put_resource(&key, &sealed, crate::now_secs()).await.map_err(unavailable);
+        sealed.zeroize();
+        r
+    }
+
+    async fn delete(&self, path: &ResourcePath) -> Result<bool, SecretError> {
+        self.store.delete_resource(&path.to_string()).await.map_err(unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_binds_path_and_key() {
+        let k = Kek::from_slice(&[7; 32]).unwrap();
+        let sealed = k.seal("default/a/b", b"model key");
+        assert!(!sealed.windows(9).any(|w| w == b"model key"));
+        assert_eq!(&k.open("default/a/b", &sealed).unwrap()[..], b"model key");
+        assert!(k.open("default/a/c", &sealed).is_none());
+        let other = Kek::from_slice(&[8; 32]).unwrap();
+        assert!(other.open("default/a/b", &sealed).is_none());
+        let mut bad = sealed.clone();
+        bad[20] ^= 1;
+        assert!(k.open("default/a/b", &bad).is_none());
+        assert!(Kek::from_slice(&[0; 31]).is_none());
+        assert_eq!(format!("{k:?}"), "Kek(..)");
+    }
+}

@@ -1,0 +1,124 @@
+//! The KBS itself, independent of HTTP: the RCAR handshake, resource release and the admin
+//! operations, each returning a typed [`KbsError`] that maps onto Trustee's error kinds.
+
+mod admin;
+mod handshake;
+
+use std::sync::Arc;
+
+use coffer_protocol::ErrorKind;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::attestation::Verifiers;
+use crate::metrics::Metrics;
+use crate::policy::{defaults, PolicyEngine, TokenIssuer, CPU_POLICY_ID, RESOURCE_POLICY_ID};
+use crate::secrets::{SecretBackend, SecretError};
+use crate::store::{AuditEntry, PolicyKind, Store, StoreError};
+
+pub use admin::AdminAuth;
+
+/// An error answer: a Trustee error kind and a detail that is safe to show the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KbsError {
+    /// Kind (decides the HTTP status).
+    pub kind: ErrorKind,
+    /// Human-readable detail; never contains secret material.
+    pub detail: String,
+}
+
+impl KbsError {
+    /// Builds an error.
+    pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        KbsError { kind, detail: detail.into() }
+    }
+}
+
+impl std::fmt::Display for KbsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind.name(), self.detail)
+    }
+}
+
+impl From<StoreError> for KbsError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "storage failure");
+        KbsError::new(ErrorKind::StorageUnavailable, "storage unavailable; retry later")
+    }
+}
+
+impl From<SecretError> for KbsError {
+    fn from(e: SecretError) -> Self {
+        tracing::error!(error = %e, "secret backend failure");
+        match e {
+            SecretError::Unavailable(_) => {
+                KbsError::new(ErrorKind::StorageUnavailable, "secret backend unavailable; retry later")
+            }
+            SecretError::Integrity(p) => {
+                KbsError::new(ErrorKind::InternalError, format!("stored resource {p} failed its integrity check"))
+            }
+            SecretError::ReadOnly(p) => {
+                KbsError::new(ErrorKind::PluginInternalError, format!("resource backend for {p} is read-only"))
+            }
+        }
+    }
+}
+
+/// Everything a request needs; shared by all HTTP workers.
+pub struct Kbs {
+    /// Persistent state.
+    pub store: Arc<dyn Store>,
+    /// Resource bytes.
+    pub secrets: Arc<dyn SecretBackend>,
+    /// Evidence verifiers by TEE.
+    pub verifiers: Verifiers,
+    /// Rego evaluation.
+    pub policies: PolicyEngine,
+    /// Attestation token signing / verification.
+    pub tokens: TokenIssuer,
+    /// Admin token checks.
+    pub admin: AdminAuth,
+    /// Session lifetime, seconds.
+    pub session_ttl_secs: i64,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+}
+
+/// Hex SHA-256 of the canonical JSON of `claims` (what the audit log records).
+pub fn claims_digest(claims: &Value) -> String {
+    hex::encode(Sha256::digest(coffer_protocol::jcs::canonicalize(claims).as_bytes()))
+}
+
+impl Kbs {
+    /// Installs the built-in policies where the database has none (never overwrites).
+    pub async fn install_default_policies(&self) -> Result<(), StoreError> {
+        let now = crate::now_secs();
+        self.store
+            .put_policy_if_absent(CPU_POLICY_ID, PolicyKind::Attestation, defaults::ATTESTATION_CPU, now)
+            .await?;
+        self.store
+            .put_policy_if_absent(RESOURCE_POLICY_ID, PolicyKind::Resource, defaults::RESOURCE, now)
+            .await
+    }
+
+    /// Appends to the audit log; a failure is logged and counted but does not undo the
+    /// operation it describes (the operation already happened).
+    pub(crate) async fn audit(&self, entry: AuditEntry) {
+        if let Err(e) = self.store.append_audit(&entry).await {
+            self.metrics.audit_failures.inc();
+            tracing::error!(error = %e, action = %entry.action, "audit write failed");
+        }
+    }
+
+    pub(crate) async fn policy_text(&self, id: &str, fallback: &'static str) -> Result<String, KbsError> {
+        Ok(self.store.get_policy(id).await?.map(|p| p.body).unwrap_or_else(|| fallback.to_string()))
+    }
+}
+
+/// Current time in Unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,166 @@
+//! Persistent state behind one trait: sessions, policies, reference values, sealed
+//! resources and the audit log. Nothing the handshake needs lives in process memory, so any
+//! replica can serve any step.
+
+mod sqlite;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+pub use sqlite::SqliteStore;
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or refused the operation.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database URL is not supported.
+    #[error("unsupported database URL scheme {0:?} (expected sqlite://PATH)")]
+    UnsupportedUrl(String),
+    /// Migrations failed.
+    #[error("database migration failed: {0}")]
+    Migration(String),
+}
+
+/// State of a handshake session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionState {
+    /// After `/auth`: the challenge nonce is still unused.
+    Authed {
+        /// The challenge nonce.
+        nonce: String,
+    },
+    /// After a successful `/attest`.
+    Attested {
+        /// The attestation token issued.
+        token: String,
+    },
+}
+
+/// A stored session.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Cookie value.
+    pub id: String,
+    /// TEE named at `/auth`.
+    pub tee: String,
+    /// Hash algorithm for the runtime-data binding.
+    pub hash_alg: String,
+    /// Where the handshake is.
+    pub state: SessionState,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// A policy kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyKind {
+    /// Attestation (appraisal) policy, producing trust claims.
+    Attestation,
+    /// Resource policy, producing `allow`.
+    Resource,
+}
+
+impl PolicyKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::Attestation => "attestation",
+            PolicyKind::Resource => "resource",
+        }
+    }
+}
+
+/// A stored policy.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredPolicy {
+    /// Policy id.
+    pub id: String,
+    /// `attestation` or `resource`.
+    pub kind: String,
+    /// Rego text.
+    pub body: String,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+/// One audit row.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct AuditEntry {
+    /// Sequence number (assigned by the store).
+    pub seq: i64,
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    /// `release`, `deny`, `attest`, `admin:<operation>`.
+    pub action: String,
+    /// `allow`, `deny`, `ok`, `error`.
+    pub decision: String,
+    /// Session id (cookie), when the call had one.
+    pub session_id: Option<String>,
+    /// TEE type.
+    pub tee: Option<String>,
+    /// SHA-256 (hex) of the token claims the decision was based on.
+    pub claims_digest: Option<String>,
+    /// Resource path or policy id concerned.
+    pub resource: Option<String>,
+    /// Admin identity (`iss`/`sub` of the admin token) for admin changes.
+    pub actor: Option<String>,
+    /// Short reason; never secret material.
+    pub detail: Option<String>,
+}
+
+/// The storage seam. Implementations must make [`Store::consume_nonce`] atomic across
+/// processes sharing the database.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Succeeds when the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Inserts a new `Authed` session.
+    async fn create_session(&self, s: &Session) -> Result<(), StoreError>;
+    /// Loads a session that has not expired at `now`.
+    async fn load_session(&self, id: &str, now: i64) -> Result<Option<Session>, StoreError>;
+    /// Atomically moves an `Authed` session whose nonce is `nonce` to `Attested { token }`.
+    /// Returns false when the session is gone, expired, already attested or the nonce differs:
+    /// the nonce can be consumed once, by one replica.
+    async fn consume_nonce(&self, id: &str, nonce: &str, token: &str, now: i64) -> Result<bool, StoreError>;
+    /// Deletes sessions expired at `now`; returns how many.
+    async fn purge_expired_sessions(&self, now: i64) -> Result<u64, StoreError>;
+
+    /// Inserts or replaces a policy.
+    async fn put_policy(&self, id: &str, kind: PolicyKind, body: &str, now: i64) -> Result<(), StoreError>;
+    /// Inserts a policy only if no policy with that id exists (start-up defaults).
+    async fn put_policy_if_absent(&self, id: &str, kind: PolicyKind, body: &str, now: i64) -> Result<(), StoreError>;
+    /// Loads a policy.
+    async fn get_policy(&self, id: &str) -> Result<Option<StoredPolicy>, StoreError>;
+    /// Lists policy ids of a kind.
+    async fn list_policy_ids(&self, kind: PolicyKind) -> Result<Vec<String>, StoreError>;
+
+    /// Inserts or replaces a reference value (JSON text).
+    async fn put_reference_value(&self, name: &str, value: &str, expires_at: i64, now: i64) -> Result<(), StoreError>;
+    /// All unexpired reference values as (name, JSON text).
+    async fn reference_values(&self, now: i64) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Inserts or replaces a sealed resource.
+    async fn put_resource(&self, path: &str, sealed: &[u8], now: i64) -> Result<(), StoreError>;
+    /// Loads a sealed resource.
+    async fn get_resource(&self, path: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Deletes a resource; returns whether it existed.
+    async fn delete_resource(&self, path: &str) -> Result<bool, StoreError>;
+
+    /// Appends an audit row.
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// The newest `limit` audit rows with `seq > after`, oldest first.
+    async fn list_audit(&self, after: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// Opens the store named by `url`, creating and migrating it as needed.
+pub async fn open(url: &str, max_connections: u32) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(std::sync::Arc::new(SqliteStore::open(path, max_connections).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.split("://").next().unwrap_or("").to_string()))
+    }
+}
