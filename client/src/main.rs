@@ -1,1 +1,309 @@
-fn main(){}
+//! `coffer` CLI: attest to a KBS, fetch secrets, administer coffer-server.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use coffer::admin::{mint_admin_token, AdminClient};
+use coffer::{evidence, http_client, ClientError, KbsClient};
+use coffer_protocol::{ResourcePath, TeeKeyPair};
+
+/// coffer: keep models encrypted everywhere except inside an attested confidential VM.
+///
+/// Exit codes: 0 success, 1 local error (files, keys, arguments), 2 usage,
+/// 3 refused by the KBS (attestation or policy), 4 not found, 5 KBS unreachable or failing.
+#[derive(Parser)]
+#[command(name = "coffer", version)]
+struct Cli {
+    /// KBS base URL (coffer-server or Trustee's KBS).
+    #[arg(long, global = true, env = "COFFER_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Extra PEM root certificate for an HTTPS KBS.
+    #[arg(long, global = true, env = "COFFER_CERT_FILE")]
+    cert_file: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Args)]
+struct TeeArgs {
+    /// Evidence type: `auto` or `sample`.
+    #[arg(long, default_value = "auto")]
+    tee: String,
+    /// PKCS#8 PEM private key to use as the TEE key (default: a fresh P-256 key).
+    #[arg(long)]
+    tee_key_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attest, then fetch a resource (`repo/type/tag` or `kbs:///repo/type/tag`).
+    GetResource {
+        /// Resource path or kbs:/// URI.
+        path: ResourcePath,
+        /// Write the secret to this file (mode 0600) instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Print base64 instead of raw bytes (what Trustee's kbs-client prints).
+        #[arg(long)]
+        base64: bool,
+        #[command(flatten)]
+        tee: TeeArgs,
+    },
+    /// Run the attestation handshake and print the attestation token (EAR JWT).
+    Attest {
+        #[command(flatten)]
+        tee: TeeArgs,
+    },
+    /// Administer coffer-server (admin token required).
+    Admin(AdminArgs),
+}
+
+#[derive(Args)]
+struct AdminArgs {
+    /// Ed25519 admin private key (PEM); a short-lived token is minted from it per call.
+    #[arg(long, env = "COFFER_ADMIN_KEY", conflicts_with = "token_file")]
+    key: Option<PathBuf>,
+    /// File holding a ready admin token (e.g. one made with `coffer admin token`).
+    #[arg(long, env = "COFFER_ADMIN_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// `iss` of minted tokens (must match the server's admin.issuer).
+    #[arg(long, default_value = "coffer")]
+    issuer: String,
+    /// `aud` of minted tokens (must match the server's admin.audience).
+    #[arg(long, default_value = "kbs")]
+    audience: String,
+    #[command(subcommand)]
+    cmd: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Print an admin token (for Trustee's kbs-client `--admin-token-file`, or scripts).
+    Token {
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+    },
+    /// Store a resource from a file.
+    SetResource {
+        /// Resource path.
+        path: ResourcePath,
+        /// File with the resource bytes.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Delete a resource.
+    DeleteResource {
+        /// Resource path.
+        path: ResourcePath,
+    },
+    /// Upload an attestation (appraisal) policy.
+    SetAttestationPolicy {
+        /// Rego file.
+        #[arg(long)]
+        file: PathBuf,
+        /// Policy id; `default_cpu` is the one applied to CPU TEEs.
+        #[arg(long, default_value = "default_cpu")]
+        id: String,
+    },
+    /// Upload the resource policy: a Rego file or one of the shipped policies.
+    SetResourcePolicy {
+        /// Rego file.
+        #[arg(long, group = "policy", required = true)]
+        file: Option<PathBuf>,
+        /// Release everything to every attested TEE (testing only).
+        #[arg(long, group = "policy")]
+        allow_all: bool,
+        /// Release nothing.
+        #[arg(long, group = "policy")]
+        deny_all: bool,
+        /// Require ear.status == "affirming".
+        #[arg(long, group = "policy")]
+        affirming: bool,
+        /// coffer's default (any real TEE, never `sample`).
+        #[arg(long, group = "policy")]
+        default: bool,
+    },
+    /// Print the current resource policy (Rego).
+    GetResourcePolicy,
+    /// Print a stored policy by id (e.g. default_cpu).
+    GetPolicy {
+        /// Policy id.
+        id: String,
+    },
+    /// Register a reference value (value is JSON, e.g. '["1"]', or a plain string).
+    SetReferenceValue {
+        /// Name used by query_reference_value().
+        name: String,
+        /// Value.
+        value: String,
+    },
+    /// Print a reference value.
+    GetReferenceValue {
+        /// Name.
+        name: String,
+    },
+    /// List the audit log (releases, denials, admin changes).
+    Audit {
+        /// Only rows after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// At most this many rows (the newest).
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+mod shipped {
+    pub const ALLOW_ALL: &str = include_str!("../../policies/resource/allow_all.rego");
+    pub const DENY_ALL: &str = include_str!("../../policies/resource/deny_all.rego");
+    pub const AFFIRMING: &str = include_str!("../../policies/resource/affirming.rego");
+    pub const DEFAULT: &str = include_str!("../../policies/resource/default.rego");
+}
+
+fn read_text(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn tee_client(cli: &Cli, http: reqwest::Client, tee: &TeeArgs) -> anyhow::Result<KbsClient> {
+    let key = match &tee.tee_key_file {
+        Some(p) => TeeKeyPair::from_pkcs8_pem(&read_text(p)?).with_context(|| p.display().to_string())?,
+        None => TeeKeyPair::generate(),
+    };
+    Ok(KbsClient::new(http, &cli.url, evidence::provider(&tee.tee)?, key))
+}
+
+fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("coffer-tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+}
+
+async fn admin(cli: &Cli, http: reqwest::Client, a: &AdminArgs) -> anyhow::Result<()> {
+    let token = match (&a.key, &a.token_file) {
+        (Some(k), _) => mint_admin_token(&read_text(k)?, &a.issuer, &a.audience, 300).with_context(|| k.display().to_string())?,
+        (None, Some(t)) => read_text(t)?,
+        (None, None) => bail!("admin commands need --key ADMIN_KEY (PEM) or --token-file FILE"),
+    };
+    if let AdminCommand::Token { ttl } = &a.cmd {
+        let key = a.key.as_ref().context("`admin token` needs --key")?;
+        println!("{}", mint_admin_token(&read_text(key)?, &a.issuer, &a.audience, *ttl)?);
+        return Ok(());
+    }
+    let c = AdminClient::new(http, &cli.url, token);
+    match &a.cmd {
+        AdminCommand::Token { .. } => {}
+        AdminCommand::SetResource { path, file } => {
+            let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            c.set_resource(path, bytes).await?;
+            eprintln!("stored {path}");
+        }
+        AdminCommand::DeleteResource { path } => {
+            c.delete_resource(path).await?;
+            eprintln!("deleted {path}");
+        }
+        AdminCommand::SetAttestationPolicy { file, id } => {
+            c.set_attestation_policy(id, &read_text(file)?).await?;
+            eprintln!("attestation policy {id} set");
+        }
+        AdminCommand::SetResourcePolicy { file, allow_all, deny_all, affirming, default } => {
+            let text = match (file, allow_all, deny_all, affirming, default) {
+                (Some(f), ..) => read_text(f)?,
+                (_, true, ..) => shipped::ALLOW_ALL.to_string(),
+                (_, _, true, ..) => shipped::DENY_ALL.to_string(),
+                (_, _, _, true, _) => shipped::AFFIRMING.to_string(),
+                _ => shipped::DEFAULT.to_string(),
+            };
+            c.set_resource_policy(&text).await?;
+            eprintln!("resource policy set");
+        }
+        AdminCommand::GetResourcePolicy => print!("{}", c.get_policy("resource-policy").await?),
+        AdminCommand::GetPolicy { id } => print!("{}", c.get_policy(id).await?),
+        AdminCommand::SetReferenceValue { name, value } => {
+            let v: serde_json::Value = serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.clone()));
+            c.set_reference_values(&serde_json::json!({ name: v })).await?;
+            eprintln!("reference value {name} set");
+        }
+        AdminCommand::GetReferenceValue { name } => println!("{}", c.get_reference_value(name).await?),
+        AdminCommand::Audit { after, limit, json } => {
+            let rows = c.audit(*after, *limit).await?;
+            if *json {
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                println!("{:>6}  {:<24}  {:<24}  {:<6}  {:<8}  {:<32}  detail", "seq", "time (ms)", "action", "result", "tee", "resource");
+                for r in rows {
+                    let s = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
+                    println!(
+                        "{:>6}  {:<24}  {:<24}  {:<6}  {:<8}  {:<32}  {}",
+                        r["seq"].as_i64().unwrap_or(0), r["at_ms"].as_i64().unwrap_or(0), s("action"), s("decision"), s("tee"), s("resource"), s("detail")
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let ca = match &cli.cert_file {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?),
+        None => None,
+    };
+    let http = http_client(ca.as_deref())?;
+    match &cli.cmd {
+        Command::GetResource { path, output, base64, tee } => {
+            let mut client = tee_client(&cli, http, tee)?;
+            let secret = client.get_resource(path).await?;
+            match output {
+                Some(p) => write_secret(p, &secret)?,
+                None if *base64 => println!("{}", coffer_protocol::b64::std_encode(&secret[..])),
+                None => std::io::stdout().write_all(&secret).context("cannot write to stdout")?,
+            }
+        }
+        Command::Attest { tee } => {
+            let mut client = tee_client(&cli, http, tee)?;
+            println!("{}", client.attest().await?);
+        }
+        Command::Admin(a) => admin(&cli, http, a).await?,
+    }
+    Ok(())
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<ClientError>() {
+        Some(ClientError::Kbs { status: 404, .. }) => 4,
+        Some(ClientError::Kbs { status: 401 | 403, .. }) => 3,
+        Some(ClientError::Kbs { .. } | ClientError::Transport { .. } | ClientError::Protocol(_)) => 5,
+        _ => 1,
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("coffer: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
