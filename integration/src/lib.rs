@@ -1,1 +1,127 @@
+//! Test harness: starts the real `coffer-server` binary on a free port with its own data
+//! directory, and runs the real `coffer` CLI against it.
+//!
+//! The binaries are looked up next to the test executable's target directory; build them
+//! first (`cargo build --bins`, which `scripts/test.sh` does).
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary (`coffer-server`, `coffer`).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(p.exists(), "{} not built; run `cargo build --bins` (scripts/test.sh does)", p.display());
+    p
+}
+
+/// A running coffer-server process, killed on drop.
+pub struct Server {
+    child: Option<Child>,
+    /// Base URL, e.g. `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    port: u16,
+    extra_args: Vec<String>,
+}
+
+impl Server {
+    /// Starts a server with a data directory inside `root` and optional TOML config text.
+    pub fn start(root: &Path, config: Option<&str>) -> Server {
+        let data_dir = root.join("data");
+        let mut extra_args = Vec::new();
+        if let Some(text) = config {
+            let cfg = root.join("coffer-server.toml");
+            std::fs::write(&cfg, text).expect("write config");
+            extra_args.push("--config".to_string());
+            extra_args.push(cfg.display().to_string());
+        }
+        // Port 0: the server binds a free port and logs it, so parallel tests never collide.
+        let mut s = Server { child: None, url: String::new(), data_dir, port: 0, extra_args };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.data_dir.with_extension("log")).expect("log file");
+        let child = Command::new(binary("coffer-server"))
+            .args(&self.extra_args)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn coffer-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let log = self.log();
+            if let Some(line) = log.lines().find(|l| l.contains("coffer-server ready")) {
+                let addr = line.split("listen=").nth(1).and_then(|r| r.split_whitespace().next()).expect("listen= in ready line");
+                self.port = addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+                self.url = format!("http://{addr}");
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("coffer-server exited early with {status}: {log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("coffer-server did not start: {}", self.log());
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
+    }
+
+    /// Kills the process (SIGKILL) and starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Kills the process.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The generated admin private key.
+    pub fn admin_key(&self) -> PathBuf {
+        self.data_dir.join("admin.key")
+    }
+
+    /// Runs the `coffer` CLI against this server.
+    pub fn coffer(&self, args: &[&str]) -> Output {
+        Command::new(binary("coffer")).arg("--url").arg(&self.url).args(args).output().expect("run coffer")
+    }
+
+    /// Runs `coffer admin --key <generated key> ...` and asserts success.
+    pub fn admin(&self, args: &[&str]) -> Output {
+        let key = self.admin_key();
+        let mut full = vec!["admin", "--key", key.to_str().expect("utf-8 path")];
+        full.extend_from_slice(args);
+        let out = self.coffer(&full);
+        assert!(out.status.success(), "coffer {full:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    }
+
+    /// A fresh admin bearer token.
+    pub fn admin_token(&self) -> String {
+        String::from_utf8(self.admin(&["token"]).stdout).expect("utf-8").trim().to_string()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -86,6 +86,8 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
     let cfg = load_config(&args)?;
@@ -133,8 +135,9 @@ async fn main() -> anyhow::Result<()> {
         None => server.bind(cfg.server.listen),
     }
     .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
+    let bound = server.addrs().first().copied().unwrap_or(cfg.server.listen);
     tracing::info!(
-        listen = %cfg.server.listen,
+        listen = %bound,
         tls = cfg.server.tls.is_some(),
         data_dir = %cfg.server.data_dir.display(),
         database = %db_url.split("://").next().unwrap_or(""),

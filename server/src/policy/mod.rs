@@ -58,23 +58,26 @@ pub struct PolicyEngine {
 const CACHE_LIMIT: usize = 64;
 
 fn compile(text: &str) -> Result<regorus::Engine, PolicyError> {
-    // Trustee's policies come in Rego v1 (`allow if { ... }`, often without
-    // `import rego.v1`) and in v0 (`allow { ... }`). Try v1 first: in v0 mode `allow if {`
-    // silently parses as something else and can allow everything.
-    let mut engine = regorus::Engine::new();
-    engine.set_rego_v1(true);
-    match engine.add_policy("policy.rego".into(), text.into()) {
-        Ok(_) => Ok(engine),
+    let add = |v1: bool| {
+        let mut engine = regorus::Engine::new();
+        engine.set_rego_v1(v1);
+        engine.add_policy("policy.rego".into(), text.into()).map(|_| engine)
+    };
+    // `import rego.v1` already selects v1 semantics (and is refused in regorus' v1 mode).
+    if text.lines().any(|l| l.trim() == "import rego.v1") {
+        return add(false).map_err(|e| PolicyError::Compile(e.to_string()));
+    }
+    // Trustee's policies also come with v1 keywords but no import (`allow if { ... }`), and
+    // in v0 (`allow { ... }`). Try v1 first: in v0 mode `allow if {` silently parses as
+    // something else and can allow everything.
+    match add(true) {
+        Ok(engine) => Ok(engine),
         Err(v1_err) => {
             // A policy using `if` is meant as v1; reading it as v0 would change its meaning.
             if text.split_whitespace().any(|w| w == "if") {
                 return Err(PolicyError::Compile(v1_err.to_string()));
             }
-            let mut engine = regorus::Engine::new();
-            engine
-                .add_policy("policy.rego".into(), text.into())
-                .map(|_| engine)
-                .map_err(|_| PolicyError::Compile(v1_err.to_string()))
+            add(false).map_err(|_| PolicyError::Compile(v1_err.to_string()))
         }
     }
 }
