@@ -11,8 +11,13 @@ use std::time::{Duration, Instant};
 /// Path of a workspace binary (`coffer-server`, `coffer`).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let p = dir.join(name);
+    // Test executables live in target/<profile>/deps, binaries in target/<profile>.
+    let here = exe.parent().expect("target dir");
+    let p = [here, here.parent().unwrap_or(here)]
+        .iter()
+        .map(|d| d.join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| here.join(name));
     assert!(p.exists(), "{} not built; run `cargo build --bins` (scripts/test.sh does)", p.display());
     p
 }
@@ -92,6 +97,11 @@ impl Server {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Process id of the running server.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
     /// The generated admin private key.
