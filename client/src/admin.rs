@@ -9,15 +9,25 @@ use crate::error::check;
 use crate::ClientError;
 
 /// Mints an admin token (EdDSA JWT) from an Ed25519 PKCS#8 PEM private key.
-pub fn mint_admin_token(key_pem: &str, issuer: &str, audience: &str, ttl_secs: i64) -> Result<String, ClientError> {
-    let sk = ed25519_dalek::SigningKey::from_pkcs8_pem(key_pem)
-        .map_err(|_| ClientError::Config("admin key is not an Ed25519 PKCS#8 PEM private key".into()))?;
+pub fn mint_admin_token(
+    key_pem: &str,
+    issuer: &str,
+    audience: &str,
+    ttl_secs: i64,
+) -> Result<String, ClientError> {
+    let sk = ed25519_dalek::SigningKey::from_pkcs8_pem(key_pem).map_err(|_| {
+        ClientError::Config("admin key is not an Ed25519 PKCS#8 PEM private key".into())
+    })?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
     let claims = json!({"iss": issuer, "aud": [audience], "role": "admin", "iat": now, "exp": now + ttl_secs});
-    Ok(jwt::sign(&claims, Default::default(), &SigningKey::EdDsa(sk)))
+    Ok(jwt::sign(
+        &claims,
+        Default::default(),
+        &SigningKey::EdDsa(sk),
+    ))
 }
 
 /// An authenticated admin client.
@@ -30,56 +40,90 @@ pub struct AdminClient {
 impl AdminClient {
     /// A client for `url` presenting `token`.
     pub fn new(http: reqwest::Client, url: &str, token: String) -> Self {
-        AdminClient { http, base: url.trim_end_matches('/').to_string(), token: token.trim().to_string() }
+        AdminClient {
+            http,
+            base: url.trim_end_matches('/').to_string(),
+            token: token.trim().to_string(),
+        }
     }
 
-    async fn send(&self, what: &str, rb: reqwest::RequestBuilder, url: &str) -> Result<reqwest::Response, ClientError> {
-        let resp = rb
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|source| ClientError::Transport { url: url.to_string(), source })?;
+    async fn send(
+        &self,
+        what: &str,
+        rb: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<reqwest::Response, ClientError> {
+        let resp =
+            rb.bearer_auth(&self.token)
+                .send()
+                .await
+                .map_err(|source| ClientError::Transport {
+                    url: url.to_string(),
+                    source,
+                })?;
         check(what, resp).await
     }
 
     async fn post(&self, what: &str, path: &str, body: Value) -> Result<(), ClientError> {
         let url = format!("{}{path}", self.base);
-        self.send(what, self.http.post(&url).json(&body), &url).await.map(|_| ())
+        self.send(what, self.http.post(&url).json(&body), &url)
+            .await
+            .map(|_| ())
     }
 
     async fn get_json(&self, what: &str, path: &str) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.base);
         let resp = self.send(what, self.http.get(&url), &url).await?;
-        resp.json().await.map_err(|e| ClientError::Protocol(format!("{what}: invalid JSON answer: {e}")))
+        resp.json()
+            .await
+            .map_err(|e| ClientError::Protocol(format!("{what}: invalid JSON answer: {e}")))
     }
 
     /// Stores resource bytes.
-    pub async fn set_resource(&self, path: &ResourcePath, value: Vec<u8>) -> Result<(), ClientError> {
+    pub async fn set_resource(
+        &self,
+        path: &ResourcePath,
+        value: Vec<u8>,
+    ) -> Result<(), ClientError> {
         let url = format!("{}/kbs/v0/resource/{path}", self.base);
-        let rb = self.http.post(&url).header(reqwest::header::CONTENT_TYPE, "application/octet-stream").body(value);
+        let rb = self
+            .http
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(value);
         self.send("set-resource", rb, &url).await.map(|_| ())
     }
 
     /// Deletes a resource.
     pub async fn delete_resource(&self, path: &ResourcePath) -> Result<(), ClientError> {
         let url = format!("{}/kbs/v0/resource/{path}", self.base);
-        self.send("delete-resource", self.http.delete(&url), &url).await.map(|_| ())
+        self.send("delete-resource", self.http.delete(&url), &url)
+            .await
+            .map(|_| ())
     }
 
     /// Uploads the resource policy.
     pub async fn set_resource_policy(&self, rego: &str) -> Result<(), ClientError> {
-        self.post("set-resource-policy", "/kbs/v0/resource-policy", json!({"policy": b64::url_encode(rego)})).await
+        self.post(
+            "set-resource-policy",
+            "/kbs/v0/resource-policy",
+            json!({"policy": b64::url_encode(rego)}),
+        )
+        .await
     }
 
     /// Uploads an attestation policy under `id` (Trustee's CPU policy id is `default_cpu`).
     pub async fn set_attestation_policy(&self, id: &str, rego: &str) -> Result<(), ClientError> {
         let body = json!({"type": "rego", "policy_id": id, "policy": b64::url_encode(rego)});
-        self.post("set-attestation-policy", "/kbs/v0/attestation-policy", body).await
+        self.post("set-attestation-policy", "/kbs/v0/attestation-policy", body)
+            .await
     }
 
     /// A stored policy's Rego text (coffer-server only).
     pub async fn get_policy(&self, id: &str) -> Result<String, ClientError> {
-        let v = self.get_json("get-policy", &format!("/coffer/v1/policies/{id}")).await?;
+        let v = self
+            .get_json("get-policy", &format!("/coffer/v1/policies/{id}"))
+            .await?;
         v.get("body")
             .and_then(Value::as_str)
             .map(str::to_string)
@@ -89,17 +133,29 @@ impl AdminClient {
     /// Registers sample-format reference values `{name: value}`.
     pub async fn set_reference_values(&self, values: &Value) -> Result<(), ClientError> {
         let body = json!({"version": "0.1.0", "type": "sample", "payload": b64::std_encode(values.to_string())});
-        self.post("set-reference-value", "/kbs/v0/reference-value", body).await
+        self.post("set-reference-value", "/kbs/v0/reference-value", body)
+            .await
     }
 
     /// Reads a reference value.
     pub async fn get_reference_value(&self, name: &str) -> Result<Value, ClientError> {
-        self.get_json("get-reference-value", &format!("/kbs/v0/reference-value/{name}")).await
+        self.get_json(
+            "get-reference-value",
+            &format!("/kbs/v0/reference-value/{name}"),
+        )
+        .await
     }
 
     /// Audit rows after sequence number `after` (coffer-server only).
     pub async fn audit(&self, after: i64, limit: i64) -> Result<Vec<Value>, ClientError> {
-        let v = self.get_json("audit", &format!("/coffer/v1/audit?after={after}&limit={limit}")).await?;
-        v.as_array().cloned().ok_or_else(|| ClientError::Protocol("audit answer is not a list".into()))
+        let v = self
+            .get_json(
+                "audit",
+                &format!("/coffer/v1/audit?after={after}&limit={limit}"),
+            )
+            .await?;
+        v.as_array()
+            .cloned()
+            .ok_or_else(|| ClientError::Protocol("audit answer is not a list".into()))
     }
 }

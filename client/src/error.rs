@@ -51,14 +51,19 @@ impl ClientError {
     /// Problem kind name of a KBS refusal.
     pub fn kind(&self) -> Option<&str> {
         match self {
-            ClientError::Kbs { problem: Some(p), .. } => Some(p.kind_name()),
+            ClientError::Kbs {
+                problem: Some(p), ..
+            } => Some(p.kind_name()),
             _ => None,
         }
     }
 }
 
 /// Turns a non-success response into [`ClientError::Kbs`].
-pub(crate) async fn check(what: &str, resp: reqwest::Response) -> Result<reqwest::Response, ClientError> {
+pub(crate) async fn check(
+    what: &str,
+    resp: reqwest::Response,
+) -> Result<reqwest::Response, ClientError> {
     if resp.status().is_success() {
         return Ok(resp);
     }
@@ -69,5 +74,10 @@ pub(crate) async fn check(what: &str, resp: reqwest::Response) -> Result<reqwest
     if shown.is_empty() {
         shown = "(empty body)".into();
     }
-    Err(ClientError::Kbs { what: what.to_string(), status, problem, body: shown })
+    Err(ClientError::Kbs {
+        what: what.to_string(),
+        status,
+        problem,
+        body: shown,
+    })
 }

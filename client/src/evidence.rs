@@ -33,6 +33,8 @@ impl EvidenceProvider for SampleEvidence {
 pub fn provider(tee: &str) -> Result<Box<dyn EvidenceProvider>, ClientError> {
     match tee {
         "sample" | "auto" => Ok(Box::new(SampleEvidence)),
-        other => Err(ClientError::Evidence(format!("TEE {other:?} is not supported by this client (supported: sample)"))),
+        other => Err(ClientError::Evidence(format!(
+            "TEE {other:?} is not supported by this client (supported: sample)"
+        ))),
     }
 }

@@ -27,8 +27,20 @@ pub struct KbsClient {
 
 impl KbsClient {
     /// A client for the KBS at `url` (e.g. `http://127.0.0.1:8080`).
-    pub fn new(http: reqwest::Client, url: &str, provider: Box<dyn EvidenceProvider>, key: TeeKeyPair) -> Self {
-        KbsClient { http, base: url.trim_end_matches('/').to_string(), provider, key, cookie: None, token: None }
+    pub fn new(
+        http: reqwest::Client,
+        url: &str,
+        provider: Box<dyn EvidenceProvider>,
+        key: TeeKeyPair,
+    ) -> Self {
+        KbsClient {
+            http,
+            base: url.trim_end_matches('/').to_string(),
+            provider,
+            key,
+            cookie: None,
+            token: None,
+        }
     }
 
     /// The attestation token from the last successful handshake.
@@ -41,7 +53,10 @@ impl KbsClient {
     }
 
     fn transport(url: &str) -> impl FnOnce(reqwest::Error) -> ClientError + '_ {
-        move |source| ClientError::Transport { url: url.to_string(), source }
+        move |source| ClientError::Transport {
+            url: url.to_string(),
+            source,
+        }
     }
 
     fn remember_cookie(&mut self, resp: &reqwest::Response) {
@@ -65,56 +80,79 @@ impl KbsClient {
     pub async fn attest(&mut self) -> Result<String, ClientError> {
         let url = self.url("auth");
         let resp = self
-            .with_cookie(self.http.post(&url).json(&Request::new(self.provider.tee())))
+            .with_cookie(
+                self.http
+                    .post(&url)
+                    .json(&Request::new(self.provider.tee())),
+            )
             .send()
             .await
             .map_err(Self::transport(&url))?;
         let resp = check("auth", resp).await?;
         self.remember_cookie(&resp);
-        let challenge: Challenge =
-            resp.json().await.map_err(|e| ClientError::Protocol(format!("invalid challenge: {e}")))?;
+        let challenge: Challenge = resp
+            .json()
+            .await
+            .map_err(|e| ClientError::Protocol(format!("invalid challenge: {e}")))?;
         let alg = match challenge.selected_hash_algorithm() {
             None => HashAlgorithm::Sha384,
-            Some(name) => HashAlgorithm::from_name(name)
-                .ok_or_else(|| ClientError::Protocol(format!("server selected unsupported hash {name}")))?,
+            Some(name) => HashAlgorithm::from_name(name).ok_or_else(|| {
+                ClientError::Protocol(format!("server selected unsupported hash {name}"))
+            })?,
         };
         let tee_pubkey = self.key.public_jwk();
         let hash = runtime_data_hash(alg, &challenge.nonce, &tee_pubkey, "");
         let evidence = self.provider.evidence(&hash).await?;
         let body = Attestation {
             init_data: None,
-            runtime_data: RuntimeData { nonce: challenge.nonce, tee_pubkey },
-            tee_evidence: TeeEvidence { primary_evidence: evidence, additional_evidence: String::new() },
+            runtime_data: RuntimeData {
+                nonce: challenge.nonce,
+                tee_pubkey,
+            },
+            tee_evidence: TeeEvidence {
+                primary_evidence: evidence,
+                additional_evidence: String::new(),
+            },
         };
         let url = self.url("attest");
-        let resp = self.with_cookie(self.http.post(&url).json(&body)).send().await.map_err(Self::transport(&url))?;
+        let resp = self
+            .with_cookie(self.http.post(&url).json(&body))
+            .send()
+            .await
+            .map_err(Self::transport(&url))?;
         let resp = check("attest", resp).await?;
         self.remember_cookie(&resp);
-        let t: AttestationToken =
-            resp.json().await.map_err(|e| ClientError::Protocol(format!("invalid attest answer: {e}")))?;
+        let t: AttestationToken = resp
+            .json()
+            .await
+            .map_err(|e| ClientError::Protocol(format!("invalid attest answer: {e}")))?;
         self.token = Some(t.token.clone());
         Ok(t.token)
     }
 
     /// Fetches and decrypts a resource. Tries first with the current session (if any); on
     /// 401 it attests and retries, up to three attempts in all.
-    pub async fn get_resource(&mut self, path: &ResourcePath) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+    pub async fn get_resource(
+        &mut self,
+        path: &ResourcePath,
+    ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
         let url = self.url(&format!("resource/{path}"));
         let mut last = None;
         for attempt in 0..RESOURCE_ATTEMPTS {
             if attempt > 0 || self.cookie.is_none() {
-                if let Err(e) = self.attest().await {
-                    // A refused attestation will not get better by repeating it.
-                    return Err(e);
-                }
+                // A refused attestation will not get better by repeating it.
+                self.attest().await?;
             }
-            let resp = self.with_cookie(self.http.get(&url)).send().await.map_err(Self::transport(&url))?;
+            let resp = self
+                .with_cookie(self.http.get(&url))
+                .send()
+                .await
+                .map_err(Self::transport(&url))?;
             match check(&format!("resource {path}"), resp).await {
                 Ok(resp) => {
-                    let jwe: FlattenedJwe = resp
-                        .json()
-                        .await
-                        .map_err(|e| ClientError::Protocol(format!("resource answer is not a JWE: {e}")))?;
+                    let jwe: FlattenedJwe = resp.json().await.map_err(|e| {
+                        ClientError::Protocol(format!("resource answer is not a JWE: {e}"))
+                    })?;
                     return Ok(jwe::decrypt(&self.key, &jwe)?);
                 }
                 Err(e) if e.status() == Some(401) => last = Some(e),

@@ -21,7 +21,8 @@ pub fn http_client(extra_root_pem: Option<&[u8]>) -> Result<reqwest::Client, Cli
         .user_agent(concat!("coffer/", env!("CARGO_PKG_VERSION")))
         .timeout(std::time::Duration::from_secs(60));
     if let Some(pem) = extra_root_pem {
-        let cert = reqwest::Certificate::from_pem(pem).map_err(|e| ClientError::Config(format!("CA certificate: {e}")))?;
+        let cert = reqwest::Certificate::from_pem(pem)
+            .map_err(|e| ClientError::Config(format!("CA certificate: {e}")))?;
         b = b.add_root_certificate(cert);
     }
     b.build().map_err(|e| ClientError::Config(e.to_string()))

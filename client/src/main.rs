@@ -19,7 +19,12 @@ use coffer_protocol::{ResourcePath, TeeKeyPair};
 #[command(name = "coffer", version)]
 struct Cli {
     /// KBS base URL (coffer-server or Trustee's KBS).
-    #[arg(long, global = true, env = "COFFER_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "COFFER_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     url: String,
     /// Extra PEM root certificate for an HTTPS KBS.
     #[arg(long, global = true, env = "COFFER_CERT_FILE")]
@@ -174,10 +179,17 @@ fn read_text(path: &Path) -> anyhow::Result<String> {
 
 fn tee_client(cli: &Cli, http: reqwest::Client, tee: &TeeArgs) -> anyhow::Result<KbsClient> {
     let key = match &tee.tee_key_file {
-        Some(p) => TeeKeyPair::from_pkcs8_pem(&read_text(p)?).with_context(|| p.display().to_string())?,
+        Some(p) => {
+            TeeKeyPair::from_pkcs8_pem(&read_text(p)?).with_context(|| p.display().to_string())?
+        }
         None => TeeKeyPair::generate(),
     };
-    Ok(KbsClient::new(http, &cli.url, evidence::provider(&tee.tee)?, key))
+    Ok(KbsClient::new(
+        http,
+        &cli.url,
+        evidence::provider(&tee.tee)?,
+        key,
+    ))
 }
 
 fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -189,26 +201,34 @@ fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
 }
 
 async fn admin(cli: &Cli, http: reqwest::Client, a: &AdminArgs) -> anyhow::Result<()> {
     let token = match (&a.key, &a.token_file) {
-        (Some(k), _) => mint_admin_token(&read_text(k)?, &a.issuer, &a.audience, 300).with_context(|| k.display().to_string())?,
+        (Some(k), _) => mint_admin_token(&read_text(k)?, &a.issuer, &a.audience, 300)
+            .with_context(|| k.display().to_string())?,
         (None, Some(t)) => read_text(t)?,
         (None, None) => bail!("admin commands need --key ADMIN_KEY (PEM) or --token-file FILE"),
     };
     if let AdminCommand::Token { ttl } = &a.cmd {
         let key = a.key.as_ref().context("`admin token` needs --key")?;
-        println!("{}", mint_admin_token(&read_text(key)?, &a.issuer, &a.audience, *ttl)?);
+        println!(
+            "{}",
+            mint_admin_token(&read_text(key)?, &a.issuer, &a.audience, *ttl)?
+        );
         return Ok(());
     }
     let c = AdminClient::new(http, &cli.url, token);
     match &a.cmd {
         AdminCommand::Token { .. } => {}
         AdminCommand::SetResource { path, file } => {
-            let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let bytes =
+                std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
             c.set_resource(path, bytes).await?;
             eprintln!("stored {path}");
         }
@@ -220,7 +240,13 @@ async fn admin(cli: &Cli, http: reqwest::Client, a: &AdminArgs) -> anyhow::Resul
             c.set_attestation_policy(id, &read_text(file)?).await?;
             eprintln!("attestation policy {id} set");
         }
-        AdminCommand::SetResourcePolicy { file, allow_all, deny_all, affirming, default } => {
+        AdminCommand::SetResourcePolicy {
+            file,
+            allow_all,
+            deny_all,
+            affirming,
+            default,
+        } => {
             let text = match (file, allow_all, deny_all, affirming, default) {
                 (Some(f), ..) => read_text(f)?,
                 (_, true, ..) => shipped::ALLOW_ALL.to_string(),
@@ -234,22 +260,35 @@ async fn admin(cli: &Cli, http: reqwest::Client, a: &AdminArgs) -> anyhow::Resul
         AdminCommand::GetResourcePolicy => print!("{}", c.get_policy("resource-policy").await?),
         AdminCommand::GetPolicy { id } => print!("{}", c.get_policy(id).await?),
         AdminCommand::SetReferenceValue { name, value } => {
-            let v: serde_json::Value = serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.clone()));
-            c.set_reference_values(&serde_json::json!({ name: v })).await?;
+            let v: serde_json::Value = serde_json::from_str(value)
+                .unwrap_or_else(|_| serde_json::Value::String(value.clone()));
+            c.set_reference_values(&serde_json::json!({ name: v }))
+                .await?;
             eprintln!("reference value {name} set");
         }
-        AdminCommand::GetReferenceValue { name } => println!("{}", c.get_reference_value(name).await?),
+        AdminCommand::GetReferenceValue { name } => {
+            println!("{}", c.get_reference_value(name).await?)
+        }
         AdminCommand::Audit { after, limit, json } => {
             let rows = c.audit(*after, *limit).await?;
             if *json {
                 println!("{}", serde_json::Value::Array(rows));
             } else {
-                println!("{:>6}  {:<24}  {:<24}  {:<6}  {:<8}  {:<32}  detail", "seq", "time (ms)", "action", "result", "tee", "resource");
+                println!(
+                    "{:>6}  {:<24}  {:<24}  {:<6}  {:<8}  {:<32}  detail",
+                    "seq", "time (ms)", "action", "result", "tee", "resource"
+                );
                 for r in rows {
                     let s = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
                     println!(
                         "{:>6}  {:<24}  {:<24}  {:<6}  {:<8}  {:<32}  {}",
-                        r["seq"].as_i64().unwrap_or(0), r["at_ms"].as_i64().unwrap_or(0), s("action"), s("decision"), s("tee"), s("resource"), s("detail")
+                        r["seq"].as_i64().unwrap_or(0),
+                        r["at_ms"].as_i64().unwrap_or(0),
+                        s("action"),
+                        s("decision"),
+                        s("tee"),
+                        s("resource"),
+                        s("detail")
                     );
                 }
             }
@@ -265,13 +304,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let http = http_client(ca.as_deref())?;
     match &cli.cmd {
-        Command::GetResource { path, output, base64, tee } => {
+        Command::GetResource {
+            path,
+            output,
+            base64,
+            tee,
+        } => {
             let mut client = tee_client(&cli, http, tee)?;
             let secret = client.get_resource(path).await?;
             match output {
                 Some(p) => write_secret(p, &secret)?,
                 None if *base64 => println!("{}", coffer_protocol::b64::std_encode(&secret[..])),
-                None => std::io::stdout().write_all(&secret).context("cannot write to stdout")?,
+                None => std::io::stdout()
+                    .write_all(&secret)
+                    .context("cannot write to stdout")?,
             }
         }
         Command::Attest { tee } => {
@@ -286,8 +332,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 fn exit_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<ClientError>() {
         Some(ClientError::Kbs { status: 404, .. }) => 4,
-        Some(ClientError::Kbs { status: 401 | 403, .. }) => 3,
-        Some(ClientError::Kbs { .. } | ClientError::Transport { .. } | ClientError::Protocol(_)) => 5,
+        Some(ClientError::Kbs {
+            status: 401 | 403, ..
+        }) => 3,
+        Some(
+            ClientError::Kbs { .. } | ClientError::Transport { .. } | ClientError::Protocol(_),
+        ) => 5,
         _ => 1,
     }
 }
@@ -295,7 +345,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

@@ -18,7 +18,11 @@ pub fn binary(name: &str) -> PathBuf {
         .map(|d| d.join(name))
         .find(|p| p.exists())
         .unwrap_or_else(|| here.join(name));
-    assert!(p.exists(), "{} not built; run `cargo build --bins` (scripts/test.sh does)", p.display());
+    assert!(
+        p.exists(),
+        "{} not built; run `cargo build --bins` (scripts/test.sh does)",
+        p.display()
+    );
     p
 }
 
@@ -45,7 +49,13 @@ impl Server {
             extra_args.push(cfg.display().to_string());
         }
         // Port 0: the server binds a free port and logs it, so parallel tests never collide.
-        let mut s = Server { child: None, url: String::new(), data_dir, port: 0, extra_args };
+        let mut s = Server {
+            child: None,
+            url: String::new(),
+            data_dir,
+            port: 0,
+            extra_args,
+        };
         s.spawn();
         s
     }
@@ -67,8 +77,16 @@ impl Server {
         while Instant::now() < deadline {
             let log = self.log();
             if let Some(line) = log.lines().find(|l| l.contains("coffer-server ready")) {
-                let addr = line.split("listen=").nth(1).and_then(|r| r.split_whitespace().next()).expect("listen= in ready line");
-                self.port = addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+                let addr = line
+                    .split("listen=")
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                    .expect("listen= in ready line");
+                self.port = addr
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .expect("port");
                 self.url = format!("http://{addr}");
                 return;
             }
@@ -111,7 +129,12 @@ impl Server {
 
     /// Runs the `coffer` CLI against this server.
     pub fn coffer(&self, args: &[&str]) -> Output {
-        Command::new(binary("coffer")).arg("--url").arg(&self.url).args(args).output().expect("run coffer")
+        Command::new(binary("coffer"))
+            .arg("--url")
+            .arg(&self.url)
+            .args(args)
+            .output()
+            .expect("run coffer")
     }
 
     /// Runs `coffer admin --key <generated key> ...` and asserts success.
@@ -120,13 +143,20 @@ impl Server {
         let mut full = vec!["admin", "--key", key.to_str().expect("utf-8 path")];
         full.extend_from_slice(args);
         let out = self.coffer(&full);
-        assert!(out.status.success(), "coffer {full:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "coffer {full:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out
     }
 
     /// A fresh admin bearer token.
     pub fn admin_token(&self) -> String {
-        String::from_utf8(self.admin(&["token"]).stdout).expect("utf-8").trim().to_string()
+        String::from_utf8(self.admin(&["token"]).stdout)
+            .expect("utf-8")
+            .trim()
+            .to_string()
     }
 }
 

@@ -37,11 +37,20 @@ struct Guest {
 
 impl Guest {
     fn new(url: &str) -> Self {
-        Guest { http: reqwest::Client::new(), url: url.to_string(), key: TeeKeyPair::generate(), cookie: None }
+        Guest {
+            http: reqwest::Client::new(),
+            url: url.to_string(),
+            key: TeeKeyPair::generate(),
+            cookie: None,
+        }
     }
 
     async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
-        let mut rb = self.http.post(format!("{}/kbs/v0/{path}", self.url)).header("content-type", "application/json").body(body);
+        let mut rb = self
+            .http
+            .post(format!("{}/kbs/v0/{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body);
         if let Some(c) = &self.cookie {
             rb = rb.header("cookie", format!("kbs-session-id={c}"));
         }
@@ -54,9 +63,15 @@ impl Guest {
             .await;
         assert_eq!(r.status(), 200);
         let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
-        let re_ok = cookie.starts_with("kbs-session-id=") && cookie.contains("; Expires=") && cookie.ends_with(" GMT");
+        let re_ok = cookie.starts_with("kbs-session-id=")
+            && cookie.contains("; Expires=")
+            && cookie.ends_with(" GMT");
         assert!(re_ok, "cookie {cookie}");
-        let id = cookie["kbs-session-id=".len()..].split(';').next().unwrap().to_string();
+        let id = cookie["kbs-session-id=".len()..]
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
         assert_eq!(id.len(), 32);
         assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
         self.cookie = Some(id);
@@ -81,7 +96,9 @@ impl Guest {
     }
 
     async fn get(&self, path: &str, bearer: Option<&str>) -> reqwest::Response {
-        let mut rb = self.http.get(format!("{}/kbs/v0/resource/{path}", self.url));
+        let mut rb = self
+            .http
+            .get(format!("{}/kbs/v0/resource/{path}", self.url));
         if let Some(c) = &self.cookie {
             rb = rb.header("cookie", format!("kbs-session-id={c}"));
         }
@@ -97,7 +114,9 @@ async fn problem(r: reqwest::Response, status: u16, kind: &str) -> Problem {
     assert_eq!(r.headers()["content-type"], "application/json");
     let p: Problem = r.json().await.unwrap();
     assert_eq!(p.kind_name(), kind, "{p:?}");
-    assert!(p.kind_url.starts_with("https://github.com/confidential-containers/kbs/errors/"));
+    assert!(p
+        .kind_url
+        .starts_with("https://github.com/confidential-containers/kbs/errors/"));
     p
 }
 
@@ -118,11 +137,19 @@ fn cli_happy_path_and_default_policy_denial() {
     assert_eq!(out.stdout, SECRET);
 
     let target = dir.path().join("out.key");
-    let out = s.coffer(&["get-resource", "default/test/key1", "-o", target.to_str().unwrap()]);
+    let out = s.coffer(&[
+        "get-resource",
+        "default/test/key1",
+        "-o",
+        target.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(std::fs::read(&target).unwrap(), SECRET);
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&target).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 
     let out = s.coffer(&["get-resource", "default/test/missing"]);
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
@@ -130,7 +157,11 @@ fn cli_happy_path_and_default_policy_denial() {
     // Audit: the admin changes, the denials, and one release per success.
     let out = s.admin(&["audit", "--json"]);
     let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-    let count = |action: &str, decision: &str| rows.iter().filter(|r| r["action"] == action && r["decision"] == decision).count();
+    let count = |action: &str, decision: &str| {
+        rows.iter()
+            .filter(|r| r["action"] == action && r["decision"] == decision)
+            .count()
+    };
     assert_eq!(count("release", "allow"), 2);
     assert!(count("release", "deny") >= 2);
     assert_eq!(count("admin:set-resource", "ok"), 1);
@@ -152,17 +183,38 @@ fn custom_policy_by_path_and_get_resource_policy() {
     let f = dir.path().join("p.rego");
     std::fs::write(&f, policy).unwrap();
     s.admin(&["set-resource-policy", "--file", f.to_str().unwrap()]);
-    assert_eq!(String::from_utf8(s.admin(&["get-resource-policy"]).stdout).unwrap(), policy);
-    assert_eq!(s.coffer(&["get-resource", "default/test/key1"]).stdout, SECRET);
-    assert_eq!(s.coffer(&["get-resource", "default/test/key2"]).status.code(), Some(3));
+    assert_eq!(
+        String::from_utf8(s.admin(&["get-resource-policy"]).stdout).unwrap(),
+        policy
+    );
+    assert_eq!(
+        s.coffer(&["get-resource", "default/test/key1"]).stdout,
+        SECRET
+    );
+    assert_eq!(
+        s.coffer(&["get-resource", "default/test/key2"])
+            .status
+            .code(),
+        Some(3)
+    );
 
     // A policy that does not compile is refused and the old one stays.
     std::fs::write(&f, "package policy\nallow if {").unwrap();
     let key = s.admin_key();
-    let out = s.coffer(&["admin", "--key", key.to_str().unwrap(), "set-resource-policy", "--file", f.to_str().unwrap()]);
+    let out = s.coffer(&[
+        "admin",
+        "--key",
+        key.to_str().unwrap(),
+        "set-resource-policy",
+        "--file",
+        f.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("PolicyEngineError"));
-    assert_eq!(s.coffer(&["get-resource", "default/test/key1"]).stdout, SECRET);
+    assert_eq!(
+        s.coffer(&["get-resource", "default/test/key1"]).stdout,
+        SECRET
+    );
 }
 
 #[test]
@@ -170,24 +222,40 @@ fn attestation_policy_and_reference_values_drive_ear_status() {
     let (dir, s) = setup(None);
     store_secret(&s, dir.path(), "default/test/key1", SECRET);
     s.admin(&["set-resource-policy", "--affirming"]);
-    assert_eq!(s.coffer(&["get-resource", "default/test/key1"]).status.code(), Some(3));
+    assert_eq!(
+        s.coffer(&["get-resource", "default/test/key1"])
+            .status
+            .code(),
+        Some(3)
+    );
     s.admin(&["set-reference-value", "launch_digest", r#"["abcde"]"#]);
     s.admin(&["set-reference-value", "svn", r#"["1"]"#]);
     s.admin(&["set-reference-value", "major_version", "1"]);
     s.admin(&["set-reference-value", "minimum_minor_version", "0"]);
-    assert_eq!(String::from_utf8(s.admin(&["get-reference-value", "svn"]).stdout).unwrap().trim(), r#"["1"]"#);
+    assert_eq!(
+        String::from_utf8(s.admin(&["get-reference-value", "svn"]).stdout)
+            .unwrap()
+            .trim(),
+        r#"["1"]"#
+    );
     let out = s.coffer(&["get-resource", "default/test/key1"]);
     assert_eq!(out.stdout, SECRET, "{}", stderr(&out));
 
     // An uploaded attestation policy replaces the default one.
-    let strict = "package policy\nimport rego.v1\ntrust_claims := {\"hardware\": 97}\nextensions := []\n";
+    let strict =
+        "package policy\nimport rego.v1\ntrust_claims := {\"hardware\": 97}\nextensions := []\n";
     let f = dir.path().join("a.rego");
     std::fs::write(&f, strict).unwrap();
     s.admin(&["set-attestation-policy", "--file", f.to_str().unwrap()]);
     let token = String::from_utf8(s.coffer(&["attest"]).stdout).unwrap();
     let claims = jwt::decode_unverified(token.trim()).unwrap().claims;
     assert_eq!(claims["submods"]["cpu0"]["ear.status"], "contraindicated");
-    assert_eq!(s.coffer(&["get-resource", "default/test/key1"]).status.code(), Some(3));
+    assert_eq!(
+        s.coffer(&["get-resource", "default/test/key1"])
+            .status
+            .code(),
+        Some(3)
+    );
 }
 
 #[tokio::test]
@@ -223,7 +291,12 @@ async fn replay_tamper_and_wrong_session_are_refused() {
     let p = problem(g2.attest(&att).await, 401, "AttestationError").await;
     assert!(p.detail.contains("nonce"), "{}", p.detail);
     // ... and a resource request on that un-attested session has no token.
-    problem(g2.get("default/test/key1", None).await, 401, "TokenNotFound").await;
+    problem(
+        g2.get("default/test/key1", None).await,
+        401,
+        "TokenNotFound",
+    )
+    .await;
 
     // The attested session releases; the JWE opens with the TEE key only.
     let r = g.get("default/test/key1", None).await;
@@ -241,14 +314,30 @@ async fn replay_tamper_and_wrong_session_are_refused() {
     assert_eq!(&jwe::decrypt(&g.key, &jwe).unwrap()[..], SECRET);
     // A forged bearer token (claims changed, signature kept) is refused.
     let mut parts: Vec<&str> = token.split('.').collect();
-    let forged_claims = b64::url_encode(json!({"exp": 9_999_999_999_i64, "iss": "coffer"}).to_string());
+    let forged_claims =
+        b64::url_encode(json!({"exp": 9_999_999_999_i64, "iss": "coffer"}).to_string());
     parts[1] = &forged_claims;
-    problem(bearer.get("default/test/key1", Some(&parts.join("."))).await, 401, "TokenVerifierError").await;
+    problem(
+        bearer
+            .get("default/test/key1", Some(&parts.join(".")))
+            .await,
+        401,
+        "TokenVerifierError",
+    )
+    .await;
 
     // The token verifies with the published JWKS.
-    let jwks: Value = reqwest::get(format!("{}/.well-known/jwks.json", s.url)).await.unwrap().json().await.unwrap();
+    let jwks: Value = reqwest::get(format!("{}/.well-known/jwks.json", s.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let key = VerifyingKey::from_jwk(&jwks["keys"][0]).unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     let claims = jwt::verify(&token, &key, now, 0).unwrap().claims;
     let ev = &claims["submods"]["cpu0"]["ear.veraison.annotated-evidence"];
     assert_eq!(ev["sample"]["svn"], "1");
@@ -261,7 +350,12 @@ async fn expired_session_is_refused() {
     let mut g = Guest::new(&s.url);
     let nonce = g.auth().await;
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    let p = problem(g.attest(&g.attestation(&nonce)).await, 401, "AttestationError").await;
+    let p = problem(
+        g.attest(&g.attestation(&nonce)).await,
+        401,
+        "AttestationError",
+    )
+    .await;
     assert!(p.detail.contains("session not found"), "{}", p.detail);
 }
 
@@ -270,19 +364,61 @@ async fn malformed_requests_get_problem_bodies() {
     let (_dir, s) = setup(Some("[server]\nmax_body_bytes = 4096\n"));
     let mut g = Guest::new(&s.url);
     problem(g.post("auth", "{not json").await, 401, "AttestationError").await;
-    problem(g.post("auth", r#"{"tee":"sample"}"#).await, 401, "AttestationError").await;
-    let p = problem(g.post("auth", r#"{"version":"0.3.0","tee":"sample","extra-params":{}}"#).await, 401, "AttestationError").await;
+    problem(
+        g.post("auth", r#"{"tee":"sample"}"#).await,
+        401,
+        "AttestationError",
+    )
+    .await;
+    let p = problem(
+        g.post(
+            "auth",
+            r#"{"version":"0.3.0","tee":"sample","extra-params":{}}"#,
+        )
+        .await,
+        401,
+        "AttestationError",
+    )
+    .await;
     assert!(p.detail.contains("Version Mismatch"), "{}", p.detail);
-    let p = problem(g.post("auth", r#"{"version":"0.4.0","tee":"snp","extra-params":{}}"#).await, 401, "AttestationError").await;
+    let p = problem(
+        g.post(
+            "auth",
+            r#"{"version":"0.4.0","tee":"snp","extra-params":{}}"#,
+        )
+        .await,
+        401,
+        "AttestationError",
+    )
+    .await;
     assert!(p.detail.contains("unsupported TEE"), "{}", p.detail);
-    problem(g.post("auth", vec![b'x'; 5000]).await, 413, "PayloadTooLarge").await;
+    problem(
+        g.post("auth", vec![b'x'; 5000]).await,
+        413,
+        "PayloadTooLarge",
+    )
+    .await;
     // attest without a cookie, then with missing fields
     problem(g.post("attest", "{}").await, 401, "AttestationError").await;
     g.auth().await;
-    let p = problem(g.post("attest", r#"{"runtime-data":{}}"#).await, 401, "AttestationError").await;
-    assert!(p.detail.contains("invalid attestation body"), "{}", p.detail);
+    let p = problem(
+        g.post("attest", r#"{"runtime-data":{}}"#).await,
+        401,
+        "AttestationError",
+    )
+    .await;
+    assert!(
+        p.detail.contains("invalid attestation body"),
+        "{}",
+        p.detail
+    );
     // A failed attest does not burn the nonce for an honest retry? It must not: check.
-    problem(g.get("default/test", None).await, 401, "PluginInternalError").await;
+    problem(
+        g.get("default/test", None).await,
+        401,
+        "PluginInternalError",
+    )
+    .await;
     problem(g.post("nosuchplugin", "{}").await, 404, "PluginNotFound").await;
     let r = reqwest::get(format!("{}/nowhere", s.url)).await.unwrap();
     problem(r, 404, "InvalidRequestPath").await;
@@ -295,34 +431,103 @@ async fn admin_calls_need_a_valid_token() {
     let res_url = format!("{}/kbs/v0/resource/default/test/key1", s.url);
     let pol_url = format!("{}/kbs/v0/resource-policy", s.url);
     // none
-    problem(http.post(&res_url).body("x").send().await.unwrap(), 401, "AdminAuthInitialization").await;
-    problem(http.post(&pol_url).body("{}").send().await.unwrap(), 401, "AdminAuthAccess").await;
-    problem(http.get(format!("{}/coffer/v1/audit", s.url)).send().await.unwrap(), 401, "AdminAuthAccess").await;
+    problem(
+        http.post(&res_url).body("x").send().await.unwrap(),
+        401,
+        "AdminAuthInitialization",
+    )
+    .await;
+    problem(
+        http.post(&pol_url).body("{}").send().await.unwrap(),
+        401,
+        "AdminAuthAccess",
+    )
+    .await;
+    problem(
+        http.get(format!("{}/coffer/v1/audit", s.url))
+            .send()
+            .await
+            .unwrap(),
+        401,
+        "AdminAuthAccess",
+    )
+    .await;
     // forged: signed by another key
     let other = dir.path().join("other.key");
     let sk = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
     use ed25519_dalek::pkcs8::EncodePrivateKey;
-    std::fs::write(&other, sk.to_pkcs8_pem(Default::default()).unwrap().as_bytes()).unwrap();
-    let forged = coffer::admin::mint_admin_token(&std::fs::read_to_string(&other).unwrap(), "coffer", "kbs", 60).unwrap();
-    let p = problem(http.post(&res_url).bearer_auth(&forged).body("x").send().await.unwrap(), 401, "AdminAuthInitialization").await;
+    std::fs::write(
+        &other,
+        sk.to_pkcs8_pem(Default::default()).unwrap().as_bytes(),
+    )
+    .unwrap();
+    let forged = coffer::admin::mint_admin_token(
+        &std::fs::read_to_string(&other).unwrap(),
+        "coffer",
+        "kbs",
+        60,
+    )
+    .unwrap();
+    let p = problem(
+        http.post(&res_url)
+            .bearer_auth(&forged)
+            .body("x")
+            .send()
+            .await
+            .unwrap(),
+        401,
+        "AdminAuthInitialization",
+    )
+    .await;
     assert!(p.detail.contains("signature"), "{}", p.detail);
     // expired: the right key, but exp in the past
     let key_pem = std::fs::read_to_string(s.admin_key()).unwrap();
     let expired = coffer::admin::mint_admin_token(&key_pem, "coffer", "kbs", -120).unwrap();
-    let p = problem(http.post(&res_url).bearer_auth(&expired).body("x").send().await.unwrap(), 401, "AdminAuthInitialization").await;
+    let p = problem(
+        http.post(&res_url)
+            .bearer_auth(&expired)
+            .body("x")
+            .send()
+            .await
+            .unwrap(),
+        401,
+        "AdminAuthInitialization",
+    )
+    .await;
     assert!(p.detail.contains("expired"), "{}", p.detail);
     // wrong issuer
     let wrong = coffer::admin::mint_admin_token(&key_pem, "someone", "kbs", 60).unwrap();
-    problem(http.post(&pol_url).bearer_auth(&wrong).body("{}").send().await.unwrap(), 401, "AdminAuthAccess").await;
+    problem(
+        http.post(&pol_url)
+            .bearer_auth(&wrong)
+            .body("{}")
+            .send()
+            .await
+            .unwrap(),
+        401,
+        "AdminAuthAccess",
+    )
+    .await;
     // valid token works, and GET resource-policy answers like Trustee
     let good = s.admin_token();
-    let r = http.post(&res_url).bearer_auth(&good).body("x").send().await.unwrap();
+    let r = http
+        .post(&res_url)
+        .bearer_auth(&good)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let r = http.get(&pol_url).bearer_auth(&good).send().await.unwrap();
     assert_eq!(r.json::<Value>().await.unwrap(), json!(["resource-policy"]));
     // none of the refused writes happened
     let rows: Vec<Value> = serde_json::from_slice(&s.admin(&["audit", "--json"]).stdout).unwrap();
-    assert_eq!(rows.iter().filter(|r| r["action"] == "admin:set-resource").count(), 1);
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r["action"] == "admin:set-resource")
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -352,11 +557,33 @@ fn restart_keeps_state_and_secrets_are_sealed_on_disk() {
 #[tokio::test]
 async fn ops_endpoints() {
     let (_dir, s) = setup(None);
-    assert_eq!(reqwest::get(format!("{}/healthz", s.url)).await.unwrap().status(), 200);
-    assert_eq!(reqwest::get(format!("{}/readyz", s.url)).await.unwrap().status(), 200);
+    assert_eq!(
+        reqwest::get(format!("{}/healthz", s.url))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        reqwest::get(format!("{}/readyz", s.url))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let mut g = Guest::new(&s.url);
     g.auth().await;
-    let text = reqwest::get(format!("{}/metrics", s.url)).await.unwrap().text().await.unwrap();
-    assert!(text.contains("coffer_http_requests_total{method=\"POST\",route=\"/kbs/v0/auth\",status=\"200\"} 1"), "{text}");
+    let text = reqwest::get(format!("{}/metrics", s.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(
+            "coffer_http_requests_total{method=\"POST\",route=\"/kbs/v0/auth\",status=\"200\"} 1"
+        ),
+        "{text}"
+    );
     assert!(text.contains("coffer_http_request_duration_seconds_bucket"));
 }

@@ -31,7 +31,9 @@ pub fn lenient_decode(data: &str) -> Result<Vec<u8>, base64::DecodeError> {
     if unpadded.contains(['-', '_']) {
         URL_SAFE_NO_PAD.decode(unpadded)
     } else if trimmed.ends_with('=') {
-        STANDARD.decode(trimmed).or_else(|_| URL_SAFE.decode(trimmed))
+        STANDARD
+            .decode(trimmed)
+            .or_else(|_| URL_SAFE.decode(trimmed))
     } else {
         STANDARD_NO_PAD.decode(unpadded)
     }

@@ -106,7 +106,10 @@ mod tests {
         assert_eq!(ErrorKind::PluginNotFound.status(), 404);
         assert_eq!(ErrorKind::InvalidRequestPath.status(), 404);
         assert_eq!(ErrorKind::PolicyDeny.status(), 401);
-        assert_eq!(ErrorKind::from_name("PolicyDeny"), Some(ErrorKind::PolicyDeny));
+        assert_eq!(
+            ErrorKind::from_name("PolicyDeny"),
+            Some(ErrorKind::PolicyDeny)
+        );
         assert_eq!(ErrorKind::from_name("Nope"), None);
     }
 }

@@ -130,8 +130,14 @@ fn field(v: &str, what: &'static str) -> Result<Vec<u8>, JweError> {
 pub fn decrypt(key: &TeeKeyPair, jwe: &FlattenedJwe) -> Result<Zeroizing<Vec<u8>>, JweError> {
     let header: Value = serde_json::from_slice(&field(&jwe.protected, "protected")?)
         .map_err(|_| JweError::Malformed("protected header is not JSON"))?;
-    let alg = header.get("alg").and_then(Value::as_str).ok_or(JweError::Malformed("alg"))?;
-    let enc = header.get("enc").and_then(Value::as_str).ok_or(JweError::Malformed("enc"))?;
+    let alg = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .ok_or(JweError::Malformed("alg"))?;
+    let enc = header
+        .get("enc")
+        .and_then(Value::as_str)
+        .ok_or(JweError::Malformed("enc"))?;
     if enc != ENC_A256GCM {
         return Err(JweError::Unsupported(enc.to_string()));
     }
@@ -143,8 +149,16 @@ pub fn decrypt(key: &TeeKeyPair, jwe: &FlattenedJwe) -> Result<Zeroizing<Vec<u8>
                 Ok(TeePubKey::EcP256(k)) => k,
                 _ => return Err(JweError::Malformed("epk")),
             };
-            let apu = header.get("apu").and_then(Value::as_str).map(|s| field(s, "apu")).transpose()?;
-            let apv = header.get("apv").and_then(Value::as_str).map(|s| field(s, "apv")).transpose()?;
+            let apu = header
+                .get("apu")
+                .and_then(Value::as_str)
+                .map(|s| field(s, "apu"))
+                .transpose()?;
+            let apv = header
+                .get("apv")
+                .and_then(Value::as_str)
+                .map(|s| field(s, "apv"))
+                .transpose()?;
             let shared = p256::ecdh::diffie_hellman(sk.to_nonzero_scalar(), epk.as_affine());
             let kek = concat_kdf(
                 shared.raw_secret_bytes(),
@@ -153,25 +167,34 @@ pub fn decrypt(key: &TeeKeyPair, jwe: &FlattenedJwe) -> Result<Zeroizing<Vec<u8>
                 apv.as_deref().unwrap_or_default(),
             );
             Zeroizing::new(
-                aes_kw::KekAes256::from(*kek).unwrap_vec(&ek).map_err(|_| JweError::Decrypt)?,
+                aes_kw::KekAes256::from(*kek)
+                    .unwrap_vec(&ek)
+                    .map_err(|_| JweError::Decrypt)?,
             )
         }
-        ("RSA-OAEP-256", TeeKeyPair::Rsa(sk, _)) => {
-            Zeroizing::new(sk.decrypt(Oaep::new::<Sha256>(), &ek).map_err(|_| JweError::Decrypt)?)
-        }
-        ("RSA-OAEP", TeeKeyPair::Rsa(sk, _)) => Zeroizing::new(
-            sk.decrypt(Oaep::new::<sha1::Sha1>(), &ek).map_err(|_| JweError::Decrypt)?,
+        ("RSA-OAEP-256", TeeKeyPair::Rsa(sk, _)) => Zeroizing::new(
+            sk.decrypt(Oaep::new::<Sha256>(), &ek)
+                .map_err(|_| JweError::Decrypt)?,
         ),
-        ("RSA1_5", TeeKeyPair::Rsa(sk, _)) => {
-            Zeroizing::new(sk.decrypt(Pkcs1v15Encrypt, &ek).map_err(|_| JweError::Decrypt)?)
-        }
+        ("RSA-OAEP", TeeKeyPair::Rsa(sk, _)) => Zeroizing::new(
+            sk.decrypt(Oaep::new::<sha1::Sha1>(), &ek)
+                .map_err(|_| JweError::Decrypt)?,
+        ),
+        ("RSA1_5", TeeKeyPair::Rsa(sk, _)) => Zeroizing::new(
+            sk.decrypt(Pkcs1v15Encrypt, &ek)
+                .map_err(|_| JweError::Decrypt)?,
+        ),
         (ALG_ECDH_ES_A256KW | "RSA-OAEP-256" | "RSA-OAEP" | "RSA1_5", _) => {
             return Err(JweError::KeyMismatch(alg.to_string()))
         }
         (other, _) => return Err(JweError::Unsupported(other.to_string())),
     };
-    let iv: [u8; 12] = field(&jwe.iv, "iv")?.try_into().map_err(|_| JweError::Malformed("iv length"))?;
-    let tag: [u8; 16] = field(&jwe.tag, "tag")?.try_into().map_err(|_| JweError::Malformed("tag length"))?;
+    let iv: [u8; 12] = field(&jwe.iv, "iv")?
+        .try_into()
+        .map_err(|_| JweError::Malformed("iv length"))?;
+    let tag: [u8; 16] = field(&jwe.tag, "tag")?
+        .try_into()
+        .map_err(|_| JweError::Malformed("tag length"))?;
     if cek.len() != 32 {
         return Err(JweError::Decrypt);
     }
@@ -196,13 +219,17 @@ mod tests {
     fn ec_round_trip_and_header_shape() {
         let k = TeeKeyPair::generate();
         let jwe = encrypt(&k.public(), b"anchor-test-secret-0123456789abcdef").unwrap();
-        let header: Value = serde_json::from_slice(&b64::url_decode(&jwe.protected).unwrap()).unwrap();
+        let header: Value =
+            serde_json::from_slice(&b64::url_decode(&jwe.protected).unwrap()).unwrap();
         assert_eq!(header["alg"], "ECDH-ES+A256KW");
         assert_eq!(header["enc"], "A256GCM");
         assert_eq!(header["epk"]["crv"], "P-256");
         assert_eq!(b64::url_decode(&jwe.encrypted_key).unwrap().len(), 40);
         assert_eq!(b64::url_decode(&jwe.ciphertext).unwrap().len(), 35);
-        assert_eq!(&decrypt(&k, &jwe).unwrap()[..], b"anchor-test-secret-0123456789abcdef");
+        assert_eq!(
+            &decrypt(&k, &jwe).unwrap()[..],
+            b"anchor-test-secret-0123456789abcdef"
+        );
     }
 
     #[test]
@@ -221,12 +248,21 @@ mod tests {
         let jwe = encrypt(&k.public(), b"secret bytes").unwrap();
         let mut ct = b64::url_decode(&jwe.ciphertext).unwrap();
         ct[0] ^= 1;
-        let bad = FlattenedJwe { ciphertext: b64::url_encode(ct), ..jwe.clone() };
+        let bad = FlattenedJwe {
+            ciphertext: b64::url_encode(ct),
+            ..jwe.clone()
+        };
         assert!(matches!(decrypt(&k, &bad), Err(JweError::Decrypt)));
         let other = TeeKeyPair::generate();
         assert!(matches!(decrypt(&other, &jwe), Err(JweError::Decrypt)));
-        let bad_header = FlattenedJwe { protected: "bm90IGpzb24".into(), ..jwe };
-        assert!(matches!(decrypt(&k, &bad_header), Err(JweError::Malformed(_))));
+        let bad_header = FlattenedJwe {
+            protected: "bm90IGpzb24".into(),
+            ..jwe
+        };
+        assert!(matches!(
+            decrypt(&k, &bad_header),
+            Err(JweError::Malformed(_))
+        ));
     }
 
     #[test]

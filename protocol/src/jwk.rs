@@ -61,7 +61,9 @@ pub(crate) fn ec_from_coordinates(x: &str, y: &str) -> Option<p256::PublicKey> {
 }
 
 fn member<'a>(jwk: &'a Value, name: &'static str) -> Result<&'a str, JwkError> {
-    jwk.get(name).and_then(Value::as_str).ok_or(JwkError::Member(name))
+    jwk.get(name)
+        .and_then(Value::as_str)
+        .ok_or(JwkError::Member(name))
 }
 
 fn b64_member(jwk: &Value, name: &'static str) -> Result<Vec<u8>, JwkError> {
@@ -87,7 +89,10 @@ impl TeePubKey {
                 Ok(TeePubKey::EcP256(key))
             }
             "RSA" => {
-                let alg = jwk.get("alg").and_then(Value::as_str).unwrap_or("RSA-OAEP-256");
+                let alg = jwk
+                    .get("alg")
+                    .and_then(Value::as_str)
+                    .unwrap_or("RSA-OAEP-256");
                 if !RSA_ALGS.contains(&alg) {
                     return Err(JwkError::Unsupported(format!("RSA algorithm {alg}")));
                 }
@@ -95,9 +100,14 @@ impl TeePubKey {
                 let e = BigUint::from_bytes_be(&b64_member(jwk, "e")?);
                 let key = RsaPublicKey::new(n, e).map_err(|_| JwkError::InvalidKey)?;
                 if key.size() < 256 {
-                    return Err(JwkError::Unsupported("RSA key shorter than 2048 bits".into()));
+                    return Err(JwkError::Unsupported(
+                        "RSA key shorter than 2048 bits".into(),
+                    ));
                 }
-                Ok(TeePubKey::Rsa { key, alg: alg.to_string() })
+                Ok(TeePubKey::Rsa {
+                    key,
+                    alg: alg.to_string(),
+                })
             }
             other => Err(JwkError::Unsupported(format!("key type {other}"))),
         }
@@ -178,7 +188,10 @@ impl TeeKeyPair {
     pub fn public(&self) -> TeePubKey {
         match self {
             TeeKeyPair::EcP256(k) => TeePubKey::EcP256(k.public_key()),
-            TeeKeyPair::Rsa(k, alg) => TeePubKey::Rsa { key: k.to_public_key(), alg: alg.clone() },
+            TeeKeyPair::Rsa(k, alg) => TeePubKey::Rsa {
+                key: k.to_public_key(),
+                alg: alg.clone(),
+            },
         }
     }
 
@@ -204,10 +217,22 @@ mod tests {
     #[test]
     fn rejects_bad_keys() {
         let off_curve = json!({"kty":"EC","crv":"P-256","x":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","y":"AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"});
-        assert!(matches!(TeePubKey::from_jwk(&off_curve), Err(JwkError::InvalidKey)));
-        assert!(matches!(TeePubKey::from_jwk(&json!({"kty":"OKP"})), Err(JwkError::Unsupported(_))));
-        assert!(matches!(TeePubKey::from_jwk(&json!({"kty":"EC","crv":"P-384"})), Err(JwkError::Unsupported(_))));
-        assert!(matches!(TeePubKey::from_jwk(&json!({"crv":"P-256"})), Err(JwkError::Member("kty"))));
+        assert!(matches!(
+            TeePubKey::from_jwk(&off_curve),
+            Err(JwkError::InvalidKey)
+        ));
+        assert!(matches!(
+            TeePubKey::from_jwk(&json!({"kty":"OKP"})),
+            Err(JwkError::Unsupported(_))
+        ));
+        assert!(matches!(
+            TeePubKey::from_jwk(&json!({"kty":"EC","crv":"P-384"})),
+            Err(JwkError::Unsupported(_))
+        ));
+        assert!(matches!(
+            TeePubKey::from_jwk(&json!({"crv":"P-256"})),
+            Err(JwkError::Member("kty"))
+        ));
     }
 
     #[test]

@@ -96,7 +96,9 @@ impl VerifyingKey {
                 .map(|pk| VerifyingKey::Es256(pk.into())),
             ("OKP", "Ed25519") => {
                 let x: [u8; 32] = b64::url_decode(get("x")?).ok()?.try_into().ok()?;
-                ed25519_dalek::VerifyingKey::from_bytes(&x).ok().map(VerifyingKey::EdDsa)
+                ed25519_dalek::VerifyingKey::from_bytes(&x)
+                    .ok()
+                    .map(VerifyingKey::EdDsa)
             }
             _ => None,
         }
@@ -107,10 +109,14 @@ impl VerifyingKey {
         use sha2::Digest;
         let jwk = self.to_jwk();
         let required = match self {
-            VerifyingKey::Es256(_) => json!({"crv": jwk["crv"], "kty": jwk["kty"], "x": jwk["x"], "y": jwk["y"]}),
+            VerifyingKey::Es256(_) => {
+                json!({"crv": jwk["crv"], "kty": jwk["kty"], "x": jwk["x"], "y": jwk["y"]})
+            }
             VerifyingKey::EdDsa(_) => json!({"crv": jwk["crv"], "kty": jwk["kty"], "x": jwk["x"]}),
         };
-        b64::url_encode(sha2::Sha256::digest(crate::jcs::canonicalize(&required).as_bytes()))
+        b64::url_encode(sha2::Sha256::digest(
+            crate::jcs::canonicalize(&required).as_bytes(),
+        ))
     }
 }
 
@@ -169,7 +175,10 @@ fn json_part(part: &str, what: &'static str) -> Result<Value, JwtError> {
 /// Decodes header and claims without checking anything. Use only for display or to pick a key.
 pub fn decode_unverified(token: &str) -> Result<Decoded, JwtError> {
     let (h, c, _) = split(token)?;
-    Ok(Decoded { header: json_part(h, "header")?, claims: json_part(c, "claims")? })
+    Ok(Decoded {
+        header: json_part(h, "header")?,
+        claims: json_part(c, "claims")?,
+    })
 }
 
 /// Verifies the signature with `key` (the header's `alg` must match the key) and the time
@@ -180,7 +189,10 @@ pub fn verify(token: &str, key: &VerifyingKey, now: i64, leeway: i64) -> Result<
     let header = json_part(h, "header")?;
     let alg = header.get("alg").and_then(Value::as_str).unwrap_or("");
     if alg != key.alg() {
-        return Err(JwtError::Algorithm { found: alg.to_string(), expected: key.alg() });
+        return Err(JwtError::Algorithm {
+            found: alg.to_string(),
+            expected: key.alg(),
+        });
     }
     let sig = b64::url_decode(s).map_err(|_| JwtError::Malformed("signature"))?;
     let signing_input = &token.trim()[..h.len() + 1 + c.len()];
@@ -224,11 +236,17 @@ mod tests {
             let t = sign(&claims, Map::new(), &key);
             let d = verify(&t, &key.verifying_key(), 1000, 0).unwrap();
             assert_eq!(d.claims, claims);
-            assert_eq!(verify(&t, &key.verifying_key(), 2001, 0).unwrap_err(), JwtError::Expired);
+            assert_eq!(
+                verify(&t, &key.verifying_key(), 2001, 0).unwrap_err(),
+                JwtError::Expired
+            );
             // forged: flip a claim byte, keep signature
             let mut parts: Vec<String> = t.split('.').map(String::from).collect();
             parts[1] = b64::url_encode(json!({"role": "admin", "exp": 9999}).to_string());
-            assert_eq!(verify(&parts.join("."), &key.verifying_key(), 1000, 0).unwrap_err(), JwtError::Signature);
+            assert_eq!(
+                verify(&parts.join("."), &key.verifying_key(), 1000, 0).unwrap_err(),
+                JwtError::Signature
+            );
         }
     }
 
@@ -237,10 +255,19 @@ mod tests {
         let a = es();
         let b = es();
         let t = sign(&json!({"exp": 5}), Map::new(), &a);
-        assert_eq!(verify(&t, &b.verifying_key(), 1, 0).unwrap_err(), JwtError::Signature);
+        assert_eq!(
+            verify(&t, &b.verifying_key(), 1, 0).unwrap_err(),
+            JwtError::Signature
+        );
         let ed = SigningKey::EdDsa(ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng));
-        assert!(matches!(verify(&t, &ed.verifying_key(), 1, 0), Err(JwtError::Algorithm { .. })));
-        assert!(matches!(verify("a.b", &a.verifying_key(), 1, 0), Err(JwtError::Malformed(_))));
+        assert!(matches!(
+            verify(&t, &ed.verifying_key(), 1, 0),
+            Err(JwtError::Algorithm { .. })
+        ));
+        assert!(matches!(
+            verify("a.b", &a.verifying_key(), 1, 0),
+            Err(JwtError::Malformed(_))
+        ));
     }
 
     #[test]

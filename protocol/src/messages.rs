@@ -111,7 +111,8 @@ mod tests {
 
     // Bodies copied byte for byte from shared/fixtures/trustee-wire/capture.txt.
     const AUTH: &str = r#"{"version":"0.4.0","tee":"sample","extra-params":{"supported-hash-algorithms":["sha256","sha384","sha512","sm3"]}}"#;
-    const CHALLENGE: &str = r#"{"nonce":"AIP/7IvL2eGVTnc6IzW6hTSIzsuAeLiEFZCrYM/eRFU=","extra-params":""}"#;
+    const CHALLENGE: &str =
+        r#"{"nonce":"AIP/7IvL2eGVTnc6IzW6hTSIzsuAeLiEFZCrYM/eRFU=","extra-params":""}"#;
     const ATTEST: &str = r#"{"init-data":null,"runtime-data":{"nonce":"AIP/7IvL2eGVTnc6IzW6hTSIzsuAeLiEFZCrYM/eRFU=","tee-pubkey":{"kty":"EC","crv":"P-256","alg":"ECDH-ES+A256KW","x":"RlLPctALp76VldkuY1XB_ZFOwkmp5-IJShqrdUtmmLM","y":"jD2bwozUCB8gBH5I3BdRobu40z2NzqeMWnqTvGauU9A"}},"tee-evidence":{"primary_evidence":{"report_data":"CUmtw4KF87qQJEA4nJIR2I9/bc4p6pEQqcjhyi0EauqcZ+S63fMyxxWucqZgDPwc","svn":"1"},"additional_evidence":""}}"#;
 
     #[test]

@@ -122,15 +122,37 @@ mod tests {
     fn forms() {
         let p: ResourcePath = "default/test/key1".parse().unwrap();
         assert_eq!(p.segments(), ["default", "test", "key1"]);
-        assert_eq!("kbs:///default/test/key1".parse::<ResourcePath>().unwrap(), p);
-        assert_eq!("kbs://kbs.example:8080/default/test/key1".parse::<ResourcePath>().unwrap(), p);
+        assert_eq!(
+            "kbs:///default/test/key1".parse::<ResourcePath>().unwrap(),
+            p
+        );
+        assert_eq!(
+            "kbs://kbs.example:8080/default/test/key1"
+                .parse::<ResourcePath>()
+                .unwrap(),
+            p
+        );
         assert_eq!(p.to_uri(), "kbs:///default/test/key1");
-        assert_eq!("default/aliyun/model-decryption-key.v2".parse::<ResourcePath>().unwrap().tag(), "model-decryption-key.v2");
+        assert_eq!(
+            "default/aliyun/model-decryption-key.v2"
+                .parse::<ResourcePath>()
+                .unwrap()
+                .tag(),
+            "model-decryption-key.v2"
+        );
     }
 
     #[test]
     fn rejects() {
-        for bad in ["default/test", "a/b/c/d", "default//key", "../etc/passwd", "a/b/.hidden", "a/b/c d", ""] {
+        for bad in [
+            "default/test",
+            "a/b/c/d",
+            "default//key",
+            "../etc/passwd",
+            "a/b/.hidden",
+            "a/b/c d",
+            "",
+        ] {
             assert!(bad.parse::<ResourcePath>().is_err(), "{bad}");
         }
     }

@@ -102,7 +102,10 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(HashAlgorithm::from_name("SHA512"), Some(HashAlgorithm::Sha512));
+        assert_eq!(
+            HashAlgorithm::from_name("SHA512"),
+            Some(HashAlgorithm::Sha512)
+        );
         assert_eq!(HashAlgorithm::from_name("sm3"), None);
         assert_eq!(HashAlgorithm::default(), HashAlgorithm::Sha384);
         assert_eq!(pad_report_data(&[1, 2], 4), vec![1, 2, 0, 0]);

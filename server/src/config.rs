@@ -150,22 +150,30 @@ pub struct AttestationConfig {
 
 impl Default for AttestationConfig {
     fn default() -> Self {
-        AttestationConfig { session_ttl_secs: 300, token_ttl_secs: 300, token_issuer: "coffer".into() }
+        AttestationConfig {
+            session_ttl_secs: 300,
+            token_ttl_secs: 300,
+            token_issuer: "coffer".into(),
+        }
     }
 }
 
 impl Config {
     /// Reads `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 
     /// Parses TOML text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
     }
 
     /// Checks cross-field rules.
@@ -178,11 +186,15 @@ impl Config {
             )));
         }
         if s.max_body_bytes < 1024 {
-            return Err(ConfigError::Invalid("server.max_body_bytes must be at least 1024".into()));
+            return Err(ConfigError::Invalid(
+                "server.max_body_bytes must be at least 1024".into(),
+            ));
         }
         let a = &self.attestation;
         if a.session_ttl_secs == 0 || a.token_ttl_secs == 0 {
-            return Err(ConfigError::Invalid("attestation TTLs must be positive".into()));
+            return Err(ConfigError::Invalid(
+                "attestation TTLs must be positive".into(),
+            ));
         }
         Ok(())
     }
@@ -190,7 +202,10 @@ impl Config {
     /// The database URL, defaulting to a SQLite file in the data directory.
     pub fn database_url(&self) -> String {
         self.database.url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}", self.server.data_dir.join("coffer.db").display())
+            format!(
+                "sqlite://{}",
+                self.server.data_dir.join("coffer.db").display()
+            )
         })
     }
 }
@@ -210,8 +225,15 @@ mod tests {
     #[test]
     fn unknown_keys_and_plain_http_are_refused() {
         let e = Config::parse("[server]\nlisen = \"x\"", Path::new("c.toml")).unwrap_err();
-        assert!(e.to_string().contains("c.toml") && e.to_string().contains("lisen"), "{e}");
+        assert!(
+            e.to_string().contains("c.toml") && e.to_string().contains("lisen"),
+            "{e}"
+        );
         let c = Config::parse("[server]\nlisten = \"0.0.0.0:8080\"", Path::new("c")).unwrap();
-        assert!(c.validate().unwrap_err().to_string().contains("insecure_http"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("insecure_http"));
     }
 }

@@ -47,7 +47,10 @@ pub struct ServerKeys {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
-    move |source| KeyError::Io { path: path.to_path_buf(), source }
+    move |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Writes a new file readable only by the owner; refuses to overwrite.
@@ -63,7 +66,9 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), KeyError> 
 }
 
 fn read(path: &Path) -> Result<Zeroizing<String>, KeyError> {
-    std::fs::read_to_string(path).map(Zeroizing::new).map_err(io(path))
+    std::fs::read_to_string(path)
+        .map(Zeroizing::new)
+        .map_err(io(path))
 }
 
 fn parse_kek(text: &str, path: &Path) -> Result<Kek, KeyError> {
@@ -101,12 +106,20 @@ pub fn load_or_create(cfg: &Config) -> Result<ServerKeys, KeyError> {
     let (path, default) = pick(&cfg.keys.token_signing_key, dir, "token-signing.pem");
     if default && !path.exists() {
         let k = p256::SecretKey::random(&mut rand::rngs::OsRng);
-        let pem = p256::pkcs8::EncodePrivateKey::to_pkcs8_pem(&k, LineEnding::LF)
-            .map_err(|_| KeyError::Format { path: path.clone(), what: "cannot encode key" })?;
+        let pem =
+            p256::pkcs8::EncodePrivateKey::to_pkcs8_pem(&k, LineEnding::LF).map_err(|_| {
+                KeyError::Format {
+                    path: path.clone(),
+                    what: "cannot encode key",
+                }
+            })?;
         write_private_file(&path, pem.as_bytes())?;
     }
-    let token_signing = p256::ecdsa::SigningKey::from_pkcs8_pem(&read(&path)?)
-        .map_err(|_| KeyError::Format { path: path.clone(), what: "expected a PKCS#8 PEM P-256 private key" })?;
+    let token_signing =
+        p256::ecdsa::SigningKey::from_pkcs8_pem(&read(&path)?).map_err(|_| KeyError::Format {
+            path: path.clone(),
+            what: "expected a PKCS#8 PEM P-256 private key",
+        })?;
 
     let (path, default) = pick(&cfg.admin.public_key, dir, "admin.pub");
     let mut generated_admin_key = None;
@@ -115,19 +128,35 @@ pub fn load_or_create(cfg: &Config) -> Result<ServerKeys, KeyError> {
         let key_path = dir.join("admin.key");
         let pem = sk
             .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|_| KeyError::Format { path: key_path.clone(), what: "cannot encode key" })?;
+            .map_err(|_| KeyError::Format {
+                path: key_path.clone(),
+                what: "cannot encode key",
+            })?;
         write_private_file(&key_path, pem.as_bytes())?;
         let public = sk
             .verifying_key()
             .to_public_key_pem(LineEnding::LF)
-            .map_err(|_| KeyError::Format { path: path.clone(), what: "cannot encode key" })?;
+            .map_err(|_| KeyError::Format {
+                path: path.clone(),
+                what: "cannot encode key",
+            })?;
         std::fs::write(&path, public).map_err(io(&path))?;
         generated_admin_key = Some(key_path);
     }
-    let admin_public = ed25519_dalek::VerifyingKey::from_public_key_pem(&read(&path)?)
-        .map_err(|_| KeyError::Format { path: path.clone(), what: "expected an Ed25519 public key in PEM (SPKI)" })?;
+    let admin_public =
+        ed25519_dalek::VerifyingKey::from_public_key_pem(&read(&path)?).map_err(|_| {
+            KeyError::Format {
+                path: path.clone(),
+                what: "expected an Ed25519 public key in PEM (SPKI)",
+            }
+        })?;
 
-    Ok(ServerKeys { kek, token_signing, admin_public, generated_admin_key })
+    Ok(ServerKeys {
+        kek,
+        token_signing,
+        admin_public,
+        generated_admin_key,
+    })
 }
 
 fn pick(configured: &Option<PathBuf>, dir: &Path, name: &str) -> (PathBuf, bool) {
@@ -150,13 +179,19 @@ mod tests {
         let a = load_or_create(&cfg).unwrap();
         let admin_key = a.generated_admin_key.clone().unwrap();
         for f in ["kek.hex", "token-signing.pem", "admin.key"] {
-            let mode = std::fs::metadata(cfg.server.data_dir.join(f)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(cfg.server.data_dir.join(f))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{f}");
         }
         let b = load_or_create(&cfg).unwrap();
         assert!(b.generated_admin_key.is_none());
         assert_eq!(a.admin_public, b.admin_public);
-        assert_eq!(a.token_signing.verifying_key(), b.token_signing.verifying_key());
+        assert_eq!(
+            a.token_signing.verifying_key(),
+            b.token_signing.verifying_key()
+        );
         assert!(admin_key.exists());
     }
 

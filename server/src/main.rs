@@ -64,7 +64,8 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
 
 fn tls_config(tls: &coffer_server::config::TlsConfig) -> anyhow::Result<rustls::ServerConfig> {
     let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
-        std::fs::File::open(&tls.cert).with_context(|| format!("TLS certificate {}", tls.cert.display()))?,
+        std::fs::File::open(&tls.cert)
+            .with_context(|| format!("TLS certificate {}", tls.cert.display()))?,
     ))
     .collect::<Result<Vec<_>, _>>()
     .with_context(|| format!("TLS certificate {}: not PEM", tls.cert.display()))?;
@@ -84,7 +85,8 @@ fn tls_config(tls: &coffer_server::config::TlsConfig) -> anyhow::Result<rustls::
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -96,10 +98,21 @@ async fn main() -> anyhow::Result<()> {
     if let Some(p) = &keys.generated_admin_key {
         tracing::info!(path = %p.display(), "generated admin key pair; the private key (mode 0600) signs admin tokens: coffer admin --key {}", p.display());
     }
-    let workers = if cfg.server.workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) } else { cfg.server.workers };
+    let workers = if cfg.server.workers == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    } else {
+        cfg.server.workers
+    };
     let db_url = cfg.database_url();
-    let pool_size = cfg.database.max_connections.unwrap_or((workers as u32 * 2).clamp(4, 16));
-    let store = store::open(&db_url, pool_size).await.context("opening database")?;
+    let pool_size = cfg
+        .database
+        .max_connections
+        .unwrap_or((workers as u32 * 2).clamp(4, 16));
+    let store = store::open(&db_url, pool_size)
+        .await
+        .context("opening database")?;
 
     let kbs = Arc::new(Kbs {
         secrets: Arc::new(SealedDbBackend::new(store.clone(), keys.kek.clone())),
@@ -111,11 +124,18 @@ async fn main() -> anyhow::Result<()> {
             cfg.attestation.token_issuer.clone(),
             cfg.attestation.token_ttl_secs as i64,
         ),
-        admin: AdminAuth::new(keys.admin_public, cfg.admin.issuer.clone(), cfg.admin.audience.clone(), cfg.admin.deny_all),
+        admin: AdminAuth::new(
+            keys.admin_public,
+            cfg.admin.issuer.clone(),
+            cfg.admin.audience.clone(),
+            cfg.admin.deny_all,
+        ),
         session_ttl_secs: cfg.attestation.session_ttl_secs as i64,
         metrics: Metrics::new(),
     });
-    kbs.install_default_policies().await.context("installing default policies")?;
+    kbs.install_default_policies()
+        .await
+        .context("installing default policies")?;
 
     let sweeper = kbs.clone();
     actix_web::rt::spawn(async move {
@@ -128,7 +148,10 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
-    let state = actix_web::web::Data::new(AppState { kbs, max_body_bytes: cfg.server.max_body_bytes });
+    let state = actix_web::web::Data::new(AppState {
+        kbs,
+        max_body_bytes: cfg.server.max_body_bytes,
+    });
     let server = actix_web::HttpServer::new(move || app(state.clone())).workers(workers);
     let server = match &cfg.server.tls {
         Some(tls) => server.bind_rustls_0_23(cfg.server.listen, tls_config(tls)?),

@@ -1,6 +1,8 @@
 //! Prometheus metrics: requests, latencies, attestation outcomes and releases.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+};
 
 /// The server's metrics, registered in their own registry.
 pub struct Metrics {
@@ -28,28 +30,45 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("coffer_http_requests_total", "HTTP requests by route, method and status"),
+            Opts::new(
+                "coffer_http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
             &["route", "method", "status"],
         )
         .expect("static metric definition");
         let latency = HistogramVec::new(
-            HistogramOpts::new("coffer_http_request_duration_seconds", "HTTP request latency by route")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+            HistogramOpts::new(
+                "coffer_http_request_duration_seconds",
+                "HTTP request latency by route",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
             &["route"],
         )
         .expect("static metric definition");
         let attestations = IntCounterVec::new(
-            Opts::new("coffer_attestations_total", "Attestation attempts by TEE and outcome"),
+            Opts::new(
+                "coffer_attestations_total",
+                "Attestation attempts by TEE and outcome",
+            ),
             &["tee", "outcome"],
         )
         .expect("static metric definition");
         let releases = IntCounterVec::new(
-            Opts::new("coffer_resource_releases_total", "Resource requests by decision"),
+            Opts::new(
+                "coffer_resource_releases_total",
+                "Resource requests by decision",
+            ),
             &["decision"],
         )
         .expect("static metric definition");
-        let audit_failures = IntCounter::new("coffer_audit_write_failures_total", "Audit rows that could not be written")
-            .expect("static metric definition");
+        let audit_failures = IntCounter::new(
+            "coffer_audit_write_failures_total",
+            "Audit rows that could not be written",
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -59,7 +78,14 @@ impl Metrics {
         ] {
             registry.register(c).expect("unique metric names");
         }
-        Metrics { registry, requests, latency, attestations, releases, audit_failures }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            attestations,
+            releases,
+            audit_failures,
+        }
     }
 
     /// Prometheus text exposition.

@@ -34,8 +34,17 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn one_handshake(http: &reqwest::Client, url: &str, path: &ResourcePath) -> anyhow::Result<()> {
-    let mut c = KbsClient::new(http.clone(), url, Box::new(SampleEvidence), TeeKeyPair::generate());
+async fn one_handshake(
+    http: &reqwest::Client,
+    url: &str,
+    path: &ResourcePath,
+) -> anyhow::Result<()> {
+    let mut c = KbsClient::new(
+        http.clone(),
+        url,
+        Box::new(SampleEvidence),
+        TeeKeyPair::generate(),
+    );
     let secret = c.get_resource(path).await?;
     anyhow::ensure!(secret.len() == 32, "unexpected secret");
     Ok(())
@@ -48,13 +57,20 @@ async fn main() -> anyhow::Result<()> {
     let server = Server::start(dir.path(), None);
     let secret = dir.path().join("secret");
     std::fs::write(&secret, [7u8; 32])?;
-    server.admin(&["set-resource", "default/bench/key", "--file", secret.to_str().unwrap_or_default()]);
+    server.admin(&[
+        "set-resource",
+        "default/bench/key",
+        "--file",
+        secret.to_str().unwrap_or_default(),
+    ]);
     server.admin(&["set-resource-policy", "--allow-all"]);
     let pid = server.pid();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_kib = rss_kib(pid, "VmRSS:");
 
-    let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
     let path: ResourcePath = "default/bench/key".parse()?;
     let url = Arc::new(server.url.clone());
     let warmup_end = Instant::now() + Duration::from_secs(2);
@@ -94,7 +110,11 @@ async fn main() -> anyhow::Result<()> {
         errors += e;
     }
     lat.sort();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
     let rate = lat.len() as f64 / args.seconds as f64;
     let (p50, p99) = (pct(0.50).as_secs_f64() * 1e3, pct(0.99).as_secs_f64() * 1e3);
     if args.json {
@@ -106,12 +126,25 @@ async fn main() -> anyhow::Result<()> {
     } else {
         println!("coffer-server handshake benchmark (auth + attest + resource + JWE decrypt, sample TEE, SQLite)");
         println!("  clients            {}", args.concurrency);
-        println!("  handshakes         {} in {} s ({} errors)", lat.len(), args.seconds, errors);
+        println!(
+            "  handshakes         {} in {} s ({} errors)",
+            lat.len(),
+            args.seconds,
+            errors
+        );
         println!("  handshakes/s       {rate:.0}");
         println!("  latency p50 / p99  {p50:.2} ms / {p99:.2} ms");
-        println!("  server RSS         {:.1} MiB idle, {:.1} MiB peak under load", idle_kib as f64 / 1024.0, peak_kib as f64 / 1024.0);
+        println!(
+            "  server RSS         {:.1} MiB idle, {:.1} MiB peak under load",
+            idle_kib as f64 / 1024.0,
+            peak_kib as f64 / 1024.0
+        );
         println!("  vs Trustee (issue reference: 250/s, p99 60 ms, RSS 73 MB under load)");
-        println!("    throughput ratio {:.2}x, p99 ratio {:.2}x", rate / 250.0, p99 / 60.0);
+        println!(
+            "    throughput ratio {:.2}x, p99 ratio {:.2}x",
+            rate / 250.0,
+            p99 / 60.0
+        );
     }
     Ok(())
 }

@@ -12,7 +12,10 @@ use super::{Binding, Verifier, VerifyError};
 pub struct SampleVerifier;
 
 fn malformed(reason: impl Into<String>) -> VerifyError {
-    VerifyError::Malformed { tee: "sample", reason: reason.into() }
+    VerifyError::Malformed {
+        tee: "sample",
+        reason: reason.into(),
+    }
 }
 
 #[async_trait]
@@ -22,13 +25,19 @@ impl Verifier for SampleVerifier {
     }
 
     async fn verify(&self, evidence: &Value, binding: &Binding<'_>) -> Result<Value, VerifyError> {
-        let obj = evidence.as_object().ok_or_else(|| malformed("evidence is not a JSON object"))?;
-        let svn = obj.get("svn").and_then(Value::as_str).ok_or_else(|| malformed("missing string `svn`"))?;
+        let obj = evidence
+            .as_object()
+            .ok_or_else(|| malformed("evidence is not a JSON object"))?;
+        let svn = obj
+            .get("svn")
+            .and_then(Value::as_str)
+            .ok_or_else(|| malformed("missing string `svn`"))?;
         let report_data = obj
             .get("report_data")
             .and_then(Value::as_str)
             .ok_or_else(|| malformed("missing string `report_data`"))?;
-        let report_data = b64::std_decode(report_data).map_err(|_| malformed("`report_data` is not base64"))?;
+        let report_data =
+            b64::std_decode(report_data).map_err(|_| malformed("`report_data` is not base64"))?;
         // Trustee's sample attester sends the bare hash; accept it zero-padded to 64 bytes too.
         let expected = binding.report_data;
         let matches = report_data == expected
@@ -62,19 +71,35 @@ mod tests {
     #[tokio::test]
     async fn binding_is_checked() {
         let hash = vec![5u8; 48];
-        let b = Binding { report_data: &hash, init_data: None };
+        let b = Binding {
+            report_data: &hash,
+            init_data: None,
+        };
         let ok = json!({"svn": "1", "report_data": b64::std_encode(&hash)});
         let claims = SampleVerifier.verify(&ok, &b).await.unwrap();
         assert_eq!(claims["svn"], "1");
         assert_eq!(claims["debug"], false);
         let mut padded = hash.clone();
         padded.resize(64, 0);
-        assert!(SampleVerifier.verify(&json!({"svn": "1", "report_data": b64::std_encode(&padded)}), &b).await.is_ok());
+        assert!(SampleVerifier
+            .verify(
+                &json!({"svn": "1", "report_data": b64::std_encode(&padded)}),
+                &b
+            )
+            .await
+            .is_ok());
         let mut bad = hash.clone();
         bad[0] ^= 1;
-        let e = SampleVerifier.verify(&json!({"svn": "1", "report_data": b64::std_encode(&bad)}), &b).await;
+        let e = SampleVerifier
+            .verify(
+                &json!({"svn": "1", "report_data": b64::std_encode(&bad)}),
+                &b,
+            )
+            .await;
         assert!(matches!(e, Err(VerifyError::ReportDataMismatch { .. })));
-        let e = SampleVerifier.verify(&json!({"report_data": "x"}), &b).await;
+        let e = SampleVerifier
+            .verify(&json!({"report_data": "x"}), &b)
+            .await;
         assert!(matches!(e, Err(VerifyError::Malformed { .. })));
     }
 }

@@ -10,18 +10,32 @@ use crate::service::KbsError;
 /// Trustee reports admin failures on plugin calls (resource writes) as
 /// `AdminAuthInitialization` and on built-in endpoints as `AdminAuthAccess`.
 fn require_admin(req: &HttpRequest, st: &AppState, plugin: bool) -> Result<String, KbsError> {
-    st.kbs.admin.authorize(authorization(req), crate::now_secs()).map_err(|reason| {
-        tracing::warn!(path = %req.path(), %reason, "admin call refused");
-        if plugin {
-            KbsError::new(ErrorKind::AdminAuthInitialization, format!("failed to initialize [admin] configuration: {reason}"))
-        } else {
-            KbsError::new(ErrorKind::AdminAuthAccess, format!("admin access denied for endpoint {}: {reason}", req.path()))
-        }
-    })
+    st.kbs
+        .admin
+        .authorize(authorization(req), crate::now_secs())
+        .map_err(|reason| {
+            tracing::warn!(path = %req.path(), %reason, "admin call refused");
+            if plugin {
+                KbsError::new(
+                    ErrorKind::AdminAuthInitialization,
+                    format!("failed to initialize [admin] configuration: {reason}"),
+                )
+            } else {
+                KbsError::new(
+                    ErrorKind::AdminAuthAccess,
+                    format!("admin access denied for endpoint {}: {reason}", req.path()),
+                )
+            }
+        })
 }
 
 /// `POST /kbs/v0/resource/{path}` (raw bytes).
-pub async fn set_resource(req: HttpRequest, path: web::Path<String>, payload: web::Payload, st: web::Data<AppState>) -> Result<HttpResponse, KbsError> {
+pub async fn set_resource(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, KbsError> {
     let actor = require_admin(&req, &st, true)?;
     let body = body::read(&req, payload, st.max_body_bytes).await?;
     st.kbs.admin_set_resource(&actor, &path, &body).await?;
@@ -29,14 +43,22 @@ pub async fn set_resource(req: HttpRequest, path: web::Path<String>, payload: we
 }
 
 /// `DELETE /kbs/v0/resource/{path}`.
-pub async fn delete_resource(req: HttpRequest, path: web::Path<String>, st: web::Data<AppState>) -> Result<HttpResponse, KbsError> {
+pub async fn delete_resource(
+    req: HttpRequest,
+    path: web::Path<String>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, KbsError> {
     let actor = require_admin(&req, &st, true)?;
     st.kbs.admin_delete_resource(&actor, &path).await?;
     Ok(HttpResponse::Ok().finish())
 }
 
 /// `POST /kbs/v0/resource-policy`.
-pub async fn set_resource_policy(req: HttpRequest, payload: web::Payload, st: web::Data<AppState>) -> Result<HttpResponse, KbsError> {
+pub async fn set_resource_policy(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, KbsError> {
     let actor = require_admin(&req, &st, false)?;
     let body = body::read(&req, payload, st.max_body_bytes).await?;
     st.kbs.admin_set_resource_policy(&actor, &body).await?;
@@ -44,13 +66,20 @@ pub async fn set_resource_policy(req: HttpRequest, payload: web::Payload, st: we
 }
 
 /// `GET /kbs/v0/resource-policy`: the policy ids, as Trustee answers.
-pub async fn list_resource_policies(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpResponse, KbsError> {
+pub async fn list_resource_policies(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, KbsError> {
     require_admin(&req, &st, false)?;
     Ok(HttpResponse::Ok().json(st.kbs.admin_resource_policy_ids().await?))
 }
 
 /// `POST /kbs/v0/attestation-policy`.
-pub async fn set_attestation_policy(req: HttpRequest, payload: web::Payload, st: web::Data<AppState>) -> Result<HttpResponse, KbsError> {
+pub async fn set_attestation_policy(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, KbsError> {
     let actor = require_admin(&req, &st, false)?;
     let body = body::read(&req, payload, st.max_body_bytes).await?;
     st.kbs.admin_set_attestation_policy(&actor, &body).await?;
@@ -58,7 +87,11 @@ pub async fn set_attestation_policy(req: HttpRequest, payload: web::Payload, st:
 }
 
 /// `POST /kbs/v0/reference-value`.
-pub async fn register_reference_value(req: HttpRequest, payload: web::Payload, st: web::Data<AppState>) -> Result<HttpResponse, KbsError> {
+pub async fn register_reference_value(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, KbsError> {
     let actor = require_admin(&req, &st, false)?;
     let body = body::read(&req, payload, st.max_body_bytes).await?;
     st.kbs.admin_register_reference_value(&actor, &body).await?;
@@ -66,13 +99,21 @@ pub async fn register_reference_value(req: HttpRequest, payload: web::Payload, s
 }
 
 /// `GET /kbs/v0/reference-value/{name}`.
-pub async fn get_reference_value(req: HttpRequest, name: web::Path<String>, st: web::Data<AppState>) -> Result<HttpResponse, KbsError> {
+pub async fn get_reference_value(
+    req: HttpRequest,
+    name: web::Path<String>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, KbsError> {
     require_admin(&req, &st, false)?;
     Ok(HttpResponse::Ok().json(st.kbs.admin_get_reference_value(&name).await?))
 }
 
 /// `GET /coffer/v1/policies/{id}`: a stored policy with its Rego text.
-pub async fn get_policy(req: HttpRequest, id: web::Path<String>, st: web::Data<AppState>) -> Result<HttpResponse, KbsError> {
+pub async fn get_policy(
+    req: HttpRequest,
+    id: web::Path<String>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, KbsError> {
     require_admin(&req, &st, false)?;
     Ok(HttpResponse::Ok().json(st.kbs.admin_get_policy(&id).await?))
 }
@@ -94,6 +135,10 @@ pub async fn audit(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpResp
     require_admin(&req, &st, false)?;
     let q = web::Query::<AuditQuery>::from_query(req.query_string())
         .map_err(|e| KbsError::new(ErrorKind::SerdeError, format!("invalid query: {e}")))?;
-    let rows = st.kbs.store.list_audit(q.after, q.limit.clamp(1, 10_000)).await?;
+    let rows = st
+        .kbs
+        .store
+        .list_audit(q.after, q.limit.clamp(1, 10_000))
+        .await?;
     Ok(HttpResponse::Ok().json(rows))
 }

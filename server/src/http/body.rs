@@ -7,11 +7,18 @@ use futures_util::StreamExt;
 use crate::service::KbsError;
 
 fn too_large(limit: usize) -> KbsError {
-    KbsError::new(ErrorKind::PayloadTooLarge, format!("request body exceeds the limit of {limit} bytes"))
+    KbsError::new(
+        ErrorKind::PayloadTooLarge,
+        format!("request body exceeds the limit of {limit} bytes"),
+    )
 }
 
 /// Collects the body, refusing it as soon as it exceeds `limit` bytes.
-pub async fn read(req: &actix_web::HttpRequest, mut payload: Payload, limit: usize) -> Result<Bytes, KbsError> {
+pub async fn read(
+    req: &actix_web::HttpRequest,
+    mut payload: Payload,
+    limit: usize,
+) -> Result<Bytes, KbsError> {
     let declared = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
@@ -22,7 +29,12 @@ pub async fn read(req: &actix_web::HttpRequest, mut payload: Payload, limit: usi
     }
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| KbsError::new(ErrorKind::SerdeError, format!("cannot read request body: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            KbsError::new(
+                ErrorKind::SerdeError,
+                format!("cannot read request body: {e}"),
+            )
+        })?;
         if buf.len() + chunk.len() > limit {
             return Err(too_large(limit));
         }

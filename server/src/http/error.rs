@@ -19,11 +19,24 @@ impl ResponseError for KbsError {
 
 /// Unknown first segment under `/kbs/v0` (Trustee treats it as a plugin name).
 pub async fn plugin_not_found(req: HttpRequest) -> HttpResponse {
-    let name = req.path().trim_start_matches("/kbs/v0/").split('/').next().unwrap_or("");
-    KbsError::new(ErrorKind::PluginNotFound, format!("Plugin {name} not found")).error_response()
+    let name = req
+        .path()
+        .trim_start_matches("/kbs/v0/")
+        .split('/')
+        .next()
+        .unwrap_or("");
+    KbsError::new(
+        ErrorKind::PluginNotFound,
+        format!("Plugin {name} not found"),
+    )
+    .error_response()
 }
 
 /// Anything else.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
-    KbsError::new(ErrorKind::InvalidRequestPath, format!("Request path {} is invalid", req.path())).error_response()
+    KbsError::new(
+        ErrorKind::InvalidRequestPath,
+        format!("Request path {} is invalid", req.path()),
+    )
+    .error_response()
 }

@@ -9,37 +9,69 @@ use crate::service::KbsError;
 use crate::store::Session;
 
 fn set_cookie(session: &Session) -> String {
-    let expires = std::time::UNIX_EPOCH + std::time::Duration::from_secs(session.expires_at.max(0) as u64);
+    let expires =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(session.expires_at.max(0) as u64);
     // Trustee sets only Expires (no Path/HttpOnly/Secure); clients match on the raw header.
-    format!("{}={}; Expires={}", SESSION_COOKIE, session.id, httpdate::fmt_http_date(expires))
+    format!(
+        "{}={}; Expires={}",
+        SESSION_COOKIE,
+        session.id,
+        httpdate::fmt_http_date(expires)
+    )
 }
 
 /// `POST /kbs/v0/auth`.
-pub async fn auth(req: HttpRequest, payload: web::Payload, st: web::Data<AppState>) -> Result<HttpResponse, KbsError> {
+pub async fn auth(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, KbsError> {
     let body = body::read(&req, payload, st.max_body_bytes).await?;
     let (session, challenge) = st.kbs.auth(&body).await?;
-    Ok(HttpResponse::Ok().insert_header(("set-cookie", set_cookie(&session))).json(challenge))
+    Ok(HttpResponse::Ok()
+        .insert_header(("set-cookie", set_cookie(&session)))
+        .json(challenge))
 }
 
 /// `POST /kbs/v0/attest`.
-pub async fn attest(req: HttpRequest, payload: web::Payload, st: web::Data<AppState>) -> Result<HttpResponse, KbsError> {
+pub async fn attest(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, KbsError> {
     let body = body::read(&req, payload, st.max_body_bytes).await?;
     let cookie = session_cookie(&req);
     let (session, token) = st.kbs.attest(cookie.as_deref(), &body).await?;
-    Ok(HttpResponse::Ok().insert_header(("set-cookie", set_cookie(&session))).json(AttestationToken { token }))
+    Ok(HttpResponse::Ok()
+        .insert_header(("set-cookie", set_cookie(&session)))
+        .json(AttestationToken { token }))
 }
 
 /// `GET /kbs/v0/resource/{repo}/{type}/{tag}`.
-pub async fn get_resource(req: HttpRequest, path: web::Path<String>, st: web::Data<AppState>) -> Result<HttpResponse, KbsError> {
+pub async fn get_resource(
+    req: HttpRequest,
+    path: web::Path<String>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, KbsError> {
     let cookie = session_cookie(&req);
-    let bearer = authorization(&req).and_then(|h| h.strip_prefix("Bearer ")).map(str::trim);
+    let bearer = authorization(&req)
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim);
     let query = parse_query(req.query_string());
-    let jwe = st.kbs.release(cookie.as_deref(), bearer, &path, query).await?;
+    let jwe = st
+        .kbs
+        .release(cookie.as_deref(), bearer, &path, query)
+        .await?;
     Ok(HttpResponse::Ok().json(jwe))
 }
 
 fn parse_query(q: &str) -> Map<String, Value> {
     web::Query::<std::collections::BTreeMap<String, String>>::from_query(q)
-        .map(|m| m.into_inner().into_iter().map(|(k, v)| (k, Value::String(v))).collect())
+        .map(|m| {
+            m.into_inner()
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect()
+        })
         .unwrap_or_default()
 }

@@ -32,12 +32,30 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/attest", web::post().to(guest::attest))
             .route("/resource/{path:.*}", web::get().to(guest::get_resource))
             .route("/resource/{path:.*}", web::post().to(admin::set_resource))
-            .route("/resource/{path:.*}", web::delete().to(admin::delete_resource))
-            .route("/resource-policy", web::post().to(admin::set_resource_policy))
-            .route("/resource-policy", web::get().to(admin::list_resource_policies))
-            .route("/attestation-policy", web::post().to(admin::set_attestation_policy))
-            .route("/reference-value", web::post().to(admin::register_reference_value))
-            .route("/reference-value/{name:.*}", web::get().to(admin::get_reference_value))
+            .route(
+                "/resource/{path:.*}",
+                web::delete().to(admin::delete_resource),
+            )
+            .route(
+                "/resource-policy",
+                web::post().to(admin::set_resource_policy),
+            )
+            .route(
+                "/resource-policy",
+                web::get().to(admin::list_resource_policies),
+            )
+            .route(
+                "/attestation-policy",
+                web::post().to(admin::set_attestation_policy),
+            )
+            .route(
+                "/reference-value",
+                web::post().to(admin::register_reference_value),
+            )
+            .route(
+                "/reference-value/{name:.*}",
+                web::get().to(admin::get_reference_value),
+            )
             .default_service(web::to(error::plugin_not_found)),
     )
     .service(
@@ -75,12 +93,17 @@ pub fn app(
             let st = metrics_state.clone();
             srv.call(req).map(move |res| {
                 if let Ok(res) = &res {
-                    let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+                    let route = res
+                        .request()
+                        .match_pattern()
+                        .unwrap_or_else(|| "unmatched".into());
                     let m = &st.kbs.metrics;
                     m.requests
                         .with_label_values(&[&route, &method, res.status().as_str()])
                         .inc();
-                    m.latency.with_label_values(&[&route]).observe(started.elapsed().as_secs_f64());
+                    m.latency
+                        .with_label_values(&[&route])
+                        .observe(started.elapsed().as_secs_f64());
                 }
                 res
             })
@@ -89,9 +112,12 @@ pub fn app(
 }
 
 fn session_cookie(req: &HttpRequest) -> Option<String> {
-    req.cookie(coffer_protocol::messages::SESSION_COOKIE).map(|c| c.value().to_string())
+    req.cookie(coffer_protocol::messages::SESSION_COOKIE)
+        .map(|c| c.value().to_string())
 }
 
 fn authorization(req: &HttpRequest) -> Option<&str> {
-    req.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+    req.headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
 }

@@ -22,7 +22,9 @@ pub async fn readyz(st: web::Data<AppState>) -> Result<HttpResponse, KbsError> {
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(st: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(st.kbs.metrics.render())
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(st.kbs.metrics.render())
 }
 
 /// `GET /.well-known/jwks.json`: keys that verify this server's attestation tokens.

@@ -35,7 +35,11 @@ impl Appraisal {
         let given = match claims {
             Value::Object(m) => m,
             Value::Null => Map::new(),
-            other => return Err(PolicyError::Output(format!("trust_claims must be an object, got {other}"))),
+            other => {
+                return Err(PolicyError::Output(format!(
+                    "trust_claims must be an object, got {other}"
+                )))
+            }
         };
         let mut trust_vector = Map::new();
         for key in TRUST_VECTOR_KEYS {
@@ -44,28 +48,53 @@ impl Appraisal {
                 Some(v) => v
                     .as_i64()
                     .filter(|n| (-128..=127).contains(n))
-                    .ok_or_else(|| PolicyError::Output(format!("trust claim {key} must be an integer in -128..127")))?,
+                    .ok_or_else(|| {
+                        PolicyError::Output(format!(
+                            "trust claim {key} must be an integer in -128..127"
+                        ))
+                    })?,
             };
             trust_vector.insert(key.to_string(), json!(v));
         }
-        if let Some(unknown) = given.keys().find(|k| !TRUST_VECTOR_KEYS.contains(&k.as_str())) {
-            return Err(PolicyError::Output(format!("unknown trust claim {unknown}")));
+        if let Some(unknown) = given
+            .keys()
+            .find(|k| !TRUST_VECTOR_KEYS.contains(&k.as_str()))
+        {
+            return Err(PolicyError::Output(format!(
+                "unknown trust claim {unknown}"
+            )));
         }
         if trust_vector.values().all(|v| v.as_i64() == Some(0)) {
-            return Err(PolicyError::Output("at least one trust claim must be set".into()));
+            return Err(PolicyError::Output(
+                "at least one trust claim must be set".into(),
+            ));
         }
         let extensions = match extensions {
             Value::Array(a) => a,
-            Value::Null => return Err(PolicyError::Output("extensions must be defined (may be [])".into())),
-            other => return Err(PolicyError::Output(format!("extensions must be a list, got {other}"))),
+            Value::Null => {
+                return Err(PolicyError::Output(
+                    "extensions must be defined (may be [])".into(),
+                ))
+            }
+            other => {
+                return Err(PolicyError::Output(format!(
+                    "extensions must be a list, got {other}"
+                )))
+            }
         };
         for e in &extensions {
             if e.get("name").and_then(Value::as_str).is_none() {
-                return Err(PolicyError::Output("every extension needs a string name".into()));
+                return Err(PolicyError::Output(
+                    "every extension needs a string name".into(),
+                ));
             }
         }
         let status = ear_status(trust_vector.values().filter_map(Value::as_i64));
-        Ok(Appraisal { trust_vector, extensions, status })
+        Ok(Appraisal {
+            trust_vector,
+            extensions,
+            status,
+        })
     }
 }
 
@@ -101,7 +130,13 @@ impl TokenIssuer {
         let key = SigningKey::Es256(key);
         let verifying = key.verifying_key();
         let kid = verifying.thumbprint();
-        TokenIssuer { key, verifying, kid, issuer, ttl_secs }
+        TokenIssuer {
+            key,
+            verifying,
+            kid,
+            issuer,
+            ttl_secs,
+        }
     }
 
     /// The public JWKS relying parties use to verify tokens.
@@ -115,12 +150,18 @@ impl TokenIssuer {
     pub fn issue(&self, annotated_evidence: Value, appraisal: &Appraisal, now: i64) -> String {
         let mut submod = Map::new();
         submod.insert("ear.status".into(), json!(appraisal.status));
-        submod.insert("ear.trustworthiness-vector".into(), Value::Object(appraisal.trust_vector.clone()));
+        submod.insert(
+            "ear.trustworthiness-vector".into(),
+            Value::Object(appraisal.trust_vector.clone()),
+        );
         submod.insert("ear.appraisal-policy-id".into(), json!("default"));
         submod.insert("ear.veraison.annotated-evidence".into(), annotated_evidence);
         for ext in &appraisal.extensions {
             if let Some(name) = ext.get("name").and_then(Value::as_str) {
-                submod.insert(name.to_string(), ext.get("value").cloned().unwrap_or(Value::Null));
+                submod.insert(
+                    name.to_string(),
+                    ext.get("value").cloned().unwrap_or(Value::Null),
+                );
             }
         }
         let claims = json!({

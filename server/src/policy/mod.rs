@@ -19,7 +19,8 @@ pub use ear::{ear_status, Appraisal, TokenIssuer, TRUST_VECTOR_KEYS};
 /// Built-in policies, installed when absent.
 pub mod defaults {
     /// CPU appraisal policy (`default_cpu`).
-    pub const ATTESTATION_CPU: &str = include_str!("../../../policies/attestation/default_cpu.rego");
+    pub const ATTESTATION_CPU: &str =
+        include_str!("../../../policies/attestation/default_cpu.rego");
     /// Default resource policy.
     pub const RESOURCE: &str = include_str!("../../../policies/resource/default.rego");
     /// Allow everything (testing).
@@ -61,7 +62,9 @@ fn compile(text: &str) -> Result<regorus::Engine, PolicyError> {
     let add = |v1: bool| {
         let mut engine = regorus::Engine::new();
         engine.set_rego_v1(v1);
-        engine.add_policy("policy.rego".into(), text.into()).map(|_| engine)
+        engine
+            .add_policy("policy.rego".into(), text.into())
+            .map(|_| engine)
     };
     // `import rego.v1` already selects v1 semantics (and is refused in regorus' v1 mode).
     if text.lines().any(|l| l.trim() == "import rego.v1") {
@@ -93,16 +96,25 @@ impl PolicyEngine {
     /// Checks that `text` compiles and is in `package policy`.
     pub fn check(&self, text: &str) -> Result<(), PolicyError> {
         let engine = compile(text)?;
-        let packages = engine.get_packages().map_err(|e| PolicyError::Compile(e.to_string()))?;
+        let packages = engine
+            .get_packages()
+            .map_err(|e| PolicyError::Compile(e.to_string()))?;
         if !packages.iter().any(|p| p == "data.policy") {
-            return Err(PolicyError::Compile("policy must declare `package policy`".into()));
+            return Err(PolicyError::Compile(
+                "policy must declare `package policy`".into(),
+            ));
         }
         Ok(())
     }
 
     fn engine(&self, text: &str) -> Result<regorus::Engine, PolicyError> {
         let key: [u8; 32] = Sha256::digest(text.as_bytes()).into();
-        if let Some(e) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(e) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return Ok((**e).clone());
         }
         let compiled = Arc::new(compile(text)?);
@@ -129,7 +141,10 @@ impl PolicyEngine {
                 "query_reference_value".into(),
                 1,
                 Box::new(move |args: Vec<regorus::Value>| {
-                    let name = args.first().and_then(|a| a.as_string().ok()).map(|s| s.to_string());
+                    let name = args
+                        .first()
+                        .and_then(|a| a.as_string().ok())
+                        .map(|s| s.to_string());
                     Ok(match name.and_then(|n| rvs.get(&n).cloned()) {
                         Some(v) => regorus::Value::from(v),
                         None => regorus::Value::Null,
@@ -137,10 +152,14 @@ impl PolicyEngine {
                 }),
             )
             .map_err(|e| PolicyError::Eval(e.to_string()))?;
-        let reference: Map<String, Value> =
-            reference_values.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let reference: Map<String, Value> = reference_values
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         engine
-            .add_data(regorus::Value::from(serde_json::json!({ "reference": reference })))
+            .add_data(regorus::Value::from(
+                serde_json::json!({ "reference": reference }),
+            ))
             .map_err(|e| PolicyError::Eval(e.to_string()))?;
         engine.set_input(regorus::Value::from(input.clone()));
         let claims = engine

@@ -27,7 +27,13 @@ fn data(path: [&str; 3]) -> Value {
 fn default_cpu_without_reference_values_matches_trustee_recording() {
     // The recording shows executables 33, hardware 97, configuration 2 -> contraindicated.
     let e = PolicyEngine::default();
-    let a = e.appraise(defaults::ATTESTATION_CPU, &sample_evidence(), Arc::new(HashMap::new())).unwrap();
+    let a = e
+        .appraise(
+            defaults::ATTESTATION_CPU,
+            &sample_evidence(),
+            Arc::new(HashMap::new()),
+        )
+        .unwrap();
     assert_eq!(a.trust_vector["executables"], 33);
     assert_eq!(a.trust_vector["hardware"], 97);
     assert_eq!(a.trust_vector["configuration"], 2);
@@ -47,8 +53,16 @@ fn default_cpu_with_reference_values_affirms() {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let a = e.appraise(defaults::ATTESTATION_CPU, &sample_evidence(), Arc::new(rvs)).unwrap();
-    assert_eq!((a.trust_vector["executables"].clone(), a.trust_vector["hardware"].clone()), (json!(3), json!(2)));
+    let a = e
+        .appraise(defaults::ATTESTATION_CPU, &sample_evidence(), Arc::new(rvs))
+        .unwrap();
+    assert_eq!(
+        (
+            a.trust_vector["executables"].clone(),
+            a.trust_vector["hardware"].clone()
+        ),
+        (json!(3), json!(2))
+    );
     assert_eq!(a.status, "affirming");
 }
 
@@ -60,16 +74,32 @@ fn trustee_recorded_resource_policy_works_unchanged() {
     let e = PolicyEngine::default();
     e.check(policy).unwrap();
     let claims = token_claims(sample_evidence(), "contraindicated");
-    assert!(e.allow(policy, &claims, &data(["default", "test", "key1"])).unwrap());
-    assert!(!e.allow(policy, &claims, &data(["default", "test", "key2"])).unwrap());
+    assert!(e
+        .allow(policy, &claims, &data(["default", "test", "key1"]))
+        .unwrap());
+    assert!(!e
+        .allow(policy, &claims, &data(["default", "test", "key2"]))
+        .unwrap());
 }
 
 #[test]
 fn rego_v0_policies_compile() {
     let policy = "package policy\n\ndefault allow = false\n\nallow {\n\tinput.submods.cpu0[\"ear.status\"] == \"affirming\"\n}\n";
     let e = PolicyEngine::default();
-    assert!(e.allow(policy, &token_claims(json!({}), "affirming"), &data(["a", "b", "c"])).unwrap());
-    assert!(!e.allow(policy, &token_claims(json!({}), "warning"), &data(["a", "b", "c"])).unwrap());
+    assert!(e
+        .allow(
+            policy,
+            &token_claims(json!({}), "affirming"),
+            &data(["a", "b", "c"])
+        )
+        .unwrap());
+    assert!(!e
+        .allow(
+            policy,
+            &token_claims(json!({}), "warning"),
+            &data(["a", "b", "c"])
+        )
+        .unwrap());
 }
 
 #[test]
@@ -89,10 +119,15 @@ fn shipped_resource_policies() {
 #[test]
 fn bad_policies_are_refused() {
     let e = PolicyEngine::default();
-    assert!(matches!(e.check("package policy\nallow if {"), Err(PolicyError::Compile(_))));
+    assert!(matches!(
+        e.check("package policy\nallow if {"),
+        Err(PolicyError::Compile(_))
+    ));
     assert!(e.check("package other\ndefault allow := true").is_err());
     // a non-boolean allow denies
-    assert!(!e.allow("package policy\nallow := \"yes\"", &json!({}), &json!({})).unwrap());
+    assert!(!e
+        .allow("package policy\nallow := \"yes\"", &json!({}), &json!({}))
+        .unwrap());
 }
 
 #[test]
@@ -118,7 +153,11 @@ fn tokens_verify_and_reject_foreign_keys() {
     assert_eq!(claims["submods"]["cpu0"]["ear.status"], "affirming");
     assert_eq!(claims["exp"], 1300);
     assert!(issuer.verify(&t, 1300).is_err());
-    let other = TokenIssuer::new(p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng), "coffer".into(), 300);
+    let other = TokenIssuer::new(
+        p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng),
+        "coffer".into(),
+        300,
+    );
     assert!(other.verify(&t, 1100).is_err());
     assert_eq!(issuer.jwks()["keys"][0]["kty"], "EC");
 }

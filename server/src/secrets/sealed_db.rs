@@ -41,7 +41,13 @@ impl Kek {
         let aad = format!("{AAD_PREFIX}{path}");
         let ct = self
             .cipher()
-            .encrypt(&Nonce::from(nonce), aes_gcm::aead::Payload { msg: value, aad: aad.as_bytes() })
+            .encrypt(
+                &Nonce::from(nonce),
+                aes_gcm::aead::Payload {
+                    msg: value,
+                    aad: aad.as_bytes(),
+                },
+            )
             .unwrap_or_default();
         let mut out = nonce.to_vec();
         out.extend_from_slice(&ct);
@@ -57,7 +63,13 @@ impl Kek {
         let nonce: [u8; 12] = nonce.try_into().ok()?;
         let aad = format!("{AAD_PREFIX}{path}");
         self.cipher()
-            .decrypt(&Nonce::from(nonce), aes_gcm::aead::Payload { msg: ct, aad: aad.as_bytes() })
+            .decrypt(
+                &Nonce::from(nonce),
+                aes_gcm::aead::Payload {
+                    msg: ct,
+                    aad: aad.as_bytes(),
+                },
+            )
             .ok()
             .map(Zeroizing::new)
     }
@@ -92,20 +104,31 @@ impl SecretBackend for SealedDbBackend {
         let key = path.to_string();
         match self.store.get_resource(&key).await.map_err(unavailable)? {
             None => Ok(None),
-            Some(sealed) => self.kek.open(&key, &sealed).map(Some).ok_or(SecretError::Integrity(key)),
+            Some(sealed) => self
+                .kek
+                .open(&key, &sealed)
+                .map(Some)
+                .ok_or(SecretError::Integrity(key)),
         }
     }
 
     async fn put(&self, path: &ResourcePath, value: &[u8]) -> Result<(), SecretError> {
         let key = path.to_string();
         let mut sealed = self.kek.seal(&key, value);
-        let r = self.store.put_resource(&key, &sealed, crate::now_secs()).await.map_err(unavailable);
+        let r = self
+            .store
+            .put_resource(&key, &sealed, crate::now_secs())
+            .await
+            .map_err(unavailable);
         sealed.zeroize();
         r
     }
 
     async fn delete(&self, path: &ResourcePath) -> Result<bool, SecretError> {
-        self.store.delete_resource(&path.to_string()).await.map_err(unavailable)
+        self.store
+            .delete_resource(&path.to_string())
+            .await
+            .map_err(unavailable)
     }
 }
 

@@ -16,11 +16,17 @@ use crate::policy::{defaults, CPU_POLICY_ID, RESOURCE_POLICY_ID};
 use crate::store::{AuditEntry, Session, SessionState};
 
 fn auth_err(detail: impl std::fmt::Display) -> KbsError {
-    KbsError::new(ErrorKind::AttestationError, format!("Attestation error: RCAR handshake Auth failed: {detail}"))
+    KbsError::new(
+        ErrorKind::AttestationError,
+        format!("Attestation error: RCAR handshake Auth failed: {detail}"),
+    )
 }
 
 fn attest_err(detail: impl std::fmt::Display) -> KbsError {
-    KbsError::new(ErrorKind::AttestationError, format!("Attestation error: RCAR handshake Attest failed: {detail}"))
+    KbsError::new(
+        ErrorKind::AttestationError,
+        format!("Attestation error: RCAR handshake Attest failed: {detail}"),
+    )
 }
 
 /// JSON pointers where a token may carry the TEE public key (Trustee's search order).
@@ -47,10 +53,14 @@ fn tee_of_claims(claims: &Value) -> Option<String> {
 impl Kbs {
     /// `POST /auth`: validates the request and opens a session with a fresh nonce.
     pub async fn auth(&self, body: &[u8]) -> Result<(Session, Challenge), KbsError> {
-        let req: Request = serde_json::from_slice(body).map_err(|e| auth_err(format!("invalid request body: {e}")))?;
+        let req: Request = serde_json::from_slice(body)
+            .map_err(|e| auth_err(format!("invalid request body: {e}")))?;
         if req.version != PROTOCOL_VERSION {
             let parses = req.version.split('.').count() == 3
-                && req.version.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+                && req
+                    .version
+                    .split('.')
+                    .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
             return Err(auth_err(if parses {
                 format!(
                     "KBS Client Protocol Version Mismatch: expect ={PROTOCOL_VERSION} while the request is {}",
@@ -74,23 +84,38 @@ impl Kbs {
             id: uuid::Uuid::new_v4().simple().to_string(),
             tee: req.tee,
             hash_alg: HashAlgorithm::Sha384.name().to_string(),
-            state: SessionState::Authed { nonce: b64::std_encode(nonce) },
+            state: SessionState::Authed {
+                nonce: b64::std_encode(nonce),
+            },
             created_at: now,
             expires_at: now + self.session_ttl_secs,
         };
         self.store.create_session(&session).await?;
-        let SessionState::Authed { nonce } = &session.state else { unreachable!("just built") };
-        let challenge = Challenge { nonce: nonce.clone(), extra_params: json!("") };
+        let SessionState::Authed { nonce } = &session.state else {
+            unreachable!("just built")
+        };
+        let challenge = Challenge {
+            nonce: nonce.clone(),
+            extra_params: json!(""),
+        };
         Ok((session, challenge))
     }
 
     /// `POST /attest`: verifies evidence bound to the session's nonce, appraises it and
     /// issues a token. The nonce is consumed atomically: a replay (on this or any replica)
     /// fails.
-    pub async fn attest(&self, session_id: Option<&str>, body: &[u8]) -> Result<(Session, String), KbsError> {
+    pub async fn attest(
+        &self,
+        session_id: Option<&str>,
+        body: &[u8],
+    ) -> Result<(Session, String), KbsError> {
         let id = session_id.ok_or_else(|| attest_err("cookie not found"))?;
         let now = crate::now_secs();
-        let session = self.store.load_session(id, now).await?.ok_or_else(|| attest_err("session not found"))?;
+        let session = self
+            .store
+            .load_session(id, now)
+            .await?
+            .ok_or_else(|| attest_err("session not found"))?;
         let nonce = match &session.state {
             SessionState::Attested { token } => return Ok((session.clone(), token.clone())),
             SessionState::Authed { nonce } => nonce.clone(),
@@ -100,31 +125,53 @@ impl Kbs {
         let token = match result {
             Ok(t) => t,
             Err(e) => {
-                self.metrics.attestations.with_label_values(&[&tee, "refused"]).inc();
+                self.metrics
+                    .attestations
+                    .with_label_values(&[&tee, "refused"])
+                    .inc();
                 return Err(e);
             }
         };
         if !self.store.consume_nonce(id, &nonce, &token, now).await? {
-            self.metrics.attestations.with_label_values(&[&tee, "replay"]).inc();
-            return Err(attest_err("challenge already used or session expired (replay refused)"));
+            self.metrics
+                .attestations
+                .with_label_values(&[&tee, "replay"])
+                .inc();
+            return Err(attest_err(
+                "challenge already used or session expired (replay refused)",
+            ));
         }
-        self.metrics.attestations.with_label_values(&[&tee, "issued"]).inc();
+        self.metrics
+            .attestations
+            .with_label_values(&[&tee, "issued"])
+            .inc();
         Ok((session, token))
     }
 
-    async fn appraise(&self, session: &Session, nonce: &str, body: &[u8], now: i64) -> Result<String, KbsError> {
-        let att: Attestation =
-            serde_json::from_slice(body).map_err(|e| attest_err(format!("invalid attestation body: {e}")))?;
+    async fn appraise(
+        &self,
+        session: &Session,
+        nonce: &str,
+        body: &[u8],
+        now: i64,
+    ) -> Result<String, KbsError> {
+        let att: Attestation = serde_json::from_slice(body)
+            .map_err(|e| attest_err(format!("invalid attestation body: {e}")))?;
         if att.runtime_data.nonce != nonce {
-            return Err(attest_err("nonce mismatch: runtime-data does not carry this session's challenge"));
+            return Err(attest_err(
+                "nonce mismatch: runtime-data does not carry this session's challenge",
+            ));
         }
         TeePubKey::from_jwk(&att.runtime_data.tee_pubkey).map_err(attest_err)?;
         let additional = &att.tee_evidence.additional_evidence;
         if !additional.is_empty() {
-            let extra: Value = serde_json::from_str(additional)
-                .map_err(|_| attest_err("additional_evidence must be a JSON object serialised as a string"))?;
+            let extra: Value = serde_json::from_str(additional).map_err(|_| {
+                attest_err("additional_evidence must be a JSON object serialised as a string")
+            })?;
             if let Some(name) = extra.as_object().and_then(|m| m.keys().next()) {
-                return Err(attest_err(format!("additional evidence for {name:?} is not supported")));
+                return Err(attest_err(format!(
+                    "additional evidence for {name:?} is not supported"
+                )));
             }
         }
         let verifier = self
@@ -133,7 +180,10 @@ impl Kbs {
             .ok_or_else(|| attest_err(format!("unsupported TEE {:?}", session.tee)))?;
         let alg = HashAlgorithm::from_name(&session.hash_alg).unwrap_or_default();
         let hash = runtime_data_hash(alg, nonce, &att.runtime_data.tee_pubkey, additional);
-        let binding = Binding { report_data: &hash, init_data: att.init_data.as_ref() };
+        let binding = Binding {
+            report_data: &hash,
+            init_data: att.init_data.as_ref(),
+        };
         let tee_claims = verifier
             .verify(&att.tee_evidence.primary_evidence, &binding)
             .await
@@ -147,16 +197,24 @@ impl Kbs {
         );
         if let Some(init) = &att.init_data {
             if init.format != "toml" {
-                return Err(attest_err(format!("init-data format {:?} is not supported (use toml)", init.format)));
+                return Err(attest_err(format!(
+                    "init-data format {:?} is not supported (use toml)",
+                    init.format
+                )));
             }
-            let parsed: toml::Value =
-                toml::from_str(&init.body).map_err(|e| attest_err(format!("init-data is not valid TOML: {e}")))?;
-            annotated.insert("init_data_claims".into(), serde_json::to_value(parsed).unwrap_or(Value::Null));
+            let parsed: toml::Value = toml::from_str(&init.body)
+                .map_err(|e| attest_err(format!("init-data is not valid TOML: {e}")))?;
+            annotated.insert(
+                "init_data_claims".into(),
+                serde_json::to_value(parsed).unwrap_or(Value::Null),
+            );
         }
         annotated.insert(verifier.tee().to_string(), tee_claims);
         let annotated = Value::Object(annotated);
 
-        let policy = self.policy_text(CPU_POLICY_ID, defaults::ATTESTATION_CPU).await?;
+        let policy = self
+            .policy_text(CPU_POLICY_ID, defaults::ATTESTATION_CPU)
+            .await?;
         let rvs: HashMap<String, Value> = self
             .store
             .reference_values(now)
@@ -167,7 +225,12 @@ impl Kbs {
         let appraisal = self
             .policies
             .appraise(&policy, &annotated, Arc::new(rvs))
-            .map_err(|e| KbsError::new(ErrorKind::PolicyEngineError, format!("Policy engine error: {e}")))?;
+            .map_err(|e| {
+                KbsError::new(
+                    ErrorKind::PolicyEngineError,
+                    format!("Policy engine error: {e}"),
+                )
+            })?;
         Ok(self.tokens.issue(annotated, &appraisal, now))
     }
 
@@ -181,7 +244,10 @@ impl Kbs {
         query: Map<String, Value>,
     ) -> Result<FlattenedJwe, KbsError> {
         let path: ResourcePath = path.parse().map_err(|e| {
-            KbsError::new(ErrorKind::PluginInternalError, format!("Plugin internal error: illegal resource path: {e}"))
+            KbsError::new(
+                ErrorKind::PluginInternalError,
+                format!("Plugin internal error: illegal resource path: {e}"),
+            )
         })?;
         let now = crate::now_secs();
         let session = match session_id {
@@ -189,47 +255,105 @@ impl Kbs {
             None => None,
         };
         let token = match (&session, bearer) {
-            (Some(Session { state: SessionState::Attested { token }, .. }), _) => token.clone(),
+            (
+                Some(Session {
+                    state: SessionState::Attested { token },
+                    ..
+                }),
+                _,
+            ) => token.clone(),
             (_, Some(b)) => b.to_string(),
-            _ => return Err(KbsError::new(ErrorKind::TokenNotFound, "Attestation Token not found")),
+            _ => {
+                return Err(KbsError::new(
+                    ErrorKind::TokenNotFound,
+                    "Attestation Token not found",
+                ))
+            }
         };
         let claims = self.tokens.verify(&token, now).map_err(|e| {
-            KbsError::new(ErrorKind::TokenVerifierError, format!("Token Verifier error: {e}"))
+            KbsError::new(
+                ErrorKind::TokenVerifierError,
+                format!("Token Verifier error: {e}"),
+            )
         })?;
         let tee_key = TEE_PUBKEY_POINTERS
             .iter()
             .find_map(|p| claims.pointer(p))
-            .ok_or_else(|| KbsError::new(ErrorKind::TokenVerifierError, "Tee public key not found in Attestation Token"))?;
-        let tee_key = TeePubKey::from_jwk(tee_key)
-            .map_err(|_| KbsError::new(ErrorKind::TokenVerifierError, "Failed to parse Tee public key"))?;
+            .ok_or_else(|| {
+                KbsError::new(
+                    ErrorKind::TokenVerifierError,
+                    "Tee public key not found in Attestation Token",
+                )
+            })?;
+        let tee_key = TeePubKey::from_jwk(tee_key).map_err(|_| {
+            KbsError::new(
+                ErrorKind::TokenVerifierError,
+                "Failed to parse Tee public key",
+            )
+        })?;
 
-        let policy = self.policy_text(RESOURCE_POLICY_ID, defaults::RESOURCE).await?;
-        let data = json!({ "plugin": "resource", "resource-path": path.segments(), "query": query });
-        let allowed = self
-            .policies
-            .allow(&policy, &claims, &data)
-            .map_err(|e| KbsError::new(ErrorKind::PolicyEngineError, format!("Policy engine error: {e}")))?;
+        let policy = self
+            .policy_text(RESOURCE_POLICY_ID, defaults::RESOURCE)
+            .await?;
+        let data =
+            json!({ "plugin": "resource", "resource-path": path.segments(), "query": query });
+        let allowed = self.policies.allow(&policy, &claims, &data).map_err(|e| {
+            KbsError::new(
+                ErrorKind::PolicyEngineError,
+                format!("Policy engine error: {e}"),
+            )
+        })?;
         let entry = AuditEntry {
             at_ms: now_ms(),
             session_id: session.as_ref().map(|s| s.id.clone()),
-            tee: session.as_ref().map(|s| s.tee.clone()).or_else(|| tee_of_claims(&claims)),
+            tee: session
+                .as_ref()
+                .map(|s| s.tee.clone())
+                .or_else(|| tee_of_claims(&claims)),
             claims_digest: Some(claims_digest(&claims)),
             resource: Some(path.to_string()),
             ..Default::default()
         };
         if !allowed {
             self.metrics.releases.with_label_values(&["deny"]).inc();
-            self.audit(AuditEntry { action: "release".into(), decision: "deny".into(), detail: Some("resource policy".into()), ..entry }).await;
-            return Err(KbsError::new(ErrorKind::PolicyDeny, "Access denied by policy"));
+            self.audit(AuditEntry {
+                action: "release".into(),
+                decision: "deny".into(),
+                detail: Some("resource policy".into()),
+                ..entry
+            })
+            .await;
+            return Err(KbsError::new(
+                ErrorKind::PolicyDeny,
+                "Access denied by policy",
+            ));
         }
         let Some(secret) = self.secrets.get(&path).await? else {
-            self.metrics.releases.with_label_values(&["not_found"]).inc();
-            self.audit(AuditEntry { action: "release".into(), decision: "deny".into(), detail: Some("no such resource".into()), ..entry }).await;
-            return Err(KbsError::new(ErrorKind::ResourceNotFound, format!("resource {path} not found")));
+            self.metrics
+                .releases
+                .with_label_values(&["not_found"])
+                .inc();
+            self.audit(AuditEntry {
+                action: "release".into(),
+                decision: "deny".into(),
+                detail: Some("no such resource".into()),
+                ..entry
+            })
+            .await;
+            return Err(KbsError::new(
+                ErrorKind::ResourceNotFound,
+                format!("resource {path} not found"),
+            ));
         };
-        let jwe = jwe::encrypt(&tee_key, &secret).map_err(|e| KbsError::new(ErrorKind::JweError, format!("JWE failed: {e}")))?;
+        let jwe = jwe::encrypt(&tee_key, &secret)
+            .map_err(|e| KbsError::new(ErrorKind::JweError, format!("JWE failed: {e}")))?;
         self.metrics.releases.with_label_values(&["allow"]).inc();
-        self.audit(AuditEntry { action: "release".into(), decision: "allow".into(), ..entry }).await;
+        self.audit(AuditEntry {
+            action: "release".into(),
+            decision: "allow".into(),
+            ..entry
+        })
+        .await;
         Ok(jwe)
     }
 }

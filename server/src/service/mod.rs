@@ -30,7 +30,10 @@ pub struct KbsError {
 impl KbsError {
     /// Builds an error.
     pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
-        KbsError { kind, detail: detail.into() }
+        KbsError {
+            kind,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -43,7 +46,10 @@ impl std::fmt::Display for KbsError {
 impl From<StoreError> for KbsError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "storage failure");
-        KbsError::new(ErrorKind::StorageUnavailable, "storage unavailable; retry later")
+        KbsError::new(
+            ErrorKind::StorageUnavailable,
+            "storage unavailable; retry later",
+        )
     }
 }
 
@@ -51,15 +57,18 @@ impl From<SecretError> for KbsError {
     fn from(e: SecretError) -> Self {
         tracing::error!(error = %e, "secret backend failure");
         match e {
-            SecretError::Unavailable(_) => {
-                KbsError::new(ErrorKind::StorageUnavailable, "secret backend unavailable; retry later")
-            }
-            SecretError::Integrity(p) => {
-                KbsError::new(ErrorKind::InternalError, format!("stored resource {p} failed its integrity check"))
-            }
-            SecretError::ReadOnly(p) => {
-                KbsError::new(ErrorKind::PluginInternalError, format!("resource backend for {p} is read-only"))
-            }
+            SecretError::Unavailable(_) => KbsError::new(
+                ErrorKind::StorageUnavailable,
+                "secret backend unavailable; retry later",
+            ),
+            SecretError::Integrity(p) => KbsError::new(
+                ErrorKind::InternalError,
+                format!("stored resource {p} failed its integrity check"),
+            ),
+            SecretError::ReadOnly(p) => KbsError::new(
+                ErrorKind::PluginInternalError,
+                format!("resource backend for {p} is read-only"),
+            ),
         }
     }
 }
@@ -86,7 +95,9 @@ pub struct Kbs {
 
 /// Hex SHA-256 of the canonical JSON of `claims` (what the audit log records).
 pub fn claims_digest(claims: &Value) -> String {
-    hex::encode(Sha256::digest(coffer_protocol::jcs::canonicalize(claims).as_bytes()))
+    hex::encode(Sha256::digest(
+        coffer_protocol::jcs::canonicalize(claims).as_bytes(),
+    ))
 }
 
 impl Kbs {
@@ -94,10 +105,20 @@ impl Kbs {
     pub async fn install_default_policies(&self) -> Result<(), StoreError> {
         let now = crate::now_secs();
         self.store
-            .put_policy_if_absent(CPU_POLICY_ID, PolicyKind::Attestation, defaults::ATTESTATION_CPU, now)
+            .put_policy_if_absent(
+                CPU_POLICY_ID,
+                PolicyKind::Attestation,
+                defaults::ATTESTATION_CPU,
+                now,
+            )
             .await?;
         self.store
-            .put_policy_if_absent(RESOURCE_POLICY_ID, PolicyKind::Resource, defaults::RESOURCE, now)
+            .put_policy_if_absent(
+                RESOURCE_POLICY_ID,
+                PolicyKind::Resource,
+                defaults::RESOURCE,
+                now,
+            )
             .await
     }
 
@@ -110,8 +131,17 @@ impl Kbs {
         }
     }
 
-    pub(crate) async fn policy_text(&self, id: &str, fallback: &'static str) -> Result<String, KbsError> {
-        Ok(self.store.get_policy(id).await?.map(|p| p.body).unwrap_or_else(|| fallback.to_string()))
+    pub(crate) async fn policy_text(
+        &self,
+        id: &str,
+        fallback: &'static str,
+    ) -> Result<String, KbsError> {
+        Ok(self
+            .store
+            .get_policy(id)
+            .await?
+            .map(|p| p.body)
+            .unwrap_or_else(|| fallback.to_string()))
     }
 }
 

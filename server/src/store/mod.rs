@@ -125,21 +125,45 @@ pub trait Store: Send + Sync {
     /// Atomically moves an `Authed` session whose nonce is `nonce` to `Attested { token }`.
     /// Returns false when the session is gone, expired, already attested or the nonce differs:
     /// the nonce can be consumed once, by one replica.
-    async fn consume_nonce(&self, id: &str, nonce: &str, token: &str, now: i64) -> Result<bool, StoreError>;
+    async fn consume_nonce(
+        &self,
+        id: &str,
+        nonce: &str,
+        token: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
     /// Deletes sessions expired at `now`; returns how many.
     async fn purge_expired_sessions(&self, now: i64) -> Result<u64, StoreError>;
 
     /// Inserts or replaces a policy.
-    async fn put_policy(&self, id: &str, kind: PolicyKind, body: &str, now: i64) -> Result<(), StoreError>;
+    async fn put_policy(
+        &self,
+        id: &str,
+        kind: PolicyKind,
+        body: &str,
+        now: i64,
+    ) -> Result<(), StoreError>;
     /// Inserts a policy only if no policy with that id exists (start-up defaults).
-    async fn put_policy_if_absent(&self, id: &str, kind: PolicyKind, body: &str, now: i64) -> Result<(), StoreError>;
+    async fn put_policy_if_absent(
+        &self,
+        id: &str,
+        kind: PolicyKind,
+        body: &str,
+        now: i64,
+    ) -> Result<(), StoreError>;
     /// Loads a policy.
     async fn get_policy(&self, id: &str) -> Result<Option<StoredPolicy>, StoreError>;
     /// Lists policy ids of a kind.
     async fn list_policy_ids(&self, kind: PolicyKind) -> Result<Vec<String>, StoreError>;
 
     /// Inserts or replaces a reference value (JSON text).
-    async fn put_reference_value(&self, name: &str, value: &str, expires_at: i64, now: i64) -> Result<(), StoreError>;
+    async fn put_reference_value(
+        &self,
+        name: &str,
+        value: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError>;
     /// All unexpired reference values as (name, JSON text).
     async fn reference_values(&self, now: i64) -> Result<Vec<(String, String)>, StoreError>;
 
@@ -157,10 +181,17 @@ pub trait Store: Send + Sync {
 }
 
 /// Opens the store named by `url`, creating and migrating it as needed.
-pub async fn open(url: &str, max_connections: u32) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+pub async fn open(
+    url: &str,
+    max_connections: u32,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
-        Ok(std::sync::Arc::new(SqliteStore::open(path, max_connections).await?))
+        Ok(std::sync::Arc::new(
+            SqliteStore::open(path, max_connections).await?,
+        ))
     } else {
-        Err(StoreError::UnsupportedUrl(url.split("://").next().unwrap_or("").to_string()))
+        Err(StoreError::UnsupportedUrl(
+            url.split("://").next().unwrap_or("").to_string(),
+        ))
     }
 }

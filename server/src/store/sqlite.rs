@@ -5,7 +5,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::Row;
 
 use super::{AuditEntry, PolicyKind, Session, SessionState, Store, StoreError, StoredPolicy};
@@ -46,9 +48,13 @@ impl SqliteStore {
 fn session_from_row(row: &sqlx::sqlite::SqliteRow) -> Session {
     let state: i64 = row.get("state");
     let state = if state == 1 {
-        SessionState::Attested { token: row.get::<Option<String>, _>("token").unwrap_or_default() }
+        SessionState::Attested {
+            token: row.get::<Option<String>, _>("token").unwrap_or_default(),
+        }
     } else {
-        SessionState::Authed { nonce: row.get::<Option<String>, _>("nonce").unwrap_or_default() }
+        SessionState::Authed {
+            nonce: row.get::<Option<String>, _>("nonce").unwrap_or_default(),
+        }
     };
     Session {
         id: row.get("id"),
@@ -63,12 +69,18 @@ fn session_from_row(row: &sqlx::sqlite::SqliteRow) -> Session {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(unavailable)
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
     }
 
     async fn create_session(&self, s: &Session) -> Result<(), StoreError> {
         let SessionState::Authed { nonce } = &s.state else {
-            return Err(StoreError::Unavailable("new sessions must be in the authed state".into()));
+            return Err(StoreError::Unavailable(
+                "new sessions must be in the authed state".into(),
+            ));
         };
         sqlx::query(
             "INSERT INTO sessions (id, tee, nonce, hash_alg, state, created_at, expires_at) VALUES (?, ?, ?, ?, 0, ?, ?)",
@@ -95,7 +107,13 @@ impl Store for SqliteStore {
         Ok(row.as_ref().map(session_from_row))
     }
 
-    async fn consume_nonce(&self, id: &str, nonce: &str, token: &str, now: i64) -> Result<bool, StoreError> {
+    async fn consume_nonce(
+        &self,
+        id: &str,
+        nonce: &str,
+        token: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         let r = sqlx::query(
             "UPDATE sessions SET state = 1, token = ?, nonce = NULL \
              WHERE id = ? AND state = 0 AND nonce = ? AND expires_at > ?",
@@ -119,7 +137,13 @@ impl Store for SqliteStore {
         Ok(r.rows_affected())
     }
 
-    async fn put_policy(&self, id: &str, kind: PolicyKind, body: &str, now: i64) -> Result<(), StoreError> {
+    async fn put_policy(
+        &self,
+        id: &str,
+        kind: PolicyKind,
+        body: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO policies (id, kind, body, updated_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, body = excluded.body, updated_at = excluded.updated_at",
@@ -134,7 +158,13 @@ impl Store for SqliteStore {
         .map_err(unavailable)
     }
 
-    async fn put_policy_if_absent(&self, id: &str, kind: PolicyKind, body: &str, now: i64) -> Result<(), StoreError> {
+    async fn put_policy_if_absent(
+        &self,
+        id: &str,
+        kind: PolicyKind,
+        body: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO policies (id, kind, body, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING")
             .bind(id)
             .bind(kind.as_str())
@@ -169,7 +199,13 @@ impl Store for SqliteStore {
         Ok(rows.iter().map(|r| r.get("id")).collect())
     }
 
-    async fn put_reference_value(&self, name: &str, value: &str, expires_at: i64, now: i64) -> Result<(), StoreError> {
+    async fn put_reference_value(
+        &self,
+        name: &str,
+        value: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO reference_values (name, value, expires_at, updated_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT (name) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at, updated_at = excluded.updated_at",
@@ -190,7 +226,10 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
-        Ok(rows.iter().map(|r| (r.get("name"), r.get("value"))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| (r.get("name"), r.get("value")))
+            .collect())
     }
 
     async fn put_resource(&self, path: &str, sealed: &[u8], now: i64) -> Result<(), StoreError> {
@@ -299,7 +338,12 @@ mod tests {
         assert!(s.consume_nonce("abc", "n1", "tok", 50).await.unwrap());
         assert!(!s.consume_nonce("abc", "n1", "tok2", 50).await.unwrap());
         let loaded = s.load_session("abc", 50).await.unwrap().unwrap();
-        assert_eq!(loaded.state, SessionState::Attested { token: "tok".into() });
+        assert_eq!(
+            loaded.state,
+            SessionState::Attested {
+                token: "tok".into()
+            }
+        );
         assert!(s.load_session("abc", 100).await.unwrap().is_none());
         assert_eq!(s.purge_expired_sessions(100).await.unwrap(), 1);
     }
@@ -308,24 +352,50 @@ mod tests {
     async fn audit_is_append_only() {
         let (_d, s) = store().await;
         for i in 0..3 {
-            s.append_audit(&AuditEntry { at_ms: i, action: "release".into(), decision: "allow".into(), ..Default::default() })
-                .await
-                .unwrap();
+            s.append_audit(&AuditEntry {
+                at_ms: i,
+                action: "release".into(),
+                decision: "allow".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         }
         let rows = s.list_audit(0, 2).await.unwrap();
         assert_eq!(rows.iter().map(|r| r.at_ms).collect::<Vec<_>>(), vec![1, 2]);
-        assert!(sqlx::query("DELETE FROM audit").execute(&s.pool).await.is_err());
-        assert!(sqlx::query("UPDATE audit SET decision = 'x'").execute(&s.pool).await.is_err());
+        assert!(sqlx::query("DELETE FROM audit")
+            .execute(&s.pool)
+            .await
+            .is_err());
+        assert!(sqlx::query("UPDATE audit SET decision = 'x'")
+            .execute(&s.pool)
+            .await
+            .is_err());
     }
 
     #[tokio::test]
     async fn policies_and_defaults() {
         let (_d, s) = store().await;
-        s.put_policy_if_absent("resource-policy", PolicyKind::Resource, "a", 1).await.unwrap();
-        s.put_policy_if_absent("resource-policy", PolicyKind::Resource, "b", 2).await.unwrap();
-        assert_eq!(s.get_policy("resource-policy").await.unwrap().unwrap().body, "a");
-        s.put_policy("resource-policy", PolicyKind::Resource, "c", 3).await.unwrap();
-        assert_eq!(s.get_policy("resource-policy").await.unwrap().unwrap().body, "c");
-        assert_eq!(s.list_policy_ids(PolicyKind::Resource).await.unwrap(), vec!["resource-policy"]);
+        s.put_policy_if_absent("resource-policy", PolicyKind::Resource, "a", 1)
+            .await
+            .unwrap();
+        s.put_policy_if_absent("resource-policy", PolicyKind::Resource, "b", 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.get_policy("resource-policy").await.unwrap().unwrap().body,
+            "a"
+        );
+        s.put_policy("resource-policy", PolicyKind::Resource, "c", 3)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.get_policy("resource-policy").await.unwrap().unwrap().body,
+            "c"
+        );
+        assert_eq!(
+            s.list_policy_ids(PolicyKind::Resource).await.unwrap(),
+            vec!["resource-policy"]
+        );
     }
 }
