@@ -146,6 +146,10 @@ pub struct AttestationConfig {
     pub token_ttl_secs: u64,
     /// `iss` of attestation tokens.
     pub token_issuer: String,
+    /// How long policies and reference values read from the database are reused, in
+    /// milliseconds. Changes made through this server apply at once; changes made through
+    /// another replica within this delay. 0 reads the database on every handshake.
+    pub policy_cache_ms: u64,
 }
 
 impl Default for AttestationConfig {
@@ -154,6 +158,7 @@ impl Default for AttestationConfig {
             session_ttl_secs: 300,
             token_ttl_secs: 300,
             token_issuer: "coffer".into(),
+            policy_cache_ms: 1000,
         }
     }
 }

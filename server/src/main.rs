@@ -12,7 +12,7 @@ use coffer_server::http::{app, AppState};
 use coffer_server::metrics::Metrics;
 use coffer_server::policy::{PolicyEngine, TokenIssuer};
 use coffer_server::secrets::SealedDbBackend;
-use coffer_server::service::{AdminAuth, Kbs};
+use coffer_server::service::{AdminAuth, Kbs, SnapshotCache};
 use coffer_server::{keys, now_secs, store};
 
 /// Trustee-compatible Key Broker Service with built-in attestation.
@@ -132,6 +132,9 @@ async fn main() -> anyhow::Result<()> {
         ),
         session_ttl_secs: cfg.attestation.session_ttl_secs as i64,
         metrics: Metrics::new(),
+        snapshots: SnapshotCache::new(std::time::Duration::from_millis(
+            cfg.attestation.policy_cache_ms,
+        )),
     });
     kbs.install_default_policies()
         .await

@@ -127,6 +127,8 @@ fn decode_policy(b64_text: &str) -> Result<String, KbsError> {
 
 impl Kbs {
     async fn audit_admin(&self, actor: &str, op: &str, target: &str) {
+        // Every admin change may touch what handshakes read.
+        self.snapshots.invalidate();
         self.audit(AuditEntry {
             at_ms: now_ms(),
             action: format!("admin:{op}"),

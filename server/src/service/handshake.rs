@@ -1,8 +1,5 @@
 //! `/auth`, `/attest` and resource release.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use coffer_protocol::jwe::{self, FlattenedJwe};
 use coffer_protocol::messages::{Attestation, Challenge, Request, PROTOCOL_VERSION};
 use coffer_protocol::runtime_data::{runtime_data_claims, runtime_data_hash};
@@ -12,7 +9,6 @@ use serde_json::{json, Map, Value};
 
 use super::{claims_digest, now_ms, Kbs, KbsError};
 use crate::attestation::Binding;
-use crate::policy::{defaults, CPU_POLICY_ID, RESOURCE_POLICY_ID};
 use crate::store::{AuditEntry, Session, SessionState};
 
 fn auth_err(detail: impl std::fmt::Display) -> KbsError {
@@ -212,19 +208,14 @@ impl Kbs {
         annotated.insert(verifier.tee().to_string(), tee_claims);
         let annotated = Value::Object(annotated);
 
-        let policy = self
-            .policy_text(CPU_POLICY_ID, defaults::ATTESTATION_CPU)
-            .await?;
-        let rvs: HashMap<String, Value> = self
-            .store
-            .reference_values(now)
-            .await?
-            .into_iter()
-            .filter_map(|(k, v)| serde_json::from_str(&v).ok().map(|v| (k, v)))
-            .collect();
+        let snapshot = self.snapshot().await?;
         let appraisal = self
             .policies
-            .appraise(&policy, &annotated, Arc::new(rvs))
+            .appraise(
+                &snapshot.cpu_policy,
+                &annotated,
+                snapshot.reference_values.clone(),
+            )
             .map_err(|e| {
                 KbsError::new(
                     ErrorKind::PolicyEngineError,
@@ -292,17 +283,18 @@ impl Kbs {
             )
         })?;
 
-        let policy = self
-            .policy_text(RESOURCE_POLICY_ID, defaults::RESOURCE)
-            .await?;
+        let snapshot = self.snapshot().await?;
         let data =
             json!({ "plugin": "resource", "resource-path": path.segments(), "query": query });
-        let allowed = self.policies.allow(&policy, &claims, &data).map_err(|e| {
-            KbsError::new(
-                ErrorKind::PolicyEngineError,
-                format!("Policy engine error: {e}"),
-            )
-        })?;
+        let allowed = self
+            .policies
+            .allow(&snapshot.resource_policy, &claims, &data)
+            .map_err(|e| {
+                KbsError::new(
+                    ErrorKind::PolicyEngineError,
+                    format!("Policy engine error: {e}"),
+                )
+            })?;
         let entry = AuditEntry {
             at_ms: now_ms(),
             session_id: session.as_ref().map(|s| s.id.clone()),

@@ -3,6 +3,7 @@
 
 mod admin;
 mod handshake;
+mod snapshot;
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use crate::secrets::{SecretBackend, SecretError};
 use crate::store::{AuditEntry, PolicyKind, Store, StoreError};
 
 pub use admin::AdminAuth;
+pub use snapshot::{PolicySnapshot, SnapshotCache};
 
 /// An error answer: a Trustee error kind and a detail that is safe to show the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +93,8 @@ pub struct Kbs {
     pub session_ttl_secs: i64,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Recently read policies and reference values.
+    pub snapshots: SnapshotCache,
 }
 
 /// Hex SHA-256 of the canonical JSON of `claims` (what the audit log records).
@@ -129,19 +133,6 @@ impl Kbs {
             self.metrics.audit_failures.inc();
             tracing::error!(error = %e, action = %entry.action, "audit write failed");
         }
-    }
-
-    pub(crate) async fn policy_text(
-        &self,
-        id: &str,
-        fallback: &'static str,
-    ) -> Result<String, KbsError> {
-        Ok(self
-            .store
-            .get_policy(id)
-            .await?
-            .map(|p| p.body)
-            .unwrap_or_else(|| fallback.to_string()))
     }
 }
 
