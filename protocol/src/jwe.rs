@@ -80,16 +80,17 @@ pub fn encrypt(key: &TeePubKey, plaintext: &[u8]) -> Result<FlattenedJwe, JweErr
 
     let (header, encrypted_key) = match key {
         TeePubKey::EcP256(peer) => {
-            let eph = p256::ecdh::EphemeralSecret::random(&mut rng);
-            let shared = eph.diffie_hellman(peer);
-            let kek = concat_kdf(shared.raw_secret_bytes(), ALG_ECDH_ES_A256KW, &[], &[]);
+            let (eph, _, eph_public) = crate::ec::generate().ok_or(JweError::Encrypt)?;
+            let peer = crate::ec::public_key(peer).ok_or(JweError::Encrypt)?;
+            let shared = crate::ec::ecdh(&eph, &peer).ok_or(JweError::Encrypt)?;
+            let kek = concat_kdf(&shared, ALG_ECDH_ES_A256KW, &[], &[]);
             let wrapped = aes_kw::KekAes256::from(*kek)
                 .wrap_vec(cek.as_ref())
                 .map_err(|_| JweError::Encrypt)?;
             let header = json!({
                 "alg": ALG_ECDH_ES_A256KW,
                 "enc": ENC_A256GCM,
-                "epk": ec_xy(&eph.public_key()),
+                "epk": ec_xy(&eph_public),
             });
             (header, wrapped)
         }
@@ -143,7 +144,7 @@ pub fn decrypt(key: &TeeKeyPair, jwe: &FlattenedJwe) -> Result<Zeroizing<Vec<u8>
     }
     let ek = field(&jwe.encrypted_key, "encrypted_key")?;
     let cek: Zeroizing<Vec<u8>> = match (alg, key) {
-        (ALG_ECDH_ES_A256KW, TeeKeyPair::EcP256(sk)) => {
+        (ALG_ECDH_ES_A256KW, TeeKeyPair::EcP256(own)) => {
             let epk = header.get("epk").ok_or(JweError::Malformed("epk"))?;
             let epk = match TeePubKey::from_jwk(epk) {
                 Ok(TeePubKey::EcP256(k)) => k,
@@ -159,9 +160,10 @@ pub fn decrypt(key: &TeeKeyPair, jwe: &FlattenedJwe) -> Result<Zeroizing<Vec<u8>
                 .and_then(Value::as_str)
                 .map(|s| field(s, "apv"))
                 .transpose()?;
-            let shared = p256::ecdh::diffie_hellman(sk.to_nonzero_scalar(), epk.as_affine());
+            let epk = crate::ec::public_key(&epk).ok_or(JweError::Malformed("epk"))?;
+            let shared = crate::ec::ecdh(own.openssl(), &epk).ok_or(JweError::Decrypt)?;
             let kek = concat_kdf(
-                shared.raw_secret_bytes(),
+                &shared,
                 alg,
                 apu.as_deref().unwrap_or_default(),
                 apv.as_deref().unwrap_or_default(),

@@ -130,11 +130,36 @@ impl TeePubKey {
     }
 }
 
+/// An EC P-256 key pair, held both as `p256` values (for encoding) and as an OpenSSL key
+/// (for fast ECDH).
+#[derive(Clone)]
+pub struct EcKeyPair {
+    secret: p256::SecretKey,
+    public: p256::PublicKey,
+    ossl: openssl::ec::EcKey<openssl::pkey::Private>,
+}
+
+impl EcKeyPair {
+    fn from_secret(secret: p256::SecretKey) -> Result<Self, JwkError> {
+        let public = secret.public_key();
+        let ossl = crate::ec::private_key(&secret, &public).ok_or(JwkError::InvalidKey)?;
+        Ok(EcKeyPair {
+            secret,
+            public,
+            ossl,
+        })
+    }
+
+    pub(crate) fn openssl(&self) -> &openssl::ec::EcKeyRef<openssl::pkey::Private> {
+        &self.ossl
+    }
+}
+
 /// The private half of the TEE key; it never leaves the TEE.
 #[derive(Clone)]
 pub enum TeeKeyPair {
     /// EC P-256 (default).
-    EcP256(p256::SecretKey),
+    EcP256(Box<EcKeyPair>),
     /// RSA, with its JWE algorithm.
     Rsa(Box<RsaPrivateKey>, String),
 }
@@ -152,7 +177,20 @@ impl std::fmt::Debug for TeeKeyPair {
 impl TeeKeyPair {
     /// A fresh EC P-256 key.
     pub fn generate() -> Self {
-        TeeKeyPair::EcP256(p256::SecretKey::random(&mut rand::rngs::OsRng))
+        match crate::ec::generate() {
+            Some((ossl, secret, public)) => TeeKeyPair::EcP256(Box::new(EcKeyPair {
+                secret,
+                public,
+                ossl,
+            })),
+            // OpenSSL without a usable RNG: fall back to the pure-Rust generator.
+            None => {
+                let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
+                EcKeyPair::from_secret(secret)
+                    .map(|k| TeeKeyPair::EcP256(Box::new(k)))
+                    .expect("a freshly generated P-256 key is valid")
+            }
+        }
     }
 
     /// A fresh RSA key (tests and RSA-only peers).
@@ -168,7 +206,7 @@ impl TeeKeyPair {
     /// Loads a PKCS#8 PEM private key (EC P-256, or RSA used with RSA-OAEP-256).
     pub fn from_pkcs8_pem(pem: &str) -> Result<Self, JwkError> {
         if let Ok(k) = p256::SecretKey::from_pkcs8_pem(pem) {
-            return Ok(TeeKeyPair::EcP256(k));
+            return Ok(TeeKeyPair::EcP256(Box::new(EcKeyPair::from_secret(k)?)));
         }
         RsaPrivateKey::from_pkcs8_pem(pem)
             .map(|k| TeeKeyPair::Rsa(Box::new(k), "RSA-OAEP-256".to_string()))
@@ -178,7 +216,7 @@ impl TeeKeyPair {
     /// PKCS#8 PEM of the private key.
     pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>, JwkError> {
         let pem = match self {
-            TeeKeyPair::EcP256(k) => k.to_pkcs8_pem(LineEnding::LF),
+            TeeKeyPair::EcP256(k) => k.secret.to_pkcs8_pem(LineEnding::LF),
             TeeKeyPair::Rsa(k, _) => k.to_pkcs8_pem(LineEnding::LF),
         };
         pem.map_err(|e| JwkError::PrivateKey(e.to_string()))
@@ -187,7 +225,7 @@ impl TeeKeyPair {
     /// The public half.
     pub fn public(&self) -> TeePubKey {
         match self {
-            TeeKeyPair::EcP256(k) => TeePubKey::EcP256(k.public_key()),
+            TeeKeyPair::EcP256(k) => TeePubKey::EcP256(k.public),
             TeeKeyPair::Rsa(k, alg) => TeePubKey::Rsa {
                 key: k.to_public_key(),
                 alg: alg.clone(),

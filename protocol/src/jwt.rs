@@ -2,7 +2,6 @@
 //! ES256 for attestation tokens and EdDSA (Ed25519) for admin tokens.
 
 use ed25519_dalek::Signer as _;
-use p256::ecdsa::signature::Verifier as _;
 use serde_json::{json, Map, Value};
 
 use crate::b64;
@@ -34,22 +33,69 @@ pub enum JwtError {
 
 /// A key that signs JWTs.
 pub enum SigningKey {
-    /// ECDSA P-256 with SHA-256.
-    Es256(p256::ecdsa::SigningKey),
+    /// ECDSA P-256 with SHA-256 (build with [`SigningKey::es256`]).
+    Es256(Es256SigningKey),
     /// Ed25519.
     EdDsa(ed25519_dalek::SigningKey),
+}
+
+/// An ES256 private key, signing through OpenSSL.
+pub struct Es256SigningKey {
+    ossl: openssl::ec::EcKey<openssl::pkey::Private>,
+    public: Es256VerifyingKey,
+}
+
+/// An ES256 public key, verifying through OpenSSL.
+#[derive(Clone)]
+pub struct Es256VerifyingKey {
+    key: p256::ecdsa::VerifyingKey,
+    ossl: openssl::ec::EcKey<openssl::pkey::Public>,
+}
+
+impl PartialEq for Es256VerifyingKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for Es256VerifyingKey {}
+impl std::fmt::Debug for Es256VerifyingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Es256VerifyingKey({})", self.thumbprint_source())
+    }
+}
+
+impl Es256VerifyingKey {
+    fn new(key: p256::ecdsa::VerifyingKey) -> Option<Self> {
+        let ossl = crate::ec::public_key(&p256::PublicKey::from(&key))?;
+        Some(Es256VerifyingKey { key, ossl })
+    }
+
+    fn thumbprint_source(&self) -> String {
+        crate::jwk::ec_coordinates(&p256::PublicKey::from(&self.key)).0
+    }
 }
 
 /// A key that verifies JWTs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VerifyingKey {
-    /// ECDSA P-256 with SHA-256.
-    Es256(p256::ecdsa::VerifyingKey),
+    /// ECDSA P-256 with SHA-256 (build with [`VerifyingKey::es256`]).
+    Es256(Es256VerifyingKey),
     /// Ed25519.
     EdDsa(ed25519_dalek::VerifyingKey),
 }
 
 impl SigningKey {
+    /// An ES256 signing key.
+    pub fn es256(key: &p256::ecdsa::SigningKey) -> Self {
+        let secret = p256::SecretKey::from(key);
+        let public = secret.public_key();
+        let ossl = crate::ec::private_key(&secret, &public)
+            .expect("a valid P-256 key converts to OpenSSL");
+        let public = Es256VerifyingKey::new(*key.verifying_key())
+            .expect("a valid P-256 key converts to OpenSSL");
+        SigningKey::Es256(Es256SigningKey { ossl, public })
+    }
+
     fn alg(&self) -> &'static str {
         match self {
             SigningKey::Es256(_) => "ES256",
@@ -60,13 +106,18 @@ impl SigningKey {
     /// The matching verification key.
     pub fn verifying_key(&self) -> VerifyingKey {
         match self {
-            SigningKey::Es256(k) => VerifyingKey::Es256(*k.verifying_key()),
+            SigningKey::Es256(k) => VerifyingKey::Es256(k.public.clone()),
             SigningKey::EdDsa(k) => VerifyingKey::EdDsa(k.verifying_key()),
         }
     }
 }
 
 impl VerifyingKey {
+    /// An ES256 verification key.
+    pub fn es256(key: p256::ecdsa::VerifyingKey) -> Option<Self> {
+        Es256VerifyingKey::new(key).map(VerifyingKey::Es256)
+    }
+
     fn alg(&self) -> &'static str {
         match self {
             VerifyingKey::Es256(_) => "ES256",
@@ -78,7 +129,7 @@ impl VerifyingKey {
     pub fn to_jwk(&self) -> Value {
         match self {
             VerifyingKey::Es256(k) => {
-                let (x, y) = crate::jwk::ec_coordinates(&p256::PublicKey::from(k));
+                let (x, y) = crate::jwk::ec_coordinates(&p256::PublicKey::from(&k.key));
                 json!({"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "x": x, "y": y})
             }
             VerifyingKey::EdDsa(k) => json!({
@@ -93,7 +144,7 @@ impl VerifyingKey {
         let get = |n: &str| jwk.get(n).and_then(Value::as_str);
         match (get("kty")?, get("crv")?) {
             ("EC", "P-256") => crate::jwk::ec_from_coordinates(get("x")?, get("y")?)
-                .map(|pk| VerifyingKey::Es256(pk.into())),
+                .and_then(|pk| VerifyingKey::es256(pk.into())),
             ("OKP", "Ed25519") => {
                 let x: [u8; 32] = b64::url_decode(get("x")?).ok()?.try_into().ok()?;
                 ed25519_dalek::VerifyingKey::from_bytes(&x)
@@ -143,8 +194,7 @@ pub fn sign(claims: &Value, extra_header: Map<String, Value>, key: &SigningKey) 
     );
     let sig: Vec<u8> = match key {
         SigningKey::Es256(k) => {
-            let s: p256::ecdsa::Signature = k.sign(signing_input.as_bytes());
-            s.to_bytes().to_vec()
+            crate::ec::sign(&k.ossl, signing_input.as_bytes()).unwrap_or_default()
         }
         SigningKey::EdDsa(k) => k.sign(signing_input.as_bytes()).to_bytes().to_vec(),
     };
@@ -197,9 +247,7 @@ pub fn verify(token: &str, key: &VerifyingKey, now: i64, leeway: i64) -> Result<
     let sig = b64::url_decode(s).map_err(|_| JwtError::Malformed("signature"))?;
     let signing_input = &token.trim()[..h.len() + 1 + c.len()];
     let ok = match key {
-        VerifyingKey::Es256(k) => p256::ecdsa::Signature::from_slice(&sig)
-            .map(|sig| k.verify(signing_input.as_bytes(), &sig).is_ok())
-            .unwrap_or(false),
+        VerifyingKey::Es256(k) => crate::ec::verify(&k.ossl, signing_input.as_bytes(), &sig),
         VerifyingKey::EdDsa(k) => ed25519_dalek::Signature::from_slice(&sig)
             .map(|sig| k.verify_strict(signing_input.as_bytes(), &sig).is_ok())
             .unwrap_or(false),
@@ -225,7 +273,7 @@ mod tests {
     use super::*;
 
     fn es() -> SigningKey {
-        SigningKey::Es256(p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng))
+        SigningKey::es256(&p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng))
     }
 
     #[test]

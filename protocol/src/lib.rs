@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod b64;
+mod ec;
 pub mod error;
 pub mod jcs;
 pub mod jwe;

@@ -127,7 +127,7 @@ pub struct TokenIssuer {
 impl TokenIssuer {
     /// An issuer signing with `key`.
     pub fn new(key: p256::ecdsa::SigningKey, issuer: String, ttl_secs: i64) -> Self {
-        let key = SigningKey::Es256(key);
+        let key = SigningKey::es256(&key);
         let verifying = key.verifying_key();
         let kid = verifying.thumbprint();
         TokenIssuer {
