@@ -587,3 +587,57 @@ async fn ops_endpoints() {
     );
     assert!(text.contains("coffer_http_request_duration_seconds_bucket"));
 }
+
+#[test]
+fn tls_listener_with_client_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap();
+    let (cert_pem, key_pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
+    std::fs::write(&key_pem, cert.key_pair.serialize_pem()).unwrap();
+    let config = format!("[server.tls]\ncert = {:?}\nkey = {:?}\n", cert_pem, key_pem);
+    let mut s = Server::start(dir.path(), Some(&config));
+    s.url = s.url.replace("http://", "https://");
+    std::fs::write(dir.path().join("secret.bin"), SECRET).unwrap();
+    let cert_arg = cert_pem.to_str().unwrap();
+    let key = s.admin_key();
+    let secret_file = dir.path().join("secret.bin");
+    for args in [
+        vec![
+            "--cert-file",
+            cert_arg,
+            "admin",
+            "--key",
+            key.to_str().unwrap(),
+            "set-resource",
+            "default/test/key1",
+            "--file",
+            secret_file.to_str().unwrap(),
+        ],
+        vec![
+            "--cert-file",
+            cert_arg,
+            "admin",
+            "--key",
+            key.to_str().unwrap(),
+            "set-resource-policy",
+            "--allow-all",
+        ],
+    ] {
+        let out = s.coffer(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = s.coffer(&["--cert-file", cert_arg, "get-resource", "default/test/key1"]);
+    assert_eq!(out.stdout, SECRET, "{}", stderr(&out));
+    // Without the CA the client refuses the server, and plain HTTP is not served.
+    let out = s.coffer(&["get-resource", "default/test/key1"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let plain = s.url.replace("https://", "http://");
+    let out = std::process::Command::new(coffer_integration::binary("coffer"))
+        .args(["--url", &plain, "get-resource", "default/test/key1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
