@@ -342,6 +342,21 @@ async fn replay_tamper_and_wrong_session_are_refused() {
     let ev = &claims["submods"]["cpu0"]["ear.veraison.annotated-evidence"];
     assert_eq!(ev["sample"]["svn"], "1");
     assert_eq!(ev["runtime_data_claims"]["nonce"], nonce.as_str());
+
+    // Outcomes are counted: 3 refused (tamper, swapped key, replay), 1 issued, 2 releases.
+    let text = reqwest::get(format!("{}/metrics", s.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "coffer_attestations_total{outcome=\"refused\",tee=\"sample\"} 3",
+        "coffer_attestations_total{outcome=\"issued\",tee=\"sample\"} 1",
+        "coffer_resource_releases_total{decision=\"allow\"} 2",
+    ] {
+        assert!(text.contains(line), "missing {line} in {text}");
+    }
 }
 
 #[tokio::test]
