@@ -29,6 +29,17 @@ fn require_admin(req: &HttpRequest, st: &AppState, plugin: bool) -> Result<Strin
         })
 }
 
+/// Authenticates, then reads the body: nothing is read from an unauthenticated caller.
+async fn admin_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    st: &AppState,
+    plugin: bool,
+) -> Result<(String, web::Bytes), KbsError> {
+    let actor = require_admin(req, st, plugin)?;
+    Ok((actor, body::read(req, payload, st.max_body_bytes).await?))
+}
+
 /// `POST /kbs/v0/resource/{path}` (raw bytes).
 pub async fn set_resource(
     req: HttpRequest,
@@ -36,8 +47,7 @@ pub async fn set_resource(
     payload: web::Payload,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
-    let actor = require_admin(&req, &st, true)?;
-    let body = body::read(&req, payload, st.max_body_bytes).await?;
+    let (actor, body) = admin_body(&req, payload, &st, true).await?;
     st.kbs.admin_set_resource(&actor, &path, &body).await?;
     Ok(HttpResponse::Ok().finish())
 }
@@ -59,8 +69,7 @@ pub async fn set_resource_policy(
     payload: web::Payload,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
-    let actor = require_admin(&req, &st, false)?;
-    let body = body::read(&req, payload, st.max_body_bytes).await?;
+    let (actor, body) = admin_body(&req, payload, &st, false).await?;
     st.kbs.admin_set_resource_policy(&actor, &body).await?;
     Ok(HttpResponse::Ok().finish())
 }
@@ -80,8 +89,7 @@ pub async fn set_attestation_policy(
     payload: web::Payload,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
-    let actor = require_admin(&req, &st, false)?;
-    let body = body::read(&req, payload, st.max_body_bytes).await?;
+    let (actor, body) = admin_body(&req, payload, &st, false).await?;
     st.kbs.admin_set_attestation_policy(&actor, &body).await?;
     Ok(HttpResponse::Ok().finish())
 }
@@ -92,8 +100,7 @@ pub async fn register_reference_value(
     payload: web::Payload,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
-    let actor = require_admin(&req, &st, false)?;
-    let body = body::read(&req, payload, st.max_body_bytes).await?;
+    let (actor, body) = admin_body(&req, payload, &st, false).await?;
     st.kbs.admin_register_reference_value(&actor, &body).await?;
     Ok(HttpResponse::Ok().content_type("application/json").finish())
 }

@@ -1,11 +1,11 @@
 //! Admin authentication (EdDSA bearer JWT) and the admin operations.
 
 use coffer_protocol::jwt::{self, VerifyingKey};
-use coffer_protocol::{b64, ErrorKind, ResourcePath};
+use coffer_protocol::{b64, ErrorKind};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{now_ms, Kbs, KbsError};
+use super::{now_ms, parse_resource_path, Kbs, KbsError};
 use crate::policy::RESOURCE_POLICY_ID;
 use crate::store::{AuditEntry, PolicyKind, StoredPolicy};
 
@@ -156,12 +156,7 @@ impl Kbs {
         path: &str,
         value: &[u8],
     ) -> Result<(), KbsError> {
-        let path: ResourcePath = path.parse().map_err(|e| {
-            KbsError::new(
-                ErrorKind::PluginInternalError,
-                format!("Plugin internal error: illegal resource path: {e}"),
-            )
-        })?;
+        let path = parse_resource_path(path)?;
         self.secrets.put(&path, value).await?;
         self.audit_admin(actor, "set-resource", &path.to_string())
             .await;
@@ -170,12 +165,7 @@ impl Kbs {
 
     /// Deletes a resource.
     pub async fn admin_delete_resource(&self, actor: &str, path: &str) -> Result<(), KbsError> {
-        let path: ResourcePath = path.parse().map_err(|e| {
-            KbsError::new(
-                ErrorKind::PluginInternalError,
-                format!("Plugin internal error: illegal resource path: {e}"),
-            )
-        })?;
+        let path = parse_resource_path(path)?;
         if !self.secrets.delete(&path).await? {
             return Err(KbsError::new(
                 ErrorKind::ResourceNotFound,

@@ -3,11 +3,11 @@
 use coffer_protocol::jwe::{self, FlattenedJwe};
 use coffer_protocol::messages::{Attestation, Challenge, Request, PROTOCOL_VERSION};
 use coffer_protocol::runtime_data::{runtime_data_claims, runtime_data_hash};
-use coffer_protocol::{b64, ErrorKind, HashAlgorithm, ResourcePath, TeePubKey};
+use coffer_protocol::{b64, ErrorKind, HashAlgorithm, TeePubKey};
 use rand::RngCore;
 use serde_json::{json, Map, Value};
 
-use super::{claims_digest, now_ms, Kbs, KbsError};
+use super::{claims_digest, now_ms, parse_resource_path, Kbs, KbsError};
 use crate::attestation::Binding;
 use crate::store::{AuditEntry, Session, SessionState};
 
@@ -234,12 +234,7 @@ impl Kbs {
         path: &str,
         query: Map<String, Value>,
     ) -> Result<FlattenedJwe, KbsError> {
-        let path: ResourcePath = path.parse().map_err(|e| {
-            KbsError::new(
-                ErrorKind::PluginInternalError,
-                format!("Plugin internal error: illegal resource path: {e}"),
-            )
-        })?;
+        let path = parse_resource_path(path)?;
         let now = crate::now_secs();
         let session = match session_id {
             Some(id) => self.store.load_session(id, now).await?,

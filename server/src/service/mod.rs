@@ -97,6 +97,16 @@ pub struct Kbs {
     pub snapshots: SnapshotCache,
 }
 
+/// Parses a resource path as Trustee's resource plugin does (401 `PluginInternalError`).
+pub(crate) fn parse_resource_path(path: &str) -> Result<coffer_protocol::ResourcePath, KbsError> {
+    path.parse().map_err(|e| {
+        KbsError::new(
+            ErrorKind::PluginInternalError,
+            format!("Plugin internal error: illegal resource path: {e}"),
+        )
+    })
+}
+
 /// Hex SHA-256 of the canonical JSON of `claims` (what the audit log records).
 pub fn claims_digest(claims: &Value) -> String {
     hex::encode(Sha256::digest(
