@@ -1,0 +1,247 @@
+//! `gocryptfs.conf`: parsing, feature-flag checks and unwrapping the master key.
+
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use crate::keys::{gcm_open, hkdf32, MasterKey, INFO_CONTENT_GCM};
+
+/// Flags this implementation reads. Anything else is refused by name.
+const SUPPORTED: [&str; 6] = [
+    "HKDF",
+    "GCMIV128",
+    "DirIV",
+    "EMENames",
+    "LongNames",
+    "Raw64",
+];
+/// Flags a filesystem must have for the content/name formats implemented here.
+const REQUIRED: [&str; 5] = ["HKDF", "GCMIV128", "EMENames", "LongNames", "Raw64"];
+
+/// Configuration problems; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Cannot read the file.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Not JSON of the expected shape.
+    #[error("{path}: not a gocryptfs config: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// Parser message.
+        message: String,
+    },
+    /// A flag this implementation does not support.
+    #[error("{path}: unsupported gocryptfs feature flag {flag} ({why})")]
+    UnsupportedFlag {
+        /// File.
+        path: PathBuf,
+        /// Flag name.
+        flag: String,
+        /// Why.
+        why: &'static str,
+    },
+    /// Other unsupported or invalid settings.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// File.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The password does not open the master key.
+    #[error("{path}: wrong password (the master key failed authentication)")]
+    WrongPassword {
+        /// File.
+        path: PathBuf,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawScrypt {
+    salt: String,
+    #[serde(rename = "N")]
+    n: u64,
+    #[serde(rename = "R")]
+    r: u32,
+    #[serde(rename = "P")]
+    p: u32,
+    key_len: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawConfig {
+    #[serde(default)]
+    creator: String,
+    encrypted_key: String,
+    scrypt_object: RawScrypt,
+    version: u16,
+    #[serde(default)]
+    feature_flags: Option<Vec<String>>,
+}
+
+/// A validated gocryptfs configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Free-text creator.
+    pub creator: String,
+    /// Per-directory IVs (`DirIV`); without it names use a zero tweak (deterministic names).
+    pub dir_iv: bool,
+    encrypted_key: Vec<u8>,
+    salt: Vec<u8>,
+    log_n: u8,
+    r: u32,
+    p: u32,
+}
+
+fn why_unsupported(flag: &str) -> &'static str {
+    match flag {
+        "AESSIV" => "AES-SIV content encryption is not supported",
+        "XChaCha20Poly1305" => "XChaCha20-Poly1305 content encryption is not supported",
+        "PlaintextNames" => "plaintext names are not supported",
+        "FIDO2" => "FIDO2-protected filesystems are not supported",
+        "LongNameMax" => "a custom long-name limit is not supported",
+        _ => "unknown flag",
+    }
+}
+
+impl Config {
+    /// Reads `CIPHERDIR/gocryptfs.conf`.
+    pub fn load_from_dir(cipher_dir: &Path) -> Result<Self, ConfigError> {
+        let reverse = cipher_dir.join(".gocryptfs.reverse.conf");
+        let path = cipher_dir.join("gocryptfs.conf");
+        if !path.exists() && reverse.exists() {
+            return Err(ConfigError::UnsupportedFlag {
+                path: reverse,
+                flag: "reverse".into(),
+                why: "reverse-mode directories are plaintext; mount them with gocryptfs -reverse",
+            });
+        }
+        Self::load(&path)
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses config bytes; `path` is used in errors.
+    pub fn parse(text: &[u8], path: &Path) -> Result<Self, ConfigError> {
+        let path = path.to_path_buf();
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.clone(),
+            message,
+        };
+        let raw: RawConfig = serde_json::from_slice(text).map_err(|e| ConfigError::Parse {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let flags = raw.feature_flags.clone().unwrap_or_default();
+        if raw.version != 2 {
+            return Err(invalid(format!(
+                "on-disk format version {} is not supported (need 2)",
+                raw.version
+            )));
+        }
+        for f in &flags {
+            if !SUPPORTED.contains(&f.as_str()) {
+                return Err(ConfigError::UnsupportedFlag {
+                    path,
+                    flag: f.clone(),
+                    why: why_unsupported(f),
+                });
+            }
+        }
+        for f in REQUIRED {
+            if !flags.iter().any(|x| x == f) {
+                return Err(invalid(format!("feature flag {f} is missing (filesystems older than gocryptfs 1.3 are not supported)")));
+            }
+        }
+        let s = &raw.scrypt_object;
+        if s.n < 1024 || !s.n.is_power_of_two() {
+            return Err(invalid(format!(
+                "scrypt N = {} must be a power of two >= 1024",
+                s.n
+            )));
+        }
+        if s.r < 8 || s.p < 1 || s.key_len != 32 {
+            return Err(invalid(
+                "scrypt parameters R >= 8, P >= 1, KeyLen = 32 required".into(),
+            ));
+        }
+        let salt = STANDARD
+            .decode(&s.salt)
+            .map_err(|_| invalid("ScryptObject.Salt is not base64".into()))?;
+        if salt.len() < 32 {
+            return Err(invalid("scrypt salt shorter than 32 bytes".into()));
+        }
+        let encrypted_key = STANDARD
+            .decode(&raw.encrypted_key)
+            .map_err(|_| invalid("EncryptedKey is not base64".into()))?;
+        if encrypted_key.len() != 64 {
+            return Err(invalid(format!(
+                "EncryptedKey has {} bytes (need 64)",
+                encrypted_key.len()
+            )));
+        }
+        Ok(Config {
+            creator: raw.creator,
+            dir_iv: flags.iter().any(|f| f == "DirIV"),
+            encrypted_key,
+            salt,
+            log_n: s.n.trailing_zeros() as u8,
+            r: s.r,
+            p: s.p,
+            path,
+        })
+    }
+
+    /// Unwraps the master key with `password` (scrypt, then HKDF, then AES-256-GCM).
+    pub fn unlock(&self, password: &[u8]) -> Result<MasterKey, ConfigError> {
+        if password.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: self.path.clone(),
+                message: "empty password".into(),
+            });
+        }
+        let params = scrypt::Params::new(self.log_n, self.r, self.p, 32).map_err(|e| {
+            ConfigError::Invalid {
+                path: self.path.clone(),
+                message: format!("scrypt parameters: {e}"),
+            }
+        })?;
+        let mut s = Zeroizing::new([0u8; 32]);
+        scrypt::scrypt(password, &self.salt, &params, s.as_mut()).map_err(|e| {
+            ConfigError::Invalid {
+                path: self.path.clone(),
+                message: format!("scrypt: {e}"),
+            }
+        })?;
+        let kek = hkdf32(s.as_ref(), INFO_CONTENT_GCM);
+        let (nonce, ct) = self.encrypted_key.split_at(16);
+        let master = gcm_open(&kek, nonce, &[0u8; 8], ct).ok_or(ConfigError::WrongPassword {
+            path: self.path.clone(),
+        })?;
+        MasterKey::from_slice(&master).ok_or(ConfigError::Invalid {
+            path: self.path.clone(),
+            message: "master key is not 32 bytes".into(),
+        })
+    }
+}

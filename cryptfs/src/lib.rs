@@ -1,0 +1,19 @@
+//! The gocryptfs v2 on-disk format (default feature flags of gocryptfs 2.3/2.4: HKDF,
+//! GCMIV128, DirIV, EMENames, LongNames, Raw64) and a tree decryptor.
+//!
+//! Layers: [`config`] (gocryptfs.conf, scrypt key unwrap) → [`keys`] (HKDF working keys) →
+//! [`names`] (EME + base64url + long names) and [`content`] (AES-256-GCM 4 KiB blocks with
+//! 128-bit nonces) → [`tree`] (walks a cipher directory and writes plaintext).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod content;
+mod eme;
+pub mod keys;
+pub mod names;
+pub mod tree;
+
+pub use config::{Config, ConfigError};
+pub use keys::{Keys, MasterKey};
