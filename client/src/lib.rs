@@ -11,6 +11,7 @@ pub mod admin;
 pub mod error;
 pub mod evidence;
 pub mod kbs;
+pub mod model;
 
 pub use error::ClientError;
 pub use kbs::KbsClient;

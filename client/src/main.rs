@@ -8,13 +8,17 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use coffer::admin::{mint_admin_token, AdminClient};
+use coffer::model::{password_from_bytes, KeySource};
 use coffer::{evidence, http_client, ClientError, KbsClient};
+use coffer_cryptfs::MasterKey;
 use coffer_protocol::{ResourcePath, TeeKeyPair};
+use zeroize::Zeroizing;
 
 /// coffer: keep models encrypted everywhere except inside an attested confidential VM.
 ///
 /// Exit codes: 0 success, 1 local error (files, keys, arguments), 2 usage,
-/// 3 refused by the KBS (attestation or policy), 4 not found, 5 KBS unreachable or failing.
+/// 3 refused by the KBS (attestation or policy), 4 not found, 5 KBS unreachable or failing,
+/// 6 some model files failed to decrypt.
 #[derive(Parser)]
 #[command(name = "coffer", version)]
 struct Cli {
@@ -65,6 +69,42 @@ enum Command {
     },
     /// Administer coffer-server (admin token required).
     Admin(AdminArgs),
+    /// Work with gocryptfs-encrypted model directories.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Decrypt a gocryptfs v2 cipher directory into DEST (e.g. a tmpfs), on all cores.
+    ///
+    /// Each file is written under a temporary name and renamed when every block has
+    /// authenticated; a corrupt file is reported (with the block) and left out. Exit code 6
+    /// when any entry failed.
+    Decrypt {
+        /// The cipher directory (holds gocryptfs.conf).
+        cipher_dir: PathBuf,
+        /// Destination directory (created if missing).
+        dest: PathBuf,
+        /// File whose first line is the gocryptfs password.
+        #[arg(long, group = "keysource", required = true)]
+        password_file: Option<PathBuf>,
+        /// The master key in hex (dashes allowed), as gocryptfs -init printed it.
+        #[arg(long, group = "keysource")]
+        masterkey: Option<String>,
+        /// Fetch the password from the KBS at --url after attesting (kbs:///repo/type/tag);
+        /// it never touches disk.
+        #[arg(long, group = "keysource")]
+        key: Option<ResourcePath>,
+        #[command(flatten)]
+        tee: TeeArgs,
+        /// Print a JSON summary on stdout.
+        #[arg(long)]
+        json: bool,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
 }
 
 #[derive(Args)]
@@ -325,11 +365,63 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", client.attest().await?);
         }
         Command::Admin(a) => admin(&cli, http, a).await?,
+        Command::Model(ModelCommand::Decrypt {
+            cipher_dir,
+            dest,
+            password_file,
+            masterkey,
+            key,
+            tee,
+            json,
+            quiet,
+        }) => {
+            let source = match (password_file, masterkey, key) {
+                (Some(f), ..) => KeySource::Password(password_from_bytes(&Zeroizing::new(
+                    std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?,
+                ))),
+                (_, Some(hex), _) => KeySource::MasterKey(
+                    MasterKey::from_hex(hex).context("--masterkey: expected 64 hex digits")?,
+                ),
+                (_, _, Some(path)) => {
+                    let mut client = tee_client(&cli, http, tee)?;
+                    KeySource::Password(password_from_bytes(&client.get_resource(path).await?))
+                }
+                _ => bail!("give --password-file, --masterkey or --key"),
+            };
+            let report = coffer::model::decrypt(cipher_dir, dest, source, *quiet || *json)?;
+            let s = &report.summary;
+            let rate = s.bytes as f64 / report.seconds.max(1e-9) / 1e6;
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::json!({"files": s.files, "dirs": s.dirs, "symlinks": s.symlinks, "bytes": s.bytes,
+                        "seconds": report.seconds, "mb_per_s": rate, "failures": s.failures})
+                );
+            } else {
+                eprintln!(
+                    "decrypted {} files, {} dirs, {} symlinks, {} bytes in {:.2} s ({rate:.0} MB/s)",
+                    s.files, s.dirs, s.symlinks, s.bytes, report.seconds
+                );
+                for f in &s.failures {
+                    eprintln!("FAILED {}: {}", f.cipher_path.display(), f.error);
+                }
+            }
+            if !s.failures.is_empty() {
+                return Err(anyhow::Error::new(ModelFailures(s.failures.len())));
+            }
+        }
     }
     Ok(())
 }
 
+#[derive(Debug, thiserror::Error)]
+#[error("{0} entries failed to decrypt")]
+struct ModelFailures(usize);
+
 fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<ModelFailures>().is_some() {
+        return 6;
+    }
     match e.downcast_ref::<ClientError>() {
         Some(ClientError::Kbs { status: 404, .. }) => 4,
         Some(ClientError::Kbs {
@@ -357,5 +449,14 @@ async fn main() -> ExitCode {
             eprintln!("coffer: {e:#}");
             ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_valid() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

@@ -656,3 +656,94 @@ fn tls_listener_with_client_ca() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+/// The PAI-EAS flow: the gocryptfs password is a KBS resource; `coffer model decrypt --key`
+/// attests, receives it and decrypts the model without the password touching disk.
+#[test]
+fn model_decrypt_with_key_from_kbs() {
+    let (dir, s) = setup(None);
+    let cipher = dir.path().join("cipher");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../cryptfs/tests/fixtures/worked-example/cipher");
+    assert!(std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&fixture)
+        .arg(&cipher)
+        .status()
+        .unwrap()
+        .success());
+    // The fixture copy keeps its one encrypted symlink as a text file; leave it out here.
+    std::fs::remove_file(cipher.join("-x84MtGCr3E9mBgWbDI0cg")).unwrap();
+    store_secret(
+        &s,
+        dir.path(),
+        "default/aliyun/model-decryption-key",
+        b"test\n",
+    );
+    s.admin(&["set-resource-policy", "--allow-all"]);
+    let dest = dir.path().join("model");
+    let out = s.coffer(&[
+        "model",
+        "decrypt",
+        cipher.to_str().unwrap(),
+        dest.to_str().unwrap(),
+        "--key",
+        "kbs:///default/aliyun/model-decryption-key",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["failures"], json!([]));
+    assert_eq!(
+        std::fs::read(dest.join("hello.txt")).unwrap(),
+        b"Hello, gocryptfs!\n"
+    );
+    assert_eq!(
+        std::fs::read(dest.join("sparse.bin")).unwrap(),
+        vec![0u8; 8193]
+    );
+
+    // A wrong key from the KBS is a clear error and writes nothing.
+    store_secret(
+        &s,
+        dir.path(),
+        "default/aliyun/model-decryption-key",
+        b"wrong\n",
+    );
+    let dest2 = dir.path().join("model2");
+    let out = s.coffer(&[
+        "model",
+        "decrypt",
+        cipher.to_str().unwrap(),
+        dest2.to_str().unwrap(),
+        "--key",
+        "default/aliyun/model-decryption-key",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("wrong password") && stderr(&out).contains("gocryptfs.conf"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dest2.exists());
+
+    // A tampered block fails that file only, with exit code 6 and the block named.
+    let f = cipher.join("u5t4RvePvKsKxKbIunmLEw");
+    let mut b = std::fs::read(&f).unwrap();
+    b[100] ^= 1;
+    std::fs::write(&f, &b).unwrap();
+    let dest3 = dir.path().join("model3");
+    let out = s.coffer(&[
+        "model",
+        "decrypt",
+        cipher.to_str().unwrap(),
+        dest3.to_str().unwrap(),
+        "--masterkey",
+        "10138459-ff644b35-c2727f2b-ddd818ae-8ef8334a-b854762a-7802183f-4d31c703",
+        "-q",
+    ]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(stderr(&out).contains("block 0"), "{}", stderr(&out));
+    assert!(!dest3.join("5000.bin").exists());
+    assert!(dest3.join("hello.txt").exists());
+}

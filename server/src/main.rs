@@ -171,3 +171,12 @@ async fn main() -> anyhow::Result<()> {
     );
     server.run().await.context("HTTP server failed")
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_valid() {
+        use clap::CommandFactory;
+        super::Args::command().debug_assert();
+    }
+}

@@ -1,0 +1,88 @@
+//! `coffer model ...`: decrypt gocryptfs-encrypted model trees.
+
+use std::path::Path;
+use std::time::Instant;
+
+use coffer_cryptfs::tree::{decrypt_tree, Summary};
+use coffer_cryptfs::{Config, MasterKey};
+use zeroize::Zeroizing;
+
+use crate::ClientError;
+
+/// Where the key comes from.
+pub enum KeySource {
+    /// A gocryptfs password (first line of a file or of a KBS resource).
+    Password(Zeroizing<Vec<u8>>),
+    /// The master key itself.
+    MasterKey(MasterKey),
+}
+
+/// gocryptfs reads only the first line of a password file or program output.
+pub fn password_from_bytes(bytes: &[u8]) -> Zeroizing<Vec<u8>> {
+    let line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    Zeroizing::new(line.to_vec())
+}
+
+/// Result of a decrypt run, for printing.
+pub struct DecryptReport {
+    /// The per-entry summary.
+    pub summary: Summary,
+    /// Wall time in seconds (after key derivation).
+    pub seconds: f64,
+}
+
+/// Decrypts `cipher_dir` into `dest`, showing a progress bar on stderr unless `quiet`.
+pub fn decrypt(
+    cipher_dir: &Path,
+    dest: &Path,
+    key: KeySource,
+    quiet: bool,
+) -> Result<DecryptReport, ClientError> {
+    let cfg = Config::load_from_dir(cipher_dir).map_err(|e| ClientError::Config(e.to_string()))?;
+    let master = match key {
+        KeySource::MasterKey(k) => k,
+        KeySource::Password(p) => cfg
+            .unlock(&p)
+            .map_err(|e| ClientError::Config(e.to_string()))?,
+    };
+    let keys = master.keys();
+    let total = dir_size(cipher_dir);
+    let bar = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(total)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let summary = decrypt_tree(&cfg, &keys, cipher_dir, dest, &|n| bar.inc(n))
+        .map_err(|e| ClientError::Config(e.to_string()))?;
+    bar.finish_and_clear();
+    Ok(DecryptReport {
+        summary,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Expected plaintext bytes (for the progress bar).
+fn dir_size(p: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => total += dir_size(&e.path()),
+                Ok(t) if t.is_file() => {
+                    let c = e.metadata().map(|m| m.len()).unwrap_or(0);
+                    total += coffer_cryptfs::content::plain_size(c).unwrap_or(0);
+                }
+                _ => {}
+            }
+        }
+    }
+    total
+}
