@@ -76,6 +76,26 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ModelCommand {
+    /// Encrypt a model directory into a new gocryptfs v2 cipher directory (default flags;
+    /// mountable by gocryptfs 2.x).
+    Encrypt {
+        /// Plaintext model directory.
+        src: PathBuf,
+        /// New cipher directory (must not exist or be empty).
+        cipher_dir: PathBuf,
+        /// File whose first line is the password.
+        #[arg(long)]
+        password_file: PathBuf,
+        /// scrypt cost as log2(N) (gocryptfs default 16).
+        #[arg(long, default_value_t = 16)]
+        scryptn: u8,
+        /// Print a JSON summary on stdout.
+        #[arg(long)]
+        json: bool,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Decrypt a gocryptfs v2 cipher directory into DEST (e.g. a tmpfs), on all cores.
     ///
     /// Each file is written under a temporary name and renamed when every block has
@@ -365,6 +385,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", client.attest().await?);
         }
         Command::Admin(a) => admin(&cli, http, a).await?,
+        Command::Model(ModelCommand::Encrypt {
+            src,
+            cipher_dir,
+            password_file,
+            scryptn,
+            json,
+            quiet,
+        }) => {
+            let pw = password_from_bytes(&Zeroizing::new(
+                std::fs::read(password_file)
+                    .with_context(|| format!("cannot read {}", password_file.display()))?,
+            ));
+            let report = coffer::model::encrypt(src, cipher_dir, &pw, *scryptn, *quiet || *json)?;
+            print_report("encrypted", &report, *json);
+            if !report.summary.failures.is_empty() {
+                return Err(anyhow::Error::new(ModelFailures(
+                    report.summary.failures.len(),
+                )));
+            }
+        }
         Command::Model(ModelCommand::Decrypt {
             cipher_dir,
             dest,
@@ -389,23 +429,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 _ => bail!("give --password-file, --masterkey or --key"),
             };
             let report = coffer::model::decrypt(cipher_dir, dest, source, *quiet || *json)?;
+            print_report("decrypted", &report, *json);
             let s = &report.summary;
-            let rate = s.bytes as f64 / report.seconds.max(1e-9) / 1e6;
-            if *json {
-                println!(
-                    "{}",
-                    serde_json::json!({"files": s.files, "dirs": s.dirs, "symlinks": s.symlinks, "bytes": s.bytes,
-                        "seconds": report.seconds, "mb_per_s": rate, "failures": s.failures})
-                );
-            } else {
-                eprintln!(
-                    "decrypted {} files, {} dirs, {} symlinks, {} bytes in {:.2} s ({rate:.0} MB/s)",
-                    s.files, s.dirs, s.symlinks, s.bytes, report.seconds
-                );
-                for f in &s.failures {
-                    eprintln!("FAILED {}: {}", f.cipher_path.display(), f.error);
-                }
-            }
             if !s.failures.is_empty() {
                 return Err(anyhow::Error::new(ModelFailures(s.failures.len())));
             }
@@ -414,8 +439,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn print_report(verb: &str, report: &coffer::model::DecryptReport, json: bool) {
+    let s = &report.summary;
+    let rate = s.bytes as f64 / report.seconds.max(1e-9) / 1e6;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"files": s.files, "dirs": s.dirs, "symlinks": s.symlinks, "bytes": s.bytes,
+                "seconds": report.seconds, "mb_per_s": rate, "failures": s.failures})
+        );
+    } else {
+        eprintln!(
+            "{verb} {} files, {} dirs, {} symlinks, {} bytes in {:.2} s ({rate:.0} MB/s)",
+            s.files, s.dirs, s.symlinks, s.bytes, report.seconds
+        );
+        for f in &s.failures {
+            eprintln!("FAILED {}: {}", f.cipher_path.display(), f.error);
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
-#[error("{0} entries failed to decrypt")]
+#[error("{0} entries failed")]
 struct ModelFailures(usize);
 
 fn exit_code(e: &anyhow::Error) -> u8 {

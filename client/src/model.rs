@@ -24,7 +24,7 @@ pub fn password_from_bytes(bytes: &[u8]) -> Zeroizing<Vec<u8>> {
     Zeroizing::new(line.to_vec())
 }
 
-/// Result of a decrypt run, for printing.
+/// Result of an encrypt or decrypt run, for printing.
 pub struct DecryptReport {
     /// The per-entry summary.
     pub summary: Summary,
@@ -70,6 +70,47 @@ pub fn decrypt(
 }
 
 /// Expected plaintext bytes (for the progress bar).
+/// Encrypts `src` into a new gocryptfs cipher directory protected by `password`.
+pub fn encrypt(
+    src: &Path,
+    cipher_dir: &Path,
+    password: &[u8],
+    scrypt_log_n: u8,
+    quiet: bool,
+) -> Result<DecryptReport, ClientError> {
+    let master = MasterKey::generate();
+    let conf = Config::create_text(password, &master, scrypt_log_n).map_err(ClientError::Config)?;
+    let total = plain_tree_size(src);
+    let bar = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(total)
+    };
+    let started = Instant::now();
+    let summary =
+        coffer_cryptfs::encrypt_tree(&master.keys(), &conf, src, cipher_dir, &|n| bar.inc(n))
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+    bar.finish_and_clear();
+    Ok(DecryptReport {
+        summary,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn plain_tree_size(p: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => total += plain_tree_size(&e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map(|m| m.len()).unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
 fn dir_size(p: &Path) -> u64 {
     let mut total = 0;
     if let Ok(rd) = std::fs::read_dir(p) {

@@ -7,7 +7,7 @@ use base64::Engine;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::keys::{gcm_open, hkdf32, MasterKey, INFO_CONTENT_GCM};
+use crate::keys::{gcm_open, gcm_seal, hkdf32, MasterKey, INFO_CONTENT_GCM};
 
 /// Flags this implementation reads. Anything else is refused by name.
 const SUPPORTED: [&str; 6] = [
@@ -211,6 +211,41 @@ impl Config {
             p: s.p,
             path,
         })
+    }
+
+    /// Creates the text of a new `gocryptfs.conf` (default flags, scrypt N = 2^`log_n`)
+    /// wrapping `master` under `password`.
+    pub fn create_text(password: &[u8], master: &MasterKey, log_n: u8) -> Result<String, String> {
+        use rand::RngCore;
+        if password.is_empty() {
+            return Err("empty password".into());
+        }
+        if !(10..=28).contains(&log_n) {
+            return Err("scrypt log2(N) must be 10..=28".into());
+        }
+        let mut salt = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut salt);
+        let params = scrypt::Params::new(log_n, 8, 1, 32).map_err(|e| e.to_string())?;
+        let mut s = Zeroizing::new([0u8; 32]);
+        scrypt::scrypt(password, &salt, &params, s.as_mut()).map_err(|e| e.to_string())?;
+        let kek = hkdf32(s.as_ref(), INFO_CONTENT_GCM);
+        let mut nonce = [0u8; 16];
+        while nonce == [0u8; 16] {
+            rand::rngs::OsRng.fill_bytes(&mut nonce);
+        }
+        let mut wrapped = nonce.to_vec();
+        wrapped.extend(gcm_seal(&kek, &nonce, &[0u8; 8], master.bytes()));
+        let conf = serde_json::json!({
+            "Creator": concat!("coffer ", env!("CARGO_PKG_VERSION")),
+            "EncryptedKey": STANDARD.encode(&wrapped),
+            "ScryptObject": {"Salt": STANDARD.encode(salt), "N": 1u64 << log_n, "R": 8, "P": 1, "KeyLen": 32},
+            "Version": 2,
+            "FeatureFlags": ["HKDF", "GCMIV128", "DirIV", "EMENames", "LongNames", "Raw64"],
+        });
+        Ok(format!(
+            "{}\n",
+            serde_json::to_string_pretty(&conf).map_err(|e| e.to_string())?
+        ))
     }
 
     /// Unwraps the master key with `password` (scrypt, then HKDF, then AES-256-GCM).

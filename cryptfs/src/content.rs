@@ -166,6 +166,103 @@ impl ContentCipher {
         Ok(plain)
     }
 
+    /// Encrypts the file `src` into `dst` with a fresh file ID and fresh nonces, returning
+    /// the plaintext size.
+    pub fn encrypt_file(&self, src: &mut File, dst: &File) -> Result<u64, ContentError> {
+        use rand::RngCore;
+        let len = src.metadata()?.len();
+        dst.set_len(0)?;
+        if len == 0 {
+            return Ok(0);
+        }
+        let mut header = [0u8; HEADER_LEN];
+        header[1] = 2;
+        loop {
+            rand::thread_rng().fill_bytes(&mut header[2..]);
+            if header[2..].iter().any(|b| *b != 0) {
+                break;
+            }
+        }
+        let file_id: [u8; 16] = header[2..]
+            .try_into()
+            .map_err(|_| ContentError::Header("short header"))?;
+        dst.write_all_at(&header, 0)?;
+        let mut plain = vec![0u8; BLOCK * BLOCKS_PER_CHUNK];
+        let mut out = vec![0u8; CBLOCK * BLOCKS_PER_CHUNK];
+        let mut done = 0u64;
+        while done < len {
+            let want = ((len - done) as usize).min(plain.len());
+            src.read_exact(&mut plain[..want])?;
+            let first_block = done / BLOCK as u64;
+            let nblocks = want.div_ceil(BLOCK);
+            let out_len = want + nblocks * (NONCE + TAG);
+            out[..out_len]
+                .par_chunks_mut(CBLOCK)
+                .zip(plain[..want].par_chunks(BLOCK))
+                .enumerate()
+                .try_for_each(|(i, (o, p))| {
+                    self.seal_block(o, p, first_block + i as u64, &file_id)
+                })?;
+            dst.write_all_at(
+                &out[..out_len],
+                HEADER_LEN as u64 + first_block * CBLOCK as u64,
+            )?;
+            done += want as u64;
+        }
+        Ok(len)
+    }
+
+    fn seal_block(
+        &self,
+        out: &mut [u8],
+        plain: &[u8],
+        block: u64,
+        file_id: &[u8; 16],
+    ) -> Result<(), ContentError> {
+        use rand::RngCore;
+        let (nonce, rest) = out.split_at_mut(NONCE);
+        loop {
+            rand::thread_rng().fill_bytes(nonce);
+            if nonce.iter().any(|b| *b != 0) {
+                break;
+            }
+        }
+        let nonce: [u8; 16] = (&*nonce)
+            .try_into()
+            .map_err(|_| ContentError::Header("nonce"))?;
+        let (data, tag) = rest.split_at_mut(plain.len());
+        data.copy_from_slice(plain);
+        let mut aad = [0u8; 24];
+        aad[..8].copy_from_slice(&block.to_be_bytes());
+        aad[8..].copy_from_slice(file_id);
+        let t = self
+            .aead
+            .encrypt_in_place_detached(&nonce.into(), &aad, data)
+            .map_err(|_| ContentError::Block {
+                block,
+                offset: 0,
+                reason: "encryption failed",
+            })?;
+        tag[..TAG].copy_from_slice(&t);
+        Ok(())
+    }
+
+    /// Encrypts a symlink target to its stored form.
+    pub fn encrypt_symlink(&self, target: &[u8]) -> String {
+        use rand::RngCore;
+        let mut nonce = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let mut data = target.to_vec();
+        let tag = self
+            .aead
+            .encrypt_in_place_detached(&nonce.into(), &[0u8; 8], &mut data)
+            .unwrap_or_default();
+        let mut blob = nonce.to_vec();
+        blob.extend_from_slice(&data);
+        blob.extend_from_slice(&tag);
+        URL_SAFE_NO_PAD.encode(blob)
+    }
+
     /// Decrypts a symlink target stored as base64url(nonce || ct || tag), AAD 8 zero bytes.
     pub fn decrypt_symlink(&self, stored: &[u8]) -> Result<Vec<u8>, &'static str> {
         let mut blob = URL_SAFE_NO_PAD

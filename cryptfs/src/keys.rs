@@ -38,6 +38,14 @@ pub(crate) fn gcm_open(
         .map(Zeroizing::new)
 }
 
+/// Seals `msg` with a 16-byte nonce; returns `ct || tag`.
+pub(crate) fn gcm_seal(key: &[u8; 32], nonce: &[u8; 16], aad: &[u8], msg: &[u8]) -> Vec<u8> {
+    let cipher = Aes256Gcm16::new(key.into());
+    cipher
+        .encrypt(&(*nonce).into(), Payload { msg, aad })
+        .unwrap_or_default()
+}
+
 /// The 32-byte master key (zeroed on drop, never printed).
 pub struct MasterKey(Zeroizing<[u8; 32]>);
 
@@ -46,6 +54,19 @@ impl MasterKey {
     pub fn from_slice(b: &[u8]) -> Option<Self> {
         let arr: [u8; 32] = b.try_into().ok()?;
         Some(MasterKey(Zeroizing::new(arr)))
+    }
+
+    /// A fresh random master key.
+    pub fn generate() -> Self {
+        use rand::RngCore;
+        let mut k = Zeroizing::new([0u8; 32]);
+        rand::rngs::OsRng.fill_bytes(k.as_mut());
+        MasterKey(k)
+    }
+
+    /// The raw bytes (for wrapping).
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.0
     }
 
     /// From hex, dashes allowed (as `gocryptfs -init` prints it).

@@ -11,9 +11,12 @@
 pub mod config;
 pub mod content;
 mod eme;
+mod encrypt_tree;
 pub mod keys;
 pub mod names;
 pub mod tree;
+
+pub use encrypt_tree::encrypt_tree;
 
 pub use config::{Config, ConfigError};
 pub use keys::{Keys, MasterKey};

@@ -1,0 +1,203 @@
+//! Creating a gocryptfs cipher directory from a plaintext tree (what `gocryptfs -init` and a
+//! copy through the mount would produce, with default flags).
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use rand::RngCore;
+use rayon::prelude::*;
+
+use crate::content::ContentCipher;
+use crate::keys::Keys;
+use crate::names::{encrypt_name, on_disk_name, DIRIV_NAME, LONGNAME_SUFFIX};
+use crate::tree::{Failure, Summary, TreeError};
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TreeError + '_ {
+    move |source| TreeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn write_readonly(path: &Path, data: &[u8]) -> Result<(), TreeError> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(path)
+        .map_err(io(path))?;
+    f.write_all(data).map_err(io(path))
+}
+
+fn new_dir_iv(dir: &Path) -> Result<[u8; 16], TreeError> {
+    let mut iv = [0u8; 16];
+    while iv == [0; 16] {
+        rand::rngs::OsRng.fill_bytes(&mut iv);
+    }
+    write_readonly(&dir.join(DIRIV_NAME), &iv)?;
+    Ok(iv)
+}
+
+struct Job {
+    src: PathBuf,
+    dst: PathBuf,
+    mode: u32,
+    mtime: SystemTime,
+}
+
+struct Walk<'a> {
+    keys: &'a Keys,
+    cipher: ContentCipher,
+    jobs: Vec<Job>,
+    dirs: Vec<(PathBuf, u32, SystemTime)>,
+    summary: Summary,
+}
+
+impl Walk<'_> {
+    fn walk(&mut self, src: &Path, dst: &Path, iv: &[u8; 16]) -> Result<(), TreeError> {
+        let mut entries: Vec<_> = std::fs::read_dir(src)
+            .map_err(io(src))?
+            .collect::<Result<_, _>>()
+            .map_err(io(src))?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let spath = e.path();
+            let cname = encrypt_name(&self.keys.names, iv, e.file_name().as_bytes());
+            let disk = on_disk_name(&cname);
+            let out = dst.join(&disk);
+            if disk != cname {
+                write_readonly(
+                    &dst.join(format!("{disk}{LONGNAME_SUFFIX}")),
+                    cname.as_bytes(),
+                )?;
+            }
+            let meta = std::fs::symlink_metadata(&spath).map_err(io(&spath))?;
+            let mode = meta.permissions().mode() & 0o7777;
+            let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                std::fs::create_dir(&out).map_err(io(&out))?;
+                let sub_iv = new_dir_iv(&out)?;
+                self.summary.dirs += 1;
+                self.walk(&spath, &out, &sub_iv)?;
+                self.dirs.push((out, mode, mtime));
+            } else if ft.is_symlink() {
+                let target = std::fs::read_link(&spath).map_err(io(&spath))?;
+                let stored = self.cipher.encrypt_symlink(target.as_os_str().as_bytes());
+                std::os::unix::fs::symlink(stored, &out).map_err(io(&out))?;
+                self.summary.symlinks += 1;
+            } else if ft.is_file() {
+                self.jobs.push(Job {
+                    src: spath,
+                    dst: out,
+                    mode,
+                    mtime,
+                });
+            } else {
+                self.summary.failures.push(Failure {
+                    cipher_path: out,
+                    plain_path: Some(spath),
+                    error: "special files are not encrypted".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn encrypt_one(cipher: &ContentCipher, job: &Job) -> Result<u64, String> {
+    let mut src =
+        std::fs::File::open(&job.src).map_err(|e| format!("{}: {e}", job.src.display()))?;
+    let out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&job.dst)
+        .map_err(|e| format!("{}: {e}", job.dst.display()))?;
+    let n = cipher
+        .encrypt_file(&mut src, &out)
+        .map_err(|e| e.to_string())?;
+    out.set_permissions(std::fs::Permissions::from_mode(job.mode))
+        .map_err(|e| e.to_string())?;
+    out.set_modified(job.mtime).map_err(|e| e.to_string())?;
+    Ok(n)
+}
+
+/// Encrypts the tree `src` into the new cipher directory `cipher_dir` (which must not exist
+/// or be empty), writing `config_text` as its `gocryptfs.conf`.
+pub fn encrypt_tree(
+    keys: &Keys,
+    config_text: &str,
+    src: &Path,
+    cipher_dir: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Summary, TreeError> {
+    std::fs::create_dir_all(cipher_dir).map_err(io(cipher_dir))?;
+    if std::fs::read_dir(cipher_dir)
+        .map_err(io(cipher_dir))?
+        .next()
+        .is_some()
+    {
+        return Err(TreeError::Io {
+            path: cipher_dir.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "cipher directory is not empty",
+            ),
+        });
+    }
+    let conf = cipher_dir.join(crate::names::CONF_NAME);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o400)
+        .open(&conf)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, config_text.as_bytes()))
+        .map_err(io(&conf))?;
+    let root_iv = new_dir_iv(cipher_dir)?;
+    let mut w = Walk {
+        keys,
+        cipher: ContentCipher::new(&keys.content),
+        jobs: Vec::new(),
+        dirs: Vec::new(),
+        summary: Summary::default(),
+    };
+    w.walk(src, cipher_dir, &root_iv)?;
+    let bytes = AtomicU64::new(0);
+    let results: Vec<Result<u64, String>> = w
+        .jobs
+        .par_iter()
+        .map(|job| {
+            let r = encrypt_one(&w.cipher, job);
+            if let Ok(n) = r {
+                bytes.fetch_add(n, Ordering::Relaxed);
+                progress(n);
+            }
+            r
+        })
+        .collect();
+    for (job, r) in w.jobs.iter().zip(results) {
+        match r {
+            Ok(_) => w.summary.files += 1,
+            Err(error) => {
+                let _ = std::fs::remove_file(&job.dst);
+                w.summary.failures.push(Failure {
+                    cipher_path: job.dst.clone(),
+                    plain_path: Some(job.src.clone()),
+                    error,
+                });
+            }
+        }
+    }
+    for (d, mode, mtime) in w.dirs.iter().rev() {
+        let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(*mode));
+        if let Ok(f) = std::fs::File::open(d) {
+            let _ = f.set_modified(*mtime);
+        }
+    }
+    w.summary.bytes = bytes.into_inner();
+    Ok(w.summary)
+}
