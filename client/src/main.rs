@@ -106,18 +106,8 @@ enum ModelCommand {
         cipher_dir: PathBuf,
         /// Destination directory (created if missing).
         dest: PathBuf,
-        /// File whose first line is the gocryptfs password.
-        #[arg(long, group = "keysource", required = true)]
-        password_file: Option<PathBuf>,
-        /// The master key in hex (dashes allowed), as gocryptfs -init printed it.
-        #[arg(long, group = "keysource")]
-        masterkey: Option<String>,
-        /// Fetch the password from the KBS at --url after attesting (kbs:///repo/type/tag);
-        /// it never touches disk.
-        #[arg(long, group = "keysource")]
-        key: Option<ResourcePath>,
         #[command(flatten)]
-        tee: TeeArgs,
+        key: KeyArgs,
         /// Print a JSON summary on stdout.
         #[arg(long)]
         json: bool,
@@ -125,6 +115,53 @@ enum ModelCommand {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Authenticate every name, symlink and content block without writing plaintext;
+    /// report every corrupt entry. Exit code 6 when any entry fails.
+    Verify {
+        /// The cipher directory (holds gocryptfs.conf).
+        cipher_dir: PathBuf,
+        #[command(flatten)]
+        key: KeyArgs,
+        /// Print a JSON summary on stdout.
+        #[arg(long)]
+        json: bool,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+}
+
+/// Where the model key comes from (exactly one).
+#[derive(Args)]
+struct KeyArgs {
+    /// File whose first line is the gocryptfs password.
+    #[arg(long, group = "keysource", required = true)]
+    password_file: Option<PathBuf>,
+    /// The master key in hex (dashes allowed), as gocryptfs -init printed it.
+    #[arg(long, group = "keysource")]
+    masterkey: Option<String>,
+    /// Fetch the password from the KBS at --url after attesting (kbs:///repo/type/tag);
+    /// it never touches disk.
+    #[arg(long, group = "keysource")]
+    key: Option<ResourcePath>,
+    #[command(flatten)]
+    tee: TeeArgs,
+}
+
+async fn key_source(cli: &Cli, http: reqwest::Client, k: &KeyArgs) -> anyhow::Result<KeySource> {
+    Ok(match (&k.password_file, &k.masterkey, &k.key) {
+        (Some(f), ..) => KeySource::Password(password_from_bytes(&Zeroizing::new(
+            std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?,
+        ))),
+        (_, Some(hex), _) => KeySource::MasterKey(
+            MasterKey::from_hex(hex).context("--masterkey: expected 64 hex digits")?,
+        ),
+        (_, _, Some(path)) => {
+            let mut client = tee_client(cli, http, &k.tee)?;
+            KeySource::Password(password_from_bytes(&client.get_resource(path).await?))
+        }
+        _ => bail!("give --password-file, --masterkey or --key"),
+    })
 }
 
 #[derive(Args)]
@@ -385,6 +422,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", client.attest().await?);
         }
         Command::Admin(a) => admin(&cli, http, a).await?,
+        Command::Model(ModelCommand::Verify {
+            cipher_dir,
+            key,
+            json,
+            quiet,
+        }) => {
+            let source = key_source(&cli, http, key).await?;
+            let report = coffer::model::decrypt(cipher_dir, None, source, *quiet || *json)?;
+            print_report("verified", &report, *json);
+            if !report.summary.failures.is_empty() {
+                return Err(anyhow::Error::new(ModelFailures(
+                    report.summary.failures.len(),
+                )));
+            }
+        }
         Command::Model(ModelCommand::Encrypt {
             src,
             cipher_dir,
@@ -408,27 +460,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model(ModelCommand::Decrypt {
             cipher_dir,
             dest,
-            password_file,
-            masterkey,
             key,
-            tee,
             json,
             quiet,
         }) => {
-            let source = match (password_file, masterkey, key) {
-                (Some(f), ..) => KeySource::Password(password_from_bytes(&Zeroizing::new(
-                    std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?,
-                ))),
-                (_, Some(hex), _) => KeySource::MasterKey(
-                    MasterKey::from_hex(hex).context("--masterkey: expected 64 hex digits")?,
-                ),
-                (_, _, Some(path)) => {
-                    let mut client = tee_client(&cli, http, tee)?;
-                    KeySource::Password(password_from_bytes(&client.get_resource(path).await?))
-                }
-                _ => bail!("give --password-file, --masterkey or --key"),
-            };
-            let report = coffer::model::decrypt(cipher_dir, dest, source, *quiet || *json)?;
+            let source = key_source(&cli, http, key).await?;
+            let report = coffer::model::decrypt(cipher_dir, Some(dest), source, *quiet || *json)?;
             print_report("decrypted", &report, *json);
             let s = &report.summary;
             if !s.failures.is_empty() {

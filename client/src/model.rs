@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use coffer_cryptfs::tree::{decrypt_tree, Summary};
+use coffer_cryptfs::tree::{decrypt_tree, verify_tree, Summary};
 use coffer_cryptfs::{Config, MasterKey};
 use zeroize::Zeroizing;
 
@@ -32,10 +32,11 @@ pub struct DecryptReport {
     pub seconds: f64,
 }
 
-/// Decrypts `cipher_dir` into `dest`, showing a progress bar on stderr unless `quiet`.
+/// Decrypts `cipher_dir` into `dest` (or, with `None`, only authenticates everything),
+/// showing a progress bar on stderr unless `quiet`.
 pub fn decrypt(
     cipher_dir: &Path,
-    dest: &Path,
+    dest: Option<&Path>,
     key: KeySource,
     quiet: bool,
 ) -> Result<DecryptReport, ClientError> {
@@ -60,8 +61,11 @@ pub fn decrypt(
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let started = Instant::now();
-    let summary = decrypt_tree(&cfg, &keys, cipher_dir, dest, &|n| bar.inc(n))
-        .map_err(|e| ClientError::Config(e.to_string()))?;
+    let summary = match dest {
+        Some(dest) => decrypt_tree(&cfg, &keys, cipher_dir, dest, &|n| bar.inc(n)),
+        None => verify_tree(&cfg, &keys, cipher_dir, &|n| bar.inc(n)),
+    }
+    .map_err(|e| ClientError::Config(e.to_string()))?;
     bar.finish_and_clear();
     Ok(DecryptReport {
         summary,

@@ -110,13 +110,24 @@ impl ContentCipher {
     /// On error, `dst` may hold authenticated plaintext of earlier blocks only; the caller
     /// removes it.
     pub fn decrypt_file(&self, src: &mut File, dst: &File) -> Result<u64, ContentError> {
+        self.open_file(src, Some(dst))
+    }
+
+    /// Authenticates every block of `src` without writing plaintext anywhere.
+    pub fn verify_file(&self, src: &mut File) -> Result<u64, ContentError> {
+        self.open_file(src, None)
+    }
+
+    fn open_file(&self, src: &mut File, dst: Option<&File>) -> Result<u64, ContentError> {
         let len = src.metadata()?.len();
         let plain = plain_size(len).ok_or(ContentError::Header(
             "file size is not a valid gocryptfs size (truncated)",
         ))?;
         if plain == 0 {
             // 0 bytes, or a header with no block (an interrupted write): an empty file.
-            dst.set_len(0)?;
+            if let Some(dst) = dst {
+                dst.set_len(0)?;
+            }
             return Ok(0);
         }
         let mut header = [0u8; HEADER_LEN];
@@ -130,7 +141,9 @@ impl ContentCipher {
         if file_id.iter().all(|b| *b == 0) {
             return Err(ContentError::Header("all-zero file ID"));
         }
-        dst.set_len(plain)?;
+        if let Some(dst) = dst {
+            dst.set_len(plain)?;
+        }
         let mut buf = vec![0u8; CBLOCK * BLOCKS_PER_CHUNK];
         let mut first_block = 0u64;
         let mut offset = HEADER_LEN as u64;
@@ -153,12 +166,14 @@ impl ContentCipher {
                         })
                 })
                 .collect();
-            let mut plain_off = first_block * BLOCK as u64;
-            for (i, r) in results.into_iter().enumerate() {
-                let range = r?;
-                let start = i * CBLOCK;
-                dst.write_all_at(&chunk[start + range.start..start + range.end], plain_off)?;
-                plain_off += (range.end - range.start) as u64;
+            let ranges = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+            if let Some(dst) = dst {
+                let mut plain_off = first_block * BLOCK as u64;
+                for (i, range) in ranges.into_iter().enumerate() {
+                    let start = i * CBLOCK;
+                    dst.write_all_at(&chunk[start + range.start..start + range.end], plain_off)?;
+                    plain_off += (range.end - range.start) as u64;
+                }
             }
             first_block += want.div_ceil(CBLOCK) as u64;
             offset += want as u64;

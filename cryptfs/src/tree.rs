@@ -68,6 +68,8 @@ struct Walk<'a> {
     keys: &'a Keys,
     cipher: ContentCipher,
     dir_iv: bool,
+    /// Check only: create nothing, write nothing.
+    verify_only: bool,
     files: Vec<FileJob>,
     dirs: Vec<(PathBuf, u32, SystemTime)>,
     summary: Summary,
@@ -160,7 +162,9 @@ impl Walk<'_> {
             let mode = meta.permissions().mode() & 0o7777;
             let ft = meta.file_type();
             if ft.is_dir() {
-                std::fs::create_dir_all(&out).map_err(io(&out))?;
+                if !self.verify_only {
+                    std::fs::create_dir_all(&out).map_err(io(&out))?;
+                }
                 self.summary.dirs += 1;
                 self.walk(&cpath, &out, false)?;
                 self.dirs.push((out, mode, mtime));
@@ -188,6 +192,11 @@ impl Walk<'_> {
         }
         Ok(())
     }
+}
+
+fn verify_one(cipher: &ContentCipher, job: &FileJob) -> Result<u64, String> {
+    let mut src = std::fs::File::open(&job.src).map_err(|e| e.to_string())?;
+    cipher.verify_file(&mut src).map_err(|e| e.to_string())
 }
 
 /// A short hidden temporary name beside `dst` (plaintext names may already be 255 bytes).
@@ -232,10 +241,34 @@ pub fn decrypt_tree(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Summary, TreeError> {
     std::fs::create_dir_all(dest).map_err(io(dest))?;
+    run(config, keys, cipher_dir, Some(dest), progress)
+}
+
+/// Authenticates every name, symlink target and content block of `cipher_dir` without
+/// writing any plaintext; every failing entry is reported.
+pub fn verify_tree(
+    config: &Config,
+    keys: &Keys,
+    cipher_dir: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Summary, TreeError> {
+    run(config, keys, cipher_dir, None, progress)
+}
+
+fn run(
+    config: &Config,
+    keys: &Keys,
+    cipher_dir: &Path,
+    dest: Option<&Path>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Summary, TreeError> {
+    let verify_only = dest.is_none();
+    let dest = dest.unwrap_or(Path::new(""));
     let mut w = Walk {
         keys,
         cipher: ContentCipher::new(&keys.content),
         dir_iv: config.dir_iv,
+        verify_only,
         files: Vec::new(),
         dirs: Vec::new(),
         summary: Summary::default(),
@@ -247,7 +280,11 @@ pub fn decrypt_tree(
         .par_iter()
         .enumerate()
         .map(|(i, job)| {
-            let r = decrypt_one(&w.cipher, job, i);
+            let r = if verify_only {
+                verify_one(&w.cipher, job)
+            } else {
+                decrypt_one(&w.cipher, job, i)
+            };
             if let Ok(n) = r {
                 bytes.fetch_add(n, Ordering::Relaxed);
                 progress(n);
@@ -269,7 +306,7 @@ pub fn decrypt_tree(
         }
     }
     // Directory modes and times last, innermost first, so writing inside does not disturb them.
-    for (d, mode, mtime) in w.dirs.iter().rev() {
+    for (d, mode, mtime) in w.dirs.iter().rev().filter(|_| !verify_only) {
         let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(*mode));
         if let Ok(f) = std::fs::File::open(d) {
             let _ = f.set_modified(*mtime);

@@ -746,4 +746,26 @@ fn model_decrypt_with_key_from_kbs() {
     assert!(stderr(&out).contains("block 0"), "{}", stderr(&out));
     assert!(!dest3.join("5000.bin").exists());
     assert!(dest3.join("hello.txt").exists());
+
+    // verify reports the same corruption and writes nothing.
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "test\n").unwrap();
+    let out = s.coffer(&[
+        "model",
+        "verify",
+        cipher.to_str().unwrap(),
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failures = v["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1);
+    assert!(failures[0]["cipher_path"]
+        .as_str()
+        .unwrap()
+        .ends_with("u5t4RvePvKsKxKbIunmLEw"));
+    assert!(failures[0]["error"].as_str().unwrap().contains("block 0"));
+    assert!(v["files"].as_u64().unwrap() >= 5);
 }
