@@ -11,6 +11,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rayon::prelude::*;
 
+use zeroize::Zeroizing;
+
+use crate::gcm::Gcm;
 use crate::keys::Aes256Gcm16;
 
 /// Header length.
@@ -67,6 +70,7 @@ pub fn plain_size(c: u64) -> Option<u64> {
 /// Decrypts file contents and symlink targets with one content key.
 pub struct ContentCipher {
     aead: Aes256Gcm16,
+    key: Zeroizing<[u8; 32]>,
 }
 
 impl ContentCipher {
@@ -74,12 +78,14 @@ impl ContentCipher {
     pub fn new(key: &[u8; 32]) -> Self {
         ContentCipher {
             aead: Aes256Gcm16::new(key.into()),
+            key: Zeroizing::new(*key),
         }
     }
 
     /// Decrypts one on-disk block in place; returns the plaintext range within `buf`.
     fn open_block(
         &self,
+        gcm: &mut Gcm,
         buf: &mut [u8],
         block: u64,
         file_id: &[u8; 16],
@@ -100,9 +106,9 @@ impl ContentCipher {
         let mut aad = [0u8; 24];
         aad[..8].copy_from_slice(&block.to_be_bytes());
         aad[8..].copy_from_slice(file_id);
-        self.aead
-            .decrypt_in_place_detached(&nonce.into(), &aad, data, &tag.into())
-            .map_err(|_| "authentication failed (tampered or wrong key)")?;
+        if !gcm.open(&nonce, &aad, data, &tag) {
+            return Err("authentication failed (tampered or wrong key)");
+        }
         Ok(NONCE..NONCE + data.len())
     }
 
@@ -156,15 +162,22 @@ impl ContentCipher {
             let results: Vec<Result<std::ops::Range<usize>, ContentError>> = chunk
                 .par_chunks_mut(CBLOCK)
                 .enumerate()
-                .map(|(i, b)| {
-                    let block = first_block + i as u64;
-                    self.open_block(b, block, &file_id)
-                        .map_err(|reason| ContentError::Block {
-                            block,
-                            offset: HEADER_LEN as u64 + block * CBLOCK as u64,
-                            reason,
+                .map_init(
+                    || Gcm::new(&self.key, false),
+                    |gcm, (i, b)| {
+                        let block = first_block + i as u64;
+                        let gcm = gcm
+                            .as_mut()
+                            .ok_or(ContentError::Header("OpenSSL AES-256-GCM unavailable"))?;
+                        self.open_block(gcm, b, block, &file_id).map_err(|reason| {
+                            ContentError::Block {
+                                block,
+                                offset: HEADER_LEN as u64 + block * CBLOCK as u64,
+                                reason,
+                            }
                         })
-                })
+                    },
+                )
                 .collect();
             let ranges = results.into_iter().collect::<Result<Vec<_>, _>>()?;
             if let Some(dst) = dst {
@@ -215,9 +228,15 @@ impl ContentCipher {
                 .par_chunks_mut(CBLOCK)
                 .zip(plain[..want].par_chunks(BLOCK))
                 .enumerate()
-                .try_for_each(|(i, (o, p))| {
-                    self.seal_block(o, p, first_block + i as u64, &file_id)
-                })?;
+                .try_for_each_init(
+                    || Gcm::new(&self.key, true),
+                    |gcm, (i, (o, p))| {
+                        let gcm = gcm
+                            .as_mut()
+                            .ok_or(ContentError::Header("OpenSSL AES-256-GCM unavailable"))?;
+                        self.seal_block(gcm, o, p, first_block + i as u64, &file_id)
+                    },
+                )?;
             dst.write_all_at(
                 &out[..out_len],
                 HEADER_LEN as u64 + first_block * CBLOCK as u64,
@@ -229,6 +248,7 @@ impl ContentCipher {
 
     fn seal_block(
         &self,
+        gcm: &mut Gcm,
         out: &mut [u8],
         plain: &[u8],
         block: u64,
@@ -250,14 +270,11 @@ impl ContentCipher {
         let mut aad = [0u8; 24];
         aad[..8].copy_from_slice(&block.to_be_bytes());
         aad[8..].copy_from_slice(file_id);
-        let t = self
-            .aead
-            .encrypt_in_place_detached(&nonce.into(), &aad, data)
-            .map_err(|_| ContentError::Block {
-                block,
-                offset: 0,
-                reason: "encryption failed",
-            })?;
+        let t = gcm.seal(&nonce, &aad, data).ok_or(ContentError::Block {
+            block,
+            offset: 0,
+            reason: "encryption failed",
+        })?;
         tag[..TAG].copy_from_slice(&t);
         Ok(())
     }
@@ -333,14 +350,15 @@ mod tests {
         )
         .unwrap();
         let id: [u8; 16] = (0x10..0x20).collect::<Vec<u8>>().try_into().unwrap();
-        let r = c.open_block(&mut b, 1, &id).unwrap();
+        let mut gcm = Gcm::new(&key, false).unwrap();
+        let r = c.open_block(&mut gcm, &mut b, 1, &id).unwrap();
         assert_eq!(&b[r], b"hello");
         let mut b2 = hex::decode(
             "000102030405060708090a0b0c0d0e0fa3a47ef84c9fb2afc42e2434e90a9d29166f98493a",
         )
         .unwrap();
         assert!(
-            c.open_block(&mut b2, 0, &id).is_err(),
+            c.open_block(&mut gcm, &mut b2, 0, &id).is_err(),
             "block number is authenticated"
         );
     }
