@@ -181,12 +181,18 @@ impl ContentCipher {
                 .collect();
             let ranges = results.into_iter().collect::<Result<Vec<_>, _>>()?;
             if let Some(dst) = dst {
-                let mut plain_off = first_block * BLOCK as u64;
-                for (i, range) in ranges.into_iter().enumerate() {
-                    let start = i * CBLOCK;
-                    dst.write_all_at(&chunk[start + range.start..start + range.end], plain_off)?;
-                    plain_off += (range.end - range.start) as u64;
+                // Pack the plaintext of the chunk together (every block but the last is full,
+                // so block i moves to i * BLOCK) and write it with one positional write.
+                let mut packed = 0;
+                for range in ranges {
+                    let (start, end) = (
+                        packed / BLOCK * CBLOCK + range.start,
+                        packed / BLOCK * CBLOCK + range.end,
+                    );
+                    chunk.copy_within(start..end, packed);
+                    packed += end - start;
                 }
+                dst.write_all_at(&chunk[..packed], first_block * BLOCK as u64)?;
             }
             first_block += want.div_ceil(CBLOCK) as u64;
             offset += want as u64;
