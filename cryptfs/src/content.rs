@@ -119,6 +119,40 @@ impl ContentCipher {
         self.open_file(src, Some(dst))
     }
 
+    /// Decrypts a whole ciphertext file held in memory (small files, tests, fuzzing).
+    pub fn decrypt_bytes(&self, data: &[u8]) -> Result<Vec<u8>, ContentError> {
+        let plain = plain_size(data.len() as u64).ok_or(ContentError::Header(
+            "file size is not a valid gocryptfs size (truncated)",
+        ))?;
+        if plain == 0 {
+            return Ok(Vec::new());
+        }
+        if data[..2] != [0, 2] {
+            return Err(ContentError::Header("unsupported header version (need 2)"));
+        }
+        let file_id: [u8; 16] = data[2..HEADER_LEN]
+            .try_into()
+            .map_err(|_| ContentError::Header("short header"))?;
+        if file_id.iter().all(|b| *b == 0) {
+            return Err(ContentError::Header("all-zero file ID"));
+        }
+        let mut gcm = Gcm::new(&self.key, false)
+            .ok_or(ContentError::Header("OpenSSL AES-256-GCM unavailable"))?;
+        let mut out = Vec::with_capacity(plain as usize);
+        for (i, block) in data[HEADER_LEN..].chunks(CBLOCK).enumerate() {
+            let mut buf = block.to_vec();
+            let r = self
+                .open_block(&mut gcm, &mut buf, i as u64, &file_id)
+                .map_err(|reason| ContentError::Block {
+                    block: i as u64,
+                    offset: (HEADER_LEN + i * CBLOCK) as u64,
+                    reason,
+                })?;
+            out.extend_from_slice(&buf[r]);
+        }
+        Ok(out)
+    }
+
     /// Authenticates every block of `src` without writing plaintext anywhere.
     pub fn verify_file(&self, src: &mut File) -> Result<u64, ContentError> {
         self.open_file(src, None)
@@ -340,6 +374,22 @@ mod tests {
         assert_eq!(plain_size(18), Some(0));
         assert_eq!(plain_size(10), None);
         assert_eq!(plain_size(18 + 20), None);
+    }
+
+    #[test]
+    fn in_memory_matches_worked_example() {
+        // §12.3: hello.txt of the worked example.
+        let key: [u8; 32] =
+            hex::decode("3a38088b9ac429199d73a525da1e2e089fc5dc6483ce8166c57a20f3aa177664")
+                .unwrap()
+                .try_into()
+                .unwrap();
+        let file = hex::decode("0002f7beb55731339da5626422f82998d095fb36088729 06b38c9ed602f1aeab807b712fe8ef44850d1f939e321389cf1c2f7673ddcb497af4b03ffb8fba58e01a80548b".replace(' ', "")).unwrap();
+        let c = ContentCipher::new(&key);
+        assert_eq!(c.decrypt_bytes(&file).unwrap(), b"Hello, gocryptfs!\n");
+        let mut bad = file.clone();
+        bad[40] ^= 1;
+        assert!(c.decrypt_bytes(&bad).is_err());
     }
 
     #[test]
