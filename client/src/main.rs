@@ -430,12 +430,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }) => {
             let source = key_source(&cli, http, key).await?;
             let report = coffer::model::decrypt(cipher_dir, None, source, *quiet || *json)?;
-            print_report("verified", &report, *json);
-            if !report.summary.failures.is_empty() {
-                return Err(anyhow::Error::new(ModelFailures(
-                    report.summary.failures.len(),
-                )));
-            }
+            print_report("verified", &report, *json)?;
         }
         Command::Model(ModelCommand::Encrypt {
             src,
@@ -450,12 +445,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .with_context(|| format!("cannot read {}", password_file.display()))?,
             ));
             let report = coffer::model::encrypt(src, cipher_dir, &pw, *scryptn, *quiet || *json)?;
-            print_report("encrypted", &report, *json);
-            if !report.summary.failures.is_empty() {
-                return Err(anyhow::Error::new(ModelFailures(
-                    report.summary.failures.len(),
-                )));
-            }
+            print_report("encrypted", &report, *json)?;
         }
         Command::Model(ModelCommand::Decrypt {
             cipher_dir,
@@ -466,17 +456,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }) => {
             let source = key_source(&cli, http, key).await?;
             let report = coffer::model::decrypt(cipher_dir, Some(dest), source, *quiet || *json)?;
-            print_report("decrypted", &report, *json);
-            let s = &report.summary;
-            if !s.failures.is_empty() {
-                return Err(anyhow::Error::new(ModelFailures(s.failures.len())));
-            }
+            print_report("decrypted", &report, *json)?;
         }
     }
     Ok(())
 }
 
-fn print_report(verb: &str, report: &coffer::model::DecryptReport, json: bool) {
+/// Prints the summary; fails (exit code 6) when any entry failed.
+fn print_report(
+    verb: &str,
+    report: &coffer::model::DecryptReport,
+    json: bool,
+) -> anyhow::Result<()> {
     let s = &report.summary;
     let rate = s.bytes as f64 / report.seconds.max(1e-9) / 1e6;
     if json {
@@ -493,6 +484,11 @@ fn print_report(verb: &str, report: &coffer::model::DecryptReport, json: bool) {
         for f in &s.failures {
             eprintln!("FAILED {}: {}", f.cipher_path.display(), f.error);
         }
+    }
+    if s.failures.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::Error::new(ModelFailures(s.failures.len())))
     }
 }
 

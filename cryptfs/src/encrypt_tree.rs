@@ -13,14 +13,7 @@ use rayon::prelude::*;
 use crate::content::ContentCipher;
 use crate::keys::Keys;
 use crate::names::{encrypt_name, on_disk_name, DIRIV_NAME, LONGNAME_SUFFIX};
-use crate::tree::{Failure, Summary, TreeError};
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TreeError + '_ {
-    move |source| TreeError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
+use crate::tree::{io, restore_dirs, Failure, FileJob, Summary, TreeError};
 
 fn write_readonly(path: &Path, data: &[u8]) -> Result<(), TreeError> {
     use std::io::Write;
@@ -42,17 +35,10 @@ fn new_dir_iv(dir: &Path) -> Result<[u8; 16], TreeError> {
     Ok(iv)
 }
 
-struct Job {
-    src: PathBuf,
-    dst: PathBuf,
-    mode: u32,
-    mtime: SystemTime,
-}
-
 struct Walk<'a> {
     keys: &'a Keys,
     cipher: ContentCipher,
-    jobs: Vec<Job>,
+    jobs: Vec<FileJob>,
     dirs: Vec<(PathBuf, u32, SystemTime)>,
     summary: Summary,
 }
@@ -91,7 +77,7 @@ impl Walk<'_> {
                 std::os::unix::fs::symlink(stored, &out).map_err(io(&out))?;
                 self.summary.symlinks += 1;
             } else if ft.is_file() {
-                self.jobs.push(Job {
+                self.jobs.push(FileJob {
                     src: spath,
                     dst: out,
                     mode,
@@ -109,7 +95,7 @@ impl Walk<'_> {
     }
 }
 
-fn encrypt_one(cipher: &ContentCipher, job: &Job) -> Result<u64, String> {
+fn encrypt_one(cipher: &ContentCipher, job: &FileJob) -> Result<u64, String> {
     let mut src =
         std::fs::File::open(&job.src).map_err(|e| format!("{}: {e}", job.src.display()))?;
     let out = std::fs::OpenOptions::new()
@@ -192,12 +178,7 @@ pub fn encrypt_tree(
             }
         }
     }
-    for (d, mode, mtime) in w.dirs.iter().rev() {
-        let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(*mode));
-        if let Ok(f) = std::fs::File::open(d) {
-            let _ = f.set_modified(*mtime);
-        }
-    }
+    restore_dirs(&w.dirs);
     w.summary.bytes = bytes.into_inner();
     Ok(w.summary)
 }

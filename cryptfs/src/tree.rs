@@ -57,11 +57,12 @@ pub enum TreeError {
     },
 }
 
-struct FileJob {
-    src: PathBuf,
-    dst: PathBuf,
-    mode: u32,
-    mtime: SystemTime,
+/// A regular file to process, with the metadata to give its output.
+pub(crate) struct FileJob {
+    pub(crate) src: PathBuf,
+    pub(crate) dst: PathBuf,
+    pub(crate) mode: u32,
+    pub(crate) mtime: SystemTime,
 }
 
 struct Walk<'a> {
@@ -75,7 +76,7 @@ struct Walk<'a> {
     summary: Summary,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TreeError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TreeError + '_ {
     move |source| TreeError::Io {
         path: path.to_path_buf(),
         source,
@@ -194,6 +195,17 @@ impl Walk<'_> {
     }
 }
 
+/// Sets directory modes and times last, innermost first, so writing inside them does not
+/// disturb the times (and read-only modes do not block the writes).
+pub(crate) fn restore_dirs(dirs: &[(PathBuf, u32, SystemTime)]) {
+    for (d, mode, mtime) in dirs.iter().rev() {
+        let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(*mode));
+        if let Ok(f) = std::fs::File::open(d) {
+            let _ = f.set_modified(*mtime);
+        }
+    }
+}
+
 fn verify_one(cipher: &ContentCipher, job: &FileJob) -> Result<u64, String> {
     let mut src = std::fs::File::open(&job.src).map_err(|e| e.to_string())?;
     cipher.verify_file(&mut src).map_err(|e| e.to_string())
@@ -305,12 +317,8 @@ fn run(
             }
         }
     }
-    // Directory modes and times last, innermost first, so writing inside does not disturb them.
-    for (d, mode, mtime) in w.dirs.iter().rev().filter(|_| !verify_only) {
-        let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(*mode));
-        if let Ok(f) = std::fs::File::open(d) {
-            let _ = f.set_modified(*mtime);
-        }
+    if !verify_only {
+        restore_dirs(&w.dirs);
     }
     w.summary.bytes = bytes.into_inner();
     Ok(w.summary)
