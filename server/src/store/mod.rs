@@ -2,11 +2,16 @@
 //! resources and the audit log. Nothing the handshake needs lives in process memory, so any
 //! replica can serve any step.
 
+mod postgres;
+mod sql;
 mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use async_trait::async_trait;
 use serde::Serialize;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Store failures.
@@ -16,7 +21,7 @@ pub enum StoreError {
     #[error("database unavailable: {0}")]
     Unavailable(String),
     /// The database URL is not supported.
-    #[error("unsupported database URL scheme {0:?} (expected sqlite://PATH)")]
+    #[error("unsupported database URL scheme {0:?} (expected sqlite://PATH or postgres://...)")]
     UnsupportedUrl(String),
     /// Migrations failed.
     #[error("database migration failed: {0}")]

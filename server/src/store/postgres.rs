@@ -1,0 +1,107 @@
+//! PostgreSQL store, for several replicas sharing one database. Migrations from
+//! `migrations/postgres`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::Row;
+
+use super::{AuditEntry, PolicyKind, Session, SessionState, Store, StoreError, StoredPolicy};
+
+/// A PostgreSQL-backed [`Store`].
+pub struct PgStore {
+    pool: PgPool,
+}
+
+fn unavailable(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://...`) and runs migrations. Several servers may do so
+    /// at once: sqlx serialises migrations with an advisory lock.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(unavailable)?;
+        sqlx::migrate!("../migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok(PgStore { pool })
+    }
+}
+
+super::sql::sql_store!(PgStore, sqlx::postgres::PgRow);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The machine's PostgreSQL (trust auth); `COFFER_TEST_PG_URL` overrides. Each test gets
+    /// a fresh database, dropped afterwards.
+    pub(crate) async fn fresh_db() -> (String, String) {
+        let admin = std::env::var("COFFER_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
+        let name = format!("coffer_t_{}", uuid::Uuid::new_v4().simple());
+        let pool = PgPool::connect(&admin)
+            .await
+            .expect("PostgreSQL at COFFER_TEST_PG_URL (scripts/test.sh starts it)");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap();
+        (format!("{base}/{name}"), name)
+    }
+
+    #[tokio::test]
+    async fn conformance() {
+        let (url, _name) = fresh_db().await;
+        let s = PgStore::open(&url, 2).await.unwrap();
+        crate::store::tests::conformance(&s).await;
+        assert!(sqlx::query("DELETE FROM audit")
+            .execute(&s.pool)
+            .await
+            .is_err());
+        assert!(sqlx::query("UPDATE audit SET decision = 'x'")
+            .execute(&s.pool)
+            .await
+            .is_err());
+        // a second server migrating the same database is a no-op
+        PgStore::open(&url, 1).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn nonce_consumed_once_under_concurrency() {
+        let (url, _name) = fresh_db().await;
+        let s = std::sync::Arc::new(PgStore::open(&url, 8).await.unwrap());
+        let sess = Session {
+            id: "race".into(),
+            tee: "sample".into(),
+            hash_alg: "sha384".into(),
+            state: SessionState::Authed { nonce: "n".into() },
+            created_at: 0,
+            expires_at: i64::MAX,
+        };
+        s.create_session(&sess).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.consume_nonce("race", "n", &format!("t{i}"), 1)
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut wins = 0;
+        for t in tasks {
+            wins += t.await.unwrap() as u32;
+        }
+        assert_eq!(wins, 1);
+    }
+}

@@ -1,0 +1,277 @@
+//! The SQL shared by every sqlx backend. Statements use `$N` placeholders, which both
+//! PostgreSQL and SQLite accept, so one body serves both; [`sql_store!`] instantiates it for
+//! a backend's store type and row type.
+
+/// Implements [`super::Store`] for `$store` (a struct with a `pool` field) whose rows are
+/// `$row`.
+macro_rules! sql_store {
+    ($store:ty, $row:ty) => {
+        fn session_from_row(row: &$row) -> Session {
+            let state: i64 = row.get("state");
+            let state = if state == 1 {
+                SessionState::Attested {
+                    token: row.get::<Option<String>, _>("token").unwrap_or_default(),
+                }
+            } else {
+                SessionState::Authed {
+                    nonce: row.get::<Option<String>, _>("nonce").unwrap_or_default(),
+                }
+            };
+            Session {
+                id: row.get("id"),
+                tee: row.get("tee"),
+                hash_alg: row.get("hash_alg"),
+                state,
+                created_at: row.get("created_at"),
+                expires_at: row.get("expires_at"),
+            }
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            async fn ping(&self) -> Result<(), StoreError> {
+                sqlx::query("SELECT 1")
+                    .execute(&self.pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(unavailable)
+            }
+
+            async fn create_session(&self, s: &Session) -> Result<(), StoreError> {
+                let SessionState::Authed { nonce } = &s.state else {
+                    return Err(StoreError::Unavailable(
+                        "new sessions must be in the authed state".into(),
+                    ));
+                };
+                sqlx::query(
+                    "INSERT INTO sessions (id, tee, nonce, hash_alg, state, created_at, expires_at) VALUES ($1, $2, $3, $4, 0, $5, $6)",
+                )
+                .bind(&s.id)
+                .bind(&s.tee)
+                .bind(nonce)
+                .bind(&s.hash_alg)
+                .bind(s.created_at)
+                .bind(s.expires_at)
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(unavailable)
+            }
+
+            async fn load_session(&self, id: &str, now: i64) -> Result<Option<Session>, StoreError> {
+                let row = sqlx::query("SELECT * FROM sessions WHERE id = $1 AND expires_at > $2")
+                    .bind(id)
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(row.as_ref().map(session_from_row))
+            }
+
+            async fn consume_nonce(
+                &self,
+                id: &str,
+                nonce: &str,
+                token: &str,
+                now: i64,
+            ) -> Result<bool, StoreError> {
+                let r = sqlx::query(
+                    "UPDATE sessions SET state = 1, token = $1, nonce = NULL \
+                     WHERE id = $2 AND state = 0 AND nonce = $3 AND expires_at > $4",
+                )
+                .bind(token)
+                .bind(id)
+                .bind(nonce)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn purge_expired_sessions(&self, now: i64) -> Result<u64, StoreError> {
+                let r = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(r.rows_affected())
+            }
+
+            async fn put_policy(
+                &self,
+                id: &str,
+                kind: PolicyKind,
+                body: &str,
+                now: i64,
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO policies (id, kind, body, updated_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, body = excluded.body, updated_at = excluded.updated_at",
+                )
+                .bind(id)
+                .bind(kind.as_str())
+                .bind(body)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(unavailable)
+            }
+
+            async fn put_policy_if_absent(
+                &self,
+                id: &str,
+                kind: PolicyKind,
+                body: &str,
+                now: i64,
+            ) -> Result<(), StoreError> {
+                sqlx::query("INSERT INTO policies (id, kind, body, updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING")
+                    .bind(id)
+                    .bind(kind.as_str())
+                    .bind(body)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(unavailable)
+            }
+
+            async fn get_policy(&self, id: &str) -> Result<Option<StoredPolicy>, StoreError> {
+                let row = sqlx::query("SELECT id, kind, body, updated_at FROM policies WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(row.map(|r| StoredPolicy {
+                    id: r.get("id"),
+                    kind: r.get("kind"),
+                    body: r.get("body"),
+                    updated_at: r.get("updated_at"),
+                }))
+            }
+
+            async fn list_policy_ids(&self, kind: PolicyKind) -> Result<Vec<String>, StoreError> {
+                let rows = sqlx::query("SELECT id FROM policies WHERE kind = $1 ORDER BY id")
+                    .bind(kind.as_str())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(rows.iter().map(|r| r.get("id")).collect())
+            }
+
+            async fn put_reference_value(
+                &self,
+                name: &str,
+                value: &str,
+                expires_at: i64,
+                now: i64,
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO reference_values (name, value, expires_at, updated_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (name) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at, updated_at = excluded.updated_at",
+                )
+                .bind(name)
+                .bind(value)
+                .bind(expires_at)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(unavailable)
+            }
+
+            async fn reference_values(&self, now: i64) -> Result<Vec<(String, String)>, StoreError> {
+                let rows = sqlx::query("SELECT name, value FROM reference_values WHERE expires_at > $1")
+                    .bind(now)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(rows
+                    .iter()
+                    .map(|r| (r.get("name"), r.get("value")))
+                    .collect())
+            }
+
+            async fn put_resource(&self, path: &str, sealed: &[u8], now: i64) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO resources (path, sealed, updated_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (path) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+                )
+                .bind(path)
+                .bind(sealed)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(unavailable)
+            }
+
+            async fn get_resource(&self, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
+                let row = sqlx::query("SELECT sealed FROM resources WHERE path = $1")
+                    .bind(path)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(row.map(|r| r.get("sealed")))
+            }
+
+            async fn delete_resource(&self, path: &str) -> Result<bool, StoreError> {
+                let r = sqlx::query("DELETE FROM resources WHERE path = $1")
+                    .bind(path)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn append_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO audit (at_ms, action, decision, session_id, tee, claims_digest, resource, actor, detail) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(e.at_ms)
+                .bind(&e.action)
+                .bind(&e.decision)
+                .bind(&e.session_id)
+                .bind(&e.tee)
+                .bind(&e.claims_digest)
+                .bind(&e.resource)
+                .bind(&e.actor)
+                .bind(&e.detail)
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(unavailable)
+            }
+
+            async fn list_audit(&self, after: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT * FROM (SELECT * FROM audit WHERE seq > $1 ORDER BY seq DESC LIMIT $2) AS newest ORDER BY seq ASC",
+                )
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                Ok(rows
+                    .iter()
+                    .map(|r| AuditEntry {
+                        seq: r.get("seq"),
+                        at_ms: r.get("at_ms"),
+                        action: r.get("action"),
+                        decision: r.get("decision"),
+                        session_id: r.get("session_id"),
+                        tee: r.get("tee"),
+                        claims_digest: r.get("claims_digest"),
+                        resource: r.get("resource"),
+                        actor: r.get("actor"),
+                        detail: r.get("detail"),
+                    })
+                    .collect())
+            }
+        }
+    };
+}
+
+pub(crate) use sql_store;

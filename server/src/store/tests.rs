@@ -1,0 +1,107 @@
+//! One conformance suite that every [`Store`] implementation must pass; each backend's
+//! module runs it against a real database (a SQLite file, the machine's PostgreSQL).
+
+use super::*;
+
+/// Exercises every operation of the trait.
+pub(crate) async fn conformance(s: &dyn Store) {
+    s.ping().await.unwrap();
+
+    // sessions: a nonce is consumed once; sessions expire
+    let sess = Session {
+        id: "abc".into(),
+        tee: "sample".into(),
+        hash_alg: "sha384".into(),
+        state: SessionState::Authed { nonce: "n1".into() },
+        created_at: 0,
+        expires_at: 100,
+    };
+    s.create_session(&sess).await.unwrap();
+    assert!(
+        s.create_session(&sess).await.is_err(),
+        "session ids are unique"
+    );
+    assert!(!s.consume_nonce("abc", "wrong", "t", 50).await.unwrap());
+    assert!(s.consume_nonce("abc", "n1", "tok", 50).await.unwrap());
+    assert!(!s.consume_nonce("abc", "n1", "tok2", 50).await.unwrap());
+    let loaded = s.load_session("abc", 50).await.unwrap().unwrap();
+    assert_eq!(
+        loaded.state,
+        SessionState::Attested {
+            token: "tok".into()
+        }
+    );
+    assert_eq!((loaded.tee.as_str(), loaded.expires_at), ("sample", 100));
+    assert!(s.load_session("abc", 100).await.unwrap().is_none());
+    assert!(s.load_session("nope", 0).await.unwrap().is_none());
+    assert_eq!(s.purge_expired_sessions(100).await.unwrap(), 1);
+
+    // audit: ordered, newest `limit` rows after a sequence number
+    for i in 0..3 {
+        s.append_audit(&AuditEntry {
+            at_ms: i,
+            action: "release".into(),
+            decision: "allow".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let rows = s.list_audit(0, 2).await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.at_ms).collect::<Vec<_>>(), vec![1, 2]);
+    let after = s.list_audit(rows[0].seq, 10).await.unwrap();
+    assert_eq!(after.len(), 1);
+
+    // policies: defaults never overwrite
+    s.put_policy_if_absent("resource-policy", PolicyKind::Resource, "a", 1)
+        .await
+        .unwrap();
+    s.put_policy_if_absent("resource-policy", PolicyKind::Resource, "b", 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_policy("resource-policy").await.unwrap().unwrap().body,
+        "a"
+    );
+    s.put_policy("resource-policy", PolicyKind::Resource, "c", 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_policy("resource-policy").await.unwrap().unwrap().body,
+        "c"
+    );
+    s.put_policy("default_cpu", PolicyKind::Attestation, "x", 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.list_policy_ids(PolicyKind::Resource).await.unwrap(),
+        vec!["resource-policy"]
+    );
+    assert!(s.get_policy("missing").await.unwrap().is_none());
+
+    // reference values: replace, expire
+    s.put_reference_value("svn", "[\"1\"]", 10, 0)
+        .await
+        .unwrap();
+    s.put_reference_value("svn", "[\"2\"]", 10, 1)
+        .await
+        .unwrap();
+    s.put_reference_value("old", "1", 5, 0).await.unwrap();
+    assert_eq!(
+        s.reference_values(6).await.unwrap(),
+        vec![("svn".to_string(), "[\"2\"]".to_string())]
+    );
+
+    // resources: bytes round-trip, delete reports existence
+    let blob: Vec<u8> = (0..=255).collect();
+    s.put_resource("default/a/b", &blob, 1).await.unwrap();
+    assert_eq!(s.get_resource("default/a/b").await.unwrap().unwrap(), blob);
+    s.put_resource("default/a/b", b"new", 2).await.unwrap();
+    assert_eq!(
+        s.get_resource("default/a/b").await.unwrap().unwrap(),
+        b"new"
+    );
+    assert!(s.delete_resource("default/a/b").await.unwrap());
+    assert!(!s.delete_resource("default/a/b").await.unwrap());
+    assert!(s.get_resource("default/a/b").await.unwrap().is_none());
+}
