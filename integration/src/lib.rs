@@ -35,6 +35,7 @@ pub struct Server {
     pub data_dir: PathBuf,
     port: u16,
     extra_args: Vec<String>,
+    log_path: PathBuf,
 }
 
 impl Server {
@@ -49,19 +50,38 @@ impl Server {
             extra_args.push(cfg.display().to_string());
         }
         // Port 0: the server binds a free port and logs it, so parallel tests never collide.
+        let log_path = data_dir.with_extension("log");
         let mut s = Server {
             child: None,
             url: String::new(),
             data_dir,
             port: 0,
             extra_args,
+            log_path,
+        };
+        s.spawn();
+        s
+    }
+
+    /// Starts one of several replicas: shared `data_dir` (for the keys) and database URL,
+    /// its own log `<data_dir>.<name>.log`.
+    pub fn start_replica(data_dir: &Path, database_url: &str, name: &str) -> Server {
+        let extra_args = vec!["--database-url".to_string(), database_url.to_string()];
+        let log_path = data_dir.with_extension(format!("{name}.log"));
+        let mut s = Server {
+            child: None,
+            url: String::new(),
+            data_dir: data_dir.to_path_buf(),
+            port: 0,
+            extra_args,
+            log_path,
         };
         s.spawn();
         s
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::File::create(self.data_dir.with_extension("log")).expect("log file");
+        let log = std::fs::File::create(&self.log_path).expect("log file");
         let child = Command::new(binary("coffer-server"))
             .args(&self.extra_args)
             .arg("--listen")
@@ -100,7 +120,49 @@ impl Server {
 
     /// The server's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// A fresh, empty PostgreSQL database on the machine's server (`COFFER_TEST_PG_URL`
+    /// overrides `postgres://root@127.0.0.1:5432/test`); returns its URL.
+    pub fn fresh_postgres() -> String {
+        let admin = std::env::var("COFFER_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let psql = |sql: &str| {
+            Command::new("psql")
+                .arg(&admin)
+                .arg("-qAtc")
+                .arg(sql)
+                .output()
+                .expect("psql")
+        };
+        // Drop databases of earlier runs (older than 10 minutes; names carry the time).
+        let old = psql("SELECT datname FROM pg_database WHERE datname LIKE 'coffer_e2e_%'");
+        for db in String::from_utf8_lossy(&old.stdout).lines() {
+            let born: u64 = db
+                .split('_')
+                .nth(2)
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(now);
+            if now.saturating_sub(born) > 600 {
+                psql(&format!("DROP DATABASE IF EXISTS {db}"));
+            }
+        }
+        let name = format!("coffer_e2e_{now}_{}_{}", std::process::id(), rand_suffix());
+        let out = psql(&format!("CREATE DATABASE {name}"));
+        assert!(
+            out.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        format!(
+            "{}/{name}",
+            admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin)
+        )
     }
 
     /// Kills the process (SIGKILL) and starts it again on the same port and data.
@@ -158,6 +220,13 @@ impl Server {
             .trim()
             .to_string()
     }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64 % 1000)
+        .unwrap_or(0)
 }
 
 impl Drop for Server {

@@ -194,6 +194,10 @@ pub async fn open(
         Ok(std::sync::Arc::new(
             SqliteStore::open(path, max_connections).await?,
         ))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(
+            PgStore::open(url, max_connections).await?,
+        ))
     } else {
         Err(StoreError::UnsupportedUrl(
             url.split("://").next().unwrap_or("").to_string(),
