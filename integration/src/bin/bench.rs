@@ -24,6 +24,10 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Run this many replicas on one fresh PostgreSQL database (the machine's, or
+    /// COFFER_TEST_PG_URL) instead of one server on SQLite; clients spread over them.
+    #[arg(long)]
+    postgres_replicas: Option<usize>,
 }
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
@@ -54,7 +58,17 @@ async fn one_handshake(
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = tempfile::tempdir()?;
-    let server = Server::start(dir.path(), None);
+    let servers: Vec<Server> = match args.postgres_replicas {
+        None => vec![Server::start(dir.path(), None)],
+        Some(n) => {
+            let url = Server::fresh_postgres();
+            let keys = dir.path().join("keys");
+            (0..n.max(1))
+                .map(|i| Server::start_replica(&keys, &url, &format!("r{i}")))
+                .collect()
+        }
+    };
+    let server = &servers[0];
     let secret = dir.path().join("secret");
     std::fs::write(&secret, [7u8; 32])?;
     server.admin(&[
@@ -64,26 +78,35 @@ async fn main() -> anyhow::Result<()> {
         secret.to_str().unwrap_or_default(),
     ]);
     server.admin(&["set-resource-policy", "--allow-all"]);
-    let pid = server.pid();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle_kib = rss_kib(pid, "VmRSS:");
+    let pids: Vec<u32> = servers.iter().map(|s| s.pid()).collect();
+    // Let every replica's policy snapshot expire so all see the uploaded policy.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let idle_kib = pids
+        .iter()
+        .map(|p| rss_kib(*p, "VmRSS:"))
+        .max()
+        .unwrap_or(0);
 
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
     let path: ResourcePath = "default/bench/key".parse()?;
-    let url = Arc::new(server.url.clone());
+    let urls: Arc<Vec<String>> = Arc::new(servers.iter().map(|s| s.url.clone()).collect());
     let warmup_end = Instant::now() + Duration::from_secs(2);
     let end = warmup_end + Duration::from_secs(args.seconds);
     let mut tasks = Vec::new();
-    for _ in 0..args.concurrency {
-        let (http, url, path) = (http.clone(), url.clone(), path.clone());
+    for worker in 0..args.concurrency {
+        let (http, urls, path) = (http.clone(), urls.clone(), path.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0u64;
+            let mut n = worker;
             while Instant::now() < end {
                 let t = Instant::now();
-                let ok = one_handshake(&http, &url, &path).await.is_ok();
+                n += 1;
+                let ok = one_handshake(&http, &urls[n % urls.len()], &path)
+                    .await
+                    .is_ok();
                 if t >= warmup_end {
                     if ok {
                         lat.push(t.elapsed());
@@ -99,7 +122,9 @@ async fn main() -> anyhow::Result<()> {
     while Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if Instant::now() > warmup_end {
-            peak_kib = peak_kib.max(rss_kib(pid, "VmRSS:"));
+            for p in &pids {
+                peak_kib = peak_kib.max(rss_kib(*p, "VmRSS:"));
+            }
         }
     }
     let mut lat = Vec::new();
@@ -117,14 +142,18 @@ async fn main() -> anyhow::Result<()> {
     };
     let rate = lat.len() as f64 / args.seconds as f64;
     let (p50, p99) = (pct(0.50).as_secs_f64() * 1e3, pct(0.99).as_secs_f64() * 1e3);
+    let store = match args.postgres_replicas {
+        None => "1 server, SQLite".to_string(),
+        Some(n) => format!("{n} replicas, PostgreSQL"),
+    };
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"concurrency": args.concurrency, "seconds": args.seconds, "handshakes": lat.len(), "errors": errors,
+            serde_json::json!({"store": store, "concurrency": args.concurrency, "seconds": args.seconds, "handshakes": lat.len(), "errors": errors,
                 "handshakes_per_s": rate, "p50_ms": p50, "p99_ms": p99, "rss_idle_mib": idle_kib as f64 / 1024.0, "rss_load_mib": peak_kib as f64 / 1024.0})
         );
     } else {
-        println!("coffer-server handshake benchmark (auth + attest + resource + JWE decrypt, sample TEE, SQLite)");
+        println!("coffer-server handshake benchmark (auth + attest + resource + JWE decrypt, sample TEE, {store})");
         println!("  clients            {}", args.concurrency);
         println!(
             "  handshakes         {} in {} s ({} errors)",
