@@ -184,3 +184,63 @@ async fn replica_killed_under_load_loses_nothing() {
     seqs.dedup();
     assert_eq!(seqs.len(), rows.len(), "no duplicated audit rows");
 }
+
+/// Database gone (dropped under the running server): requests get 503 with a problem
+/// body, readiness fails, liveness still answers, and nothing panics.
+#[tokio::test]
+async fn database_down_gives_503_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = Server::fresh_postgres();
+    let s = Server::start_replica(&dir.path().join("keys"), &url, "solo");
+    assert_eq!(
+        reqwest::get(format!("{}/readyz", s.url))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let (base, name) = url.rsplit_once('/').unwrap();
+    let out = std::process::Command::new("psql")
+        .arg(format!("{base}/test"))
+        .arg("-qc")
+        .arg(format!("DROP DATABASE {name} WITH (FORCE)"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/kbs/v0/auth", s.url))
+        .body(r#"{"version":"0.4.0","tee":"sample","extra-params":{}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let p: Value = r.json().await.unwrap();
+    assert!(
+        p["type"].as_str().unwrap().ends_with("/StorageUnavailable"),
+        "{p}"
+    );
+    assert!(
+        !p["detail"].as_str().unwrap().contains("postgres://"),
+        "no connection details leak: {p}"
+    );
+    assert_eq!(
+        reqwest::get(format!("{}/readyz", s.url))
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    assert_eq!(
+        reqwest::get(format!("{}/healthz", s.url))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert!(!s.log().contains("panicked"));
+}
