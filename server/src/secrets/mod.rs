@@ -1,6 +1,7 @@
 //! Where resource bytes come from: the [`SecretBackend`] seam and the default backend that
 //! keeps resources in the database, sealed with AES-256-GCM under a key-encryption key.
 
+pub mod aliyun;
 mod sealed_db;
 
 use async_trait::async_trait;
