@@ -4,6 +4,8 @@
 //! The binaries are looked up next to the test executable's target directory; build them
 //! first (`cargo build --bins`, which `scripts/test.sh` does).
 
+pub mod kms_emulator;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

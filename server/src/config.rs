@@ -44,6 +44,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Handshake and token lifetimes.
     pub attestation: AttestationConfig,
+    /// Resources under `default/aliyun/` read from an Aliyun KMS instance (optional).
+    pub aliyun_kms: Option<crate::secrets::aliyun::AliyunKmsConfig>,
 }
 
 /// `[server]`.

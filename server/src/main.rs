@@ -114,8 +114,26 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("opening database")?;
 
+    let mut routes: Vec<(
+        String,
+        String,
+        Arc<dyn coffer_server::secrets::SecretBackend>,
+    )> = Vec::new();
+    if let Some(kms) = &cfg.aliyun_kms {
+        let backend =
+            coffer_server::secrets::aliyun::AliyunKms::new(kms).context("Aliyun KMS backend")?;
+        tracing::info!(repository = %kms.repository, resource_type = %kms.resource_type, instance = %kms.kms_instance_id, "resources routed to Aliyun KMS");
+        routes.push((
+            kms.repository.clone(),
+            kms.resource_type.clone(),
+            Arc::new(backend),
+        ));
+    }
     let kbs = Arc::new(Kbs {
-        secrets: Arc::new(SealedDbBackend::new(store.clone(), keys.kek.clone())),
+        secrets: Arc::new(coffer_server::secrets::RoutedSecrets {
+            default: Arc::new(SealedDbBackend::new(store.clone(), keys.kek.clone())),
+            routes,
+        }),
         store,
         verifiers: Verifiers::builtin(),
         policies: PolicyEngine::default(),

@@ -1,8 +1,8 @@
 //! Aliyun KMS instance API (ClientKey authentication): credential loading, protobuf request
 //! bodies and the RSA_PKCS1_SHA_256 request signature.
 //!
-//! This is the signing and encoding layer of the planned `default/aliyun/<secret>` backend
-//! (issue 5); the HTTPS transport, the backend itself and the emulator are not written yet.
+//! [`AliyunKms`] is the `SecretBackend` for `default/aliyun/<secret name>`: the tag is the
+//! KMS secret name, read with GetSecretValue (current version); the backend is read-only.
 
 use std::path::Path;
 
@@ -11,6 +11,8 @@ use base64::Engine;
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
 use sha2::{Digest, Sha256};
+
+use super::SecretError;
 use zeroize::Zeroizing;
 
 /// API version sent in `x-kms-apiversion`.
@@ -160,6 +162,228 @@ pub fn get_secret_value_request(
     put_varint(&mut b, 4 << 3);
     put_varint(&mut b, 1);
     b
+}
+
+/// Reads a protobuf message into (field number → last value) for the length-delimited and
+/// varint fields this client needs. `None` if the bytes are not protobuf.
+fn decode_fields(mut b: &[u8]) -> Option<std::collections::HashMap<u32, Vec<u8>>> {
+    fn varint(b: &mut &[u8]) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = b.split_first()?;
+            *b = rest;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let mut out = std::collections::HashMap::new();
+    while !b.is_empty() {
+        let key = varint(&mut b)?;
+        let (field, wire) = ((key >> 3) as u32, key & 7);
+        match wire {
+            0 => {
+                let v = varint(&mut b)?;
+                out.insert(field, v.to_le_bytes().to_vec());
+            }
+            2 => {
+                let len = varint(&mut b)? as usize;
+                if len > b.len() {
+                    return None;
+                }
+                out.insert(field, b[..len].to_vec());
+                b = &b[len..];
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Settings of the KMS instance (the PAI-EAS guide's values).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AliyunKmsConfig {
+    /// Region, e.g. `cn-hangzhou` (informational; the instance endpoint is regional).
+    #[serde(default)]
+    pub region_id: String,
+    /// KMS instance id, `kst-...`; the endpoint is `<id>.cryptoservice.kms.aliyuncs.com`.
+    pub kms_instance_id: String,
+    /// `clientKey_<KeyId>.json`.
+    pub client_key_file: std::path::PathBuf,
+    /// Password file (plain text or `{"ClientKeyPassword": ...}`).
+    pub password_file: std::path::PathBuf,
+    /// `PrivateKmsCA_<instance id>.pem`: the only CAs trusted for the endpoint.
+    pub cert_pem_file: std::path::PathBuf,
+    /// `host:port` override of the endpoint (private cloud, tests).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Repository routed to KMS (default `default`).
+    #[serde(default = "default_repository")]
+    pub repository: String,
+    /// Type routed to KMS (default `aliyun`).
+    #[serde(default = "default_type")]
+    pub resource_type: String,
+}
+
+fn default_repository() -> String {
+    "default".into()
+}
+fn default_type() -> String {
+    "aliyun".into()
+}
+
+/// Setup failures.
+#[derive(Debug, thiserror::Error)]
+pub enum KmsSetupError {
+    /// Credentials.
+    #[error(transparent)]
+    Credential(#[from] KmsCredentialError),
+    /// CA bundle or HTTP client.
+    #[error("{0}")]
+    Tls(String),
+}
+
+/// The Aliyun KMS secret backend.
+pub struct AliyunKms {
+    http: reqwest::Client,
+    url: String,
+    key: ClientKey,
+}
+
+/// Attempts per request; only transport errors and 503/500 are retried.
+const ATTEMPTS: u32 = 3;
+
+impl AliyunKms {
+    /// Loads credentials and the CA bundle.
+    pub fn new(cfg: &AliyunKmsConfig) -> Result<Self, KmsSetupError> {
+        let key = ClientKey::load(&cfg.client_key_file, &cfg.password_file)?;
+        let pem = std::fs::read(&cfg.cert_pem_file)
+            .map_err(|e| KmsSetupError::Tls(format!("{}: {e}", cfg.cert_pem_file.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| KmsSetupError::Tls(format!("{}: {e}", cfg.cert_pem_file.display())))?;
+        if certs.is_empty() {
+            return Err(KmsSetupError::Tls(format!(
+                "{}: no certificate",
+                cfg.cert_pem_file.display()
+            )));
+        }
+        let mut b = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .timeout(std::time::Duration::from_secs(10))
+            .https_only(true);
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+        let http = b.build().map_err(|e| KmsSetupError::Tls(e.to_string()))?;
+        let host = cfg
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("{}.cryptoservice.kms.aliyuncs.com", cfg.kms_instance_id));
+        Ok(AliyunKms {
+            http,
+            url: format!("https://{host}/"),
+            key,
+        })
+    }
+
+    /// GetSecretValue(current version); `None` when the secret does not exist.
+    pub async fn get_secret_value(
+        &self,
+        name: &str,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, SecretError> {
+        let body = get_secret_value_request(name, "", "");
+        let sha = content_sha256(&body);
+        let mut delay = std::time::Duration::from_millis(100);
+        for attempt in 1..=ATTEMPTS {
+            let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+            let sig = self
+                .key
+                .sign(&string_to_sign(
+                    &sha,
+                    &date,
+                    &self.key.key_id,
+                    "GetSecretValue",
+                ))
+                .ok_or_else(|| SecretError::Refused("cannot sign the KMS request".into()))?;
+            let resp = self
+                .http
+                .post(&self.url)
+                .header("accept", CONTENT_TYPE)
+                .header("content-type", CONTENT_TYPE)
+                .header("content-sha256", &sha)
+                .header("date", &date)
+                .header("x-kms-apiversion", API_VERSION)
+                .header("x-kms-apiname", "GetSecretValue")
+                .header("x-kms-signaturemethod", SIGNATURE_METHOD)
+                .header("x-kms-acccesskeyid", &self.key.key_id)
+                .header("authorization", format!("Bearer {sig}"))
+                .body(body.clone())
+                .send()
+                .await;
+            let retry = match resp {
+                Err(e) => format!("KMS unreachable: {e}"),
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let bytes = r.bytes().await.unwrap_or_default();
+                    if status == 200 {
+                        let f = decode_fields(&bytes).ok_or_else(|| {
+                            SecretError::Unavailable("KMS answer is not protobuf".into())
+                        })?;
+                        return Ok(Some(Zeroizing::new(f.get(&3).cloned().unwrap_or_default())));
+                    }
+                    let f = decode_fields(&bytes).ok_or_else(|| {
+                        SecretError::Unavailable(format!(
+                            "KMS answered HTTP {status} without an Error body"
+                        ))
+                    })?;
+                    let text = |n: u32| {
+                        String::from_utf8_lossy(f.get(&n).map(Vec::as_slice).unwrap_or_default())
+                            .into_owned()
+                    };
+                    let (code, request_id) = (text(2), text(4));
+                    tracing::warn!(status, code = %code, request_id = %request_id, attempt, "KMS error");
+                    match status {
+                        404 if code != "Unauthorized" => return Ok(None),
+                        500 | 503 => format!("KMS {status} {code} (request {request_id})"),
+                        _ => {
+                            return Err(SecretError::Refused(format!(
+                                "KMS {status} {code} (request {request_id})"
+                            )))
+                        }
+                    }
+                }
+            };
+            if attempt == ATTEMPTS {
+                return Err(SecretError::Unavailable(retry));
+            }
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+        Err(SecretError::Unavailable("KMS retries exhausted".into()))
+    }
+}
+
+#[async_trait::async_trait]
+impl super::SecretBackend for AliyunKms {
+    async fn get(
+        &self,
+        path: &coffer_protocol::ResourcePath,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, SecretError> {
+        self.get_secret_value(path.tag()).await
+    }
+    async fn put(
+        &self,
+        path: &coffer_protocol::ResourcePath,
+        _value: &[u8],
+    ) -> Result<(), SecretError> {
+        Err(SecretError::ReadOnly(path.to_string()))
+    }
+    async fn delete(&self, path: &coffer_protocol::ResourcePath) -> Result<bool, SecretError> {
+        Err(SecretError::ReadOnly(path.to_string()))
+    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,41 @@ pub enum SecretError {
     /// The backend does not accept writes.
     #[error("secret backend for {0} is read-only")]
     ReadOnly(String),
+    /// The backend refused the request (credentials, permissions, bad request).
+    #[error("secret backend refused the request: {0}")]
+    Refused(String),
+}
+
+/// Sends each resource path to the backend configured for its repository and type, and
+/// everything else to the default backend.
+pub struct RoutedSecrets {
+    /// Backend for unrouted paths (the sealed database).
+    pub default: std::sync::Arc<dyn SecretBackend>,
+    /// (repository, type) → backend.
+    pub routes: Vec<(String, String, std::sync::Arc<dyn SecretBackend>)>,
+}
+
+impl RoutedSecrets {
+    fn pick(&self, path: &ResourcePath) -> &dyn SecretBackend {
+        self.routes
+            .iter()
+            .find(|(r, t, _)| r == path.repository() && t == path.kind())
+            .map(|(_, _, b)| b.as_ref())
+            .unwrap_or(self.default.as_ref())
+    }
+}
+
+#[async_trait]
+impl SecretBackend for RoutedSecrets {
+    async fn get(&self, path: &ResourcePath) -> Result<Option<Zeroizing<Vec<u8>>>, SecretError> {
+        self.pick(path).get(path).await
+    }
+    async fn put(&self, path: &ResourcePath, value: &[u8]) -> Result<(), SecretError> {
+        self.pick(path).put(path, value).await
+    }
+    async fn delete(&self, path: &ResourcePath) -> Result<bool, SecretError> {
+        self.pick(path).delete(path).await
+    }
 }
 
 /// A source of resource bytes.

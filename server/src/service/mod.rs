@@ -67,6 +67,10 @@ impl From<SecretError> for KbsError {
                 ErrorKind::InternalError,
                 format!("stored resource {p} failed its integrity check"),
             ),
+            SecretError::Refused(reason) => KbsError::new(
+                ErrorKind::PluginInternalError,
+                format!("Plugin internal error: secret backend refused the request ({reason})"),
+            ),
             SecretError::ReadOnly(p) => KbsError::new(
                 ErrorKind::PluginInternalError,
                 format!("resource backend for {p} is read-only"),

@@ -1,0 +1,202 @@
+//! An Aliyun KMS instance emulator: HTTPS `POST /` with protobuf bodies, checking every
+//! request the way the service does (API name and version, signature method, access key id,
+//! content type, date skew, content-sha256, and the RSA_PKCS1_SHA_256 signature with the
+//! ClientKey's public key), answering GetSecretValue or a protobuf `Error`.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine;
+use sha2::Digest;
+
+/// Shared emulator state.
+pub struct Emulator {
+    /// Port on 127.0.0.1.
+    pub port: u16,
+    /// Requests answered 200.
+    pub served: Arc<AtomicUsize>,
+    /// Answer the next N requests with 503 ServiceUnavailableTemporary.
+    pub fail_next: Arc<AtomicUsize>,
+}
+
+struct State {
+    key_id: String,
+    public: openssl::pkey::PKey<openssl::pkey::Public>,
+    secrets: HashMap<String, String>,
+    served: Arc<AtomicUsize>,
+    fail_next: Arc<AtomicUsize>,
+}
+
+fn put(buf: &mut Vec<u8>, field: u8, data: &[u8]) {
+    buf.push(field << 3 | 2);
+    let mut len = data.len();
+    while len >= 0x80 {
+        buf.push((len as u8) | 0x80);
+        len >>= 7;
+    }
+    buf.push(len as u8);
+    buf.extend_from_slice(data);
+}
+
+fn error(status: u16, code: &str, message: &str) -> HttpResponse {
+    let mut b = vec![0x08, status as u8 & 0x7f | 0x80, (status >> 7) as u8];
+    put(&mut b, 2, code.as_bytes());
+    put(&mut b, 3, message.as_bytes());
+    put(&mut b, 4, b"emulator-request-id");
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap_or_default())
+        .content_type("application/x-protobuf")
+        .body(b)
+}
+
+fn first_string_field(body: &[u8]) -> Option<String> {
+    // GetSecretValueRequest field 1 (SecretName) comes first when set.
+    if body.first() != Some(&0x0a) {
+        return None;
+    }
+    let len = *body.get(1)? as usize;
+    String::from_utf8(body.get(2..2 + len)?.to_vec()).ok()
+}
+
+async fn handle(req: HttpRequest, body: web::Bytes, st: web::Data<State>) -> HttpResponse {
+    let h = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .unwrap_or("")
+    };
+    if h("x-kms-apiname") != "GetSecretValue" {
+        return error(400, "InvalidApiName", "unknown api");
+    }
+    if h("x-kms-apiversion") != "dkms-gcs-0.2" {
+        return error(400, "InvalidApiVersion", "bad version");
+    }
+    if h("x-kms-signaturemethod") != "RSA_PKCS1_SHA_256" {
+        return error(400, "InvalidParam", "signature method");
+    }
+    if h("x-kms-acccesskeyid").is_empty() {
+        return error(400, "MissingParameter", "x-kms-acccesskeyid");
+    }
+    if h("x-kms-acccesskeyid") != st.key_id {
+        return error(404, "Unauthorized", "unknown client key");
+    }
+    if h("content-type") != "application/x-protobuf" {
+        return error(415, "InvalidContentType", "content type");
+    }
+    let Ok(date) = httpdate::parse_http_date(h("date")) else {
+        return error(400, "InvalidParam", "date");
+    };
+    let skew = std::time::SystemTime::now()
+        .duration_since(date)
+        .unwrap_or_else(|e| e.duration());
+    if skew.as_secs() > 15 * 60 {
+        return error(400, "RequestTimeTooSkewed", "clock");
+    }
+    let sha = hex::encode_upper(sha2::Sha256::digest(&body));
+    if h("content-sha256") != sha {
+        return error(
+            400,
+            "InvalidParam",
+            "content-sha256 does not match the body",
+        );
+    }
+    let sts = format!(
+        "POST\n{sha}\napplication/x-protobuf\n{}\nx-kms-acccesskeyid:{}\nx-kms-apiname:GetSecretValue\nx-kms-apiversion:dkms-gcs-0.2\nx-kms-signaturemethod:RSA_PKCS1_SHA_256\n/",
+        h("date"),
+        h("x-kms-acccesskeyid")
+    );
+    let sig = h("authorization")
+        .strip_prefix("Bearer ")
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
+    let ok = sig
+        .map(|sig| {
+            let mut v =
+                openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &st.public)
+                    .expect("verifier");
+            v.update(sts.as_bytes()).is_ok() && v.verify(&sig).unwrap_or(false)
+        })
+        .unwrap_or(false);
+    if !ok {
+        return error(401, "SignatureNotMatch", "signature");
+    }
+    if st.fail_next.load(Ordering::SeqCst) > 0 {
+        st.fail_next.fetch_sub(1, Ordering::SeqCst);
+        return error(503, "ServiceUnavailableTemporary", "try later");
+    }
+    let Some(name) = first_string_field(&body) else {
+        return error(400, "InvalidParameter", "SecretName");
+    };
+    let Some(value) = st.secrets.get(&name) else {
+        return error(404, "Forbidden.ResourceNotFound", "no such secret");
+    };
+    st.served.fetch_add(1, Ordering::SeqCst);
+    let mut b = Vec::new();
+    put(&mut b, 1, name.as_bytes());
+    put(&mut b, 2, b"Generic");
+    put(&mut b, 3, value.as_bytes());
+    put(&mut b, 4, b"text");
+    put(&mut b, 8, b"emulator-request-id");
+    HttpResponse::Ok()
+        .content_type("application/x-protobuf")
+        .body(b)
+}
+
+/// Starts the emulator (TLS with the fixture's synthetic server certificate) in a thread.
+pub fn start(data: &Path, secrets: HashMap<String, String>) -> Emulator {
+    let public = openssl::pkey::PKey::public_key_from_pem(
+        &std::fs::read(data.join("clientkey_test-id.pubkey.pem")).unwrap(),
+    )
+    .unwrap();
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
+        std::fs::File::open(data.join("server-chain.pem")).unwrap(),
+    ))
+    .collect::<Result<Vec<_>, _>>()
+    .unwrap();
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+        std::fs::File::open(data.join("server.key")).unwrap(),
+    ))
+    .unwrap()
+    .unwrap();
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = Arc::new(AtomicUsize::new(0));
+    let fail_next = Arc::new(AtomicUsize::new(0));
+    let state = web::Data::new(State {
+        key_id: "test-id".into(),
+        public,
+        secrets,
+        served: served.clone(),
+        fail_next: fail_next.clone(),
+    });
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            actix_web::HttpServer::new(move || {
+                actix_web::App::new()
+                    .app_data(state.clone())
+                    .default_service(web::to(handle))
+            })
+            .workers(1)
+            .listen_rustls_0_23(listener, tls)
+            .expect("listen")
+            .run()
+            .await
+        })
+    });
+    Emulator {
+        port,
+        served,
+        fail_next,
+    }
+}

@@ -1,0 +1,115 @@
+//! `default/aliyun/<secret>` resources come from Aliyun KMS: the real client code path
+//! (ClientKey, signing, HTTPS with the instance CA) against the emulator.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use coffer_integration::{kms_emulator, Server};
+
+fn data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/aliyun-kms")
+}
+
+fn config(port: u16, client_key: &Path) -> String {
+    let d = data();
+    format!(
+        "[aliyun_kms]\nregion_id = \"cn-hangzhou\"\nkms_instance_id = \"kst-tst00000000000000000\"\nclient_key_file = {:?}\npassword_file = {:?}\ncert_pem_file = {:?}\nendpoint = \"127.0.0.1:{port}\"\n",
+        client_key,
+        d.join("password_test-id.json"),
+        d.join("PrivateKmsCA_kst-tst00000000000000000.pem"),
+    )
+}
+
+#[test]
+fn secrets_come_from_kms() {
+    let emu = kms_emulator::start(
+        &data(),
+        HashMap::from([(
+            "model-decryption-key".to_string(),
+            "kms-held-password".to_string(),
+        )]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        Some(&config(emu.port, &data().join("clientKey_test-id.json"))),
+    );
+    s.admin(&["set-resource-policy", "--allow-all"]);
+
+    let out = s.coffer(&["get-resource", "kbs:///default/aliyun/model-decryption-key"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        s.log()
+    );
+    assert_eq!(out.stdout, b"kms-held-password");
+
+    // A missing secret is a 404; the KMS backend is read-only.
+    let out = s.coffer(&["get-resource", "default/aliyun/nope"]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f = dir.path().join("v");
+    std::fs::write(&f, "x").unwrap();
+    let key = s.admin_key();
+    let out = s.coffer(&[
+        "admin",
+        "--key",
+        key.to_str().unwrap(),
+        "set-resource",
+        "default/aliyun/new",
+        "--file",
+        f.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("read-only"));
+
+    // Transient 503s are retried with backoff.
+    emu.fail_next.store(2, std::sync::atomic::Ordering::SeqCst);
+    let out = s.coffer(&["get-resource", "default/aliyun/model-decryption-key"]);
+    assert_eq!(
+        out.stdout,
+        b"kms-held-password",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Other repositories stay in the encrypted database.
+    s.admin(&[
+        "set-resource",
+        "default/test/local",
+        "--file",
+        f.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        s.coffer(&["get-resource", "default/test/local"]).stdout,
+        b"x"
+    );
+    assert!(!s.log().contains("kms-held-password"), "secret in the log");
+}
+
+#[test]
+fn refused_credentials_are_a_clear_error() {
+    let emu = kms_emulator::start(&data(), HashMap::from([("k".to_string(), "v".to_string())]));
+    let dir = tempfile::tempdir().unwrap();
+    // Same key material under an id the instance does not know.
+    let ck: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(data().join("clientKey_test-id.json")).unwrap(),
+    )
+    .unwrap();
+    let mut other = ck.clone();
+    other["KeyId"] = "KAAP.unknown".into();
+    let path = dir.path().join("clientKey_other.json");
+    std::fs::write(&path, other.to_string()).unwrap();
+    let s = Server::start(dir.path(), Some(&config(emu.port, &path)));
+    s.admin(&["set-resource-policy", "--allow-all"]);
+    let out = s.coffer(&["get-resource", "default/aliyun/k"]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("KMS 404 Unauthorized"), "{err}");
+    assert_eq!(emu.served.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
