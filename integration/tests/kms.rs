@@ -6,6 +6,24 @@ use std::path::{Path, PathBuf};
 
 use coffer_integration::{kms_emulator, Server};
 
+mod reqwest {
+    /// The server's /metrics text (a tiny blocking GET for this sync test).
+    pub fn blocking_get(base: &str) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            ::reqwest::get(format!("{base}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        })
+    }
+}
+
 fn data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/aliyun-kms")
 }
@@ -76,6 +94,16 @@ fn secrets_come_from_kms() {
         b"kms-held-password",
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+
+    let m = reqwest::blocking_get(&s.url);
+    assert!(
+        m.contains("coffer_kms_requests_total{outcome=\"retry\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("coffer_kms_requests_total{outcome=\"not_found\"} 1"),
+        "{m}"
     );
 
     // Other repositories stay in the encrypted database.

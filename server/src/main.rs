@@ -114,14 +114,16 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("opening database")?;
 
+    let metrics = Metrics::new();
     let mut routes: Vec<(
         String,
         String,
         Arc<dyn coffer_server::secrets::SecretBackend>,
     )> = Vec::new();
     if let Some(kms) = &cfg.aliyun_kms {
-        let backend =
-            coffer_server::secrets::aliyun::AliyunKms::new(kms).context("Aliyun KMS backend")?;
+        let backend = coffer_server::secrets::aliyun::AliyunKms::new(kms)
+            .context("Aliyun KMS backend")?
+            .with_metrics(metrics.kms_requests.clone());
         tracing::info!(repository = %kms.repository, resource_type = %kms.resource_type, instance = %kms.kms_instance_id, "resources routed to Aliyun KMS");
         routes.push((
             kms.repository.clone(),
@@ -149,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
             cfg.admin.deny_all,
         ),
         session_ttl_secs: cfg.attestation.session_ttl_secs as i64,
-        metrics: Metrics::new(),
+        metrics,
         snapshots: SnapshotCache::new(std::time::Duration::from_millis(
             cfg.attestation.policy_cache_ms,
         )),

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub releases: IntCounterVec,
     /// `coffer_audit_write_failures_total`.
     pub audit_failures: IntCounter,
+    /// `coffer_kms_requests_total{outcome}`: ok, not_found, refused, retry, unavailable.
+    pub kms_requests: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -69,8 +71,17 @@ impl Metrics {
             "Audit rows that could not be written",
         )
         .expect("static metric definition");
+        let kms_requests = IntCounterVec::new(
+            Opts::new(
+                "coffer_kms_requests_total",
+                "Aliyun KMS requests by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("static metric definition");
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(kms_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()),
             Box::new(latency.clone()),
             Box::new(attestations.clone()),
             Box::new(releases.clone()),
@@ -85,6 +96,7 @@ impl Metrics {
             attestations,
             releases,
             audit_failures,
+            kms_requests,
         }
     }
 

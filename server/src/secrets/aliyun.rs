@@ -251,6 +251,7 @@ pub struct AliyunKms {
     http: reqwest::Client,
     url: String,
     key: ClientKey,
+    outcomes: Option<prometheus::IntCounterVec>,
 }
 
 /// Attempts per request; only transport errors and 503/500 are retried.
@@ -286,7 +287,20 @@ impl AliyunKms {
             http,
             url: format!("https://{host}/"),
             key,
+            outcomes: None,
         })
+    }
+
+    /// Counts request outcomes in `counter` (label `outcome`).
+    pub fn with_metrics(mut self, counter: prometheus::IntCounterVec) -> Self {
+        self.outcomes = Some(counter);
+        self
+    }
+
+    fn count(&self, outcome: &str) {
+        if let Some(c) = &self.outcomes {
+            c.with_label_values(&[outcome]).inc();
+        }
     }
 
     /// GetSecretValue(current version); `None` when the secret does not exist.
@@ -294,6 +308,17 @@ impl AliyunKms {
         &self,
         name: &str,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, SecretError> {
+        let r = self.fetch(name).await;
+        self.count(match &r {
+            Ok(Some(_)) => "ok",
+            Ok(None) => "not_found",
+            Err(SecretError::Refused(_)) => "refused",
+            Err(_) => "unavailable",
+        });
+        r
+    }
+
+    async fn fetch(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, SecretError> {
         let body = get_secret_value_request(name, "", "");
         let sha = content_sha256(&body);
         let mut delay = std::time::Duration::from_millis(100);
@@ -359,6 +384,7 @@ impl AliyunKms {
             if attempt == ATTEMPTS {
                 return Err(SecretError::Unavailable(retry));
             }
+            self.count("retry");
             tokio::time::sleep(delay).await;
             delay *= 2;
         }
