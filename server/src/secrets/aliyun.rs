@@ -254,7 +254,7 @@ pub struct AliyunKms {
     outcomes: Option<prometheus::IntCounterVec>,
 }
 
-/// Attempts per request; only transport errors and 503/500 are retried.
+/// Attempts per request; only transport errors, 429 (throttling), 500 and 503 are retried.
 const ATTEMPTS: u32 = 3;
 
 impl AliyunKms {
@@ -372,7 +372,7 @@ impl AliyunKms {
                     tracing::warn!(status, code = %code, request_id = %request_id, attempt, "KMS error");
                     match status {
                         404 if code != "Unauthorized" => return Ok(None),
-                        500 | 503 => format!("KMS {status} {code} (request {request_id})"),
+                        429 | 500 | 503 => format!("KMS {status} {code} (request {request_id})"),
                         _ => {
                             return Err(SecretError::Refused(format!(
                                 "KMS {status} {code} (request {request_id})"
