@@ -39,6 +39,9 @@ struct Args {
     /// HTTP worker threads, overriding server.workers (0 = one per CPU).
     #[arg(long)]
     workers: Option<usize>,
+    /// Parse and validate the configuration, print "configuration ok" and exit (0 = valid).
+    #[arg(long)]
+    check_config: bool,
 }
 
 fn load_config(args: &Args) -> anyhow::Result<Config> {
@@ -93,6 +96,10 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let cfg = load_config(&args)?;
+    if args.check_config {
+        println!("configuration ok");
+        return Ok(());
+    }
 
     let keys = keys::load_or_create(&cfg).context("loading keys")?;
     if let Some(p) = &keys.generated_admin_key {

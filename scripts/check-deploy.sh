@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Deployment checks (part of scripts/test.sh): the helm chart is linted and rendered with
+# Helm's Go SDK (PyPI helm-python-sdk) and every object validated with kubernetes-validate;
+# the rendered server configuration is checked by coffer-server itself; docker-compose.yml
+# is checked by docker-compose's own `config` (PyPI docker-compose v1); the Dockerfile by a
+# structural check. The Python tools live in venvs under ~/.cache/coffer-venvs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/coffer-target}"
+V="${COFFER_VENVS:-$HOME/.cache/coffer-venvs}"
+if [ ! -x "$V/k8s/bin/python" ] || ! "$V/k8s/bin/python" -c 'import helm_python, kubernetes_validate, yaml' 2>/dev/null; then
+  python3 -m venv "$V/k8s"
+  "$V/k8s/bin/pip" install -q helm-python-sdk kubernetes-validate pyyaml
+fi
+if [ ! -x "$V/compose/bin/docker-compose" ]; then
+  python3 -m venv "$V/compose"
+  # docker-compose 1.x pins PyYAML < 6, whose sdist needs Cython < 3 to build.
+  "$V/compose/bin/pip" install -q "cython<3.0.0" wheel
+  "$V/compose/bin/pip" install -q --no-build-isolation "pyyaml==5.4.1"
+  "$V/compose/bin/pip" install -q docker-compose
+fi
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+"$V/k8s/bin/python" scripts/deploy-checks/check_deploy.py "$out"
+for t in "$out"/*.toml; do
+  "$CARGO_TARGET_DIR/debug/coffer-server" --check-config --config "$t" >/dev/null || { echo "rendered $t rejected by coffer-server"; exit 1; }
+done
+POSTGRES_PASSWORD=ci "$V/compose/bin/docker-compose" -f docker-compose.yml --profile sqlite --profile cli config -q
+if POSTGRES_PASSWORD= "$V/compose/bin/docker-compose" -f docker-compose.yml config -q 2>/dev/null; then
+  echo "docker-compose.yml accepted an empty POSTGRES_PASSWORD"; exit 1
+fi
+"$CARGO_TARGET_DIR/debug/coffer-server" --check-config --config deploy/compose/coffer-server.toml >/dev/null
+echo "deploy checks passed: chart, rendered configs, docker-compose.yml, Dockerfile"

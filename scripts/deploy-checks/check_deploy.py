@@ -1,0 +1,94 @@
+"""Deployment checks: helm lint + render of helm/coffer (Helm's Go SDK via helm-python-sdk)
+with the default values (must refuse: secure defaults), the minimal and the full example
+values; every rendered object validated against the Kubernetes schemas
+(kubernetes-validate); structural assertions on what was rendered; a Dockerfile check."""
+import re
+import sys
+
+import helm_python
+import kubernetes_validate
+import yaml
+
+CHART = "helm/coffer"
+OUT = sys.argv[1] if len(sys.argv) > 1 else "."
+K8S = "1.30.0"
+failures = []
+
+
+def check(cond, msg):
+    if not cond:
+        failures.append(msg)
+
+
+def render(values):
+    chart = helm_python.Chart.load(CHART)
+    return chart.render(values, name="kbs", namespace="coffer", is_install=True)
+
+
+def objects(rendered):
+    for path, text in sorted(rendered.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                yield path, doc
+
+
+# 1. Defaults must refuse to render (no TLS decision, no admin key, no KEK).
+try:
+    render(None)
+    check(False, "chart rendered with default values; it must demand TLS or an explicit insecure opt-in")
+except helm_python.HelmError as e:
+    check("insecureHttp" in str(e) or "tls" in str(e), f"unexpected refusal: {e}")
+
+for name in ["minimal", "full"]:
+    values = yaml.safe_load(open(f"{CHART}/ci/{name}-values.yaml"))
+    lint = helm_python.lint(CHART, values, strict=False)
+    check(not lint["errors"], f"helm lint {name}: {lint['errors']}")
+    rendered = render(values)
+    kinds = {}
+    for path, obj in objects(rendered):
+        kinds.setdefault(obj["kind"], []).append(obj)
+        if obj["kind"] == "ServiceMonitor":
+            continue  # a CRD: not in the core schemas
+        try:
+            kubernetes_validate.validate(obj, K8S, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            failures.append(f"{name}: {path}: {e.message}")
+    notes = rendered.get("coffer/templates/NOTES.txt", "")
+    check("port-forward" in notes, f"{name}: NOTES.txt missing")
+    if name == "minimal":
+        check("StatefulSet" in kinds and "Deployment" not in kinds, "minimal: expected one StatefulSet (SQLite)")
+        check("PodDisruptionBudget" not in kinds, "minimal: no PDB for a single pod")
+    else:
+        dep = kinds.get("Deployment", [None])[0]
+        check(dep is not None and dep["spec"]["replicas"] >= 2, "full: Deployment with >= 2 replicas")
+        pod = dep["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        check(pod["securityContext"]["runAsNonRoot"] is True, "full: runAsNonRoot")
+        check(c["securityContext"]["readOnlyRootFilesystem"] is True, "full: read-only root FS")
+        check(c["readinessProbe"]["httpGet"]["path"] == "/readyz", "full: readiness on /readyz")
+        check(c["livenessProbe"]["httpGet"]["path"] == "/healthz", "full: liveness on /healthz")
+        check("Ingress" in kinds and "ServiceMonitor" in kinds and "PodDisruptionBudget" in kinds, "full: ingress, servicemonitor, pdb")
+        cm = kinds["ConfigMap"][0]["data"]["coffer-server.toml"]
+        check("[aliyun_kms]" in cm and "[server.tls]" in cm, "full: KMS and TLS in the server config")
+        secrets = " ".join(str(s.get("stringData")) for s in kinds["Secret"])
+        check("example-password" not in cm, "full: KMS password must not be in the ConfigMap")
+        check("example-password" in secrets, "full: KMS password in a Secret")
+    # The rendered server configuration must be accepted by coffer-server itself.
+    toml = kinds["ConfigMap"][0]["data"]["coffer-server.toml"]
+    open(f"{OUT}/{name}.toml", "w").write(toml)
+
+# 2. Dockerfile: multi-stage, non-root, health check, pinned bases.
+df = open("Dockerfile").read()
+check(len(re.findall(r"^FROM ", df, re.M)) >= 2, "Dockerfile: multi-stage build")
+check(re.search(r"^USER 10001", df, re.M) is not None, "Dockerfile: non-root USER")
+check("HEALTHCHECK" in df, "Dockerfile: HEALTHCHECK")
+check(":latest" not in df, "Dockerfile: no :latest base images")
+
+if failures:
+    print("deploy checks FAILED:")
+    for f in failures:
+        print("  -", f)
+    sys.exit(1)
+print("deploy checks passed: helm lint/render (defaults refused, minimal, full), kubernetes schemas, Dockerfile")
