@@ -769,3 +769,45 @@ fn model_decrypt_with_key_from_kbs() {
     assert!(failures[0]["error"].as_str().unwrap().contains("block 0"));
     assert!(v["files"].as_u64().unwrap() >= 5);
 }
+
+/// Policies managed as files (a ConfigMap): installed at start-up; a broken file stops the
+/// start with its name.
+#[test]
+fn policy_dir_is_installed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let pol = dir.path().join("policies");
+    std::fs::create_dir(&pol).unwrap();
+    std::fs::write(
+        pol.join("resource-policy.rego"),
+        "package policy\nimport rego.v1\ndefault allow := true\n",
+    )
+    .unwrap();
+    let cfg = format!("[server]\npolicy_dir = {:?}\n", pol);
+    let s = Server::start(dir.path(), Some(&cfg));
+    store_secret(&s, dir.path(), "default/test/key1", SECRET);
+    assert_eq!(
+        s.coffer(&["get-resource", "default/test/key1"]).stdout,
+        SECRET
+    );
+    drop(s);
+
+    std::fs::write(
+        pol.join("default_cpu.rego"),
+        "package policy\nthis is not rego",
+    )
+    .unwrap();
+    let out = std::process::Command::new(coffer_integration::binary("coffer-server"))
+        .args([
+            "--config",
+            dir.path().join("coffer-server.toml").to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("default_cpu.rego"), "{err}");
+}

@@ -65,6 +65,10 @@ pub struct ServerConfig {
     pub insecure_http: bool,
     /// TLS certificate and key; when present the server speaks HTTPS only.
     pub tls: Option<TlsConfig>,
+    /// Directory of Rego policies installed (overwriting) at start-up:
+    /// `resource-policy.rego` is the resource policy, any other `<id>.rego` the attestation
+    /// policy `<id>` (e.g. `default_cpu.rego`). For policies managed as files (a ConfigMap).
+    pub policy_dir: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +80,7 @@ impl Default for ServerConfig {
             workers: 0,
             insecure_http: false,
             tls: None,
+            policy_dir: None,
         }
     }
 }

@@ -166,6 +166,14 @@ async fn main() -> anyhow::Result<()> {
     kbs.install_default_policies()
         .await
         .context("installing default policies")?;
+    if let Some(dir) = &cfg.server.policy_dir {
+        let ids = kbs
+            .install_policy_dir(dir)
+            .await
+            .map_err(anyhow::Error::msg)
+            .context("installing policies from server.policy_dir")?;
+        tracing::info!(dir = %dir.display(), ?ids, "policies installed from files");
+    }
 
     let sweeper = kbs.clone();
     actix_web::rt::spawn(async move {

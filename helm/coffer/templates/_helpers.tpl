@@ -103,6 +103,17 @@ volumes:
   - name: config
     configMap:
       name: {{ include "coffer.fullname" . }}
+      items:
+        - key: coffer-server.toml
+          path: coffer-server.toml
+        {{- if .Values.policies.resource }}
+        - key: resource-policy.rego
+          path: policies/resource-policy.rego
+        {{- end }}
+        {{- range $id, $_ := .Values.policies.attestation }}
+        - key: {{ $id }}.rego
+          path: policies/{{ $id }}.rego
+        {{- end }}
   - name: keys
     secret:
       secretName: {{ include "coffer.fullname" . }}

@@ -140,6 +140,40 @@ impl Kbs {
             .await
     }
 
+    /// Installs every `*.rego` of `dir` (see `server.policy_dir`), refusing the first that
+    /// does not compile. Returns the installed ids.
+    pub async fn install_policy_dir(&self, dir: &std::path::Path) -> Result<Vec<String>, String> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "rego"))
+            .collect();
+        files.sort();
+        let mut ids = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+            self.policies
+                .check(&text)
+                .map_err(|e| format!("{}: {e}", f.display()))?;
+            let id = f
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let kind = if id == RESOURCE_POLICY_ID {
+                PolicyKind::Resource
+            } else {
+                PolicyKind::Attestation
+            };
+            self.store
+                .put_policy(&id, kind, &text, crate::now_secs())
+                .await
+                .map_err(|e| e.to_string())?;
+            ids.push(id);
+        }
+        self.snapshots.invalidate();
+        Ok(ids)
+    }
+
     /// Appends to the audit log; a failure is logged and counted but does not undo the
     /// operation it describes (the operation already happened).
     pub(crate) async fn audit(&self, entry: AuditEntry) {
