@@ -415,7 +415,7 @@ async fn malformed_requests_get_problem_bodies() {
     .await;
     // attest without a cookie, then with missing fields
     problem(g.post("attest", "{}").await, 401, "AttestationError").await;
-    g.auth().await;
+    let nonce = g.auth().await;
     let p = problem(
         g.post("attest", r#"{"runtime-data":{}}"#).await,
         401,
@@ -427,7 +427,8 @@ async fn malformed_requests_get_problem_bodies() {
         "{}",
         p.detail
     );
-    // A failed attest does not burn the nonce for an honest retry? It must not: check.
+    // A malformed attest does not consume the challenge: the honest attestation still works.
+    assert_eq!(g.attest(&g.attestation(&nonce)).await.status(), 200);
     problem(
         g.get("default/test", None).await,
         401,
