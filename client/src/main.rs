@@ -463,11 +463,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Prints the summary; fails (exit code 6) when any entry failed.
-fn print_report(
-    verb: &str,
-    report: &coffer::model::DecryptReport,
-    json: bool,
-) -> anyhow::Result<()> {
+fn print_report(verb: &str, report: &coffer::model::RunReport, json: bool) -> anyhow::Result<()> {
     let s = &report.summary;
     let rate = s.bytes as f64 / report.seconds.max(1e-9) / 1e6;
     if json {

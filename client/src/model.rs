@@ -25,7 +25,7 @@ pub fn password_from_bytes(bytes: &[u8]) -> Zeroizing<Vec<u8>> {
 }
 
 /// Result of an encrypt or decrypt run, for printing.
-pub struct DecryptReport {
+pub struct RunReport {
     /// The per-entry summary.
     pub summary: Summary,
     /// Wall time in seconds (after key derivation).
@@ -39,7 +39,7 @@ pub fn decrypt(
     dest: Option<&Path>,
     key: KeySource,
     quiet: bool,
-) -> Result<DecryptReport, ClientError> {
+) -> Result<RunReport, ClientError> {
     let cfg = Config::load_from_dir(cipher_dir).map_err(|e| ClientError::Config(e.to_string()))?;
     let master = match key {
         KeySource::MasterKey(k) => k,
@@ -48,7 +48,9 @@ pub fn decrypt(
             .map_err(|e| ClientError::Config(e.to_string()))?,
     };
     let keys = master.keys();
-    let total = dir_size(cipher_dir);
+    let total = tree_size(cipher_dir, |c| {
+        coffer_cryptfs::content::plain_size(c).unwrap_or(0)
+    });
     let bar = if quiet {
         indicatif::ProgressBar::hidden()
     } else {
@@ -67,10 +69,25 @@ pub fn decrypt(
     }
     .map_err(|e| ClientError::Config(e.to_string()))?;
     bar.finish_and_clear();
-    Ok(DecryptReport {
+    Ok(RunReport {
         summary,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Sum of `size(file length)` over the regular files below `p` (progress-bar totals).
+fn tree_size(p: &Path, size: fn(u64) -> u64) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => total += tree_size(&e.path(), size),
+                Ok(t) if t.is_file() => total += size(e.metadata().map(|m| m.len()).unwrap_or(0)),
+                _ => {}
+            }
+        }
+    }
+    total
 }
 
 /// Expected plaintext bytes (for the progress bar).
@@ -81,10 +98,10 @@ pub fn encrypt(
     password: &[u8],
     scrypt_log_n: u8,
     quiet: bool,
-) -> Result<DecryptReport, ClientError> {
+) -> Result<RunReport, ClientError> {
     let master = MasterKey::generate();
     let conf = Config::create_text(password, &master, scrypt_log_n).map_err(ClientError::Config)?;
-    let total = plain_tree_size(src);
+    let total = tree_size(src, |n| n);
     let bar = if quiet {
         indicatif::ProgressBar::hidden()
     } else {
@@ -95,39 +112,8 @@ pub fn encrypt(
         coffer_cryptfs::encrypt_tree(&master.keys(), &conf, src, cipher_dir, &|n| bar.inc(n))
             .map_err(|e| ClientError::Config(e.to_string()))?;
     bar.finish_and_clear();
-    Ok(DecryptReport {
+    Ok(RunReport {
         summary,
         seconds: started.elapsed().as_secs_f64(),
     })
-}
-
-fn plain_tree_size(p: &Path) -> u64 {
-    let mut total = 0;
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => total += plain_tree_size(&e.path()),
-                Ok(t) if t.is_file() => total += e.metadata().map(|m| m.len()).unwrap_or(0),
-                _ => {}
-            }
-        }
-    }
-    total
-}
-
-fn dir_size(p: &Path) -> u64 {
-    let mut total = 0;
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => total += dir_size(&e.path()),
-                Ok(t) if t.is_file() => {
-                    let c = e.metadata().map(|m| m.len()).unwrap_or(0);
-                    total += coffer_cryptfs::content::plain_size(c).unwrap_or(0);
-                }
-                _ => {}
-            }
-        }
-    }
-    total
 }

@@ -6,7 +6,6 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rayon::prelude::*;
@@ -14,7 +13,6 @@ use rayon::prelude::*;
 use zeroize::Zeroizing;
 
 use crate::gcm::Gcm;
-use crate::keys::Aes256Gcm16;
 
 /// Header length.
 pub const HEADER_LEN: usize = 18;
@@ -69,7 +67,6 @@ pub fn plain_size(c: u64) -> Option<u64> {
 
 /// Decrypts file contents and symlink targets with one content key.
 pub struct ContentCipher {
-    aead: Aes256Gcm16,
     key: Zeroizing<[u8; 32]>,
 }
 
@@ -77,7 +74,6 @@ impl ContentCipher {
     /// A cipher for `key`.
     pub fn new(key: &[u8; 32]) -> Self {
         ContentCipher {
-            aead: Aes256Gcm16::new(key.into()),
             key: Zeroizing::new(*key),
         }
     }
@@ -319,38 +315,28 @@ impl ContentCipher {
         Ok(())
     }
 
-    /// Encrypts a symlink target to its stored form.
+    /// Encrypts a symlink target to its stored form: base64url(nonce || ct || tag), AAD 8
+    /// zero bytes (a one-block file without file ID).
     pub fn encrypt_symlink(&self, target: &[u8]) -> String {
         use rand::RngCore;
         let mut nonce = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut nonce);
-        let mut data = target.to_vec();
-        let tag = self
-            .aead
-            .encrypt_in_place_detached(&nonce.into(), &[0u8; 8], &mut data)
-            .unwrap_or_default();
         let mut blob = nonce.to_vec();
-        blob.extend_from_slice(&data);
-        blob.extend_from_slice(&tag);
+        blob.extend(crate::keys::gcm_seal(&self.key, &nonce, &[0u8; 8], target));
         URL_SAFE_NO_PAD.encode(blob)
     }
 
     /// Decrypts a symlink target stored as base64url(nonce || ct || tag), AAD 8 zero bytes.
     pub fn decrypt_symlink(&self, stored: &[u8]) -> Result<Vec<u8>, &'static str> {
-        let mut blob = URL_SAFE_NO_PAD
+        let blob = URL_SAFE_NO_PAD
             .decode(stored)
             .map_err(|_| "symlink target is not base64url")?;
         if blob.len() < NONCE + TAG {
             return Err("symlink target too short");
         }
-        let nonce: [u8; 16] = blob[..NONCE].try_into().map_err(|_| "bad nonce")?;
-        let tag_at = blob.len() - TAG;
-        let tag: [u8; 16] = blob[tag_at..].try_into().map_err(|_| "bad tag")?;
-        let data = &mut blob[NONCE..tag_at];
-        self.aead
-            .decrypt_in_place_detached(&nonce.into(), &[0u8; 8], data, &tag.into())
-            .map_err(|_| "symlink target failed authentication")?;
-        Ok(data.to_vec())
+        crate::keys::gcm_open(&self.key, &blob[..NONCE], &[0u8; 8], &blob[NONCE..])
+            .map(|t| t.to_vec())
+            .ok_or("symlink target failed authentication")
     }
 }
 

@@ -1,14 +1,10 @@
 //! Master key and the HKDF-derived working keys.
 
-use aes_gcm::aead::consts::U16;
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::AesGcm;
 use hkdf::Hkdf;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-/// AES-256-GCM with gocryptfs' 128-bit nonces.
-pub type Aes256Gcm16 = AesGcm<aes::Aes256, U16>;
+use crate::gcm::Gcm;
 
 /// HKDF info for the AES-GCM content key (also used to wrap the master key).
 pub const INFO_CONTENT_GCM: &str = "AES-GCM file content encryption";
@@ -30,20 +26,25 @@ pub(crate) fn gcm_open(
     aad: &[u8],
     ct: &[u8],
 ) -> Option<Zeroizing<Vec<u8>>> {
-    let cipher = Aes256Gcm16::new(key.into());
     let nonce: [u8; 16] = nonce.try_into().ok()?;
-    cipher
-        .decrypt(&nonce.into(), Payload { msg: ct, aad })
-        .ok()
-        .map(Zeroizing::new)
+    let tag_at = ct.len().checked_sub(16)?;
+    let tag: [u8; 16] = ct[tag_at..].try_into().ok()?;
+    let mut data = Zeroizing::new(ct[..tag_at].to_vec());
+    Gcm::new(key, false)?
+        .open(&nonce, aad, &mut data, &tag)
+        .then_some(data)
 }
 
-/// Seals `msg` with a 16-byte nonce; returns `ct || tag`.
+/// Seals `msg` with a 16-byte nonce; returns `ct || tag` (empty if OpenSSL fails).
 pub(crate) fn gcm_seal(key: &[u8; 32], nonce: &[u8; 16], aad: &[u8], msg: &[u8]) -> Vec<u8> {
-    let cipher = Aes256Gcm16::new(key.into());
-    cipher
-        .encrypt(&(*nonce).into(), Payload { msg, aad })
-        .unwrap_or_default()
+    let mut data = msg.to_vec();
+    match Gcm::new(key, true).and_then(|mut g| g.seal(nonce, aad, &mut data)) {
+        Some(tag) => {
+            data.extend_from_slice(&tag);
+            data
+        }
+        None => Vec::new(),
+    }
 }
 
 /// The 32-byte master key (zeroed on drop, never printed).

@@ -7,15 +7,12 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::Row;
 
+use super::sql::unavailable;
 use super::{AuditEntry, PolicyKind, Session, SessionState, Store, StoreError, StoredPolicy};
 
 /// A PostgreSQL-backed [`Store`].
 pub struct PgStore {
     pool: PgPool,
-}
-
-fn unavailable(e: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
 }
 
 impl PgStore {

@@ -2,6 +2,11 @@
 //! PostgreSQL and SQLite accept, so one body serves both; [`sql_store!`] instantiates it for
 //! a backend's store type and row type.
 
+/// Any sqlx failure: the database could not serve the request.
+pub(crate) fn unavailable(e: sqlx::Error) -> super::StoreError {
+    super::StoreError::Unavailable(e.to_string())
+}
+
 /// Implements [`super::Store`] for `$store` (a struct with a `pool` field) whose rows are
 /// `$row`.
 macro_rules! sql_store {

@@ -10,15 +10,12 @@ use sqlx::sqlite::{
 };
 use sqlx::Row;
 
+use super::sql::unavailable;
 use super::{AuditEntry, PolicyKind, Session, SessionState, Store, StoreError, StoredPolicy};
 
 /// A SQLite-backed [`Store`].
 pub struct SqliteStore {
     pool: SqlitePool,
-}
-
-fn unavailable(e: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
 }
 
 impl SqliteStore {
