@@ -46,11 +46,11 @@ fn cn_of(name: &x509_cert::name::Name) -> Option<String> {
 /// Subject common name of a DER certificate.
 pub fn subject_cn(der_cert: &[u8]) -> Option<String> {
     let c = x509_cert::Certificate::from_der(der_cert).ok()?;
-    cn_of(&c.tbs_certificate().subject())
+    cn_of(c.tbs_certificate().subject())
 }
 
 /// Issuer common name of a DER certificate.
 pub fn issuer_cn(der_cert: &[u8]) -> Option<String> {
     let c = x509_cert::Certificate::from_der(der_cert).ok()?;
-    cn_of(&c.tbs_certificate().issuer())
+    cn_of(c.tbs_certificate().issuer())
 }

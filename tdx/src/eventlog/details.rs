@@ -26,7 +26,7 @@ pub(super) fn details(event_type: u32, data: &[u8]) -> Map<String, Value> {
             m.insert("string".into(), json!(cstr(desc)));
         }
         0x8000_0001 | 0x8000_0002 | 0x8000_000C | 0x8000_00E0 => variable(data, &mut m),
-        0x8000_0003 | 0x8000_0004 | 0x8000_0005 => {
+        0x8000_0003..=0x8000_0005 => {
             if let Some(paths) = image_load_paths(data) {
                 m.insert("device_paths".into(), json!(paths));
             }
@@ -63,7 +63,7 @@ fn utf16(b: &[u8]) -> String {
 }
 
 fn looks_utf16(b: &[u8]) -> bool {
-    b.len() >= 4 && b.len() % 2 == 0 && b.iter().skip(1).step_by(2).all(|x| *x == 0)
+    b.len() >= 4 && b.len().is_multiple_of(2) && b.iter().skip(1).step_by(2).all(|x| *x == 0)
 }
 
 /// EV_IPL: grub writes C strings; systemd-stub writes UTF-16 PE section names (".cmdline").
