@@ -76,7 +76,7 @@ pub enum BodyKind {
 
 impl BodyKind {
     /// Body length in bytes.
-    pub fn len(self) -> usize {
+    pub fn size(self) -> usize {
         match self {
             BodyKind::Sgx => SGX_REPORT_LEN,
             BodyKind::Td10 => TD10_LEN,
@@ -150,7 +150,7 @@ impl<'a> Quote<'a> {
                     4 => BodyKind::Td15Ex,
                     _ => return Err(QuoteError::BodyType { body_type, size }),
                 };
-                if size as usize != kind.len() || kind.is_td() != (tee_type == TEE_TYPE_TDX) {
+                if size as usize != kind.size() || kind.is_td() != (tee_type == TEE_TYPE_TDX) {
                     return Err(QuoteError::BodyType { body_type, size });
                 }
                 let d = take(raw, HEADER_LEN, 6, "v5 body descriptor")?;
@@ -161,8 +161,8 @@ impl<'a> Quote<'a> {
         if key_type != 2 {
             return Err(QuoteError::KeyType(key_type));
         }
-        take(raw, body_start, kind.len(), "report body")?;
-        let sig_len_at = body_start + kind.len();
+        take(raw, body_start, kind.size(), "report body")?;
+        let sig_len_at = body_start + kind.size();
         let sig_len = u32_at(raw, sig_len_at, "signature data length")? as usize;
         let signature_data = take(raw, sig_len_at + 4, sig_len, "signature data")?;
         let raw = &raw[..sig_len_at + 4 + sig_len];
@@ -250,7 +250,7 @@ impl<'a> Quote<'a> {
 
     /// The report body.
     pub fn body(&self) -> &'a [u8] {
-        &self.raw[self.body_start..self.body_start + self.kind.len()]
+        &self.raw[self.body_start..self.body_start + self.kind.size()]
     }
 
     /// Body field by offset and length; `None` when the body is shorter (older TD report).
@@ -260,7 +260,7 @@ impl<'a> Quote<'a> {
 
     /// Bytes covered by the attestation key's signature.
     pub fn signed_region(&self) -> &'a [u8] {
-        &self.raw[..self.body_start + self.kind.len()]
+        &self.raw[..self.body_start + self.kind.size()]
     }
 
     /// Signature data (signature, key, certification data).
