@@ -5,6 +5,7 @@
 //! first (`cargo build --bins`, which `scripts/test.sh` does).
 
 pub mod kms_emulator;
+pub mod tdx_mint;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
