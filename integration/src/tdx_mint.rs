@@ -181,7 +181,12 @@ fn oid(arcs: &[u64]) -> Vec<u8> {
 }
 
 fn int(v: u64) -> Vec<u8> {
-    let mut b: Vec<u8> = v.to_be_bytes().iter().copied().skip_while(|x| *x == 0).collect();
+    let mut b: Vec<u8> = v
+        .to_be_bytes()
+        .iter()
+        .copied()
+        .skip_while(|x| *x == 0)
+        .collect();
     if b.first().is_none_or(|x| x & 0x80 != 0) {
         b.insert(0, 0);
     }
@@ -415,7 +420,11 @@ impl TestPki {
         let tcb = self.tcb_info_text(o);
         let qe = self.qe_identity_text(o);
         let signer = self.tcb_signer.signer();
-        let enc = |s: String| s.replace('\n', "%0A").replace(' ', "%20").replace('+', "%2B");
+        let enc = |s: String| {
+            s.replace('\n', "%0A")
+                .replace(' ', "%20")
+                .replace('+', "%2B")
+        };
         PcsResponses {
             tcb_body: format!(
                 "{{\"tcbInfo\":{tcb},\"signature\":\"{}\"}}",
@@ -425,9 +434,17 @@ impl TestPki {
                 "{{\"enclaveIdentity\":{qe},\"signature\":\"{}\"}}",
                 hex::encode(raw_sig(&signer, qe.as_bytes()))
             ),
-            signer_chain: enc(format!("{}{}", self.tcb_signer.cert.pem(), self.root.cert.pem())),
+            signer_chain: enc(format!(
+                "{}{}",
+                self.tcb_signer.cert.pem(),
+                self.root.cert.pem()
+            )),
             pck_crl: self.crl(&self.pck_ca, o, o.revoke_pck),
-            pck_crl_chain: enc(format!("{}{}", self.pck_ca.cert.pem(), self.root.cert.pem())),
+            pck_crl_chain: enc(format!(
+                "{}{}",
+                self.pck_ca.cert.pem(),
+                self.root.cert.pem()
+            )),
             root_crl: self.crl(&self.root, o, false),
         }
     }

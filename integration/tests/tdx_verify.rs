@@ -118,7 +118,10 @@ fn tcb_levels_give_statuses_and_debug_is_left_to_policy() {
     let raw = pki.quote(&td);
     v.verify(&raw, &coll, now()).unwrap();
     let q = Quote::parse(&raw).unwrap();
-    assert_eq!(tdx_quote_claims(&q, None, None)["td_attributes"]["debug"], true);
+    assert_eq!(
+        tdx_quote_claims(&q, None, None)["td_attributes"]["debug"],
+        true
+    );
 }
 
 #[test]

@@ -44,6 +44,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Handshake and token lifetimes.
     pub attestation: AttestationConfig,
+    /// TDX/SGX quote verification: collateral sources and trust anchor.
+    pub dcap: crate::attestation::collateral::DcapConfig,
     /// Resources under `default/aliyun/` read from an Aliyun KMS instance (optional).
     pub aliyun_kms: Option<crate::secrets::aliyun::AliyunKmsConfig>,
 }
@@ -207,6 +209,21 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "attestation TTLs must be positive".into(),
             ));
+        }
+        let d = &self.dcap;
+        if !matches!(d.pccs_update.as_str(), "standard" | "early") {
+            return Err(ConfigError::Invalid(format!(
+                "dcap.pccs_update must be \"standard\" or \"early\", not {:?}",
+                d.pccs_update
+            )));
+        }
+        if !d.pccs_url.is_empty()
+            && !(d.pccs_url.starts_with("https://") || d.pccs_url.starts_with("http://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "dcap.pccs_url must be an http(s) URL or empty (offline), not {:?}",
+                d.pccs_url
+            )));
         }
         Ok(())
     }

@@ -97,6 +97,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let cfg = load_config(&args)?;
     if args.check_config {
+        coffer_server::attestation::collateral::root_ca(&cfg.dcap).context("dcap trust anchor")?;
+        if let Some(dir) = &cfg.dcap.collateral_dir {
+            coffer_server::attestation::collateral::load_dir(dir).context("dcap collateral")?;
+        }
         println!("configuration ok");
         return Ok(());
     }
@@ -138,13 +142,33 @@ async fn main() -> anyhow::Result<()> {
             Arc::new(backend),
         ));
     }
+    let mut verifiers = Verifiers::builtin();
+    {
+        use coffer_server::attestation::collateral::{root_ca, CollateralProvider};
+        use coffer_server::attestation::DcapTeeVerifier;
+        let root = root_ca(&cfg.dcap).context("dcap trust anchor")?;
+        let provider =
+            Arc::new(CollateralProvider::new(&cfg.dcap, store.clone()).context("dcap collateral")?);
+        tracing::info!(
+            pccs = %cfg.dcap.pccs_url,
+            offline_bundles = provider.offline_count(),
+            custom_root = cfg.dcap.root_ca_file.is_some(),
+            "tdx and sgx verifiers enabled"
+        );
+        let dcap = coffer_tdx::dcap::DcapVerifier::with_root(root);
+        verifiers.add(Arc::new(DcapTeeVerifier::tdx(
+            dcap.clone(),
+            provider.clone(),
+        )));
+        verifiers.add(Arc::new(DcapTeeVerifier::sgx(dcap, provider)));
+    }
     let kbs = Arc::new(Kbs {
         secrets: Arc::new(coffer_server::secrets::RoutedSecrets {
             default: Arc::new(SealedDbBackend::new(store.clone(), keys.kek.clone())),
             routes,
         }),
         store,
-        verifiers: Verifiers::builtin(),
+        verifiers,
         policies: PolicyEngine::default(),
         tokens: TokenIssuer::new(
             keys.token_signing.clone(),

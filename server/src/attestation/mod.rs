@@ -1,7 +1,9 @@
 //! Evidence verification: one [`Verifier`] per TEE type, selected by the `tee` named at
 //! `/auth`.
 
+pub mod collateral;
 mod sample;
+mod tdx;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use coffer_protocol::messages::InitData;
 use serde_json::Value;
 
 pub use sample::SampleVerifier;
+pub use tdx::DcapTeeVerifier;
 
 /// Why evidence was refused.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +31,23 @@ pub enum VerifyError {
     ReportDataMismatch {
         /// TEE type.
         tee: &'static str,
+    },
+    /// The evidence is genuine-looking but failed verification (signature, chain,
+    /// revocation, TCB, collateral, event log).
+    #[error("{tee} evidence rejected: {reason}")]
+    Rejected {
+        /// TEE type.
+        tee: &'static str,
+        /// Which check failed.
+        reason: String,
+    },
+    /// A service needed for verification (collateral) cannot be reached; retry later.
+    #[error("{tee} verification unavailable: {reason}")]
+    Unavailable {
+        /// TEE type.
+        tee: &'static str,
+        /// What failed.
+        reason: String,
     },
     /// The evidence is not bound to the supplied init-data.
     #[error("{tee} evidence does not match the supplied init-data")]

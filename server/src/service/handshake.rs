@@ -8,7 +8,7 @@ use rand::RngCore;
 use serde_json::{json, Map, Value};
 
 use super::{claims_digest, now_ms, parse_resource_path, Kbs, KbsError};
-use crate::attestation::Binding;
+use crate::attestation::{Binding, VerifyError};
 use crate::store::{AuditEntry, Session, SessionState};
 
 fn auth_err(detail: impl std::fmt::Display) -> KbsError {
@@ -183,7 +183,13 @@ impl Kbs {
         let tee_claims = verifier
             .verify(&att.tee_evidence.primary_evidence, &binding)
             .await
-            .map_err(|e| attest_err(format!("evidence verification failed: {e}")))?;
+            .map_err(|e| match e {
+                VerifyError::Unavailable { .. } => {
+                    tracing::warn!(error = %e, "evidence verification unavailable");
+                    KbsError::new(ErrorKind::StorageUnavailable, format!("{e}; retry later"))
+                }
+                e => attest_err(format!("evidence verification failed: {e}")),
+            })?;
 
         let mut annotated = Map::new();
         annotated.insert("report_data".into(), json!(b64::std_encode(&hash)));

@@ -179,6 +179,21 @@ pub trait Store: Send + Sync {
     /// Deletes a resource; returns whether it existed.
     async fn delete_resource(&self, path: &str) -> Result<bool, StoreError>;
 
+    /// Stores fetched DCAP collateral under `key`, replacing an older copy.
+    async fn put_collateral(
+        &self,
+        key: &str,
+        body: &str,
+        not_after: i64,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// Cached DCAP collateral for `key` still valid at `now`: (JSON, not_after, fetched_at).
+    async fn get_collateral(
+        &self,
+        key: &str,
+        now: i64,
+    ) -> Result<Option<(String, i64, i64)>, StoreError>;
+
     /// Appends an audit row.
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
     /// The newest `limit` audit rows with `seq > after`, oldest first.

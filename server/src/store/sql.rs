@@ -230,6 +230,43 @@ macro_rules! sql_store {
                 Ok(r.rows_affected() > 0)
             }
 
+            async fn put_collateral(
+                &self,
+                key: &str,
+                body: &str,
+                not_after: i64,
+                now: i64,
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO dcap_collateral (key, body, not_after, fetched_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (key) DO UPDATE SET body = excluded.body, not_after = excluded.not_after, fetched_at = excluded.fetched_at",
+                )
+                .bind(key)
+                .bind(body)
+                .bind(not_after)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(unavailable)
+            }
+
+            async fn get_collateral(
+                &self,
+                key: &str,
+                now: i64,
+            ) -> Result<Option<(String, i64, i64)>, StoreError> {
+                let row = sqlx::query(
+                    "SELECT body, not_after, fetched_at FROM dcap_collateral WHERE key = $1 AND not_after > $2",
+                )
+                .bind(key)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                Ok(row.map(|r| (r.get("body"), r.get("not_after"), r.get("fetched_at"))))
+            }
+
             async fn append_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
                 sqlx::query(
                     "INSERT INTO audit (at_ms, action, decision, session_id, tee, claims_digest, resource, actor, detail) \

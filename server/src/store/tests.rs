@@ -104,4 +104,15 @@ pub(crate) async fn conformance(s: &dyn Store) {
     assert!(s.delete_resource("default/a/b").await.unwrap());
     assert!(!s.delete_resource("default/a/b").await.unwrap());
     assert!(s.get_resource("default/a/b").await.unwrap().is_none());
+
+    // collateral cache: replaced on refresh, invisible once past not_after
+    let k = "TDX/90C06F000000/platform";
+    assert!(s.get_collateral(k, 0).await.unwrap().is_none());
+    s.put_collateral(k, "{\"v\":1}", 100, 1).await.unwrap();
+    s.put_collateral(k, "{\"v\":2}", 200, 2).await.unwrap();
+    assert_eq!(
+        s.get_collateral(k, 150).await.unwrap(),
+        Some(("{\"v\":2}".to_string(), 200, 2))
+    );
+    assert!(s.get_collateral(k, 200).await.unwrap().is_none());
 }

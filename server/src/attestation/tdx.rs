@@ -1,0 +1,152 @@
+//! The `tdx` and `sgx` verifiers: DCAP quote verification with collateral from the
+//! [`CollateralProvider`], session binding, CC event-log replay, Trustee-shaped claims.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use coffer_protocol::b64;
+use coffer_tdx::binding::{config_id_matches, init_data_digest, report_data_matches};
+use coffer_tdx::claims::{dcap_claims, sgx_quote_claims, tdx_quote_claims};
+use coffer_tdx::dcap::{collateral_key, leaf_der, DcapError, DcapVerifier};
+use coffer_tdx::eventlog::EventLog;
+use coffer_tdx::quote::Quote;
+use serde_json::Value;
+
+use super::collateral::{CollateralProvider, CollateralSourceError};
+use super::{Binding, Verifier, VerifyError};
+
+/// DCAP verifier for one TEE name (`tdx` or `sgx`).
+pub struct DcapTeeVerifier {
+    tee: &'static str,
+    dcap: DcapVerifier,
+    collateral: Arc<CollateralProvider>,
+}
+
+impl DcapTeeVerifier {
+    /// The `tdx` verifier.
+    pub fn tdx(dcap: DcapVerifier, collateral: Arc<CollateralProvider>) -> Self {
+        DcapTeeVerifier {
+            tee: "tdx",
+            dcap,
+            collateral,
+        }
+    }
+
+    /// The `sgx` verifier (quote v3, same chain and collateral logic).
+    pub fn sgx(dcap: DcapVerifier, collateral: Arc<CollateralProvider>) -> Self {
+        DcapTeeVerifier {
+            tee: "sgx",
+            dcap,
+            collateral,
+        }
+    }
+
+    fn malformed(&self, reason: impl Into<String>) -> VerifyError {
+        VerifyError::Malformed {
+            tee: self.tee,
+            reason: reason.into(),
+        }
+    }
+
+    fn rejected(&self, reason: impl Into<String>) -> VerifyError {
+        VerifyError::Rejected {
+            tee: self.tee,
+            reason: reason.into(),
+        }
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[async_trait]
+impl Verifier for DcapTeeVerifier {
+    fn tee(&self) -> &'static str {
+        self.tee
+    }
+
+    async fn verify(&self, evidence: &Value, binding: &Binding<'_>) -> Result<Value, VerifyError> {
+        let quote_b64 = evidence
+            .get("quote")
+            .and_then(Value::as_str)
+            .ok_or_else(|| self.malformed("missing string `quote`"))?;
+        let raw =
+            b64::std_decode(quote_b64).map_err(|_| self.malformed("`quote` is not base64"))?;
+        if raw.is_empty() {
+            return Err(self.malformed("`quote` is empty"));
+        }
+        let quote = Quote::parse(&raw).map_err(|e| self.malformed(e.to_string()))?;
+        if quote.is_tdx() != (self.tee == "tdx") {
+            return Err(self.malformed(format!(
+                "quote is for TEE type {:#x}, not {}",
+                quote.tee_type(),
+                self.tee
+            )));
+        }
+        let log_bytes = match evidence.get("cc_eventlog") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.is_empty() => None,
+            Some(Value::String(s)) => Some(
+                b64::std_decode(s).map_err(|_| self.malformed("`cc_eventlog` is not base64"))?,
+            ),
+            Some(_) => return Err(self.malformed("`cc_eventlog` must be a base64 string")),
+        };
+
+        let key = collateral_key(&quote).map_err(|e| self.rejected(e.to_string()))?;
+        let t = now();
+        let collateral = self.collateral.get(&key, t).await.map_err(|e| match e {
+            CollateralSourceError::Unavailable(reason) => VerifyError::Unavailable {
+                tee: self.tee,
+                reason,
+            },
+            other => self.rejected(other.to_string()),
+        })?;
+        let verified = self
+            .dcap
+            .verify(&raw, &collateral, t)
+            .map_err(|e| match e {
+                DcapError::Quote(q) => self.malformed(q.to_string()),
+                other => self.rejected(other.to_string()),
+            })?;
+
+        if !report_data_matches(quote.report_data(), binding.report_data) {
+            return Err(VerifyError::ReportDataMismatch { tee: self.tee });
+        }
+        if let Some(init) = binding.init_data {
+            let digest = init_data_digest(&init.body).map_err(|e| self.malformed(e.to_string()))?;
+            if !config_id_matches(quote.config_id(), &digest) {
+                return Err(VerifyError::InitDataMismatch { tee: self.tee });
+            }
+        }
+
+        let mut claims = if quote.is_tdx() {
+            let log = match &log_bytes {
+                Some(b) => {
+                    let log = EventLog::parse(b)
+                        .map_err(|e| self.malformed(format!("cc_eventlog: {e}")))?;
+                    let rtmrs = [0, 1, 2, 3].map(|i| quote.rtmr(i).unwrap_or(&[]));
+                    log.check_rtmrs(rtmrs)
+                        .map_err(|e| self.rejected(e.to_string()))?;
+                    Some(log)
+                }
+                None => None,
+            };
+            let pid = leaf_der(&quote)
+                .ok()
+                .and_then(|d| dcap_qvl::intel::parse_pck_extension(&d).ok())
+                .and_then(|e| e.platform_instance_id);
+            tdx_quote_claims(&quote, log.as_ref(), pid.as_deref())
+        } else {
+            sgx_quote_claims(&quote)
+        };
+        claims.extend(dcap_claims(&verified));
+        // Trustee moves these two out of the TEE object (they are in quote.body too).
+        claims.remove("report_data");
+        claims.remove("init_data");
+        Ok(Value::Object(claims))
+    }
+}
