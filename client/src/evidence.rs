@@ -29,12 +29,22 @@ impl EvidenceProvider for SampleEvidence {
     }
 }
 
-/// Picks a provider by TEE name (`auto` detects; only `sample` exists so far).
-pub fn provider(tee: &str) -> Result<Box<dyn EvidenceProvider>, ClientError> {
+/// Picks a provider by TEE name. `auto` uses TDX when the machine is a TD (configfs-tsm or
+/// /dev/tdx_guest present) and otherwise the development-only `sample` TEE.
+pub fn provider(
+    tee: &str,
+    paths: &crate::tdx::TdxPaths,
+) -> Result<Box<dyn EvidenceProvider>, ClientError> {
     match tee {
-        "sample" | "auto" => Ok(Box::new(SampleEvidence)),
+        "tdx" => Ok(Box::new(crate::tdx::TdxEvidence::new(paths.clone()))),
+        "auto" if paths.detect() => Ok(Box::new(crate::tdx::TdxEvidence::new(paths.clone()))),
+        "auto" => {
+            tracing::warn!("no TEE detected (no configfs-tsm, no /dev/tdx_guest): using the sample TEE, which production policies refuse");
+            Ok(Box::new(SampleEvidence))
+        }
+        "sample" => Ok(Box::new(SampleEvidence)),
         other => Err(ClientError::Evidence(format!(
-            "TEE {other:?} is not supported by this client (supported: sample)"
+            "TEE {other:?} is not supported by this client (supported: auto, tdx, sample)"
         ))),
     }
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod evidence;
 pub mod kbs;
 pub mod model;
+pub mod tdx;
 
 pub use error::ClientError;
 pub use kbs::KbsClient;

@@ -39,9 +39,18 @@ struct Cli {
 
 #[derive(Args)]
 struct TeeArgs {
-    /// Evidence type: `auto` or `sample`.
-    #[arg(long, default_value = "auto")]
+    /// Evidence type: `auto` (TDX when this is a TD, else `sample`), `tdx` or `sample`.
+    #[arg(long, default_value = "auto", env = "COFFER_TEE")]
     tee: String,
+    /// configfs-tsm report directory (TDX quotes).
+    #[arg(long, env = "COFFER_TSM_REPORT_DIR", default_value = coffer::tdx::TSM_REPORT_DIR)]
+    tsm_report_dir: PathBuf,
+    /// CC event log area (sent with TDX evidence when present).
+    #[arg(long, env = "COFFER_CCEL", default_value = coffer::tdx::CCEL_PATH)]
+    ccel: PathBuf,
+    /// Attestation-Agent runtime event log (appended to the CC event log when present).
+    #[arg(long, env = "AAEL_PATH", default_value = coffer::tdx::AAEL_PATH)]
+    aael: PathBuf,
     /// PKCS#8 PEM private key to use as the TEE key (default: a fresh P-256 key).
     #[arg(long)]
     tee_key_file: Option<PathBuf>,
@@ -284,7 +293,14 @@ fn tee_client(cli: &Cli, http: reqwest::Client, tee: &TeeArgs) -> anyhow::Result
     Ok(KbsClient::new(
         http,
         &cli.url,
-        evidence::provider(&tee.tee)?,
+        evidence::provider(
+            &tee.tee,
+            &coffer::tdx::TdxPaths {
+                tsm_report_dir: tee.tsm_report_dir.clone(),
+                ccel: tee.ccel.clone(),
+                aael: tee.aael.clone(),
+            },
+        )?,
         key,
     ))
 }

@@ -4,7 +4,9 @@
 //! The binaries are looked up next to the test executable's target directory; build them
 //! first (`cargo build --bins`, which `scripts/test.sh` does).
 
+pub mod fake_tsm;
 pub mod kms_emulator;
+pub mod pccs_emulator;
 pub mod tdx_mint;
 
 use std::path::{Path, PathBuf};

@@ -72,7 +72,7 @@ tdx_kernel_event_approved if {
 	ev.type_name == "EV_EFI_BOOT_SERVICES_APPLICATION"
 	"File(kernel)" in ev.details.device_paths
 	some d in ev.digests
-	d.digest == query_reference_value("tdvfkernel")
+	matches_reference(d.digest, "tdvfkernel")
 }
 
 tdx_cmdline_event_approved if {
@@ -80,7 +80,7 @@ tdx_cmdline_event_approved if {
 	ev.type_name == "EV_EVENT_TAG"
 	ev.details.string == "LOADED_IMAGE::LoadOptions"
 	some d in ev.digests
-	d.digest == query_reference_value("tdvfkernelparams")
+	matches_reference(d.digest, "tdvfkernelparams")
 }
 
 hardware := 2 if {
@@ -97,6 +97,11 @@ configuration := 2 if {
 	input.tdx.td_attributes.debug == false
 	input.tdx.quote.body.xfam in query_reference_value("xfam")
 }
+
+# A reference value is either one string or a list of accepted strings.
+matches_reference(v, name) if v == query_reference_value(name)
+
+matches_reference(v, name) if v in query_reference_value(name)
 
 # ---- extensions ----
 

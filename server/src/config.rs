@@ -217,9 +217,10 @@ impl Config {
                 d.pccs_update
             )));
         }
-        if !d.pccs_url.is_empty()
-            && !(d.pccs_url.starts_with("https://") || d.pccs_url.starts_with("http://"))
-        {
+        let url_ok = d.pccs_url.is_empty()
+            || d.pccs_url.starts_with("https://")
+            || d.pccs_url.starts_with("http://");
+        if !url_ok {
             return Err(ConfigError::Invalid(format!(
                 "dcap.pccs_url must be an http(s) URL or empty (offline), not {:?}",
                 d.pccs_url

@@ -88,13 +88,16 @@ pub fn root_ca(cfg: &DcapConfig) -> Result<Vec<u8>, CollateralSourceError> {
     }
 }
 
+/// A cached bundle with its `not_after` and fetch time (unix seconds).
+type Cached = (Arc<Collateral>, i64, i64);
+
 /// Collateral lookup with caching.
 pub struct CollateralProvider {
     files: HashMap<CollateralKey, Arc<Collateral>>,
     cfg: DcapConfig,
     http: Option<reqwest::Client>,
     store: Arc<dyn Store>,
-    memory: Mutex<HashMap<CollateralKey, (Arc<Collateral>, i64, i64)>>,
+    memory: Mutex<HashMap<CollateralKey, Cached>>,
 }
 
 fn key_text(k: &CollateralKey) -> String {

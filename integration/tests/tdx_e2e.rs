@@ -1,0 +1,365 @@
+//! TDX end to end without TDX hardware: the real `coffer` CLI asks a fake configfs-tsm for
+//! a quote, which the test PKI mints over the REPORTDATA the client wrote; the real
+//! `coffer-server` verifies it with the DCAP code path (test root configured), the default
+//! TDX attestation policy and reference values, and releases the secret.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine;
+use coffer_integration::fake_tsm::{FakeTsm, FakeTsmOptions};
+use coffer_integration::pccs_emulator::Pccs;
+use coffer_integration::tdx_mint::{CollateralOptions, TdFields, TestPki};
+use coffer_integration::Server;
+use coffer_tdx::eventlog::EventLog;
+use serde_json::Value;
+
+const SECRET: &[u8] = b"model-key-0123456789abcdef";
+const RES: &str = "default/aliyun/model-decryption-key";
+
+fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tdx/tests/fixtures")
+        .join(rel)
+}
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    server: Server,
+}
+
+/// A server trusting `pki`'s root, with collateral from `dcap_extra` (TOML lines).
+fn server(pki: &TestPki, coll: Option<&CollateralOptions>, dcap_extra: &str) -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    std::fs::write(root.join("root.der"), pki.root_der()).unwrap();
+    let mut dcap = format!(
+        "[dcap]\nroot_ca_file = \"{}\"\n",
+        root.join("root.der").display()
+    );
+    if let Some(o) = coll {
+        let dir = root.join("collateral");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("test.json"), pki.collateral_json(o)).unwrap();
+        dcap.push_str(&format!("collateral_dir = \"{}\"\n", dir.display()));
+    }
+    dcap.push_str(dcap_extra);
+    let server = Server::start(&root, Some(&dcap));
+    let f = root.join("secret");
+    std::fs::write(&f, SECRET).unwrap();
+    server.admin(&["set-resource", RES, "--file", f.to_str().unwrap()]);
+    server.admin(&["set-resource-policy", "--affirming"]);
+    let td = TdFields::default();
+    for (name, v) in [
+        ("mr_td", hex::encode(td.mr_td)),
+        ("rtmr_1", hex::encode(td.rtmrs[1])),
+        ("rtmr_2", hex::encode(td.rtmrs[2])),
+        ("xfam", hex::encode(td.xfam.to_le_bytes())),
+    ] {
+        server.admin(&["set-reference-value", name, &format!("[\"{v}\"]")]);
+    }
+    Setup {
+        _tmp: tmp,
+        root,
+        server,
+    }
+}
+
+fn offline(pki: &TestPki) -> Setup {
+    server(
+        pki,
+        Some(&CollateralOptions::current()),
+        "pccs_url = \"\"\n",
+    )
+}
+
+/// A fake TD whose quotes come from `pki`, after `edit` has had its say.
+fn td(
+    root: &Path,
+    pki: Arc<TestPki>,
+    fields: TdFields,
+    edit: fn(&TestPki, Vec<u8>) -> Vec<u8>,
+) -> FakeTsm {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    FakeTsm::start(
+        &root.join(format!("td{n}")),
+        FakeTsmOptions::default(),
+        Arc::new(move |rd| {
+            let mut f = fields.clone();
+            f.report_data = rd;
+            edit(&pki, pki.quote(&f))
+        }),
+    )
+}
+
+fn unchanged(_: &TestPki, q: Vec<u8>) -> Vec<u8> {
+    q
+}
+
+fn get(s: &Setup, tsm: &FakeTsm, ccel: Option<&str>) -> std::process::Output {
+    let dir = tsm.report_dir().to_str().unwrap().to_string();
+    let missing = s.root.join("no-such-log").display().to_string();
+    let args = [
+        "get-resource",
+        RES,
+        "--tee",
+        "tdx",
+        "--tsm-report-dir",
+        &dir,
+        "--ccel",
+        ccel.unwrap_or(&missing),
+        "--aael",
+        &missing,
+    ];
+    s.server.coffer(&args)
+}
+
+fn token_claims(s: &Setup, tsm: &FakeTsm, extra: &[&str]) -> Value {
+    let dir = tsm.report_dir().to_str().unwrap().to_string();
+    let mut args = vec!["attest", "--tee", "tdx", "--tsm-report-dir", &dir];
+    args.extend_from_slice(extra);
+    let out = s.server.coffer(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let payload = token.trim().split('.').nth(1).unwrap().to_string();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[test]
+fn tdx_get_resource_releases_through_dcap_and_the_default_policy() {
+    let pki = Arc::new(TestPki::new());
+    let s = offline(&pki);
+    let tsm = td(&s.root, pki.clone(), TdFields::default(), unchanged);
+    let out = get(&s, &tsm, None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, SECRET);
+    assert_eq!(*tsm.inblob_lengths.lock().unwrap(), vec![64]);
+
+    let claims = token_claims(&s, &tsm, &[]);
+    let cpu = &claims["submods"]["cpu0"];
+    assert_eq!(cpu["ear.status"], "affirming", "{cpu:#}");
+    let tdx = &cpu["ear.veraison.annotated-evidence"]["tdx"];
+    assert_eq!(tdx["tcb_status"], "UpToDate");
+    assert_eq!(tdx["quote"]["header"]["tee_type"], "81000000");
+    assert_eq!(tdx["quote"]["body"]["mr_td"], hex::encode([0x22u8; 48]));
+    assert_eq!(tdx["td_attributes"]["debug"], false);
+    assert!(tdx.get("report_data").is_none());
+}
+
+#[test]
+fn policy_decides_on_debug_tds_and_unknown_mrtd() {
+    let pki = Arc::new(TestPki::new());
+    let s = offline(&pki);
+    let mut fields = TdFields::default();
+    fields.td_attributes |= 1;
+    let tsm = td(&s.root, pki.clone(), fields, unchanged);
+    let out = get(&s, &tsm, None);
+    assert_eq!(out.status.code(), Some(3), "debug TD released");
+    let fields = TdFields {
+        mr_td: [0x99; 48],
+        ..Default::default()
+    };
+    let tsm = td(&s.root, pki.clone(), fields, unchanged);
+    let out = get(&s, &tsm, None);
+    assert_eq!(out.status.code(), Some(3), "unknown MRTD released");
+}
+
+fn refused_with(s: &Setup, tsm: &FakeTsm, needle: &str) {
+    let out = get(s, tsm, None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn tampered_quotes_are_refused_with_specific_errors() {
+    let pki = Arc::new(TestPki::new());
+    let s = offline(&pki);
+    // Bound to another session: REPORTDATA re-signed but wrong.
+    let t = td(&s.root, pki.clone(), TdFields::default(), |p, q| {
+        let mut q = q;
+        q[568] ^= 1;
+        p.resign(&q)
+    });
+    refused_with(&s, &t, "report_data does not match");
+    // Body bit flipped after signing.
+    let t = td(&s.root, pki.clone(), TdFields::default(), |_, mut q| {
+        q[48 + 140] ^= 0x80;
+        q
+    });
+    refused_with(&s, &t, "tdx evidence rejected");
+    // Quote signature flipped.
+    let t = td(&s.root, pki.clone(), TdFields::default(), |_, mut q| {
+        q[640] ^= 0x80;
+        q
+    });
+    refused_with(&s, &t, "tdx evidence rejected");
+    // A byte of the PCK leaf certificate flipped.
+    let t = td(&s.root, pki.clone(), TdFields::default(), |_, mut q| {
+        let at = q.windows(10).position(|w| w == b"-----BEGIN").unwrap() + 300;
+        q[at] = if q[at] == b'A' { b'B' } else { b'A' };
+        q
+    });
+    refused_with(&s, &t, "tdx evidence rejected");
+}
+
+#[test]
+fn expired_collateral_is_refused_naming_the_piece() {
+    let pki = Arc::new(TestPki::new());
+    let now = coffer_integration::tdx_mint::now();
+    let old = CollateralOptions {
+        issued: now - 40 * 86_400,
+        next_update: now - 86_400,
+        ..CollateralOptions::current()
+    };
+    let s = server(&pki, Some(&old), "pccs_url = \"\"\n");
+    let t = td(&s.root, pki.clone(), TdFields::default(), unchanged);
+    refused_with(&s, &t, "collateral expired: TCB info");
+}
+
+#[test]
+fn event_log_is_replayed_and_its_events_reach_the_policy() {
+    let pki = Arc::new(TestPki::new());
+    let s = offline(&pki);
+    let ccel = fixture("trustee/eventlog/CCEL_data_ovmf");
+    let bytes = std::fs::read(&ccel).unwrap();
+    let log = EventLog::parse(&bytes).unwrap();
+    let fields = TdFields {
+        rtmrs: log.replay().unwrap(),
+        ..Default::default()
+    };
+    let events = log.to_trustee_json();
+    let digest_of = |pred: &dyn Fn(&Value) -> bool| {
+        events.iter().find(|e| pred(e)).unwrap()["digests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let kernel = digest_of(&|e| {
+        e["details"]["device_paths"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|x| x == "File(kernel)"))
+    });
+    let params = digest_of(&|e| e["details"]["string"] == "LOADED_IMAGE::LoadOptions");
+    for (name, v) in [
+        ("rtmr_1", hex::encode(fields.rtmrs[1])),
+        ("rtmr_2", hex::encode(fields.rtmrs[2])),
+        ("tdvfkernel", kernel),
+        ("tdvfkernelparams", params),
+    ] {
+        s.server
+            .admin(&["set-reference-value", name, &format!("[\"{v}\"]")]);
+    }
+    let t = td(&s.root, pki.clone(), fields, unchanged);
+    let c = ccel.to_str().unwrap();
+    let claims = token_claims(&s, &t, &["--ccel", c, "--aael", "/nonexistent"]);
+    let cpu = &claims["submods"]["cpu0"];
+    assert_eq!(
+        cpu["ear.trustworthiness-vector"]["executables"], 3,
+        "{cpu:#}"
+    );
+    let logs = &cpu["ear.veraison.annotated-evidence"]["tdx"]["uefi_event_logs"];
+    assert_eq!(logs.as_array().unwrap().len(), 20);
+
+    // The same log with a quote whose RTMRs it does not produce.
+    let t = td(&s.root, pki.clone(), TdFields::default(), unchanged);
+    let out = get(&s, &t, Some(c));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("replay of RTMR"), "{err}");
+}
+
+#[test]
+fn collateral_is_fetched_from_a_pccs_once_and_shared_through_the_database() {
+    let pki = Arc::new(TestPki::new());
+    let pccs = Pccs::start(pki.pcs_responses(&CollateralOptions::current()));
+    let mut s = server(&pki, None, &format!("pccs_url = \"{}\"\n", pccs.url));
+    let t = td(&s.root, pki.clone(), TdFields::default(), unchanged);
+    let out = get(&s, &t, None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(pccs.hits.load(std::sync::atomic::Ordering::SeqCst), 4);
+    // Cached: in memory, then (after a restart) in the database.
+    assert!(get(&s, &t, None).status.success());
+    s.server.restart();
+    pccs.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let out = get(&s, &t, None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(pccs.hits.load(std::sync::atomic::Ordering::SeqCst), 4);
+}
+
+#[test]
+fn unreachable_pccs_without_cache_is_a_retryable_503() {
+    let pki = Arc::new(TestPki::new());
+    let pccs = Pccs::start(pki.pcs_responses(&CollateralOptions::current()));
+    pccs.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let s = server(&pki, None, &format!("pccs_url = \"{}\"\n", pccs.url));
+    let t = td(&s.root, pki.clone(), TdFields::default(), unchanged);
+    let out = get(&s, &t, None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("TCB info") && err.contains("503"), "{err}");
+}
+
+#[test]
+fn client_checks_the_configfs_provider_and_generation() {
+    let pki = Arc::new(TestPki::new());
+    let s = offline(&pki);
+    let p = pki.clone();
+    let sev = FakeTsm::start(
+        &s.root.join("sev"),
+        FakeTsmOptions {
+            provider: "sev_guest\n".into(),
+            ..Default::default()
+        },
+        Arc::new(move |rd| {
+            p.quote(&TdFields {
+                report_data: rd,
+                ..Default::default()
+            })
+        }),
+    );
+    let out = get(&s, &sev, None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(err.contains("not tdx_guest"), "{err}");
+    let p = pki.clone();
+    let racy = FakeTsm::start(
+        &s.root.join("racy"),
+        FakeTsmOptions {
+            generation_step: 2,
+            ..Default::default()
+        },
+        Arc::new(move |rd| {
+            p.quote(&TdFields {
+                report_data: rd,
+                ..Default::default()
+            })
+        }),
+    );
+    let out = get(&s, &racy, None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(err.contains("generation moved"), "{err}");
+}
