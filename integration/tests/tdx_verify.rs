@@ -132,3 +132,37 @@ fn wrong_vendor_id_is_refused_even_when_resigned() {
     let q = pki.resign(&q);
     assert!(v.verify(&q, &coll, now()).is_err());
 }
+
+#[test]
+fn remembered_outcomes_still_check_every_quote() {
+    let (pki, coll, v) = setup();
+    let mut td = TdFields::default();
+    let first = pki.quote(&td);
+    v.verify(&first, &coll, now()).unwrap();
+    // Same TD, new REPORTDATA: answered from the cache, signature still checked.
+    td.report_data = [7; 64];
+    let second = pki.quote(&td);
+    assert_eq!(
+        dcap_claims(&v.verify(&second, &coll, now()).unwrap())["tcb_status"],
+        "UpToDate"
+    );
+    let mut forged = second.clone();
+    forged[568] ^= 1; // REPORTDATA changed without re-signing
+    let e = v.verify(&forged, &coll, now()).unwrap_err();
+    assert!(e.to_string().contains("signature"), "{e}");
+    let mut bad_sig = second.clone();
+    bad_sig[640] ^= 1;
+    assert!(v.verify(&bad_sig, &coll, now()).is_err());
+    // Any other body change is a different TD: full verification (here: no TCB level).
+    let mut low = TdFields::default();
+    low.tee_tcb_svn[0] = 1;
+    assert!(v.verify(&pki.quote(&low), &coll, now()).is_err());
+    // New collateral (the PCK now revoked) is not answered from the cache.
+    let mut o = CollateralOptions::current();
+    o.revoke_pck = true;
+    let revoked = Collateral::from_json(&pki.collateral_json(&o)).unwrap();
+    assert!(v.verify(&second, &revoked, now()).is_err());
+    // Outside the collateral window the cache does not help either.
+    let end = coll.window().unwrap().not_after;
+    assert!(v.verify(&second, &coll, end + 1).is_err());
+}

@@ -5,6 +5,7 @@ use dcap_qvl::QuoteCollateralV3;
 use der::Decode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::Digest;
 
 /// Why collateral is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,10 +79,14 @@ pub struct Window {
     pub not_after: i64,
 }
 
-/// One complete collateral bundle (dcap-qvl's `QuoteCollateralV3` shape).
+/// One complete collateral bundle (dcap-qvl's `QuoteCollateralV3` shape), with its
+/// validity windows, platform key and fingerprint computed once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Collateral {
     inner: QuoteCollateralV3,
+    pieces: [(&'static str, i64, i64); 4],
+    key: CollateralKey,
+    fingerprint: [u8; 32],
 }
 
 #[derive(Deserialize)]
@@ -131,10 +136,21 @@ fn first_cert_cn(pem_chain: &str) -> Option<String> {
 impl Collateral {
     /// Wraps collateral after checking that its JSON and CRLs parse.
     pub fn new(inner: QuoteCollateralV3) -> Result<Self, CollateralError> {
-        let c = Collateral { inner };
-        c.pieces()?;
-        c.key()?;
-        Ok(c)
+        let pieces = Self::compute_pieces(&inner)?;
+        let key = Self::compute_key(&inner)?;
+        let json = serde_json::to_vec(&inner).unwrap_or_default();
+        let fingerprint = sha2::Sha256::digest(&json).into();
+        Ok(Collateral {
+            inner,
+            pieces,
+            key,
+            fingerprint,
+        })
+    }
+
+    /// SHA-256 of the bundle's JSON form: identifies it in verification caches.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.fingerprint
     }
 
     /// Parses dcap-qvl's JSON form (hex CRLs and signatures, raw signed JSON text).
@@ -159,11 +175,13 @@ impl Collateral {
     }
 
     /// (piece, not_before, not_after) for the four signed items.
-    fn pieces(&self) -> Result<[(&'static str, i64, i64); 4], CollateralError> {
-        let tcb = Self::head(&self.inner.tcb_info, "TCB info")?;
-        let qe = Self::head(&self.inner.qe_identity, "QE identity")?;
-        let pck = crl_window(&self.inner.pck_crl, "PCK CRL")?;
-        let root = crl_window(&self.inner.root_ca_crl, "root CA CRL")?;
+    fn compute_pieces(
+        inner: &QuoteCollateralV3,
+    ) -> Result<[(&'static str, i64, i64); 4], CollateralError> {
+        let tcb = Self::head(&inner.tcb_info, "TCB info")?;
+        let qe = Self::head(&inner.qe_identity, "QE identity")?;
+        let pck = crl_window(&inner.pck_crl, "PCK CRL")?;
+        let root = crl_window(&inner.root_ca_crl, "root CA CRL")?;
         Ok([
             (
                 "TCB info",
@@ -182,7 +200,7 @@ impl Collateral {
 
     /// Intersection of the validity windows of all four items.
     pub fn window(&self) -> Result<Window, CollateralError> {
-        let p = self.pieces()?;
+        let p = self.pieces;
         Ok(Window {
             not_before: p.iter().map(|x| x.1).max().unwrap_or(0),
             not_after: p.iter().map(|x| x.2).min().unwrap_or(0),
@@ -191,7 +209,7 @@ impl Collateral {
 
     /// Checks every item at `now`, naming the first one outside its window.
     pub fn check_time(&self, now: i64) -> Result<(), CollateralError> {
-        for (piece, nb, na) in self.pieces()? {
+        for (piece, nb, na) in self.pieces {
             if now < nb || now > na {
                 return Err(CollateralError::Expired {
                     piece,
@@ -206,7 +224,11 @@ impl Collateral {
 
     /// Which quotes this bundle serves.
     pub fn key(&self) -> Result<CollateralKey, CollateralError> {
-        let tcb = Self::head(&self.inner.tcb_info, "TCB info")?;
+        Ok(self.key.clone())
+    }
+
+    fn compute_key(inner: &QuoteCollateralV3) -> Result<CollateralKey, CollateralError> {
+        let tcb = Self::head(&inner.tcb_info, "TCB info")?;
         let tee = match tcb.id.as_deref() {
             Some("TDX") => "TDX",
             Some("SGX") | None => "SGX",
@@ -220,7 +242,7 @@ impl Collateral {
             .fmspc
             .ok_or_else(|| CollateralError::Malformed("TCB info has no fmspc".into()))?
             .to_ascii_uppercase();
-        let cn = first_cert_cn(&self.inner.pck_crl_issuer_chain).unwrap_or_default();
+        let cn = first_cert_cn(&inner.pck_crl_issuer_chain).unwrap_or_default();
         let ca = if cn.contains("Processor") {
             PckCa::Processor
         } else if cn.contains("Platform") {

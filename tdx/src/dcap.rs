@@ -1,7 +1,12 @@
 //! DCAP quote verification: dcap-qvl with a pinned root and the caller's clock, plus
-//! the checks Intel's QVL makes that dcap-qvl leaves out, and precise collateral errors.
+//! the checks Intel's QVL makes that dcap-qvl leaves out, precise collateral errors, and a
+//! per-TD cache of verified outcomes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use dcap_qvl::{verify::QuoteVerifier, QuoteClaims};
+use sha2::{Digest, Sha256};
 
 use crate::collateral::{Collateral, CollateralError, CollateralKey, PckCa};
 use crate::pem;
@@ -27,10 +32,40 @@ pub enum DcapError {
     Rejected(String),
 }
 
+/// A successful verification: the TCB verdict, PCK identity and collateral dates.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// dcap-qvl's result. Its `report` may come from an earlier quote of the same TD (see
+    /// [`DcapVerifier`]); claims about the body are read from the quote itself.
+    pub(crate) claims: QuoteClaims,
+}
+
+impl Verified {
+    /// The PCK's platform instance id (Platform CA certificates only).
+    pub fn platform_instance_id(&self) -> Option<[u8; 16]> {
+        self.claims.platform.pck.platform_instance_id
+    }
+
+    /// The converged TCB status, e.g. `UpToDate`.
+    pub fn tcb_status(&self) -> String {
+        self.claims.tcb.status.to_string()
+    }
+}
+
 /// Verifies quotes against one trust anchor.
+///
+/// Everything in a quote except REPORTDATA and the quote signature is the same for every
+/// quote of one TD (header, measurements, attestation key, QE report, PCK chain). After one
+/// full DCAP verification the verifier remembers the outcome under a digest of exactly
+/// those bytes and of the collateral; a later quote identical outside REPORTDATA only needs
+/// its own signature checked with the attestation key that was verified the first time.
+/// A remembered outcome is used only inside the validity window of the collateral and
+/// certificates it was computed from.
 #[derive(Clone)]
 pub struct DcapVerifier {
     root_der: Vec<u8>,
+    outcomes: Arc<Mutex<HashMap<[u8; 32], CachedOutcome>>>,
+    keys: Arc<Mutex<HashMap<[u8; 32], CollateralKey>>>,
 }
 
 impl std::fmt::Debug for DcapVerifier {
@@ -39,11 +74,50 @@ impl std::fmt::Debug for DcapVerifier {
     }
 }
 
-/// A successful verification: dcap-qvl's claims (TCB verdict, PCK identity, dates).
-#[derive(Debug, Clone)]
-pub struct Verified {
-    /// The DCAP result.
-    pub claims: QuoteClaims,
+#[derive(Clone)]
+struct CachedOutcome {
+    claims: QuoteClaims,
+    valid_from: i64,
+    valid_until: i64,
+}
+
+/// Entries kept at most per cache; a full cache is cleared (TDs re-verify once).
+const CACHE_LIMIT: usize = 4096;
+
+fn insert_bounded<V>(m: &Mutex<HashMap<[u8; 32], V>>, k: [u8; 32], v: V) {
+    if let Ok(mut m) = m.lock() {
+        if m.len() >= CACHE_LIMIT {
+            m.clear();
+        }
+        m.insert(k, v);
+    }
+}
+
+fn outcome_key(quote: &Quote<'_>, collateral: &Collateral) -> [u8; 32] {
+    let signed = quote.signed_region();
+    let rd = quote.report_data_offset();
+    let mut h = Sha256::new();
+    h.update(collateral.fingerprint());
+    h.update(&signed[..rd]);
+    h.update(&signed[rd + 64..]);
+    // Signature data after the 64-byte quote signature: key, QE report, chain.
+    h.update(&quote.signature_data()[64..]);
+    h.finalize().into()
+}
+
+fn quote_signature_ok(quote: &Quote<'_>) -> bool {
+    use p256::ecdsa::signature::Verifier;
+    let sd = quote.signature_data();
+    let mut point = [0u8; 65];
+    point[0] = 4;
+    point[1..].copy_from_slice(&sd[64..128]);
+    let (Ok(key), Ok(sig)) = (
+        p256::ecdsa::VerifyingKey::from_sec1_bytes(&point),
+        p256::ecdsa::Signature::from_slice(&sd[..64]),
+    ) else {
+        return false;
+    };
+    key.verify(quote.signed_region(), &sig).is_ok()
 }
 
 /// Which collateral a quote needs (TEE, FMSPC, PCK CA), read from its PCK leaf.
@@ -84,7 +158,22 @@ impl DcapVerifier {
 
     /// Verifier anchored at another root (tests, private PKI).
     pub fn with_root(root_der: Vec<u8>) -> Self {
-        DcapVerifier { root_der }
+        DcapVerifier {
+            root_der,
+            outcomes: Arc::new(Mutex::new(HashMap::new())),
+            keys: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Which collateral `quote` needs; remembered per PCK chain.
+    pub fn collateral_key_for(&self, quote: &Quote<'_>) -> Result<CollateralKey, DcapError> {
+        let id: [u8; 32] = Sha256::digest(quote.pck_chain_pem()).into();
+        if let Some(k) = self.keys.lock().ok().and_then(|m| m.get(&id).cloned()) {
+            return Ok(k);
+        }
+        let k = collateral_key(quote)?;
+        insert_bounded(&self.keys, id, k.clone());
+        Ok(k)
     }
 
     /// Verifies `raw` with `collateral` at unix time `now`.
@@ -100,24 +189,55 @@ impl DcapVerifier {
     ) -> Result<Verified, DcapError> {
         let quote = Quote::parse(raw)?;
         collateral.check_time(now)?;
-        let want = collateral_key(&quote)?;
+        let ok = outcome_key(&quote, collateral);
+        let cached = self.outcomes.lock().ok().and_then(|m| m.get(&ok).cloned());
+        if let Some(c) = cached {
+            if c.valid_from <= now && now < c.valid_until {
+                if !quote_signature_ok(&quote) {
+                    return Err(DcapError::Rejected(
+                        "quote signature does not verify with the attestation key".into(),
+                    ));
+                }
+                return Ok(Verified { claims: c.claims });
+            }
+        }
+        let claims = self.verify_fully(&quote, collateral, now)?;
+        insert_bounded(
+            &self.outcomes,
+            ok,
+            CachedOutcome {
+                claims: claims.clone(),
+                valid_from: claims.latest_issue_date as i64,
+                valid_until: claims.earliest_expiration_date as i64,
+            },
+        );
+        Ok(Verified { claims })
+    }
+
+    fn verify_fully(
+        &self,
+        quote: &Quote<'_>,
+        collateral: &Collateral,
+        now: i64,
+    ) -> Result<QuoteClaims, DcapError> {
+        let want = self.collateral_key_for(quote)?;
         let have = collateral.key()?;
         if want != have {
             return Err(DcapError::CollateralMismatch(format!(
                 "quote needs {want}, collateral is for {have}"
             )));
         }
-        self.intel_name_checks(&quote)?;
+        intel_name_checks(quote)?;
         let v = QuoteVerifier::new(self.root_der.clone())
             .allow_debug(true)
             .allow_service_td(true);
-        let now = u64::try_from(now).map_err(|_| DcapError::Rejected("time before 1970".into()))?;
+        let t = u64::try_from(now).map_err(|_| DcapError::Rejected("time before 1970".into()))?;
         let claims = v
             .verify_with_policy(
                 quote.bytes(),
                 collateral.as_dcap(),
-                now,
-                &dcap_qvl::QuotePolicy::claims_only(now),
+                t,
+                &dcap_qvl::QuotePolicy::claims_only(t),
             )
             .map_err(|e| DcapError::Rejected(format!("{e:#}")))?;
         let tcb_pce_id = tcb_info_pce_id(collateral)?;
@@ -126,20 +246,20 @@ impl DcapVerifier {
                 "TCB info pceId {tcb_pce_id} differs from the PCK certificate's"
             )));
         }
-        Ok(Verified { claims })
+        Ok(claims)
     }
+}
 
-    /// Intel QVL's name checks on the PCK leaf (dcap-qvl does not make them).
-    fn intel_name_checks(&self, quote: &Quote<'_>) -> Result<(), DcapError> {
-        let leaf = leaf_der(quote)?;
-        let cn = pem::subject_cn(&leaf).unwrap_or_default();
-        if !cn.contains("SGX PCK Certificate") {
-            return Err(DcapError::PckChain(format!(
-                "PCK leaf subject {cn:?} is not an SGX PCK Certificate"
-            )));
-        }
-        Ok(())
+/// Intel QVL's name check on the PCK leaf (dcap-qvl does not make it).
+fn intel_name_checks(quote: &Quote<'_>) -> Result<(), DcapError> {
+    let leaf = leaf_der(quote)?;
+    let cn = pem::subject_cn(&leaf).unwrap_or_default();
+    if !cn.contains("SGX PCK Certificate") {
+        return Err(DcapError::PckChain(format!(
+            "PCK leaf subject {cn:?} is not an SGX PCK Certificate"
+        )));
     }
+    Ok(())
 }
 
 fn tcb_info_pce_id(c: &Collateral) -> Result<String, DcapError> {

@@ -283,14 +283,20 @@ impl<'a> Quote<'a> {
         self.pck_chain
     }
 
+    /// Offset of REPORTDATA from the start of the quote.
+    pub fn report_data_offset(&self) -> usize {
+        self.body_start
+            + if self.kind.is_td() {
+                td::REPORT_DATA
+            } else {
+                sgx::REPORT_DATA
+            }
+    }
+
     /// REPORTDATA (64 bytes) of the body.
     pub fn report_data(&self) -> &'a [u8] {
-        let off = if self.kind.is_td() {
-            td::REPORT_DATA
-        } else {
-            sgx::REPORT_DATA
-        };
-        &self.body()[off..off + 64]
+        let off = self.report_data_offset();
+        &self.raw[off..off + 64]
     }
 
     /// MRCONFIGID (48 bytes) of a TD report; CONFIGID (64 bytes) of an SGX report.

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use coffer::evidence::SampleEvidence;
-use coffer::KbsClient;
+use coffer::evidence::{EvidenceProvider, SampleEvidence};
+use coffer::{ClientError, KbsClient};
+use coffer_integration::tdx_mint::{CollateralOptions, TdFields, TestPki};
 use coffer_integration::Server;
 use coffer_protocol::{ResourcePath, TeeKeyPair};
 
@@ -24,6 +25,10 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Evidence: `sample`, or `tdx` (quotes minted per handshake by the test PKI, verified by
+    /// the server's real DCAP path with the test root and offline collateral).
+    #[arg(long, default_value = "sample", value_parser = ["sample", "tdx"])]
+    tee: String,
     /// Run this many replicas on one fresh PostgreSQL database (the machine's, or
     /// COFFER_TEST_PG_URL) instead of one server on SQLite; clients spread over them.
     #[arg(long)]
@@ -38,17 +43,35 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// TDX evidence minted in-process over the handshake's REPORTDATA.
+struct MintedTdx(Arc<TestPki>);
+
+#[async_trait::async_trait]
+impl EvidenceProvider for MintedTdx {
+    fn tee(&self) -> &str {
+        "tdx"
+    }
+
+    async fn evidence(&self, report_data: &[u8]) -> Result<serde_json::Value, ClientError> {
+        let mut td = TdFields::default();
+        td.report_data[..report_data.len().min(64)]
+            .copy_from_slice(&report_data[..report_data.len().min(64)]);
+        let q = self.0.quote(&td);
+        Ok(serde_json::json!({"cc_eventlog": null, "quote": coffer_protocol::b64::std_encode(&q)}))
+    }
+}
+
 async fn one_handshake(
     http: &reqwest::Client,
     url: &str,
     path: &ResourcePath,
+    pki: Option<Arc<TestPki>>,
 ) -> anyhow::Result<()> {
-    let mut c = KbsClient::new(
-        http.clone(),
-        url,
-        Box::new(SampleEvidence),
-        TeeKeyPair::generate(),
-    );
+    let evidence: Box<dyn EvidenceProvider> = match pki {
+        Some(p) => Box::new(MintedTdx(p)),
+        None => Box::new(SampleEvidence),
+    };
+    let mut c = KbsClient::new(http.clone(), url, evidence, TeeKeyPair::generate());
     let secret = c.get_resource(path).await?;
     anyhow::ensure!(secret.len() == 32, "unexpected secret");
     Ok(())
@@ -58,8 +81,26 @@ async fn one_handshake(
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = tempfile::tempdir()?;
+    let pki = (args.tee == "tdx").then(|| Arc::new(TestPki::new()));
+    let config = match &pki {
+        Some(p) => {
+            std::fs::write(dir.path().join("root.der"), p.root_der())?;
+            let coll = dir.path().join("collateral");
+            std::fs::create_dir_all(&coll)?;
+            std::fs::write(
+                coll.join("test.json"),
+                p.collateral_json(&CollateralOptions::current()),
+            )?;
+            Some(format!(
+                "[dcap]\npccs_url = \"\"\nroot_ca_file = \"{}\"\ncollateral_dir = \"{}\"\n",
+                dir.path().join("root.der").display(),
+                coll.display()
+            ))
+        }
+        None => None,
+    };
     let servers: Vec<Server> = match args.postgres_replicas {
-        None => vec![Server::start(dir.path(), None)],
+        None => vec![Server::start(dir.path(), config.as_deref())],
         Some(n) => {
             let url = Server::fresh_postgres();
             let keys = dir.path().join("keys");
@@ -96,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
     let end = warmup_end + Duration::from_secs(args.seconds);
     let mut tasks = Vec::new();
     for worker in 0..args.concurrency {
-        let (http, urls, path) = (http.clone(), urls.clone(), path.clone());
+        let (http, urls, path, pki) = (http.clone(), urls.clone(), path.clone(), pki.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0u64;
@@ -104,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
             while Instant::now() < end {
                 let t = Instant::now();
                 n += 1;
-                let ok = one_handshake(&http, &urls[n % urls.len()], &path)
+                let ok = one_handshake(&http, &urls[n % urls.len()], &path, pki.clone())
                     .await
                     .is_ok();
                 if t >= warmup_end {
@@ -146,14 +187,15 @@ async fn main() -> anyhow::Result<()> {
         None => "1 server, SQLite".to_string(),
         Some(n) => format!("{n} replicas, PostgreSQL"),
     };
+    let tee = &args.tee;
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"store": store, "concurrency": args.concurrency, "seconds": args.seconds, "handshakes": lat.len(), "errors": errors,
+            serde_json::json!({"store": store, "tee": tee, "concurrency": args.concurrency, "seconds": args.seconds, "handshakes": lat.len(), "errors": errors,
                 "handshakes_per_s": rate, "p50_ms": p50, "p99_ms": p99, "rss_idle_mib": idle_kib as f64 / 1024.0, "rss_load_mib": peak_kib as f64 / 1024.0})
         );
     } else {
-        println!("coffer-server handshake benchmark (auth + attest + resource + JWE decrypt, sample TEE, {store})");
+        println!("coffer-server handshake benchmark (auth + attest + resource + JWE decrypt, {tee} TEE, {store})");
         println!("  clients            {}", args.concurrency);
         println!(
             "  handshakes         {} in {} s ({} errors)",

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use coffer_protocol::b64;
 use coffer_tdx::binding::{config_id_matches, init_data_digest, report_data_matches};
 use coffer_tdx::claims::{dcap_claims, sgx_quote_claims, tdx_quote_claims};
-use coffer_tdx::dcap::{collateral_key, leaf_der, DcapError, DcapVerifier};
+use coffer_tdx::dcap::{DcapError, DcapVerifier};
 use coffer_tdx::eventlog::EventLog;
 use coffer_tdx::quote::Quote;
 use serde_json::Value;
@@ -96,7 +96,10 @@ impl Verifier for DcapTeeVerifier {
             Some(_) => return Err(self.malformed("`cc_eventlog` must be a base64 string")),
         };
 
-        let key = collateral_key(&quote).map_err(|e| self.rejected(e.to_string()))?;
+        let key = self
+            .dcap
+            .collateral_key_for(&quote)
+            .map_err(|e| self.rejected(e.to_string()))?;
         let t = now();
         let collateral = self.collateral.get(&key, t).await.map_err(|e| match e {
             CollateralSourceError::Unavailable(reason) => VerifyError::Unavailable {
@@ -135,11 +138,8 @@ impl Verifier for DcapTeeVerifier {
                 }
                 None => None,
             };
-            let pid = leaf_der(&quote)
-                .ok()
-                .and_then(|d| dcap_qvl::intel::parse_pck_extension(&d).ok())
-                .and_then(|e| e.platform_instance_id);
-            tdx_quote_claims(&quote, log.as_ref(), pid.as_deref())
+            let pid = verified.platform_instance_id();
+            tdx_quote_claims(&quote, log.as_ref(), pid.as_ref().map(|p| &p[..]))
         } else {
             sgx_quote_claims(&quote)
         };
