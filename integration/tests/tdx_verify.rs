@@ -166,3 +166,24 @@ fn remembered_outcomes_still_check_every_quote() {
     let end = coll.window().unwrap().not_after;
     assert!(v.verify(&second, &coll, end + 1).is_err());
 }
+
+#[test]
+fn kbs_runtime_data_hash_is_what_the_synthetic_quote_carries() {
+    use coffer_protocol::runtime_data::{runtime_data_hash, HashAlgorithm};
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tdx/tests/fixtures/synthetic");
+    let rd: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("runtime_data.json")).unwrap()).unwrap();
+    let hash = runtime_data_hash(
+        HashAlgorithm::Sha384,
+        rd["nonce"].as_str().unwrap(),
+        &rd["tee-pubkey"],
+        rd["additional-evidence"].as_str().unwrap(),
+    );
+    let raw = std::fs::read(dir.join("quote.bin")).unwrap();
+    let q = Quote::parse(&raw).unwrap();
+    assert!(coffer_tdx::binding::report_data_matches(
+        q.report_data(),
+        &hash
+    ));
+}
