@@ -51,6 +51,9 @@ struct TeeArgs {
     /// Attestation-Agent runtime event log (appended to the CC event log when present).
     #[arg(long, env = "AAEL_PATH", default_value = coffer::tdx::AAEL_PATH)]
     aael: PathBuf,
+    /// Legacy TDX guest device, used with the host's QGS over vsock when configfs-tsm is absent.
+    #[arg(long, env = "COFFER_TDX_GUEST", default_value = coffer::tdx::TDX_GUEST_DEV)]
+    tdx_guest: PathBuf,
     /// PKCS#8 PEM private key to use as the TEE key (default: a fresh P-256 key).
     #[arg(long)]
     tee_key_file: Option<PathBuf>,
@@ -299,6 +302,7 @@ fn tee_client(cli: &Cli, http: reqwest::Client, tee: &TeeArgs) -> anyhow::Result
                 tsm_report_dir: tee.tsm_report_dir.clone(),
                 ccel: tee.ccel.clone(),
                 aael: tee.aael.clone(),
+                tdx_guest: tee.tdx_guest.clone(),
             },
         )?,
         key,

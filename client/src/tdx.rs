@@ -31,6 +31,8 @@ pub struct TdxPaths {
     pub ccel: PathBuf,
     /// AAEL runtime event log.
     pub aael: PathBuf,
+    /// Legacy TDX guest device (used when configfs-tsm is absent).
+    pub tdx_guest: PathBuf,
 }
 
 impl Default for TdxPaths {
@@ -39,6 +41,7 @@ impl Default for TdxPaths {
             tsm_report_dir: TSM_REPORT_DIR.into(),
             ccel: CCEL_PATH.into(),
             aael: AAEL_PATH.into(),
+            tdx_guest: TDX_GUEST_DEV.into(),
         }
     }
 }
@@ -46,7 +49,7 @@ impl Default for TdxPaths {
 impl TdxPaths {
     /// Whether this machine looks like a TD.
     pub fn detect(&self) -> bool {
-        self.tsm_report_dir.is_dir() || Path::new(TDX_GUEST_DEV).exists()
+        self.tsm_report_dir.is_dir() || self.tdx_guest.exists()
     }
 }
 
@@ -207,6 +210,15 @@ pub fn tsm_quote(dir: &Path, report_data: &[u8; 64]) -> Result<Vec<u8>, ClientEr
     )))
 }
 
+/// A quote from configfs-tsm, or, when the kernel has none, from `/dev/tdx_guest` and the
+/// host's quote generation service.
+pub fn quote(paths: &TdxPaths, report_data: &[u8; 64]) -> Result<Vec<u8>, ClientError> {
+    if !paths.tsm_report_dir.is_dir() && paths.tdx_guest.exists() {
+        return crate::tdx_legacy::legacy_quote(&paths.tdx_guest, report_data);
+    }
+    tsm_quote(&paths.tsm_report_dir, report_data)
+}
+
 /// The CC event log to send: trimmed CCEL, then AAEL records, then the 0xFF end marker;
 /// `None` when neither exists.
 pub fn assemble_event_log(paths: &TdxPaths) -> Result<Option<Vec<u8>>, ClientError> {
@@ -266,7 +278,7 @@ impl EvidenceProvider for TdxEvidence {
         let block = report_data_block(report_data)?;
         let paths = self.paths.clone();
         let (quote, log) = tokio::task::spawn_blocking(move || {
-            let q = tsm_quote(&paths.tsm_report_dir, &block)?;
+            let q = quote(&paths, &block)?;
             let l = assemble_event_log(&paths)?;
             Ok::<_, ClientError>((q, l))
         })
