@@ -72,6 +72,8 @@ for name in ["minimal", "full"]:
         check("Ingress" in kinds and "ServiceMonitor" in kinds and "PodDisruptionBudget" in kinds, "full: ingress, servicemonitor, pdb")
         cm = kinds["ConfigMap"][0]["data"]["coffer-server.toml"]
         check("[aliyun_kms]" in cm and "[server.tls]" in cm, "full: KMS and TLS in the server config")
+        check('pccs_url = "https://sgx-dcap-server.cn-hangzhou.aliyuncs.com"' in cm,
+              "full: TDX collateral from the region's Alibaba Cloud PCCS")
         check("resource-policy.rego" in kinds["ConfigMap"][0]["data"] and "policy_dir" in cm, "full: resource policy shipped in the ConfigMap")
         secrets = " ".join(str(s.get("stringData")) for s in kinds["Secret"])
         check("example-password" not in cm, "full: KMS password must not be in the ConfigMap")
