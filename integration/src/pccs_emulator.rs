@@ -49,6 +49,10 @@ impl Pccs {
                     let (status, header, body): (&str, Option<(&str, &str)>, Vec<u8>) =
                         if d.load(Ordering::SeqCst) {
                             ("503 Service Unavailable", None, b"down".to_vec())
+                        } else if path.starts_with("/tdx/certification/v4/tcb?")
+                            && !path.contains(&format!("fmspc={}&", r.fmspc))
+                        {
+                            ("404 Not Found", None, b"no such fmspc".to_vec())
                         } else if path.starts_with("/tdx/certification/v4/tcb?") {
                             (
                                 "200 OK",

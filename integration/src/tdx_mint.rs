@@ -446,6 +446,7 @@ impl TestPki {
                 self.root.cert.pem()
             )),
             root_crl: self.crl(&self.root, o, false),
+            fmspc: hex::encode_upper(o.fmspc),
         }
     }
 
@@ -544,4 +545,6 @@ pub struct PcsResponses {
     pub pck_crl_chain: String,
     /// Root CA CRL DER.
     pub root_crl: Vec<u8>,
+    /// FMSPC (upper-case hex) the TCB info is for; other FMSPCs get 404.
+    pub fmspc: String,
 }

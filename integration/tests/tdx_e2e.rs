@@ -363,3 +363,14 @@ fn client_checks_the_configfs_provider_and_generation() {
     assert_ne!(out.status.code(), Some(0));
     assert!(err.contains("generation moved"), "{err}");
 }
+
+#[test]
+fn platform_unknown_to_the_pccs_is_refused_naming_the_piece() {
+    // The PCCS knows FMSPC 90C06F000000; this TD's PCK says 00806F050000.
+    let served = TestPki::new();
+    let pccs = Pccs::start(served.pcs_responses(&CollateralOptions::current()));
+    let pki = Arc::new(TestPki::with_fmspc([0x00, 0x80, 0x6f, 0x05, 0, 0]));
+    let s = server(&pki, None, &format!("pccs_url = \"{}\"\n", pccs.url));
+    let t = td(&s.root, pki.clone(), TdFields::default(), unchanged);
+    refused_with(&s, &t, "no collateral: TCB info");
+}

@@ -55,7 +55,7 @@ const INTEL_ROOT_CRL: &str = "https://certificates.trustedservices.intel.com/Int
 #[derive(Debug, thiserror::Error)]
 pub enum CollateralSourceError {
     /// Nothing configured holds collateral for this platform.
-    #[error("no collateral for {0}: not in collateral_dir and no pccs_url configured")]
+    #[error("no collateral: {0}")]
     Missing(String),
     /// The PCS/PCCS could not be reached or answered an error.
     #[error("collateral service: {0}")]
@@ -236,14 +236,19 @@ impl CollateralProvider {
         header: &[&str],
         what: &str,
     ) -> Result<(Vec<u8>, String), CollateralSourceError> {
-        let http = self
-            .http
-            .as_ref()
-            .ok_or_else(|| CollateralSourceError::Missing(what.to_string()))?;
+        let http = self.http.as_ref().ok_or_else(|| {
+            CollateralSourceError::Missing(format!("{what}: no pccs_url configured"))
+        })?;
         let r =
             http.get(url).send().await.map_err(|e| {
                 CollateralSourceError::Unavailable(format!("{what}: GET {url}: {e}"))
             })?;
+        if r.status() == reqwest::StatusCode::NOT_FOUND {
+            // The service is up but has nothing for this platform: not worth retrying.
+            return Err(CollateralSourceError::Missing(format!(
+                "{what}: {url} answered 404 (unknown platform?)"
+            )));
+        }
         if !r.status().is_success() {
             return Err(CollateralSourceError::Unavailable(format!(
                 "{what}: GET {url}: HTTP {}",
@@ -271,7 +276,9 @@ impl CollateralProvider {
 
     async fn fetch(&self, key: &CollateralKey) -> Result<Collateral, CollateralSourceError> {
         if self.http.is_none() {
-            return Err(CollateralSourceError::Missing(key.to_string()));
+            return Err(CollateralSourceError::Missing(format!(
+                "{key} is not in collateral_dir and no pccs_url is configured"
+            )));
         }
         let base = self.cfg.pccs_url.trim_end_matches('/');
         let tee = if key.tee == "TDX" { "tdx" } else { "sgx" };
