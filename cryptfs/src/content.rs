@@ -339,12 +339,40 @@ impl ContentCipher {
     /// Encrypts a symlink target to its stored form: base64url(nonce || ct || tag), AAD 8
     /// zero bytes (a one-block file without file ID).
     pub fn encrypt_symlink(&self, target: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(self.seal_small(target))
+    }
+
+    /// Seals a small value (symlink target, xattr value): nonce ‖ ciphertext ‖ tag, AAD 8
+    /// zero bytes.
+    pub fn seal_small(&self, data: &[u8]) -> Vec<u8> {
         use rand::RngCore;
         let mut nonce = [0u8; 16];
-        rand::thread_rng().fill_bytes(&mut nonce);
+        while nonce == [0; 16] {
+            rand::thread_rng().fill_bytes(&mut nonce);
+        }
         let mut blob = nonce.to_vec();
-        blob.extend(crate::keys::gcm_seal(&self.key, &nonce, &[0u8; 8], target));
-        URL_SAFE_NO_PAD.encode(blob)
+        blob.extend(crate::keys::gcm_seal(&self.key, &nonce, &[0u8; 8], data));
+        blob
+    }
+
+    /// Opens a value sealed by [`ContentCipher::seal_small`]; falls back to base64 (how old
+    /// gocryptfs versions stored xattr values).
+    pub fn open_small(&self, blob: &[u8]) -> Result<Vec<u8>, &'static str> {
+        let open = |b: &[u8]| {
+            if b.len() < NONCE + TAG {
+                return None;
+            }
+            crate::keys::gcm_open(&self.key, &b[..NONCE], &[0u8; 8], &b[NONCE..])
+                .map(|t| t.to_vec())
+        };
+        if let Some(v) = open(blob) {
+            return Ok(v);
+        }
+        base64::engine::general_purpose::STANDARD
+            .decode(blob)
+            .ok()
+            .and_then(|b| open(&b))
+            .ok_or("failed authentication (tampered or wrong key)")
     }
 
     /// Decrypts a symlink target stored as base64url(nonce || ct || tag), AAD 8 zero bytes.

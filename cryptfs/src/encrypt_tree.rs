@@ -67,6 +67,15 @@ impl Walk<'_> {
             let ft = meta.file_type();
             if ft.is_dir() {
                 std::fs::create_dir(&out).map_err(io(&out))?;
+                if let Err(error) =
+                    crate::xattrs::encrypt_onto(&self.keys.names, &self.cipher, &spath, &out)
+                {
+                    self.summary.failures.push(Failure {
+                        cipher_path: out.clone(),
+                        plain_path: Some(spath.clone()),
+                        error,
+                    });
+                }
                 let sub_iv = new_dir_iv(&out)?;
                 self.summary.dirs += 1;
                 self.walk(&spath, &out, &sub_iv)?;
@@ -95,7 +104,7 @@ impl Walk<'_> {
     }
 }
 
-fn encrypt_one(cipher: &ContentCipher, job: &FileJob) -> Result<u64, String> {
+fn encrypt_one(keys: &Keys, cipher: &ContentCipher, job: &FileJob) -> Result<u64, String> {
     let mut src =
         std::fs::File::open(&job.src).map_err(|e| format!("{}: {e}", job.src.display()))?;
     let out = std::fs::OpenOptions::new()
@@ -106,6 +115,7 @@ fn encrypt_one(cipher: &ContentCipher, job: &FileJob) -> Result<u64, String> {
     let n = cipher
         .encrypt_file(&mut src, &out)
         .map_err(|e| e.to_string())?;
+    crate::xattrs::encrypt_onto(&keys.names, cipher, &job.src, &job.dst)?;
     out.set_permissions(std::fs::Permissions::from_mode(job.mode))
         .map_err(|e| e.to_string())?;
     out.set_modified(job.mtime).map_err(|e| e.to_string())?;
@@ -157,7 +167,7 @@ pub fn encrypt_tree(
         .jobs
         .par_iter()
         .map(|job| {
-            let r = encrypt_one(&w.cipher, job);
+            let r = encrypt_one(keys, &w.cipher, job);
             if let Ok(n) = r {
                 bytes.fetch_add(n, Ordering::Relaxed);
                 progress(n);

@@ -16,6 +16,7 @@ mod gcm;
 pub mod keys;
 pub mod names;
 pub mod tree;
+pub mod xattrs;
 
 pub use encrypt_tree::encrypt_tree;
 

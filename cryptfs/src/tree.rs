@@ -166,6 +166,12 @@ impl Walk<'_> {
                 if !self.verify_only {
                     std::fs::create_dir_all(&out).map_err(io(&out))?;
                 }
+                let xdst = (!self.verify_only).then_some(out.as_path());
+                if let Err(e) =
+                    crate::xattrs::decrypt_onto(&self.keys.names, &self.cipher, &cpath, xdst)
+                {
+                    self.fail(cpath.clone(), Some(out.clone()), e);
+                }
                 self.summary.dirs += 1;
                 self.walk(&cpath, &out, false)?;
                 self.dirs.push((out, mode, mtime));
@@ -206,9 +212,11 @@ pub(crate) fn restore_dirs(dirs: &[(PathBuf, u32, SystemTime)]) {
     }
 }
 
-fn verify_one(cipher: &ContentCipher, job: &FileJob) -> Result<u64, String> {
+fn verify_one(keys: &Keys, cipher: &ContentCipher, job: &FileJob) -> Result<u64, String> {
     let mut src = std::fs::File::open(&job.src).map_err(|e| e.to_string())?;
-    cipher.verify_file(&mut src).map_err(|e| e.to_string())
+    let n = cipher.verify_file(&mut src).map_err(|e| e.to_string())?;
+    crate::xattrs::decrypt_onto(&keys.names, cipher, &job.src, None)?;
+    Ok(n)
 }
 
 /// A short hidden temporary name beside `dst` (plaintext names may already be 255 bytes).
@@ -216,7 +224,12 @@ fn temp_name(dst: &Path, index: usize) -> PathBuf {
     dst.with_file_name(format!(".coffer-partial.{}.{index}", std::process::id()))
 }
 
-fn decrypt_one(cipher: &ContentCipher, job: &FileJob, index: usize) -> Result<u64, String> {
+fn decrypt_one(
+    keys: &Keys,
+    cipher: &ContentCipher,
+    job: &FileJob,
+    index: usize,
+) -> Result<u64, String> {
     let tmp = temp_name(&job.dst, index);
     let run = || -> Result<u64, String> {
         let mut src = std::fs::File::open(&job.src).map_err(|e| e.to_string())?;
@@ -229,6 +242,7 @@ fn decrypt_one(cipher: &ContentCipher, job: &FileJob, index: usize) -> Result<u6
         let n = cipher
             .decrypt_file(&mut src, &out)
             .map_err(|e| e.to_string())?;
+        crate::xattrs::decrypt_onto(&keys.names, cipher, &job.src, Some(&tmp))?;
         out.set_permissions(std::fs::Permissions::from_mode(job.mode))
             .map_err(|e| e.to_string())?;
         out.set_modified(job.mtime).map_err(|e| e.to_string())?;
@@ -293,9 +307,9 @@ fn run(
         .enumerate()
         .map(|(i, job)| {
             let r = if verify_only {
-                verify_one(&w.cipher, job)
+                verify_one(keys, &w.cipher, job)
             } else {
-                decrypt_one(&w.cipher, job, i)
+                decrypt_one(keys, &w.cipher, job, i)
             };
             if let Ok(n) = r {
                 bytes.fetch_add(n, Ordering::Relaxed);

@@ -44,7 +44,21 @@ fn make_tree(root: &Path) {
     std::os::unix::fs::symlink("model.safetensors", root.join("link-rel")).unwrap();
     std::os::unix::fs::symlink("/opt/abs/target", root.join("dir/link-abs")).unwrap();
     std::fs::set_permissions(root.join("one"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    for (rel, name, value) in XATTRS {
+        xattr::set(root.join(rel), name, value).unwrap();
+    }
 }
+
+/// User extended attributes on a file, an empty one, and on a directory.
+const XATTRS: [(&str, &str, &[u8]); 3] = [
+    (
+        "model.safetensors",
+        "user.model-id",
+        b"qwen2.5-3b sha256:abc",
+    ),
+    ("one", "user.empty", b""),
+    ("dir", "user.note", b"weights"),
+];
 
 fn assert_same_tree(a: &Path, b: &Path) {
     let out = Command::new("diff")
@@ -61,6 +75,13 @@ fn assert_same_tree(a: &Path, b: &Path) {
     );
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&b.join("one")), 0o640);
+    for (rel, name, value) in XATTRS {
+        assert_eq!(
+            xattr::get(b.join(rel), name).unwrap().as_deref(),
+            Some(value),
+            "{rel} {name}"
+        );
+    }
 }
 
 struct Mount<'a>(&'a Path);
