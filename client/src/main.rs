@@ -489,13 +489,13 @@ fn print_report(verb: &str, report: &coffer::model::RunReport, json: bool) -> an
     if json {
         println!(
             "{}",
-            serde_json::json!({"files": s.files, "dirs": s.dirs, "symlinks": s.symlinks, "bytes": s.bytes,
+            serde_json::json!({"files": s.files, "dirs": s.dirs, "symlinks": s.symlinks, "special": s.special, "bytes": s.bytes,
                 "seconds": report.seconds, "mb_per_s": rate, "failures": s.failures})
         );
     } else {
         eprintln!(
-            "{verb} {} files, {} dirs, {} symlinks, {} bytes in {:.2} s ({rate:.0} MB/s)",
-            s.files, s.dirs, s.symlinks, s.bytes, report.seconds
+            "{verb} {} files, {} dirs, {} symlinks, {} special files, {} bytes in {:.2} s ({rate:.0} MB/s)",
+            s.files, s.dirs, s.symlinks, s.special, s.bytes, report.seconds
         );
         for f in &s.failures {
             eprintln!("FAILED {}: {}", f.cipher_path.display(), f.error);

@@ -93,11 +93,14 @@ impl Walk<'_> {
                     mtime,
                 });
             } else {
-                self.summary.failures.push(Failure {
-                    cipher_path: out,
-                    plain_path: Some(spath),
-                    error: "special files are not encrypted".into(),
-                });
+                match crate::special::recreate(&meta, &out) {
+                    Ok(()) => self.summary.special += 1,
+                    Err(error) => self.summary.failures.push(Failure {
+                        cipher_path: out,
+                        plain_path: Some(spath),
+                        error,
+                    }),
+                }
             }
         }
         Ok(())

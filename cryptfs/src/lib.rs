@@ -15,6 +15,7 @@ mod encrypt_tree;
 mod gcm;
 pub mod keys;
 pub mod names;
+mod special;
 pub mod tree;
 pub mod xattrs;
 

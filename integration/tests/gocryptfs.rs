@@ -47,6 +47,9 @@ fn make_tree(root: &Path) {
     for (rel, name, value) in XATTRS {
         xattr::set(root.join(rel), name, value).unwrap();
     }
+    run(Command::new("mkfifo")
+        .args(["-m", "0620"])
+        .arg(root.join("dir/pipe")));
 }
 
 /// User extended attributes on a file, an empty one, and on a directory.
@@ -61,9 +64,11 @@ const XATTRS: [(&str, &str, &[u8]); 3] = [
 ];
 
 fn assert_same_tree(a: &Path, b: &Path) {
+    // diff reports two FIFOs as different; the FIFO is checked by type and mode below.
     let out = Command::new("diff")
         .arg("-r")
         .arg("--no-dereference")
+        .arg("--exclude=pipe")
         .arg(a)
         .arg(b)
         .output()
@@ -75,6 +80,12 @@ fn assert_same_tree(a: &Path, b: &Path) {
     );
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&b.join("one")), 0o640);
+    let pipe = std::fs::symlink_metadata(b.join("dir/pipe")).unwrap();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_fifo(&pipe.file_type()),
+        "dir/pipe is not a FIFO"
+    );
+    assert_eq!(pipe.permissions().mode() & 0o777, 0o620);
     for (rel, name, value) in XATTRS {
         assert_eq!(
             xattr::get(b.join(rel), name).unwrap().as_deref(),
