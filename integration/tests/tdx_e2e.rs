@@ -326,37 +326,36 @@ fn unreachable_pccs_without_cache_is_a_retryable_503() {
 fn client_checks_the_configfs_provider_and_generation() {
     let pki = Arc::new(TestPki::new());
     let s = offline(&pki);
-    let p = pki.clone();
-    let sev = FakeTsm::start(
-        &s.root.join("sev"),
+    let fake = |name: &str, opts: FakeTsmOptions| {
+        let p = pki.clone();
+        FakeTsm::start(
+            &s.root.join(name),
+            opts,
+            Arc::new(move |rd| {
+                p.quote(&TdFields {
+                    report_data: rd,
+                    ..Default::default()
+                })
+            }),
+        )
+    };
+    let sev = fake(
+        "sev",
         FakeTsmOptions {
             provider: "sev_guest\n".into(),
             ..Default::default()
         },
-        Arc::new(move |rd| {
-            p.quote(&TdFields {
-                report_data: rd,
-                ..Default::default()
-            })
-        }),
     );
     let out = get(&s, &sev, None);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0));
     assert!(err.contains("not tdx_guest"), "{err}");
-    let p = pki.clone();
-    let racy = FakeTsm::start(
-        &s.root.join("racy"),
+    let racy = fake(
+        "racy",
         FakeTsmOptions {
             generation_step: 2,
             ..Default::default()
         },
-        Arc::new(move |rd| {
-            p.quote(&TdFields {
-                report_data: rd,
-                ..Default::default()
-            })
-        }),
     );
     let out = get(&s, &racy, None);
     let err = String::from_utf8_lossy(&out.stderr);

@@ -199,12 +199,12 @@ impl Collateral {
     }
 
     /// Intersection of the validity windows of all four items.
-    pub fn window(&self) -> Result<Window, CollateralError> {
+    pub fn window(&self) -> Window {
         let p = self.pieces;
-        Ok(Window {
+        Window {
             not_before: p.iter().map(|x| x.1).max().unwrap_or(0),
             not_after: p.iter().map(|x| x.2).min().unwrap_or(0),
-        })
+        }
     }
 
     /// Checks every item at `now`, naming the first one outside its window.
@@ -223,8 +223,8 @@ impl Collateral {
     }
 
     /// Which quotes this bundle serves.
-    pub fn key(&self) -> Result<CollateralKey, CollateralError> {
-        Ok(self.key.clone())
+    pub fn key(&self) -> &CollateralKey {
+        &self.key
     }
 
     fn compute_key(inner: &QuoteCollateralV3) -> Result<CollateralKey, CollateralError> {

@@ -221,8 +221,8 @@ impl DcapVerifier {
         now: i64,
     ) -> Result<QuoteClaims, DcapError> {
         let want = self.collateral_key_for(quote)?;
-        let have = collateral.key()?;
-        if want != have {
+        let have = collateral.key();
+        if want != *have {
             return Err(DcapError::CollateralMismatch(format!(
                 "quote needs {want}, collateral is for {have}"
             )));

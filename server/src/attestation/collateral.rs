@@ -122,10 +122,7 @@ pub fn load_dir(
             .map_err(|e| CollateralSourceError::Invalid(format!("{}: {e}", p.display())))?;
         let c = Collateral::from_json(&text)
             .map_err(|e| CollateralSourceError::Invalid(format!("{}: {e}", p.display())))?;
-        let k = c
-            .key()
-            .map_err(|e| CollateralSourceError::Invalid(format!("{}: {e}", p.display())))?;
-        out.insert(k, Arc::new(c));
+        out.insert(c.key().clone(), Arc::new(c));
     }
     Ok(out)
 }
@@ -202,9 +199,7 @@ impl CollateralProvider {
         };
         match self.fetch(key).await {
             Ok(c) => {
-                let w = c
-                    .window()
-                    .map_err(|e| CollateralSourceError::Invalid(e.to_string()))?;
+                let w = c.window();
                 self.store
                     .put_collateral(&k, &c.to_json(), w.not_after, now)
                     .await

@@ -56,13 +56,6 @@ impl DcapTeeVerifier {
     }
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 #[async_trait]
 impl Verifier for DcapTeeVerifier {
     fn tee(&self) -> &'static str {
@@ -100,7 +93,7 @@ impl Verifier for DcapTeeVerifier {
             .dcap
             .collateral_key_for(&quote)
             .map_err(|e| self.rejected(e.to_string()))?;
-        let t = now();
+        let t = crate::now_secs();
         let collateral = self.collateral.get(&key, t).await.map_err(|e| match e {
             CollateralSourceError::Unavailable(reason) => VerifyError::Unavailable {
                 tee: self.tee,
