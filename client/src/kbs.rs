@@ -2,7 +2,8 @@
 
 use coffer_protocol::jwe::{self, FlattenedJwe};
 use coffer_protocol::messages::{
-    Attestation, AttestationToken, Challenge, Request, RuntimeData, TeeEvidence, SESSION_COOKIE,
+    Attestation, AttestationToken, Challenge, InitData, Request, RuntimeData, TeeEvidence,
+    SESSION_COOKIE,
 };
 use coffer_protocol::runtime_data::runtime_data_hash;
 use coffer_protocol::{HashAlgorithm, ResourcePath, TeeKeyPair};
@@ -23,6 +24,7 @@ pub struct KbsClient {
     key: TeeKeyPair,
     cookie: Option<String>,
     token: Option<String>,
+    init_data: Option<InitData>,
 }
 
 impl KbsClient {
@@ -40,7 +42,18 @@ impl KbsClient {
             key,
             cookie: None,
             token: None,
+            init_data: None,
         }
+    }
+
+    /// Sends this init-data (TOML) with the evidence; a TD's MRCONFIGID must carry its
+    /// digest (the `algorithm` it names), and policies see it as `init_data_claims`.
+    pub fn with_init_data(mut self, toml: String) -> Self {
+        self.init_data = Some(InitData {
+            format: "toml".into(),
+            body: toml,
+        });
+        self
     }
 
     /// The attestation token from the last successful handshake.
@@ -104,7 +117,7 @@ impl KbsClient {
         let hash = runtime_data_hash(alg, &challenge.nonce, &tee_pubkey, "");
         let evidence = self.provider.evidence(&hash).await?;
         let body = Attestation {
-            init_data: None,
+            init_data: self.init_data.clone(),
             runtime_data: RuntimeData {
                 nonce: challenge.nonce,
                 tee_pubkey,

@@ -51,6 +51,9 @@ struct TeeArgs {
     /// Attestation-Agent runtime event log (appended to the CC event log when present).
     #[arg(long, env = "AAEL_PATH", default_value = coffer::tdx::AAEL_PATH)]
     aael: PathBuf,
+    /// Init-data TOML sent with the evidence (the TD's MRCONFIGID must carry its digest).
+    #[arg(long, env = "COFFER_INITDATA")]
+    initdata: Option<PathBuf>,
     /// Legacy TDX guest device, used with the host's QGS over vsock when configfs-tsm is absent.
     #[arg(long, env = "COFFER_TDX_GUEST", default_value = coffer::tdx::TDX_GUEST_DEV)]
     tdx_guest: PathBuf,
@@ -293,7 +296,7 @@ fn tee_client(cli: &Cli, http: reqwest::Client, tee: &TeeArgs) -> anyhow::Result
         }
         None => TeeKeyPair::generate(),
     };
-    Ok(KbsClient::new(
+    let client = KbsClient::new(
         http,
         &cli.url,
         evidence::provider(
@@ -306,7 +309,11 @@ fn tee_client(cli: &Cli, http: reqwest::Client, tee: &TeeArgs) -> anyhow::Result
             },
         )?,
         key,
-    ))
+    );
+    Ok(match &tee.initdata {
+        Some(p) => client.with_init_data(read_text(p)?),
+        None => client,
+    })
 }
 
 fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

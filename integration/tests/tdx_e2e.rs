@@ -373,3 +373,49 @@ fn platform_unknown_to_the_pccs_is_refused_naming_the_piece() {
     let t = td(&s.root, pki.clone(), TdFields::default(), unchanged);
     refused_with(&s, &t, "no collateral: TCB info");
 }
+
+#[test]
+fn init_data_is_bound_through_mrconfigid() {
+    use sha2::{Digest, Sha384};
+    let pki = Arc::new(TestPki::new());
+    let s = offline(&pki);
+    let toml = "version = \"0.1.0\"\nalgorithm = \"sha384\"\n\n[data]\n\"policy.rego\" = \"package agent_policy\"\n";
+    let good = s.root.join("initdata.toml");
+    std::fs::write(&good, toml).unwrap();
+    let other = s.root.join("other.toml");
+    std::fs::write(&other, toml.replace("agent_policy", "other_policy")).unwrap();
+    let mut fields = TdFields::default();
+    fields
+        .mr_config_id
+        .copy_from_slice(&Sha384::digest(toml.as_bytes()));
+    let t = td(&s.root, pki.clone(), fields, unchanged);
+    let dir = t.report_dir().to_str().unwrap().to_string();
+    let run = |init: &Path| {
+        s.server.coffer(&[
+            "get-resource",
+            RES,
+            "--tee",
+            "tdx",
+            "--tsm-report-dir",
+            &dir,
+            "--ccel",
+            "/nonexistent",
+            "--initdata",
+            init.to_str().unwrap(),
+        ])
+    };
+    let out = run(&good);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, SECRET);
+    let out = run(&other);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("does not match the supplied init-data"),
+        "{err}"
+    );
+}
