@@ -1,7 +1,8 @@
 //! An Aliyun KMS instance emulator: HTTPS `POST /` with protobuf bodies, checking every
 //! request the way the service does (API name and version, signature method, access key id,
 //! content type, date skew, content-sha256, and the RSA_PKCS1_SHA_256 signature with the
-//! ClientKey's public key), answering GetSecretValue or a protobuf `Error`.
+//! ClientKey's public key), answering GetSecretValue, Encrypt and Decrypt (AES-256-GCM with
+//! a 12-byte server IV, key id [`KMS_KEY_ID`]) or a protobuf `Error`.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -21,10 +22,97 @@ pub struct Emulator {
     pub served: Arc<AtomicUsize>,
     /// Answer the next N requests with 503 ServiceUnavailableTemporary.
     pub fail_next: Arc<AtomicUsize>,
+    /// Encrypt and Decrypt calls answered 200.
+    pub crypto_calls: Arc<AtomicUsize>,
 }
+
+/// Protobuf length-delimited fields of a request (field number → bytes).
+fn fields(mut b: &[u8]) -> Option<HashMap<u32, Vec<u8>>> {
+    let mut out = HashMap::new();
+    let varint = |b: &mut &[u8]| -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&x, rest) = b.split_first()?;
+            *b = rest;
+            v |= u64::from(x & 0x7f) << shift;
+            if x & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    };
+    while !b.is_empty() {
+        let key = varint(&mut b)?;
+        match key & 7 {
+            0 => {
+                varint(&mut b)?;
+            }
+            2 => {
+                let n = varint(&mut b)? as usize;
+                out.insert((key >> 3) as u32, b.get(..n)?.to_vec());
+                b = &b[n..];
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+fn crypto(api: &str, body: &[u8], st: &State) -> HttpResponse {
+    use openssl::symm::{decrypt_aead, encrypt_aead, Cipher};
+    let Some(f) = fields(body) else {
+        return error(400, "InvalidParameter", "not protobuf");
+    };
+    let get = |n: u32| f.get(&n).cloned().unwrap_or_default();
+    let key_field = if api == "Encrypt" { 1 } else { 2 };
+    if get(key_field) != KMS_KEY_ID.as_bytes() {
+        return error(404, "Forbidden.KeyNotFound", "no such key");
+    }
+    if get(3) != b"AES_GCM" {
+        return error(400, "InvalidParameter", "Algorithm");
+    }
+    let cipher = Cipher::aes_256_gcm();
+    let mut b = Vec::new();
+    put(&mut b, 1, KMS_KEY_ID.as_bytes());
+    if api == "Encrypt" {
+        let iv: [u8; 12] = rand::random();
+        let mut tag = [0u8; 16];
+        let Ok(mut ct) = encrypt_aead(cipher, &st.sym_key, Some(&iv), &[], &get(2), &mut tag)
+        else {
+            return error(500, "InternalFailure", "encrypt");
+        };
+        ct.extend_from_slice(&tag);
+        put(&mut b, 2, &ct);
+        put(&mut b, 3, &iv);
+        put(&mut b, 4, b"emulator-request-id");
+        put(&mut b, 5, b"AES_GCM");
+    } else {
+        let blob = get(1);
+        if blob.len() < 16 {
+            return error(400, "InvalidParameter", "CiphertextBlob");
+        }
+        let (ct, tag) = blob.split_at(blob.len() - 16);
+        let Ok(pt) = decrypt_aead(cipher, &st.sym_key, Some(&get(5)), &[], ct, tag) else {
+            return error(400, "InvalidParameter", "CiphertextBlob does not decrypt");
+        };
+        put(&mut b, 2, &pt);
+        put(&mut b, 3, b"emulator-request-id");
+    }
+    st.crypto_calls.fetch_add(1, Ordering::SeqCst);
+    HttpResponse::Ok()
+        .content_type("application/x-protobuf")
+        .body(b)
+}
+
+/// The symmetric key id the emulator knows for Encrypt/Decrypt.
+pub const KMS_KEY_ID: &str = "key-test-kek";
 
 struct State {
     key_id: String,
+    /// AES-256 key behind [`KMS_KEY_ID`].
+    sym_key: [u8; 32],
+    /// Encrypt and Decrypt calls answered 200.
+    crypto_calls: Arc<AtomicUsize>,
     public: openssl::pkey::PKey<openssl::pkey::Public>,
     secrets: HashMap<String, String>,
     served: Arc<AtomicUsize>,
@@ -69,7 +157,8 @@ async fn handle(req: HttpRequest, body: web::Bytes, st: web::Data<State>) -> Htt
             .map(str::trim)
             .unwrap_or("")
     };
-    if h("x-kms-apiname") != "GetSecretValue" {
+    let api = h("x-kms-apiname").to_string();
+    if !["GetSecretValue", "Encrypt", "Decrypt"].contains(&api.as_str()) {
         return error(400, "InvalidApiName", "unknown api");
     }
     if h("x-kms-apiversion") != "dkms-gcs-0.2" {
@@ -105,7 +194,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, st: web::Data<State>) -> Htt
         );
     }
     let sts = format!(
-        "POST\n{sha}\napplication/x-protobuf\n{}\nx-kms-acccesskeyid:{}\nx-kms-apiname:GetSecretValue\nx-kms-apiversion:dkms-gcs-0.2\nx-kms-signaturemethod:RSA_PKCS1_SHA_256\n/",
+        "POST\n{sha}\napplication/x-protobuf\n{}\nx-kms-acccesskeyid:{}\nx-kms-apiname:{api}\nx-kms-apiversion:dkms-gcs-0.2\nx-kms-signaturemethod:RSA_PKCS1_SHA_256\n/",
         h("date"),
         h("x-kms-acccesskeyid")
     );
@@ -126,6 +215,9 @@ async fn handle(req: HttpRequest, body: web::Bytes, st: web::Data<State>) -> Htt
     if st.fail_next.load(Ordering::SeqCst) > 0 {
         st.fail_next.fetch_sub(1, Ordering::SeqCst);
         return error(503, "ServiceUnavailableTemporary", "try later");
+    }
+    if api != "GetSecretValue" {
+        return crypto(&api, &body, &st);
     }
     let Some(name) = first_string_field(&body) else {
         return error(400, "InvalidParameter", "SecretName");
@@ -173,8 +265,11 @@ pub fn start(data: &Path, secrets: HashMap<String, String>) -> Emulator {
     let port = listener.local_addr().unwrap().port();
     let served = Arc::new(AtomicUsize::new(0));
     let fail_next = Arc::new(AtomicUsize::new(0));
+    let crypto_calls = Arc::new(AtomicUsize::new(0));
     let state = web::Data::new(State {
         key_id: "test-id".into(),
+        sym_key: rand::random(),
+        crypto_calls: crypto_calls.clone(),
         public,
         secrets,
         served: served.clone(),
@@ -198,5 +293,6 @@ pub fn start(data: &Path, secrets: HashMap<String, String>) -> Emulator {
         port,
         served,
         fail_next,
+        crypto_calls,
     }
 }

@@ -141,3 +141,64 @@ fn refused_credentials_are_a_clear_error() {
     assert!(err.contains("KMS 404 Unauthorized"), "{err}");
     assert_eq!(emu.served.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+#[test]
+fn kek_is_wrapped_by_kms_and_never_stored_in_clear() {
+    use coffer_integration::kms_emulator::KMS_KEY_ID;
+    use std::sync::atomic::Ordering;
+    let emu = kms_emulator::start(&data(), HashMap::new());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[keys]\nkek_kms_key_id = \"{KMS_KEY_ID}\"\n{}",
+        config(emu.port, &data().join("clientKey_test-id.json"))
+    );
+    let mut s = Server::start(dir.path(), Some(&cfg));
+    let f = dir.path().join("secret");
+    std::fs::write(&f, "sealed-under-a-kms-kek").unwrap();
+    s.admin(&[
+        "set-resource",
+        "default/test/k",
+        "--file",
+        f.to_str().unwrap(),
+    ]);
+    s.admin(&["set-resource-policy", "--allow-all"]);
+    let get = |s: &Server| s.coffer(&["get-resource", "default/test/k"]);
+    assert_eq!(get(&s).stdout, b"sealed-under-a-kms-kek");
+    // First start: Encrypt, then a Decrypt round-trip check.
+    assert_eq!(emu.crypto_calls.load(Ordering::SeqCst), 2);
+    assert!(
+        !s.data_dir.join("kek.hex").exists(),
+        "plaintext KEK on disk"
+    );
+    let wrapped: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.data_dir.join("kek.kms.json")).unwrap()).unwrap();
+    assert_eq!(wrapped["kms_key_id"], KMS_KEY_ID);
+    assert_eq!(wrapped["algorithm"], "AES_GCM");
+
+    // Restart: the KEK comes back from KMS Decrypt and opens the stored resource.
+    s.restart();
+    let out = get(&s);
+    assert_eq!(out.stdout, b"sealed-under-a-kms-kek", "{}", s.log());
+    assert_eq!(emu.crypto_calls.load(Ordering::SeqCst), 3);
+    s.stop();
+
+    // Another configured KMS key refuses to start, naming the file and both keys.
+    let other = cfg.replace(KMS_KEY_ID, "key-other");
+    let cfg_path = dir.path().join("other.toml");
+    std::fs::write(&cfg_path, other).unwrap();
+    let out = std::process::Command::new(coffer_integration::binary("coffer-server"))
+        .arg("--config")
+        .arg(&cfg_path)
+        .arg("--data-dir")
+        .arg(&s.data_dir)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("kek.kms.json") && err.contains("key-other") && err.contains(KMS_KEY_ID),
+        "{err}"
+    );
+}

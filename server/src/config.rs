@@ -117,6 +117,11 @@ pub struct KeysConfig {
     pub kek_env: Option<String>,
     /// PKCS#8 PEM P-256 key that signs attestation tokens. Default `<data_dir>/token-signing.pem`.
     pub token_signing_key: Option<PathBuf>,
+    /// Wrap the KEK with this Aliyun KMS key (needs `[aliyun_kms]`): only the KMS ciphertext
+    /// is stored, in `kek_wrapped_file`; excludes `kek_file` and `kek_env`.
+    pub kek_kms_key_id: Option<String>,
+    /// Where the KMS-wrapped KEK lives. Default `<data_dir>/kek.kms.json`.
+    pub kek_wrapped_file: Option<PathBuf>,
 }
 
 /// `[admin]`.
@@ -210,6 +215,18 @@ impl Config {
                 "attestation TTLs must be positive".into(),
             ));
         }
+        if self.keys.kek_kms_key_id.is_some() {
+            if self.aliyun_kms.is_none() {
+                return Err(ConfigError::Invalid(
+                    "keys.kek_kms_key_id needs an [aliyun_kms] table (the KMS client)".into(),
+                ));
+            }
+            if self.keys.kek_file.is_some() || self.keys.kek_env.is_some() {
+                return Err(ConfigError::Invalid(
+                    "keys.kek_kms_key_id excludes keys.kek_file and keys.kek_env".into(),
+                ));
+            }
+        }
         let d = &self.dcap;
         if !matches!(d.pccs_update.as_str(), "standard" | "early") {
             return Err(ConfigError::Invalid(format!(
@@ -250,6 +267,19 @@ mod tests {
         let c = Config::parse(text, Path::new("example")).unwrap();
         c.validate().unwrap();
         assert_eq!(c.server.listen.port(), 8080);
+    }
+
+    #[test]
+    fn kms_wrapped_kek_needs_the_kms_table_and_excludes_other_sources() {
+        let c = Config::parse("[keys]\nkek_kms_key_id = \"key-1\"", Path::new("c")).unwrap();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("[aliyun_kms]"));
+        let with_kms = "[keys]\nkek_kms_key_id = \"key-1\"\nkek_env = \"K\"\n[aliyun_kms]\nkms_instance_id = \"kst-x\"\nclient_key_file = \"a\"\npassword_file = \"b\"\ncert_pem_file = \"c\"\n";
+        let c = Config::parse(with_kms, Path::new("c")).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("excludes"));
     }
 
     #[test]

@@ -36,8 +36,8 @@ pub enum KeyError {
 
 /// The keys a running server needs.
 pub struct ServerKeys {
-    /// Wraps resources at rest.
-    pub kek: Kek,
+    /// Wraps resources at rest; `None` when it is KMS-wrapped (unwrapped later, async).
+    pub kek: Option<Kek>,
     /// Signs attestation tokens.
     pub token_signing: p256::ecdsa::SigningKey,
     /// Verifies admin tokens.
@@ -88,11 +88,12 @@ pub fn load_or_create(cfg: &Config) -> Result<ServerKeys, KeyError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
 
     let kek = match &cfg.keys.kek_env {
-        Some(var) => {
+        _ if cfg.keys.kek_kms_key_id.is_some() => None,
+        Some(var) => Some({
             let value = Zeroizing::new(std::env::var(var).unwrap_or_default());
             parse_kek(&value, Path::new(&format!("${var}")))?
-        }
-        None => {
+        }),
+        None => Some({
             let (path, default) = pick(&cfg.keys.kek_file, dir, "kek.hex");
             if default && !path.exists() {
                 let mut k = Zeroizing::new([0u8; 32]);
@@ -100,7 +101,7 @@ pub fn load_or_create(cfg: &Config) -> Result<ServerKeys, KeyError> {
                 write_private_file(&path, hex::encode(k.as_ref()).as_bytes())?;
             }
             parse_kek(&read(&path)?, &path)?
-        }
+        }),
     };
 
     let (path, default) = pick(&cfg.keys.token_signing_key, dir, "token-signing.pem");

@@ -162,9 +162,29 @@ async fn main() -> anyhow::Result<()> {
         )));
         verifiers.add(Arc::new(DcapTeeVerifier::sgx(dcap, provider)));
     }
+    let kek = match keys.kek.clone() {
+        Some(k) => k,
+        None => {
+            let (Some(kms_cfg), Some(key_id)) = (&cfg.aliyun_kms, &cfg.keys.kek_kms_key_id) else {
+                anyhow::bail!("keys.kek_kms_key_id needs [aliyun_kms]");
+            };
+            let kms = coffer_server::secrets::aliyun::AliyunKms::new(kms_cfg)
+                .context("Aliyun KMS client for the KEK")?;
+            let path = cfg
+                .keys
+                .kek_wrapped_file
+                .clone()
+                .unwrap_or_else(|| cfg.server.data_dir.join("kek.kms.json"));
+            let k = coffer_server::secrets::kek_kms::unwrap_or_create(&kms, key_id, &path)
+                .await
+                .context("unwrapping the KEK with Aliyun KMS")?;
+            tracing::info!(kms_key = %key_id, file = %path.display(), "KEK unwrapped by KMS");
+            k
+        }
+    };
     let kbs = Arc::new(Kbs {
         secrets: Arc::new(coffer_server::secrets::RoutedSecrets {
-            default: Arc::new(SealedDbBackend::new(store.clone(), keys.kek.clone())),
+            default: Arc::new(SealedDbBackend::new(store.clone(), kek)),
             routes,
         }),
         store,

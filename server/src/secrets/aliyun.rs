@@ -320,18 +320,70 @@ impl AliyunKms {
 
     async fn fetch(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, SecretError> {
         let body = get_secret_value_request(name, "", "");
+        Ok(self
+            .call("GetSecretValue", body)
+            .await?
+            .map(|mut f| Zeroizing::new(f.remove(&3).unwrap_or_default())))
+    }
+
+    /// Encrypt with a symmetric KMS key (AES_GCM): returns (CiphertextBlob, Iv).
+    pub async fn encrypt(
+        &self,
+        key_id: &str,
+        plaintext: &[u8],
+    ) -> Result<(Vec<u8>, Vec<u8>), SecretError> {
+        let mut b = Vec::new();
+        put_len_delimited(&mut b, 1, key_id.as_bytes());
+        put_len_delimited(&mut b, 2, plaintext);
+        put_len_delimited(&mut b, 3, b"AES_GCM");
+        let mut f = self
+            .call("Encrypt", b)
+            .await?
+            .ok_or_else(|| SecretError::Refused(format!("KMS key {key_id} not found")))?;
+        let (blob, iv) = (
+            f.remove(&2).unwrap_or_default(),
+            f.remove(&3).unwrap_or_default(),
+        );
+        if blob.is_empty() || iv.is_empty() {
+            return Err(SecretError::Unavailable(
+                "KMS Encrypt answer lacks CiphertextBlob or Iv".into(),
+            ));
+        }
+        Ok((blob, iv))
+    }
+
+    /// Decrypt what [`AliyunKms::encrypt`] returned.
+    pub async fn decrypt(
+        &self,
+        key_id: &str,
+        blob: &[u8],
+        iv: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, SecretError> {
+        let mut b = Vec::new();
+        put_len_delimited(&mut b, 1, blob);
+        put_len_delimited(&mut b, 2, key_id.as_bytes());
+        put_len_delimited(&mut b, 3, b"AES_GCM");
+        put_len_delimited(&mut b, 5, iv);
+        let mut f = self
+            .call("Decrypt", b)
+            .await?
+            .ok_or_else(|| SecretError::Refused(format!("KMS key {key_id} not found")))?;
+        Ok(Zeroizing::new(f.remove(&2).unwrap_or_default()))
+    }
+
+    /// One signed request with retries; `None` for a 404 other than Unauthorized.
+    async fn call(
+        &self,
+        api: &str,
+        body: Vec<u8>,
+    ) -> Result<Option<std::collections::HashMap<u32, Vec<u8>>>, SecretError> {
         let sha = content_sha256(&body);
         let mut delay = std::time::Duration::from_millis(100);
         for attempt in 1..=ATTEMPTS {
             let date = httpdate::fmt_http_date(std::time::SystemTime::now());
             let sig = self
                 .key
-                .sign(&string_to_sign(
-                    &sha,
-                    &date,
-                    &self.key.key_id,
-                    "GetSecretValue",
-                ))
+                .sign(&string_to_sign(&sha, &date, &self.key.key_id, api))
                 .ok_or_else(|| SecretError::Refused("cannot sign the KMS request".into()))?;
             let resp = self
                 .http
@@ -341,7 +393,7 @@ impl AliyunKms {
                 .header("content-sha256", &sha)
                 .header("date", &date)
                 .header("x-kms-apiversion", API_VERSION)
-                .header("x-kms-apiname", "GetSecretValue")
+                .header("x-kms-apiname", api)
                 .header("x-kms-signaturemethod", SIGNATURE_METHOD)
                 .header("x-kms-acccesskeyid", &self.key.key_id)
                 .header("authorization", format!("Bearer {sig}"))
@@ -357,7 +409,7 @@ impl AliyunKms {
                         let f = decode_fields(&bytes).ok_or_else(|| {
                             SecretError::Unavailable("KMS answer is not protobuf".into())
                         })?;
-                        return Ok(Some(Zeroizing::new(f.get(&3).cloned().unwrap_or_default())));
+                        return Ok(Some(f));
                     }
                     let f = decode_fields(&bytes).ok_or_else(|| {
                         SecretError::Unavailable(format!(
