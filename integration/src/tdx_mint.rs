@@ -393,58 +393,56 @@ impl TestPki {
         .to_string()
     }
 
-    /// Collateral JSON in dcap-qvl's `QuoteCollateralV3` form.
-    pub fn collateral_json(&self, o: &CollateralOptions) -> String {
+    /// TCB info and QE identity with their hex signatures, and the two issuer chains (PEM).
+    fn signed_items(&self, o: &CollateralOptions) -> SignedItems {
         let tcb = self.tcb_info_text(o);
         let qe = self.qe_identity_text(o);
         let signer = self.tcb_signer.signer();
         let root_pem = self.root.cert.pem();
-        let signer_chain = format!("{}{}", self.tcb_signer.cert.pem(), root_pem);
+        SignedItems {
+            tcb_sig: hex::encode(raw_sig(&signer, tcb.as_bytes())),
+            qe_sig: hex::encode(raw_sig(&signer, qe.as_bytes())),
+            tcb,
+            qe,
+            signer_chain: format!("{}{}", self.tcb_signer.cert.pem(), root_pem),
+            pck_crl_chain: format!("{}{}", self.pck_ca.cert.pem(), root_pem),
+        }
+    }
+
+    /// Collateral JSON in dcap-qvl's `QuoteCollateralV3` form.
+    pub fn collateral_json(&self, o: &CollateralOptions) -> String {
+        let i = self.signed_items(o);
         json!({
-            "pck_crl_issuer_chain": format!("{}{}", self.pck_ca.cert.pem(), root_pem),
+            "pck_crl_issuer_chain": i.pck_crl_chain,
             "root_ca_crl": hex::encode(self.crl(&self.root, o, false)),
             "pck_crl": hex::encode(self.crl(&self.pck_ca, o, o.revoke_pck)),
-            "tcb_info_issuer_chain": signer_chain,
-            "tcb_info": tcb,
-            "tcb_info_signature": hex::encode(raw_sig(&signer, tcb.as_bytes())),
-            "qe_identity_issuer_chain": signer_chain,
-            "qe_identity": qe,
-            "qe_identity_signature": hex::encode(raw_sig(&signer, qe.as_bytes())),
+            "tcb_info_issuer_chain": i.signer_chain,
+            "tcb_info": i.tcb,
+            "tcb_info_signature": i.tcb_sig,
+            "qe_identity_issuer_chain": i.signer_chain,
+            "qe_identity": i.qe,
+            "qe_identity_signature": i.qe_sig,
         })
         .to_string()
     }
 
-    /// PCS-style responses for a PCCS emulator: (tcb body, qe body, chain header value,
-    /// PCK CRL DER, PCK CRL chain header value, root CRL DER).
+    /// What a PCCS answers for this platform (bodies, URL-encoded chain headers, CRLs).
     pub fn pcs_responses(&self, o: &CollateralOptions) -> PcsResponses {
-        let tcb = self.tcb_info_text(o);
-        let qe = self.qe_identity_text(o);
-        let signer = self.tcb_signer.signer();
-        let enc = |s: String| {
+        let i = self.signed_items(o);
+        let enc = |s: &str| {
             s.replace('\n', "%0A")
                 .replace(' ', "%20")
                 .replace('+', "%2B")
         };
         PcsResponses {
-            tcb_body: format!(
-                "{{\"tcbInfo\":{tcb},\"signature\":\"{}\"}}",
-                hex::encode(raw_sig(&signer, tcb.as_bytes()))
-            ),
+            tcb_body: format!("{{\"tcbInfo\":{},\"signature\":\"{}\"}}", i.tcb, i.tcb_sig),
             qe_body: format!(
-                "{{\"enclaveIdentity\":{qe},\"signature\":\"{}\"}}",
-                hex::encode(raw_sig(&signer, qe.as_bytes()))
+                "{{\"enclaveIdentity\":{},\"signature\":\"{}\"}}",
+                i.qe, i.qe_sig
             ),
-            signer_chain: enc(format!(
-                "{}{}",
-                self.tcb_signer.cert.pem(),
-                self.root.cert.pem()
-            )),
+            signer_chain: enc(&i.signer_chain),
             pck_crl: self.crl(&self.pck_ca, o, o.revoke_pck),
-            pck_crl_chain: enc(format!(
-                "{}{}",
-                self.pck_ca.cert.pem(),
-                self.root.cert.pem()
-            )),
+            pck_crl_chain: enc(&i.pck_crl_chain),
             root_crl: self.crl(&self.root, o, false),
             fmspc: hex::encode_upper(o.fmspc),
         }
@@ -529,6 +527,15 @@ impl Default for TestPki {
     fn default() -> Self {
         Self::new()
     }
+}
+
+struct SignedItems {
+    tcb: String,
+    tcb_sig: String,
+    qe: String,
+    qe_sig: String,
+    signer_chain: String,
+    pck_crl_chain: String,
 }
 
 /// What a PCCS would answer for the test platform.

@@ -45,11 +45,6 @@ impl Verified {
     pub fn platform_instance_id(&self) -> Option<[u8; 16]> {
         self.claims.platform.pck.platform_instance_id
     }
-
-    /// The converged TCB status, e.g. `UpToDate`.
-    pub fn tcb_status(&self) -> String {
-        self.claims.tcb.status.to_string()
-    }
 }
 
 /// Verifies quotes against one trust anchor.

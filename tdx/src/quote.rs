@@ -102,7 +102,6 @@ pub struct Quote<'a> {
     descriptor: Option<&'a [u8]>,
     body_start: usize,
     signature_data: &'a [u8],
-    qe_report: &'a [u8],
     qe_auth_data: &'a [u8],
     pck_chain: &'a [u8],
 }
@@ -181,7 +180,7 @@ impl<'a> Quote<'a> {
             at = 0;
             inner
         };
-        let qe_report = take(qe_cert, at, SGX_REPORT_LEN, "QE report")?;
+        take(qe_cert, at, SGX_REPORT_LEN, "QE report")?;
         at += SGX_REPORT_LEN;
         take(qe_cert, at, 64, "QE report signature")?;
         at += 64;
@@ -202,7 +201,6 @@ impl<'a> Quote<'a> {
             descriptor,
             body_start,
             signature_data,
-            qe_report,
             qe_auth_data,
             pck_chain,
         })
@@ -233,11 +231,6 @@ impl<'a> Quote<'a> {
         self.kind
     }
 
-    /// The 48 header bytes.
-    pub fn header(&self) -> &'a [u8] {
-        &self.raw[..HEADER_LEN]
-    }
-
     /// Header field by offset and length (within the 48 bytes).
     pub fn header_field(&self, off: usize, len: usize) -> &'a [u8] {
         &self.raw[off..off + len]
@@ -266,11 +259,6 @@ impl<'a> Quote<'a> {
     /// Signature data (signature, key, certification data).
     pub fn signature_data(&self) -> &'a [u8] {
         self.signature_data
-    }
-
-    /// The QE report (SGX report body of the quoting enclave).
-    pub fn qe_report(&self) -> &'a [u8] {
-        self.qe_report
     }
 
     /// QE authentication data.
