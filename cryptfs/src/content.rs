@@ -2,17 +2,14 @@
 //! `nonce(16) || AES-256-GCM(block) || tag(16)` with AAD `be64(block number) || file ID`.
 //! All-zero full blocks are holes and read as zeros.
 
-use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::FileExt;
-
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use rayon::prelude::*;
 
 use zeroize::Zeroizing;
 
 use crate::gcm::Gcm;
+
+mod files;
 
 /// Header length.
 pub const HEADER_LEN: usize = 18;
@@ -24,8 +21,6 @@ pub const NONCE: usize = 16;
 pub const TAG: usize = 16;
 /// Ciphertext block size.
 pub const CBLOCK: usize = BLOCK + NONCE + TAG;
-/// Blocks read and decrypted per step (about 4 MiB).
-const BLOCKS_PER_CHUNK: usize = 1024;
 
 /// Content failures. A block error names the block; no plaintext of a bad block is written.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +41,30 @@ pub enum ContentError {
         /// What is wrong.
         reason: &'static str,
     },
+}
+
+/// Checks an 18-byte file header and returns its file ID.
+fn check_header(header: &[u8]) -> Result<[u8; 16], ContentError> {
+    if header.len() != HEADER_LEN {
+        return Err(ContentError::Header("short header"));
+    }
+    if header[..2] != [0, 2] {
+        return Err(ContentError::Header("unsupported header version (need 2)"));
+    }
+    let mut file_id = [0u8; 16];
+    file_id.copy_from_slice(&header[2..]);
+    if file_id == [0u8; 16] {
+        return Err(ContentError::Header("all-zero file ID"));
+    }
+    Ok(file_id)
+}
+
+/// Block AAD: the block number (big-endian) and the file ID.
+fn block_aad(block: u64, file_id: &[u8; 16]) -> [u8; 24] {
+    let mut aad = [0u8; 24];
+    aad[..8].copy_from_slice(&block.to_be_bytes());
+    aad[8..].copy_from_slice(file_id);
+    aad
 }
 
 /// Plaintext size for a ciphertext size (`None` if the size is impossible).
@@ -78,41 +97,35 @@ impl ContentCipher {
         }
     }
 
-    /// Decrypts one on-disk block in place; returns the plaintext range within `buf`.
+    /// Decrypts one on-disk block into `out` (its plaintext length); all-zero blocks are
+    /// holes. On failure `out` is zeroed: no unauthenticated plaintext stays in it.
     fn open_block(
         &self,
         gcm: &mut Gcm,
-        buf: &mut [u8],
+        cblock: &[u8],
+        out: &mut [u8],
         block: u64,
         file_id: &[u8; 16],
-    ) -> Result<std::ops::Range<usize>, &'static str> {
-        if buf.len() == CBLOCK && buf.iter().all(|b| *b == 0) {
-            return Ok(NONCE..NONCE + BLOCK); // a hole: already zeros
+    ) -> Result<(), &'static str> {
+        if cblock.len() == CBLOCK && cblock.iter().all(|b| *b == 0) {
+            out.fill(0);
+            return Ok(());
         }
-        if buf.len() <= NONCE + TAG {
+        if cblock.len() <= NONCE + TAG || out.len() != cblock.len() - NONCE - TAG {
             return Err("truncated block");
         }
-        let (nonce, rest) = buf.split_at_mut(NONCE);
+        let (nonce, rest) = cblock.split_at(NONCE);
         if nonce.iter().all(|b| *b == 0) {
             return Err("all-zero nonce");
         }
-        let nonce: [u8; 16] = (&*nonce).try_into().map_err(|_| "bad nonce")?;
-        let (data, tag) = rest.split_at_mut(rest.len() - TAG);
-        let tag: [u8; 16] = (&*tag).try_into().map_err(|_| "bad tag")?;
-        let mut aad = [0u8; 24];
-        aad[..8].copy_from_slice(&block.to_be_bytes());
-        aad[8..].copy_from_slice(file_id);
-        if !gcm.open(&nonce, &aad, data, &tag) {
+        let nonce: [u8; 16] = nonce.try_into().map_err(|_| "bad nonce")?;
+        let (data, tag) = rest.split_at(rest.len() - TAG);
+        let tag: [u8; 16] = tag.try_into().map_err(|_| "bad tag")?;
+        if !gcm.open_to(&nonce, &block_aad(block, file_id), data, out, &tag) {
+            out.fill(0);
             return Err("authentication failed (tampered or wrong key)");
         }
-        Ok(NONCE..NONCE + data.len())
-    }
-
-    /// Decrypts the file `src` into `dst` (positional writes), returning the plaintext size.
-    /// On error, `dst` may hold authenticated plaintext of earlier blocks only; the caller
-    /// removes it.
-    pub fn decrypt_file(&self, src: &mut File, dst: &File) -> Result<u64, ContentError> {
-        self.open_file(src, Some(dst))
+        Ok(())
     }
 
     /// Decrypts a whole ciphertext file held in memory (small files, tests, fuzzing).
@@ -123,186 +136,24 @@ impl ContentCipher {
         if plain == 0 {
             return Ok(Vec::new());
         }
-        if data[..2] != [0, 2] {
-            return Err(ContentError::Header("unsupported header version (need 2)"));
-        }
-        let file_id: [u8; 16] = data[2..HEADER_LEN]
-            .try_into()
-            .map_err(|_| ContentError::Header("short header"))?;
-        if file_id.iter().all(|b| *b == 0) {
-            return Err(ContentError::Header("all-zero file ID"));
-        }
+        let file_id = check_header(&data[..HEADER_LEN])?;
         let mut gcm = Gcm::new(&self.key, false)
             .ok_or(ContentError::Header("OpenSSL AES-256-GCM unavailable"))?;
-        let mut out = Vec::with_capacity(plain as usize);
-        for (i, block) in data[HEADER_LEN..].chunks(CBLOCK).enumerate() {
-            let mut buf = block.to_vec();
-            let r = self
-                .open_block(&mut gcm, &mut buf, i as u64, &file_id)
+        let mut out = vec![0u8; plain as usize];
+        let blocks = data[HEADER_LEN..].chunks(CBLOCK).zip(out.chunks_mut(BLOCK));
+        for (i, (cblock, target)) in blocks.enumerate() {
+            self.open_block(&mut gcm, cblock, target, i as u64, &file_id)
                 .map_err(|reason| ContentError::Block {
                     block: i as u64,
                     offset: (HEADER_LEN + i * CBLOCK) as u64,
                     reason,
                 })?;
-            out.extend_from_slice(&buf[r]);
         }
         Ok(out)
     }
 
-    /// Authenticates every block of `src` without writing plaintext anywhere.
-    pub fn verify_file(&self, src: &mut File) -> Result<u64, ContentError> {
-        self.open_file(src, None)
-    }
-
-    fn open_file(&self, src: &mut File, dst: Option<&File>) -> Result<u64, ContentError> {
-        let len = src.metadata()?.len();
-        let plain = plain_size(len).ok_or(ContentError::Header(
-            "file size is not a valid gocryptfs size (truncated)",
-        ))?;
-        if plain == 0 {
-            // 0 bytes, or a header with no block (an interrupted write): an empty file.
-            if let Some(dst) = dst {
-                dst.set_len(0)?;
-            }
-            return Ok(0);
-        }
-        let mut header = [0u8; HEADER_LEN];
-        src.read_exact(&mut header)?;
-        if header[..2] != [0, 2] {
-            return Err(ContentError::Header("unsupported header version (need 2)"));
-        }
-        let file_id: [u8; 16] = header[2..]
-            .try_into()
-            .map_err(|_| ContentError::Header("short header"))?;
-        if file_id.iter().all(|b| *b == 0) {
-            return Err(ContentError::Header("all-zero file ID"));
-        }
-        if let Some(dst) = dst {
-            dst.set_len(plain)?;
-        }
-        // Chunks are independent: each worker reads one with a positional read,
-        // authenticates all its blocks, then writes its plaintext with one positional
-        // write, so reads, AES-GCM and writes of different chunks overlap on all cores.
-        let src: &File = src;
-        let chunk_c = (CBLOCK * BLOCKS_PER_CHUNK) as u64;
-        let chunks = (len - HEADER_LEN as u64).div_ceil(chunk_c);
-        (0..chunks).into_par_iter().try_for_each_init(
-            || {
-                (
-                    Gcm::new(&self.key, false),
-                    vec![0u8; CBLOCK * BLOCKS_PER_CHUNK],
-                )
-            },
-            |(gcm, buf), c| -> Result<(), ContentError> {
-                let gcm = gcm
-                    .as_mut()
-                    .ok_or(ContentError::Header("OpenSSL AES-256-GCM unavailable"))?;
-                let offset = HEADER_LEN as u64 + c * chunk_c;
-                let want = (len - offset).min(chunk_c) as usize;
-                let chunk = &mut buf[..want];
-                src.read_exact_at(chunk, offset)?;
-                let first_block = c * BLOCKS_PER_CHUNK as u64;
-                let nblocks = want.div_ceil(CBLOCK);
-                let mut last_len = BLOCK;
-                for i in 0..nblocks {
-                    let block = first_block + i as u64;
-                    let b = &mut chunk[i * CBLOCK..((i + 1) * CBLOCK).min(want)];
-                    let r = self.open_block(gcm, b, block, &file_id).map_err(|reason| {
-                        ContentError::Block {
-                            block,
-                            offset: HEADER_LEN as u64 + block * CBLOCK as u64,
-                            reason,
-                        }
-                    })?;
-                    last_len = r.len();
-                }
-                if let Some(dst) = dst {
-                    // Every block but the last is full: block i's plaintext moves to i * BLOCK.
-                    for i in 0..nblocks {
-                        let n = if i + 1 == nblocks { last_len } else { BLOCK };
-                        let from = i * CBLOCK + NONCE;
-                        chunk.copy_within(from..from + n, i * BLOCK);
-                    }
-                    let packed = (nblocks - 1) * BLOCK + last_len;
-                    dst.write_all_at(&chunk[..packed], first_block * BLOCK as u64)?;
-                }
-                Ok(())
-            },
-        )?;
-        Ok(plain)
-    }
-
-    /// Encrypts the file `src` into `dst` with a fresh file ID and fresh nonces, returning
-    /// the plaintext size.
-    pub fn encrypt_file(&self, src: &mut File, dst: &File) -> Result<u64, ContentError> {
-        use rand::RngCore;
-        let len = src.metadata()?.len();
-        dst.set_len(0)?;
-        if len == 0 {
-            return Ok(0);
-        }
-        let mut header = [0u8; HEADER_LEN];
-        header[1] = 2;
-        loop {
-            rand::thread_rng().fill_bytes(&mut header[2..]);
-            if header[2..].iter().any(|b| *b != 0) {
-                break;
-            }
-        }
-        let file_id: [u8; 16] = header[2..]
-            .try_into()
-            .map_err(|_| ContentError::Header("short header"))?;
-        dst.write_all_at(&header, 0)?;
-        let full = len / BLOCK as u64;
-        let rem = len % BLOCK as u64;
-        let cipher_len = HEADER_LEN as u64
-            + full * CBLOCK as u64
-            + if rem > 0 {
-                rem + (NONCE + TAG) as u64
-            } else {
-                0
-            };
-        dst.set_len(cipher_len)?;
-        // Independent chunks, as in decryption: positional read, seal, positional write.
-        let src: &File = src;
-        let chunk_p = (BLOCK * BLOCKS_PER_CHUNK) as u64;
-        (0..len.div_ceil(chunk_p))
-            .into_par_iter()
-            .try_for_each_init(
-                || {
-                    (
-                        Gcm::new(&self.key, true),
-                        vec![0u8; BLOCK * BLOCKS_PER_CHUNK],
-                        vec![0u8; CBLOCK * BLOCKS_PER_CHUNK],
-                    )
-                },
-                |(gcm, plain, out), c| -> Result<(), ContentError> {
-                    let gcm = gcm
-                        .as_mut()
-                        .ok_or(ContentError::Header("OpenSSL AES-256-GCM unavailable"))?;
-                    let offset = c * chunk_p;
-                    let want = (len - offset).min(chunk_p) as usize;
-                    src.read_exact_at(&mut plain[..want], offset)?;
-                    let first_block = c * BLOCKS_PER_CHUNK as u64;
-                    let nblocks = want.div_ceil(BLOCK);
-                    let out_len = want + nblocks * (NONCE + TAG);
-                    for (i, (o, p)) in out[..out_len]
-                        .chunks_mut(CBLOCK)
-                        .zip(plain[..want].chunks(BLOCK))
-                        .enumerate()
-                    {
-                        self.seal_block(gcm, o, p, first_block + i as u64, &file_id)?;
-                    }
-                    dst.write_all_at(
-                        &out[..out_len],
-                        HEADER_LEN as u64 + first_block * CBLOCK as u64,
-                    )?;
-                    Ok(())
-                },
-            )?;
-        Ok(len)
-    }
-
+    /// Encrypts `plain` (one block's worth or less) as block `block` into `out`
+    /// (`nonce || ciphertext || tag`, exactly `plain.len() + 32` bytes).
     fn seal_block(
         &self,
         gcm: &mut Gcm,
@@ -312,27 +163,21 @@ impl ContentCipher {
         file_id: &[u8; 16],
     ) -> Result<(), ContentError> {
         use rand::RngCore;
-        let (nonce, rest) = out.split_at_mut(NONCE);
-        loop {
-            rand::thread_rng().fill_bytes(nonce);
-            if nonce.iter().any(|b| *b != 0) {
-                break;
-            }
+        let mut nonce = [0u8; NONCE];
+        while nonce == [0u8; NONCE] {
+            rand::thread_rng().fill_bytes(&mut nonce);
         }
-        let nonce: [u8; 16] = (&*nonce)
-            .try_into()
-            .map_err(|_| ContentError::Header("nonce"))?;
+        let (head, rest) = out.split_at_mut(NONCE);
+        head.copy_from_slice(&nonce);
         let (data, tag) = rest.split_at_mut(plain.len());
-        data.copy_from_slice(plain);
-        let mut aad = [0u8; 24];
-        aad[..8].copy_from_slice(&block.to_be_bytes());
-        aad[8..].copy_from_slice(file_id);
-        let t = gcm.seal(&nonce, &aad, data).ok_or(ContentError::Block {
-            block,
-            offset: 0,
-            reason: "encryption failed",
-        })?;
-        tag[..TAG].copy_from_slice(&t);
+        let t = gcm
+            .seal_to(&nonce, &block_aad(block, file_id), plain, data)
+            .ok_or(ContentError::Block {
+                block,
+                offset: HEADER_LEN as u64 + block * CBLOCK as u64,
+                reason: "encryption failed",
+            })?;
+        tag.copy_from_slice(&t);
         Ok(())
     }
 
@@ -436,67 +281,22 @@ mod tests {
                 .try_into()
                 .unwrap();
         let c = ContentCipher::new(&key);
-        let mut b = hex::decode(
+        let b = hex::decode(
             "000102030405060708090a0b0c0d0e0fa3a47ef84c9fb2afc42e2434e90a9d29166f98493a",
         )
         .unwrap();
         let id: [u8; 16] = (0x10..0x20).collect::<Vec<u8>>().try_into().unwrap();
         let mut gcm = Gcm::new(&key, false).unwrap();
-        let r = c.open_block(&mut gcm, &mut b, 1, &id).unwrap();
-        assert_eq!(&b[r], b"hello");
-        let mut b2 = hex::decode(
-            "000102030405060708090a0b0c0d0e0fa3a47ef84c9fb2afc42e2434e90a9d29166f98493a",
-        )
-        .unwrap();
+        let mut out = [0u8; 5];
+        c.open_block(&mut gcm, &b, &mut out, 1, &id).unwrap();
+        assert_eq!(&out, b"hello");
         assert!(
-            c.open_block(&mut gcm, &mut b2, 0, &id).is_err(),
+            c.open_block(&mut gcm, &b, &mut out, 0, &id).is_err(),
             "block number is authenticated"
         );
-    }
-}
-
-#[cfg(test)]
-mod chunk_tests {
-    use super::*;
-
-    /// Files spanning several 4 MiB chunks round-trip, and a bad block in a middle chunk
-    /// is reported by number while the rest of the file is processed in parallel.
-    #[test]
-    fn multi_chunk_round_trip_and_tamper() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = [3u8; 32];
-        let c = ContentCipher::new(&key);
-        let len = 2 * BLOCK * BLOCKS_PER_CHUNK + 3 * BLOCK + 123;
-        let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
-        let (p, e, d) = (
-            dir.path().join("p"),
-            dir.path().join("e"),
-            dir.path().join("d"),
+        assert_eq!(
+            out, [0u8; 5],
+            "no unauthenticated plaintext is left in the output"
         );
-        std::fs::write(&p, &data).unwrap();
-        let mut src = File::open(&p).unwrap();
-        let dst = File::create(&e).unwrap();
-        assert_eq!(c.encrypt_file(&mut src, &dst).unwrap(), len as u64);
-        let enc = std::fs::read(&e).unwrap();
-        assert_eq!(plain_size(enc.len() as u64), Some(len as u64));
-        assert_eq!(c.decrypt_bytes(&enc).unwrap(), data);
-        let out = File::create(&d).unwrap();
-        c.decrypt_file(&mut File::open(&e).unwrap(), &out).unwrap();
-        assert_eq!(std::fs::read(&d).unwrap(), data);
-
-        let bad_block = BLOCKS_PER_CHUNK as u64 + 7;
-        let mut bad = enc.clone();
-        bad[HEADER_LEN + bad_block as usize * CBLOCK + 40] ^= 1;
-        std::fs::write(&e, &bad).unwrap();
-        let out = File::create(&d).unwrap();
-        match c.decrypt_file(&mut File::open(&e).unwrap(), &out) {
-            Err(ContentError::Block { block, .. }) => assert_eq!(block, bad_block),
-            other => panic!("{other:?}"),
-        }
-        // The bad block's plaintext was never written (its range is still a hole).
-        let partial = std::fs::read(&d).unwrap();
-        let at = bad_block as usize * BLOCK;
-        assert!(partial[at..at + BLOCK].iter().all(|b| *b == 0));
-        assert!(c.verify_file(&mut File::open(&e).unwrap()).is_err());
     }
 }

@@ -113,6 +113,7 @@ fn encrypt_one(keys: &Keys, cipher: &ContentCipher, job: &FileJob) -> Result<u64
     let out = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&job.dst)
         .map_err(|e| format!("{}: {e}", job.dst.display()))?;
     let n = cipher

@@ -56,6 +56,48 @@ impl Gcm {
         run().is_some()
     }
 
+    /// Decrypts `input` into `output` (same length) and checks `tag`. On failure `output`
+    /// holds unauthenticated bytes that the caller must overwrite.
+    pub(crate) fn open_to(
+        &mut self,
+        nonce: &[u8; 16],
+        aad: &[u8],
+        input: &[u8],
+        output: &mut [u8],
+        tag: &[u8; 16],
+    ) -> bool {
+        if input.len() != output.len() {
+            return false;
+        }
+        let mut run = || -> Option<()> {
+            self.start(nonce, aad)?;
+            self.ctx.cipher_update(input, Some(output)).ok()?;
+            self.ctx.set_tag(tag).ok()?;
+            self.ctx.cipher_final(&mut []).ok()?;
+            Some(())
+        };
+        run().is_some()
+    }
+
+    /// Encrypts `input` into `output` (same length) and returns the tag.
+    pub(crate) fn seal_to(
+        &mut self,
+        nonce: &[u8; 16],
+        aad: &[u8],
+        input: &[u8],
+        output: &mut [u8],
+    ) -> Option<[u8; 16]> {
+        if input.len() != output.len() {
+            return None;
+        }
+        self.start(nonce, aad)?;
+        self.ctx.cipher_update(input, Some(output)).ok()?;
+        self.ctx.cipher_final(&mut []).ok()?;
+        let mut tag = [0u8; 16];
+        self.ctx.tag(&mut tag).ok()?;
+        Some(tag)
+    }
+
     /// Encrypts `data` in place and returns the tag.
     pub(crate) fn seal(
         &mut self,

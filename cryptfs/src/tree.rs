@@ -6,7 +6,7 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -241,10 +241,12 @@ fn decrypt_one(
     let tmp = temp_name(&job.dst, index);
     let run = || -> Result<u64, String> {
         let mut src = std::fs::File::open(&job.src).map_err(|e| e.to_string())?;
+        // Private until the final mode is set.
         let out = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(&tmp)
             .map_err(|e| format!("{}: {e}", tmp.display()))?;
         let n = cipher
