@@ -67,6 +67,8 @@ impl Walk<'_> {
             let ft = meta.file_type();
             if ft.is_dir() {
                 std::fs::create_dir(&out).map_err(io(&out))?;
+                // The IV file first, so it does not inherit a default ACL set below.
+                let sub_iv = new_dir_iv(&out)?;
                 if let Err(error) =
                     crate::xattrs::encrypt_onto(&self.keys.names, &self.cipher, &spath, &out)
                 {
@@ -76,7 +78,6 @@ impl Walk<'_> {
                         error,
                     });
                 }
-                let sub_iv = new_dir_iv(&out)?;
                 self.summary.dirs += 1;
                 self.walk(&spath, &out, &sub_iv)?;
                 self.dirs.push((out, mode, mtime));

@@ -1,6 +1,8 @@
 //! Extended attributes: user attributes are stored on the ciphertext entry as
 //! `user.gocryptfs.` + b64u(EME(name key, "xattr_name_iv_xx", pad16(full name))) with the
 //! value sealed like a symlink target (`nonce ‖ AES-256-GCM(value, AAD = be64(0))`, raw).
+//! POSIX ACLs (`system.posix_acl_access`, `system.posix_acl_default`) are passed through
+//! unencrypted, as gocryptfs does when mounted with `-acl`.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -13,6 +15,8 @@ use crate::names::{decrypt_name, encrypt_name};
 pub const XATTR_NAME_TWEAK: [u8; 16] = *b"xattr_name_iv_xx";
 /// Prefix of every stored (encrypted) attribute name.
 pub const STORED_PREFIX: &str = "user.gocryptfs.";
+/// The POSIX ACL attributes, stored as they are on both sides.
+pub const ACL_NAMES: [&str; 2] = ["system.posix_acl_access", "system.posix_acl_default"];
 
 /// Stored name for a plaintext attribute name (e.g. `user.comment`).
 pub fn encrypt_xattr_name(names_key: &[u8; 32], name: &[u8]) -> String {
@@ -48,15 +52,53 @@ const fn libc_enotsup() -> i32 {
     95 // EOPNOTSUPP on Linux
 }
 
-/// Encrypts the `user.*` attributes of `src` onto `dst`; returns how many.
+const fn libc_enodata() -> i32 {
+    61 // ENODATA on Linux: no such attribute
+}
+
+/// Copies the POSIX ACLs of `src` (whose attribute names are `names`) to `dst` unchanged,
+/// and removes from `dst` an ACL that `src` lacks (one `dst` inherited from its directory's
+/// default ACL at creation), so both sides carry the same ACLs. Returns how many were set.
+fn copy_acls(names: &[OsString], src: &Path, dst: &Path) -> Result<usize, String> {
+    let mut n = 0;
+    for acl in ACL_NAMES {
+        let value = if names.iter().any(|x| x == acl) {
+            xattr::get(src, acl).map_err(|e| format!("{}: reading {acl}: {e}", src.display()))?
+        } else {
+            None
+        };
+        match value {
+            Some(value) => {
+                xattr::set(dst, acl, &value).map_err(|e| {
+                    format!(
+                        "{}: setting {acl} (does the destination support POSIX ACLs?): {e}",
+                        dst.display()
+                    )
+                })?;
+                n += 1;
+            }
+            None => match xattr::remove(dst, acl) {
+                Ok(()) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(c) if c == libc_enodata() || c == libc_enotsup()) =>
+                    {}
+                Err(e) => return Err(format!("{}: removing inherited {acl}: {e}", dst.display())),
+            },
+        }
+    }
+    Ok(n)
+}
+
+/// Encrypts the `user.*` attributes of `src` onto `dst` and copies its POSIX ACLs; returns
+/// how many attributes were set.
 pub(crate) fn encrypt_onto(
     names_key: &[u8; 32],
     cipher: &ContentCipher,
     src: &Path,
     dst: &Path,
 ) -> Result<usize, String> {
-    let mut n = 0;
-    for name in list(src)? {
+    let names = list(src)?;
+    let mut n = copy_acls(&names, src, dst)?;
+    for name in names {
         if !name.as_bytes().starts_with(b"user.") {
             continue;
         }
@@ -82,16 +124,21 @@ pub(crate) fn encrypt_onto(
     Ok(n)
 }
 
-/// Decrypts the managed attributes of `src` onto `dst` (or only authenticates them when
-/// `dst` is `None`); any bad attribute fails the entry.
+/// Decrypts the managed attributes of `src` onto `dst` and copies its POSIX ACLs (or only
+/// authenticates the encrypted attributes when `dst` is `None`); any bad attribute fails
+/// the entry.
 pub(crate) fn decrypt_onto(
     names_key: &[u8; 32],
     cipher: &ContentCipher,
     src: &Path,
     dst: Option<&Path>,
 ) -> Result<usize, String> {
-    let mut n = 0;
-    for stored in list(src)? {
+    let names = list(src)?;
+    let mut n = match dst {
+        Some(dst) => copy_acls(&names, src, dst)?,
+        None => 0,
+    };
+    for stored in names {
         let Some(name) = decrypt_xattr_name(names_key, stored.as_bytes()) else {
             continue;
         };

@@ -19,7 +19,7 @@ fn run(cmd: &mut Command) -> std::process::Output {
 }
 
 /// The tree every test uses: edge sizes, a multi-MiB file, short, 255-byte and unicode
-/// names, nesting, symlinks, modes.
+/// names, nesting, symlinks, modes, user xattrs, a FIFO and POSIX ACLs.
 fn make_tree(root: &Path) {
     let w = |rel: &str, data: &[u8]| {
         let p = root.join(rel);
@@ -50,6 +50,42 @@ fn make_tree(root: &Path) {
     run(Command::new("mkfifo")
         .args(["-m", "0620"])
         .arg(root.join("dir/pipe")));
+    // POSIX ACLs: an access ACL on a file, a default ACL on a directory and a file that
+    // inherits it (gocryptfs passes them through when mounted with -acl).
+    xattr::set(root.join("b4096"), ACL_ACCESS, &acl(&ACCESS_ENTRIES)).unwrap();
+    std::fs::create_dir(root.join("shared")).unwrap();
+    xattr::set(root.join("shared"), ACL_DEFAULT, &acl(&DEFAULT_ENTRIES)).unwrap();
+    w("shared/inherits", b"acl from the directory");
+}
+
+const ACL_ACCESS: &str = "system.posix_acl_access";
+const ACL_DEFAULT: &str = "system.posix_acl_default";
+/// (tag, permissions, id): owner rw, user 1000 r, group r, mask r, other none.
+const ACCESS_ENTRIES: [(u16, u16, u32); 5] = [
+    (1, 6, u32::MAX),
+    (2, 4, 1000),
+    (4, 4, u32::MAX),
+    (0x10, 4, u32::MAX),
+    (0x20, 0, u32::MAX),
+];
+/// owner rwx, user 1000 r-x, group r-x, mask r-x, other r-x.
+const DEFAULT_ENTRIES: [(u16, u16, u32); 5] = [
+    (1, 7, u32::MAX),
+    (2, 5, 1000),
+    (4, 5, u32::MAX),
+    (0x10, 5, u32::MAX),
+    (0x20, 5, u32::MAX),
+];
+
+/// An ACL in the kernel's xattr form: version 2, then little-endian (tag, perm, id).
+fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
+        v.extend(tag.to_le_bytes());
+        v.extend(perm.to_le_bytes());
+        v.extend(id.to_le_bytes());
+    }
+    v
 }
 
 /// User extended attributes on a file, an empty one, and on a directory.
@@ -93,6 +129,17 @@ fn assert_same_tree(a: &Path, b: &Path) {
             "{rel} {name}"
         );
     }
+    let get = |root: &Path, rel: &str, name: &str| xattr::get(root.join(rel), name).unwrap();
+    assert_eq!(get(b, "b4096", ACL_ACCESS), Some(acl(&ACCESS_ENTRIES)));
+    assert_eq!(get(b, "shared", ACL_DEFAULT), Some(acl(&DEFAULT_ENTRIES)));
+    let inherited = get(a, "shared/inherits", ACL_ACCESS);
+    assert!(inherited.is_some());
+    assert_eq!(get(b, "shared/inherits", ACL_ACCESS), inherited);
+    assert_eq!(
+        get(b, "b4095", ACL_ACCESS),
+        None,
+        "no ACL where the source has none"
+    );
 }
 
 struct Mount<'a>(&'a Path);
@@ -122,7 +169,7 @@ fn gocryptfs_written_tree_decrypts_with_coffer() {
         .arg(&cipher));
     make_tree(&plain);
     run(Command::new("gocryptfs")
-        .args(["-q", "-passfile"])
+        .args(["-q", "-acl", "-passfile"])
         .arg(&pw)
         .arg(&cipher)
         .arg(&mnt));
@@ -174,7 +221,7 @@ fn coffer_encrypted_tree_mounts_in_gocryptfs() {
         String::from_utf8_lossy(&fsck.stderr)
     );
     run(Command::new("gocryptfs")
-        .args(["-q", "-ro", "-passfile"])
+        .args(["-q", "-ro", "-acl", "-passfile"])
         .arg(&pw)
         .arg(&cipher)
         .arg(&mnt));
