@@ -143,13 +143,14 @@ fn refused_credentials_are_a_clear_error() {
 }
 
 #[test]
-fn kek_is_wrapped_by_kms_and_never_stored_in_clear() {
+fn kek_wrapped_by_kms_in_a_file_is_never_stored_in_clear() {
     use coffer_integration::kms_emulator::KMS_KEY_ID;
     use std::sync::atomic::Ordering;
     let emu = kms_emulator::start(&data(), HashMap::new());
     let dir = tempfile::tempdir().unwrap();
+    let wrapped_file = dir.path().join("data/kek.kms.json");
     let cfg = format!(
-        "[keys]\nkek_kms_key_id = \"{KMS_KEY_ID}\"\n{}",
+        "[keys]\nkek_kms_key_id = \"{KMS_KEY_ID}\"\nkek_wrapped_file = {wrapped_file:?}\n{}",
         config(emu.port, &data().join("clientKey_test-id.json"))
     );
     let mut s = Server::start(dir.path(), Some(&cfg));
@@ -201,4 +202,105 @@ fn kek_is_wrapped_by_kms_and_never_stored_in_clear() {
         err.contains("kek.kms.json") && err.contains("key-other") && err.contains(KMS_KEY_ID),
         "{err}"
     );
+}
+
+/// Without `kek_wrapped_file` the wrapped KEK lives in the database: a second server with its
+/// own (empty) data directory on the same PostgreSQL database unwraps the same KEK and opens
+/// what the first one stored; no KEK file exists anywhere.
+#[test]
+fn kek_wrapped_by_kms_is_shared_by_replicas_through_the_database() {
+    use coffer_integration::kms_emulator::KMS_KEY_ID;
+    use std::sync::atomic::Ordering;
+    let emu = kms_emulator::start(&data(), HashMap::new());
+    let url = Server::fresh_postgres();
+    let cfg = format!(
+        "[database]\nurl = {url:?}\n[keys]\nkek_kms_key_id = \"{KMS_KEY_ID}\"\n{}",
+        config(emu.port, &data().join("clientKey_test-id.json"))
+    );
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Server::start(a_dir.path(), Some(&cfg));
+    // Encrypt, then the round-trip Decrypt.
+    assert_eq!(emu.crypto_calls.load(Ordering::SeqCst), 2);
+    let f = a_dir.path().join("secret");
+    std::fs::write(&f, "one-kek-for-all-replicas").unwrap();
+    a.admin(&[
+        "set-resource",
+        "default/test/k",
+        "--file",
+        f.to_str().unwrap(),
+    ]);
+    a.admin(&["set-resource-policy", "--allow-all"]);
+
+    // B shares only the database: its data directory is its own and empty.
+    let b = Server::start(b_dir.path(), Some(&cfg));
+    assert_eq!(emu.crypto_calls.load(Ordering::SeqCst), 3, "B only unwraps");
+    let out = b.coffer(&["get-resource", "default/test/k"]);
+    assert_eq!(out.stdout, b"one-kek-for-all-replicas", "{}", b.log());
+    for s in [&a, &b] {
+        for name in ["kek.hex", "kek.kms.json"] {
+            assert!(!s.data_dir.join(name).exists(), "{name} on disk");
+        }
+    }
+    let row = std::process::Command::new("psql")
+        .arg(&url)
+        .arg("-qAtc")
+        .arg("SELECT body FROM wrapped_keys WHERE name = 'kek'")
+        .output()
+        .unwrap();
+    let row: serde_json::Value = serde_json::from_slice(&row.stdout).unwrap();
+    assert_eq!(row["kms_key_id"], KMS_KEY_ID);
+    assert_eq!(row["algorithm"], "AES_GCM");
+
+    // A server configured with another KMS key refuses to start, naming the row and keys.
+    let other = cfg.replace(KMS_KEY_ID, "key-other");
+    let c_dir = tempfile::tempdir().unwrap();
+    let cfg_path = c_dir.path().join("other.toml");
+    std::fs::write(&cfg_path, other).unwrap();
+    let out = std::process::Command::new(coffer_integration::binary("coffer-server"))
+        .arg("--config")
+        .arg(&cfg_path)
+        .arg("--data-dir")
+        .arg(c_dir.path().join("data"))
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("wrapped_keys") && err.contains("key-other") && err.contains(KMS_KEY_ID),
+        "{err}"
+    );
+}
+
+/// Two replicas starting at the same moment on an empty database may both create a KEK; the
+/// one stored first wins and the other unwraps it, so both open the same resources.
+#[test]
+fn replicas_starting_together_agree_on_one_kek() {
+    use coffer_integration::kms_emulator::KMS_KEY_ID;
+    let emu = kms_emulator::start(&data(), HashMap::new());
+    let url = Server::fresh_postgres();
+    let cfg = format!(
+        "[database]\nurl = {url:?}\n[keys]\nkek_kms_key_id = \"{KMS_KEY_ID}\"\n{}",
+        config(emu.port, &data().join("clientKey_test-id.json"))
+    );
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let servers: Vec<Server> = std::thread::scope(|scope| {
+        let started: Vec<_> = dirs
+            .iter()
+            .map(|d| scope.spawn(|| Server::start(d.path(), Some(&cfg))))
+            .collect();
+        started.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let f = dirs[0].path().join("secret");
+    std::fs::write(&f, "agreed").unwrap();
+    servers[0].admin(&[
+        "set-resource",
+        "default/test/k",
+        "--file",
+        f.to_str().unwrap(),
+    ]);
+    servers[0].admin(&["set-resource-policy", "--allow-all"]);
+    let out = servers[1].coffer(&["get-resource", "default/test/k"]);
+    assert_eq!(out.stdout, b"agreed", "{}", servers[1].log());
 }

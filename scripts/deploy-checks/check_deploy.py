@@ -82,7 +82,34 @@ for name in ["minimal", "full"]:
     toml = kinds["ConfigMap"][0]["data"]["coffer-server.toml"]
     open(f"{OUT}/{name}.toml", "w").write(toml)
 
-# 2. Dockerfile: multi-stage, non-root, health check, pinned bases.
+# 2. KEK wrapped by Aliyun KMS: the full example with keys.kmsKeyId instead of keys.kek.
+full = yaml.safe_load(open(f"{CHART}/ci/full-values.yaml"))
+kms = yaml.safe_load(yaml.safe_dump(full))
+kms["keys"]["kek"] = ""
+kms["keys"]["kmsKeyId"] = "key-hzz65f0000000000000"
+objs = list(objects(render(kms)))
+cm = next(o for _, o in objs if o["kind"] == "ConfigMap")["data"]["coffer-server.toml"]
+check('kek_kms_key_id = "key-hzz65f0000000000000"' in cm and "kek_file" not in cm,
+      "kms-kek: server config names the KMS key and no KEK file")
+secret = next(o for _, o in objs if o["kind"] == "Secret" and o["metadata"]["name"] == "kbs-coffer")
+check("kek" not in secret["stringData"], "kms-kek: no KEK in the Secret")
+dep = next(o for _, o in objs if o["kind"] == "Deployment")
+items = [i["path"] for v in dep["spec"]["template"]["spec"]["volumes"] if "secret" in v for i in v["secret"].get("items", [])]
+check("kek.hex" not in items, "kms-kek: no kek.hex mounted")
+open(f"{OUT}/kms-kek.toml", "w").write(cm)
+for broken, why in [({"kek": full["keys"]["kek"]}, "both"), ({"aliyun": False}, "kbs.aliyunKms.enabled")]:
+    v = yaml.safe_load(yaml.safe_dump(kms))
+    if "kek" in broken:
+        v["keys"]["kek"] = broken["kek"]
+    else:
+        v["kbs"]["aliyunKms"]["enabled"] = False
+    try:
+        render(v)
+        check(False, f"kms-kek: rendered with a bad combination ({why})")
+    except helm_python.HelmError as e:
+        check(why in str(e), f"kms-kek: unexpected refusal: {e}")
+
+# 3. Dockerfile: multi-stage, non-root, health check, pinned bases.
 df = open("Dockerfile").read()
 check(len(re.findall(r"^FROM ", df, re.M)) >= 2, "Dockerfile: multi-stage build")
 check(re.search(r"^USER 10001", df, re.M) is not None, "Dockerfile: non-root USER")
@@ -94,4 +121,4 @@ if failures:
     for f in failures:
         print("  -", f)
     sys.exit(1)
-print("deploy checks passed: helm lint/render (defaults refused, minimal, full), kubernetes schemas, Dockerfile")
+print("deploy checks passed: helm lint/render (defaults refused, minimal, full, KMS-wrapped KEK), kubernetes schemas, Dockerfile")

@@ -120,7 +120,8 @@ pub struct KeysConfig {
     /// Wrap the KEK with this Aliyun KMS key (needs `[aliyun_kms]`): only the KMS ciphertext
     /// is stored, in `kek_wrapped_file`; excludes `kek_file` and `kek_env`.
     pub kek_kms_key_id: Option<String>,
-    /// Where the KMS-wrapped KEK lives. Default `<data_dir>/kek.kms.json`.
+    /// A file for the KMS-wrapped KEK. Default: the database (table `wrapped_keys`), which
+    /// every replica shares.
     pub kek_wrapped_file: Option<PathBuf>,
 }
 

@@ -170,15 +170,20 @@ async fn main() -> anyhow::Result<()> {
             };
             let kms = coffer_server::secrets::aliyun::AliyunKms::new(kms_cfg)
                 .context("Aliyun KMS client for the KEK")?;
-            let path = cfg
-                .keys
-                .kek_wrapped_file
-                .clone()
-                .unwrap_or_else(|| cfg.server.data_dir.join("kek.kms.json"));
-            let k = coffer_server::secrets::kek_kms::unwrap_or_create(&kms, key_id, &path)
+            use coffer_server::secrets::kek_kms::{unwrap_or_create, WrappedKekLocation};
+            let at = match &cfg.keys.kek_wrapped_file {
+                Some(path) => WrappedKekLocation::File(path),
+                None => WrappedKekLocation::Database(store.as_ref()),
+            };
+            let k = unwrap_or_create(&kms, key_id, at)
                 .await
                 .context("unwrapping the KEK with Aliyun KMS")?;
-            tracing::info!(kms_key = %key_id, file = %path.display(), "KEK unwrapped by KMS");
+            let kept = cfg
+                .keys
+                .kek_wrapped_file
+                .as_ref()
+                .map_or_else(|| "database".to_string(), |p| p.display().to_string());
+            tracing::info!(kms_key = %key_id, wrapped_in = %kept, "KEK unwrapped by KMS");
             k
         }
     };

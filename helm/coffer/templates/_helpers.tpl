@@ -24,8 +24,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if not .Values.admin.publicKey -}}
 {{- fail "admin.publicKey is required (--set-file admin.publicKey=admin.pub): the admin API is never open" -}}
 {{- end -}}
-{{- if not (regexMatch "^[0-9a-fA-F]{64}$" .Values.keys.kek) -}}
-{{- fail "keys.kek must be 64 hex digits" -}}
+{{- if .Values.keys.kmsKeyId -}}
+{{- if .Values.keys.kek -}}
+{{- fail "set keys.kek or keys.kmsKeyId, not both" -}}
+{{- end -}}
+{{- if not .Values.kbs.aliyunKms.enabled -}}
+{{- fail "keys.kmsKeyId needs kbs.aliyunKms.enabled (the KMS instance that unwraps the KEK)" -}}
+{{- end -}}
+{{- else if not (regexMatch "^[0-9a-fA-F]{64}$" .Values.keys.kek) -}}
+{{- fail "keys.kek must be 64 hex digits (or set keys.kmsKeyId)" -}}
 {{- end -}}
 {{- if not .Values.keys.tokenSigningKey -}}
 {{- fail "keys.tokenSigningKey is required" -}}
@@ -118,8 +125,10 @@ volumes:
     secret:
       secretName: {{ include "coffer.fullname" . }}
       items:
+        {{- if not .Values.keys.kmsKeyId }}
         - key: kek
           path: kek.hex
+        {{- end }}
         - key: token-signing-key
           path: token-signing.pem
         - key: admin-public-key

@@ -194,6 +194,17 @@ pub trait Store: Send + Sync {
         now: i64,
     ) -> Result<Option<(String, i64, i64)>, StoreError>;
 
+    /// Stores a KMS-wrapped key under `name` unless one is already stored (first replica
+    /// wins); never replaces.
+    async fn put_wrapped_key_if_absent(
+        &self,
+        name: &str,
+        body: &str,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// The KMS-wrapped key stored under `name`.
+    async fn get_wrapped_key(&self, name: &str) -> Result<Option<String>, StoreError>;
+
     /// Appends an audit row.
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
     /// The newest `limit` audit rows with `seq > after`, oldest first.

@@ -267,6 +267,31 @@ macro_rules! sql_store {
                 Ok(row.map(|r| (r.get("body"), r.get("not_after"), r.get("fetched_at"))))
             }
 
+            async fn put_wrapped_key_if_absent(
+                &self,
+                name: &str,
+                body: &str,
+                now: i64,
+            ) -> Result<(), StoreError> {
+                sqlx::query("INSERT INTO wrapped_keys (name, body, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
+                    .bind(name)
+                    .bind(body)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(unavailable)
+            }
+
+            async fn get_wrapped_key(&self, name: &str) -> Result<Option<String>, StoreError> {
+                let row = sqlx::query("SELECT body FROM wrapped_keys WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(row.map(|r| r.get("body")))
+            }
+
             async fn append_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
                 sqlx::query(
                     "INSERT INTO audit (at_ms, action, decision, session_id, tee, claims_digest, resource, actor, detail) \

@@ -115,4 +115,18 @@ pub(crate) async fn conformance(s: &dyn Store) {
         Some(("{\"v\":2}".to_string(), 200, 2))
     );
     assert!(s.get_collateral(k, 200).await.unwrap().is_none());
+
+    // wrapped keys: the first writer wins, later writes change nothing
+    assert!(s.get_wrapped_key("kek").await.unwrap().is_none());
+    s.put_wrapped_key_if_absent("kek", "{\"first\":1}", 1)
+        .await
+        .unwrap();
+    s.put_wrapped_key_if_absent("kek", "{\"second\":2}", 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_wrapped_key("kek").await.unwrap().as_deref(),
+        Some("{\"first\":1}")
+    );
+    assert!(s.get_wrapped_key("other").await.unwrap().is_none());
 }
