@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::time::Instant;
 
-use coffer_cryptfs::tree::{decrypt_tree, verify_tree, Summary};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use coffer_cryptfs::tree::{decrypt_tree, verify_tree, Progress, Summary};
 use coffer_cryptfs::{Config, MasterKey};
 use zeroize::Zeroizing;
 
@@ -48,49 +50,98 @@ pub fn decrypt(
             .map_err(|e| ClientError::Config(e.to_string()))?,
     };
     let keys = master.keys();
-    let total = tree_size(cipher_dir, |c| {
+    let (total, files) = tree_size(cipher_dir, true, |c| {
         coffer_cryptfs::content::plain_size(c).unwrap_or(0)
     });
-    let bar = if quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(total)
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = TreeBar::new(total, files, quiet);
     let started = Instant::now();
     let summary = match dest {
-        Some(dest) => decrypt_tree(&cfg, &keys, cipher_dir, dest, &|n| bar.inc(n)),
-        None => verify_tree(&cfg, &keys, cipher_dir, &|n| bar.inc(n)),
+        Some(dest) => decrypt_tree(&cfg, &keys, cipher_dir, dest, &|p| bar.update(p)),
+        None => verify_tree(&cfg, &keys, cipher_dir, &|p| bar.update(p)),
     }
     .map_err(|e| ClientError::Config(e.to_string()))?;
-    bar.finish_and_clear();
+    bar.finish();
     Ok(RunReport {
         summary,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
 
-/// Sum of `size(file length)` over the regular files below `p` (progress-bar totals).
-fn tree_size(p: &Path, size: fn(u64) -> u64) -> u64 {
-    let mut total = 0;
+/// Progress display for a tree run: bytes, files done of total, throughput.
+struct TreeBar {
+    bar: indicatif::ProgressBar,
+    files_total: u64,
+    files_done: AtomicU64,
+}
+
+impl TreeBar {
+    fn new(bytes: u64, files: u64, quiet: bool) -> Self {
+        let bar = if quiet {
+            indicatif::ProgressBar::hidden()
+        } else {
+            indicatif::ProgressBar::new(bytes)
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(format!("0/{files} files"));
+        TreeBar {
+            bar,
+            files_total: files,
+            files_done: AtomicU64::new(0),
+        }
+    }
+
+    fn update(&self, p: Progress) {
+        match p {
+            Progress::Bytes(n) => self.bar.inc(n),
+            Progress::FileDone => {
+                let done = self.files_done.fetch_add(1, Ordering::Relaxed) + 1;
+                self.bar
+                    .set_message(format!("{done}/{} files", self.files_total));
+            }
+        }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Sum of `size(file length)` and count of the regular files below `p`
+/// (progress-bar totals). In a cipher directory, gocryptfs's own metadata files
+/// (config, per-directory IVs, long-name sidecars) hold no model content and are skipped.
+fn tree_size(p: &Path, cipher: bool, size: fn(u64) -> u64) -> (u64, u64) {
+    let (mut total, mut files) = (0, 0);
     if let Ok(rd) = std::fs::read_dir(p) {
         for e in rd.flatten() {
             match e.file_type() {
-                Ok(t) if t.is_dir() => total += tree_size(&e.path(), size),
-                Ok(t) if t.is_file() => total += size(e.metadata().map(|m| m.len()).unwrap_or(0)),
+                Ok(t) if t.is_dir() => {
+                    let (b, f) = tree_size(&e.path(), cipher, size);
+                    total += b;
+                    files += f;
+                }
+                Ok(t) if t.is_file() && !(cipher && is_cipher_metadata(&e.file_name())) => {
+                    total += size(e.metadata().map(|m| m.len()).unwrap_or(0));
+                    files += 1;
+                }
                 _ => {}
             }
         }
     }
-    total
+    (total, files)
 }
 
-/// Expected plaintext bytes (for the progress bar).
+fn is_cipher_metadata(name: &std::ffi::OsStr) -> bool {
+    let name = name.as_encoded_bytes();
+    name == b"gocryptfs.conf"
+        || name == b"gocryptfs.diriv"
+        || (name.starts_with(b"gocryptfs.longname.") && name.ends_with(b".name"))
+}
+
 /// Encrypts `src` into a new gocryptfs cipher directory protected by `password`.
 pub fn encrypt(
     src: &Path,
@@ -101,17 +152,13 @@ pub fn encrypt(
 ) -> Result<RunReport, ClientError> {
     let master = MasterKey::generate();
     let conf = Config::create_text(password, &master, scrypt_log_n).map_err(ClientError::Config)?;
-    let total = tree_size(src, |n| n);
-    let bar = if quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(total)
-    };
+    let (total, files) = tree_size(src, false, |n| n);
+    let bar = TreeBar::new(total, files, quiet);
     let started = Instant::now();
     let summary =
-        coffer_cryptfs::encrypt_tree(&master.keys(), &conf, src, cipher_dir, &|n| bar.inc(n))
+        coffer_cryptfs::encrypt_tree(&master.keys(), &conf, src, cipher_dir, &|p| bar.update(p))
             .map_err(|e| ClientError::Config(e.to_string()))?;
-    bar.finish_and_clear();
+    bar.finish();
     Ok(RunReport {
         summary,
         seconds: started.elapsed().as_secs_f64(),

@@ -108,7 +108,12 @@ impl Walk<'_> {
     }
 }
 
-fn encrypt_one(keys: &Keys, cipher: &ContentCipher, job: &FileJob) -> Result<u64, String> {
+fn encrypt_one(
+    keys: &Keys,
+    cipher: &ContentCipher,
+    job: &FileJob,
+    report: &(dyn Fn(u64) + Sync),
+) -> Result<u64, String> {
     let mut src =
         std::fs::File::open(&job.src).map_err(|e| format!("{}: {e}", job.src.display()))?;
     let out = std::fs::OpenOptions::new()
@@ -118,7 +123,7 @@ fn encrypt_one(keys: &Keys, cipher: &ContentCipher, job: &FileJob) -> Result<u64
         .open(&job.dst)
         .map_err(|e| format!("{}: {e}", job.dst.display()))?;
     let n = cipher
-        .encrypt_file(&mut src, &out)
+        .encrypt_file(&mut src, &out, report)
         .map_err(|e| e.to_string())?;
     crate::xattrs::encrypt_onto(&keys.names, cipher, &job.src, &job.dst)?;
     out.set_permissions(std::fs::Permissions::from_mode(job.mode))
@@ -134,7 +139,7 @@ pub fn encrypt_tree(
     config_text: &str,
     src: &Path,
     cipher_dir: &Path,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &(dyn Fn(crate::tree::Progress) + Sync),
 ) -> Result<Summary, TreeError> {
     std::fs::create_dir_all(cipher_dir).map_err(io(cipher_dir))?;
     if std::fs::read_dir(cipher_dir)
@@ -172,11 +177,12 @@ pub fn encrypt_tree(
         .jobs
         .par_iter()
         .map(|job| {
-            let r = encrypt_one(keys, &w.cipher, job);
+            let report = |n| progress(crate::tree::Progress::Bytes(n));
+            let r = encrypt_one(keys, &w.cipher, job, &report);
             if let Ok(n) = r {
                 bytes.fetch_add(n, Ordering::Relaxed);
-                progress(n);
             }
+            progress(crate::tree::Progress::FileDone);
             r
         })
         .collect();

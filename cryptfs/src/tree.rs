@@ -220,9 +220,16 @@ pub(crate) fn restore_dirs(dirs: &[(PathBuf, u32, SystemTime)]) {
     }
 }
 
-fn verify_one(keys: &Keys, cipher: &ContentCipher, job: &FileJob) -> Result<u64, String> {
+fn verify_one(
+    keys: &Keys,
+    cipher: &ContentCipher,
+    job: &FileJob,
+    report: &(dyn Fn(u64) + Sync),
+) -> Result<u64, String> {
     let mut src = std::fs::File::open(&job.src).map_err(|e| e.to_string())?;
-    let n = cipher.verify_file(&mut src).map_err(|e| e.to_string())?;
+    let n = cipher
+        .verify_file(&mut src, report)
+        .map_err(|e| e.to_string())?;
     crate::xattrs::decrypt_onto(&keys.names, cipher, &job.src, None)?;
     Ok(n)
 }
@@ -237,6 +244,7 @@ fn decrypt_one(
     cipher: &ContentCipher,
     job: &FileJob,
     index: usize,
+    report: &(dyn Fn(u64) + Sync),
 ) -> Result<u64, String> {
     let tmp = temp_name(&job.dst, index);
     let run = || -> Result<u64, String> {
@@ -250,7 +258,7 @@ fn decrypt_one(
             .open(&tmp)
             .map_err(|e| format!("{}: {e}", tmp.display()))?;
         let n = cipher
-            .decrypt_file(&mut src, &out)
+            .decrypt_file(&mut src, &out, report)
             .map_err(|e| e.to_string())?;
         crate::xattrs::decrypt_onto(&keys.names, cipher, &job.src, Some(&tmp))?;
         out.set_permissions(std::fs::Permissions::from_mode(job.mode))
@@ -266,15 +274,24 @@ fn decrypt_one(
     r
 }
 
-/// Decrypts `cipher_dir` into `dest` (created if missing). `progress` is called with the
-/// plaintext bytes of every finished file. Per-entry failures are collected in the summary;
+/// What a tree run reports while it works (for progress displays).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Plaintext bytes processed, per chunk (also of a file that fails later).
+    Bytes(u64),
+    /// One regular file finished, successfully or not.
+    FileDone,
+}
+
+/// Decrypts `cipher_dir` into `dest` (created if missing). `progress` hears of every
+/// finished chunk and file. Per-entry failures are collected in the summary;
 /// only destination-level I/O problems abort.
 pub fn decrypt_tree(
     config: &Config,
     keys: &Keys,
     cipher_dir: &Path,
     dest: &Path,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Summary, TreeError> {
     std::fs::create_dir_all(dest).map_err(io(dest))?;
     run(config, keys, cipher_dir, Some(dest), progress)
@@ -286,7 +303,7 @@ pub fn verify_tree(
     config: &Config,
     keys: &Keys,
     cipher_dir: &Path,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Summary, TreeError> {
     run(config, keys, cipher_dir, None, progress)
 }
@@ -296,7 +313,7 @@ fn run(
     keys: &Keys,
     cipher_dir: &Path,
     dest: Option<&Path>,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Summary, TreeError> {
     let verify_only = dest.is_none();
     let dest = dest.unwrap_or(Path::new(""));
@@ -316,15 +333,16 @@ fn run(
         .par_iter()
         .enumerate()
         .map(|(i, job)| {
+            let report = |n| progress(Progress::Bytes(n));
             let r = if verify_only {
-                verify_one(keys, &w.cipher, job)
+                verify_one(keys, &w.cipher, job, &report)
             } else {
-                decrypt_one(keys, &w.cipher, job, i)
+                decrypt_one(keys, &w.cipher, job, i, &report)
             };
             if let Ok(n) = r {
                 bytes.fetch_add(n, Ordering::Relaxed);
-                progress(n);
             }
+            progress(Progress::FileDone);
             (i, r)
         })
         .collect();

@@ -67,10 +67,15 @@ fn fill_parallel<S>(
 }
 
 impl ContentCipher {
-    /// Decrypts the file `src` into `dst`, returning the plaintext size. On error `dst`
-    /// may hold partial output, never the plaintext of a block that failed
-    /// authentication; the caller removes it.
-    pub fn decrypt_file(&self, src: &mut File, dst: &File) -> Result<u64, ContentError> {
+    /// Decrypts the file `src` into `dst`, returning the plaintext size; `report` gets the
+    /// plaintext bytes of every finished chunk. On error `dst` may hold partial output,
+    /// never the plaintext of a block that failed authentication; the caller removes it.
+    pub fn decrypt_file(
+        &self,
+        src: &mut File,
+        dst: &File,
+        report: &(dyn Fn(u64) + Sync),
+    ) -> Result<u64, ContentError> {
         let len = src.metadata()?.len();
         // Sized from zero so nothing of an earlier file survives in holes.
         dst.set_len(0)?;
@@ -88,14 +93,21 @@ impl ContentCipher {
             |(gcm, buf), c, out| {
                 let gcm = gcm.as_mut().ok_or_else(no_gcm)?;
                 let first_block = c * BLOCKS_PER_CHUNK as u64;
-                self.open_chunk(gcm, src, buf, &file_id, first_block, out.len(), Some(out))
+                self.open_chunk(gcm, src, buf, &file_id, first_block, out.len(), Some(out))?;
+                report(out.len() as u64);
+                Ok(())
             },
         )?;
         Ok(plain)
     }
 
-    /// Authenticates every block of `src` without writing plaintext anywhere.
-    pub fn verify_file(&self, src: &mut File) -> Result<u64, ContentError> {
+    /// Authenticates every block of `src` without writing plaintext anywhere; `report` gets
+    /// the plaintext bytes of every finished chunk.
+    pub fn verify_file(
+        &self,
+        src: &mut File,
+        report: &(dyn Fn(u64) + Sync),
+    ) -> Result<u64, ContentError> {
         let len = src.metadata()?.len();
         let Some((plain, file_id)) = read_header(src, len)? else {
             return Ok(0);
@@ -106,11 +118,13 @@ impl ContentCipher {
             .into_par_iter()
             .try_for_each_init(
                 || self.opener(),
-                |(gcm, buf), c| {
+                |(gcm, buf), c| -> Result<(), ContentError> {
                     let gcm = gcm.as_mut().ok_or_else(no_gcm)?;
                     let plain_len = (plain - c * chunk).min(chunk) as usize;
                     let first_block = c * BLOCKS_PER_CHUNK as u64;
-                    self.open_chunk(gcm, src, buf, &file_id, first_block, plain_len, None)
+                    self.open_chunk(gcm, src, buf, &file_id, first_block, plain_len, None)?;
+                    report(plain_len as u64);
+                    Ok(())
                 },
             )?;
         Ok(plain)
@@ -158,8 +172,13 @@ impl ContentCipher {
     }
 
     /// Encrypts the file `src` into `dst` with a fresh file ID and fresh nonces, returning
-    /// the plaintext size.
-    pub fn encrypt_file(&self, src: &mut File, dst: &File) -> Result<u64, ContentError> {
+    /// the plaintext size; `report` gets the plaintext bytes of every finished chunk.
+    pub fn encrypt_file(
+        &self,
+        src: &mut File,
+        dst: &File,
+        report: &(dyn Fn(u64) + Sync),
+    ) -> Result<u64, ContentError> {
         let len = src.metadata()?.len();
         dst.set_len(0)?;
         if len == 0 {
@@ -196,6 +215,7 @@ impl ContentCipher {
                 for (i, (o, p)) in out.chunks_mut(CBLOCK).zip(plain.chunks(BLOCK)).enumerate() {
                     self.seal_block(gcm, o, p, first_block + i as u64, &file_id)?;
                 }
+                report(plain_len as u64);
                 Ok(())
             },
         )?;
@@ -246,12 +266,13 @@ mod tests {
         std::fs::write(&p, &data).unwrap();
         let mut src = File::open(&p).unwrap();
         let dst = rw(&e);
-        assert_eq!(c.encrypt_file(&mut src, &dst).unwrap(), len as u64);
+        assert_eq!(c.encrypt_file(&mut src, &dst, &|_| {}).unwrap(), len as u64);
         let enc = std::fs::read(&e).unwrap();
         assert_eq!(enc.len() as u64, cipher_size(len as u64));
         assert_eq!(c.decrypt_bytes(&enc).unwrap(), data);
         let out = rw(&d);
-        c.decrypt_file(&mut File::open(&e).unwrap(), &out).unwrap();
+        c.decrypt_file(&mut File::open(&e).unwrap(), &out, &|_| {})
+            .unwrap();
         assert_eq!(std::fs::read(&d).unwrap(), data);
 
         let bad_block = 11 * BLOCKS_PER_CHUNK as u64 + 7;
@@ -259,7 +280,7 @@ mod tests {
         bad[HEADER_LEN + bad_block as usize * CBLOCK + 40] ^= 1;
         std::fs::write(&e, &bad).unwrap();
         for out in [rw(&d), File::create(&d).unwrap()] {
-            match c.decrypt_file(&mut File::open(&e).unwrap(), &out) {
+            match c.decrypt_file(&mut File::open(&e).unwrap(), &out, &|_| {}) {
                 Err(ContentError::Block { block, .. }) => assert_eq!(block, bad_block),
                 other => panic!("{other:?}"),
             }
@@ -268,7 +289,9 @@ mod tests {
             let at = bad_block as usize * BLOCK;
             assert!(partial[at..at + BLOCK].iter().all(|b| *b == 0));
         }
-        assert!(c.verify_file(&mut File::open(&e).unwrap()).is_err());
+        assert!(c
+            .verify_file(&mut File::open(&e).unwrap(), &|_| {})
+            .is_err());
     }
 
     /// Write-only destinations work, and decrypting over a longer old file leaves none of
@@ -286,11 +309,12 @@ mod tests {
         );
         std::fs::write(&p, &data).unwrap();
         let enc_out = File::create(&e).unwrap();
-        c.encrypt_file(&mut File::open(&p).unwrap(), &enc_out)
+        c.encrypt_file(&mut File::open(&p).unwrap(), &enc_out, &|_| {})
             .unwrap();
         std::fs::write(&d, vec![0xAAu8; 3 * len]).unwrap();
         let out = File::options().write(true).open(&d).unwrap();
-        c.decrypt_file(&mut File::open(&e).unwrap(), &out).unwrap();
+        c.decrypt_file(&mut File::open(&e).unwrap(), &out, &|_| {})
+            .unwrap();
         assert_eq!(std::fs::read(&d).unwrap(), data);
     }
 
