@@ -2,6 +2,11 @@
 //! worker reads a chunk's input with one positional read, decrypts (or encrypts) every block
 //! of it into a chunk buffer and writes that with one positional write once all of it is
 //! done, so only authenticated plaintext is ever written.
+//!
+//! The ciphertext is read into private memory rather than mapped: the source may sit on
+//! storage the (untrusted) host controls, and AES-GCM code may read its input twice (hash,
+//! then decrypt), so a mapped block changed between the two reads could pass authentication
+//! and still decrypt to something else.
 
 use std::fs::File;
 use std::io::Read;
@@ -249,7 +254,7 @@ mod tests {
         }
     }
 
-    /// Files spanning several 4 MiB chunks round-trip, and a bad block in a middle chunk
+    /// Files spanning many chunks round-trip, and a bad block in a middle chunk
     /// is reported by number while the rest of the file is processed in parallel.
     #[test]
     fn multi_chunk_round_trip_and_tamper() {
