@@ -157,6 +157,61 @@ fn tdx_get_resource_releases_through_dcap_and_the_default_policy() {
     assert_eq!(tdx["quote"]["body"]["mr_td"], hex::encode([0x22u8; 48]));
     assert_eq!(tdx["td_attributes"]["debug"], false);
     assert!(tdx.get("report_data").is_none());
+    // Alibaba Cloud Trustee's nested form of the same DCAP result.
+    let tv = &tdx["tcb_verification"];
+    assert_eq!(tv["tcb_status"], "UpToDate", "{tv:#}");
+    assert_eq!(tv["tcb_status_code"], 0);
+    assert_eq!(tv["tee_type"], 0x81);
+    assert_eq!(tv["collateral_expired"], false);
+    let tcb_date = chrono::DateTime::parse_from_rfc3339(tdx["tcb_date"].as_str().unwrap())
+        .unwrap()
+        .timestamp();
+    assert_eq!(tv["tcb_level_date_tag"], tcb_date);
+}
+
+/// A policy written for Alibaba Cloud's Trustee (nested `tcb_verification` claims, a
+/// minimum TCB date) decides releases here as it does there.
+#[test]
+fn alibaba_style_policy_on_tcb_verification_decides() {
+    let pki = Arc::new(TestPki::new());
+    let s = offline(&pki);
+    let tsm = td(&s.root, pki.clone(), TdFields::default(), unchanged);
+    let claims = token_claims(&s, &tsm, &[]);
+    let tv =
+        &claims["submods"]["cpu0"]["ear.veraison.annotated-evidence"]["tdx"]["tcb_verification"];
+    let tcb_date = tv["tcb_level_date_tag"].as_i64().unwrap();
+    for (min_date, released) in [(tcb_date, true), (tcb_date + 1, false)] {
+        let policy = format!(
+            "package policy\nimport rego.v1\n\
+             default hardware := 97\n\
+             hardware := 2 if {{\n\
+               input.tdx.tcb_verification.tcb_status_code == 0\n\
+               not input.tdx.tcb_verification.collateral_expired\n\
+               input.tdx.tcb_verification.tcb_level_date_tag >= {min_date}\n\
+             }}\n\
+             trust_claims := {{\"hardware\": hardware, \"executables\": 3, \"configuration\": 2}}\n\
+             extensions := []\n"
+        );
+        let f = s.root.join("alibaba.rego");
+        std::fs::write(&f, policy).unwrap();
+        s.server
+            .admin(&["set-attestation-policy", "--file", f.to_str().unwrap()]);
+        let out = get(&s, &tsm, None);
+        if released {
+            assert_eq!(
+                out.stdout,
+                SECRET,
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        } else {
+            assert_eq!(
+                out.status.code(),
+                Some(3),
+                "released below the minimum TCB date"
+            );
+        }
+    }
 }
 
 #[test]

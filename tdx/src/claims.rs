@@ -1,6 +1,7 @@
 //! Trustee's claim layout for TDX and SGX evidence: what `input.tdx` / `input.sgx` look
 //! like to an attestation policy, so Trustee's policies and reference values work unchanged.
 
+use dcap_qvl::tcb_info::TcbStatus;
 use dcap_qvl::PckCertFlag;
 use serde_json::{json, Map, Value};
 
@@ -203,4 +204,40 @@ pub fn dcap_claims(v: &Verified) -> Map<String, Value> {
         m.insert("advisory_ids_current".into(), json!(cur.advisory_ids));
     }
     m
+}
+
+/// Intel QVL's `sgx_ql_qv_result_t` value for a TCB status.
+fn qv_result_code(status: &TcbStatus) -> u32 {
+    match status {
+        TcbStatus::UpToDate => 0,
+        TcbStatus::ConfigurationNeeded => 0xA001,
+        TcbStatus::OutOfDate => 0xA002,
+        TcbStatus::OutOfDateConfigurationNeeded => 0xA003,
+        TcbStatus::Revoked => 0xA005,
+        TcbStatus::SWHardeningNeeded => 0xA007,
+        TcbStatus::ConfigurationAndSWHardeningNeeded => 0xA008,
+        TcbStatus::TDRelaunchAdvised => 0xA009,
+        TcbStatus::TDRelaunchAdvisedConfigurationNeeded => 0xA00A,
+    }
+}
+
+/// The DCAP result in the nested form Alibaba Cloud's Trustee (openanolis/trustee) adds as
+/// `tcb_verification`, so policies written for it (e.g. on `tcb_level_date_tag` or
+/// `tcb_status_code`) run unchanged. It carries the same facts as [`dcap_claims`]: dates as
+/// Unix seconds, advisory ids joined with commas, `tee_type` 0x81 for TDX and 0 for SGX.
+/// `collateral_expired` is always false for the same reason as there.
+pub fn tcb_verification_claim(v: &Verified, tdx: bool) -> Value {
+    let c = &v.claims;
+    json!({
+        "tcb_status": c.tcb.status.to_string(),
+        "tcb_status_code": qv_result_code(&c.tcb.status),
+        "collateral_expired": false,
+        "earliest_issue_date": c.earliest_issue_date,
+        "latest_issue_date": c.latest_issue_date,
+        "earliest_expiration_date": c.earliest_expiration_date,
+        "tcb_level_date_tag": c.platform.tcb_date_tag,
+        "tcb_eval_ref_num": c.tcb.eval_data_number,
+        "advisory_ids": c.tcb.advisory_ids.join(","),
+        "tee_type": if tdx { 0x81 } else { 0 },
+    })
 }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use coffer_tdx::claims::{dcap_claims, tdx_quote_claims};
+use coffer_tdx::claims::{dcap_claims, tcb_verification_claim, tdx_quote_claims};
 use coffer_tdx::collateral::Collateral;
 use coffer_tdx::dcap::{DcapError, DcapVerifier};
 use coffer_tdx::eventlog::EventLog;
@@ -47,6 +47,46 @@ fn every_verification_case_gives_its_expected_result() {
             assert_eq!(c["tcb_date"], expect["tcb_date"], "{name}");
             assert_eq!(c["tcb_eval_num"], expect["tcb_eval_data_number"], "{name}");
             assert_eq!(c["collateral_expiration_status"], "0");
+            // Alibaba's nested form carries the same facts.
+            let raw = read(case["quote"].as_str().unwrap());
+            let tdx = Quote::parse(&raw).unwrap().is_tdx();
+            let t = tcb_verification_claim(&ok, tdx);
+            assert_eq!(t["tcb_status"], expect["tcb_status"], "{name}");
+            let ids: Vec<&str> = expect["advisory_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            assert_eq!(t["advisory_ids"], ids.join(","), "{name}");
+            let tcb_date =
+                chrono::DateTime::parse_from_rfc3339(expect["tcb_date"].as_str().unwrap())
+                    .unwrap()
+                    .timestamp();
+            assert_eq!(t["tcb_level_date_tag"], tcb_date, "{name}");
+            assert_eq!(
+                t["tcb_eval_ref_num"], expect["tcb_eval_data_number"],
+                "{name}"
+            );
+            let code = match expect["tcb_status"].as_str().unwrap() {
+                "UpToDate" => 0,
+                "SWHardeningNeeded" => 0xA007,
+                "ConfigurationNeeded" => 0xA001,
+                "OutOfDate" => 0xA002,
+                "ConfigurationAndSWHardeningNeeded" => 0xA008,
+                other => panic!("{name}: add the QVL code of {other}"),
+            };
+            assert_eq!(t["tcb_status_code"], code, "{name}");
+            assert_eq!(t["collateral_expired"], false);
+            assert_eq!(t["tee_type"], if tdx { 0x81 } else { 0 }, "{name}");
+            assert_eq!(
+                t["earliest_expiration_date"],
+                chrono::DateTime::parse_from_rfc3339(
+                    c["earliest_expiration_date"].as_str().unwrap()
+                )
+                .unwrap()
+                .timestamp()
+            );
             // One second after the window closes the same case must fail, naming the piece.
             let coll = Collateral::from_json(
                 std::str::from_utf8(&read(case["collateral"].as_str().unwrap())).unwrap(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use coffer_protocol::b64;
 use coffer_tdx::binding::{config_id_matches, init_data_digest, report_data_matches};
-use coffer_tdx::claims::{dcap_claims, sgx_quote_claims, tdx_quote_claims};
+use coffer_tdx::claims::{dcap_claims, sgx_quote_claims, tcb_verification_claim, tdx_quote_claims};
 use coffer_tdx::dcap::{DcapError, DcapVerifier};
 use coffer_tdx::eventlog::EventLog;
 use coffer_tdx::quote::Quote;
@@ -137,6 +137,10 @@ impl Verifier for DcapTeeVerifier {
             sgx_quote_claims(&quote)
         };
         claims.extend(dcap_claims(&verified));
+        claims.insert(
+            "tcb_verification".into(),
+            tcb_verification_claim(&verified, quote.is_tdx()),
+        );
         // Trustee moves these two out of the TEE object (they are in quote.body too).
         claims.remove("report_data");
         claims.remove("init_data");
