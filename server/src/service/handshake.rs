@@ -285,8 +285,7 @@ impl Kbs {
         })?;
 
         let snapshot = self.snapshot().await?;
-        let data =
-            json!({ "plugin": "resource", "resource-path": path.segments(), "query": query });
+        let data = crate::policy::resource_data(path.segments(), query);
         let allowed = self
             .policies
             .allow(&snapshot.resource_policy, &claims, &data)

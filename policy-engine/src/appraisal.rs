@@ -1,7 +1,6 @@
-//! EAR (Entity Attestation Result) tokens: the trust vector an appraisal policy produces,
-//! the status derived from it, and the signed JWT handed to the TEE.
+//! What an appraisal policy produces: the EAR (Entity Attestation Result) trust vector and
+//! the status derived from it.
 
-use coffer_protocol::jwt::{self, SigningKey, VerifyingKey};
 use serde_json::{json, Map, Value};
 
 use super::PolicyError;
@@ -112,81 +111,5 @@ pub fn ear_status(values: impl IntoIterator<Item = i64>) -> &'static str {
         1 => "affirming",
         2 => "warning",
         _ => "contraindicated",
-    }
-}
-
-/// Issues and verifies this server's attestation tokens.
-pub struct TokenIssuer {
-    key: SigningKey,
-    verifying: VerifyingKey,
-    kid: String,
-    issuer: String,
-    ttl_secs: i64,
-}
-
-impl TokenIssuer {
-    /// An issuer signing with `key`.
-    pub fn new(key: p256::ecdsa::SigningKey, issuer: String, ttl_secs: i64) -> Self {
-        let key = SigningKey::es256(&key);
-        let verifying = key.verifying_key();
-        let kid = verifying.thumbprint();
-        TokenIssuer {
-            key,
-            verifying,
-            kid,
-            issuer,
-            ttl_secs,
-        }
-    }
-
-    /// The public JWKS relying parties use to verify tokens.
-    pub fn jwks(&self) -> Value {
-        let mut jwk = self.verifying.to_jwk();
-        jwk["kid"] = json!(self.kid);
-        json!({ "keys": [jwk] })
-    }
-
-    /// Signs an EAR token for `annotated_evidence` appraised as `appraisal`.
-    pub fn issue(&self, annotated_evidence: Value, appraisal: &Appraisal, now: i64) -> String {
-        let mut submod = Map::new();
-        submod.insert("ear.status".into(), json!(appraisal.status));
-        submod.insert(
-            "ear.trustworthiness-vector".into(),
-            Value::Object(appraisal.trust_vector.clone()),
-        );
-        submod.insert("ear.appraisal-policy-id".into(), json!("default"));
-        submod.insert("ear.veraison.annotated-evidence".into(), annotated_evidence);
-        for ext in &appraisal.extensions {
-            if let Some(name) = ext.get("name").and_then(Value::as_str) {
-                submod.insert(
-                    name.to_string(),
-                    ext.get("value").cloned().unwrap_or(Value::Null),
-                );
-            }
-        }
-        let claims = json!({
-            "eat_profile": "tag:github.com,2024:confidential-containers/Trustee",
-            "iat": now,
-            "ear.verifier-id": {
-                "developer": "https://github.com/coffer",
-                "build": concat!("coffer-server ", env!("CARGO_PKG_VERSION")),
-            },
-            "submods": { "cpu0": submod },
-            "exp": now + self.ttl_secs,
-            "iss": self.issuer,
-        });
-        let mut header = Map::new();
-        header.insert("kid".into(), json!(self.kid));
-        header.insert("jwk".into(), self.verifying.to_jwk());
-        jwt::sign(&claims, header, &self.key)
-    }
-
-    /// Verifies a token this server issued (signature, `exp`, `iss`) and returns its claims.
-    pub fn verify(&self, token: &str, now: i64) -> Result<Value, jwt::JwtError> {
-        let d = jwt::verify(token, &self.verifying, now, 0)?;
-        if d.claims.get("iss").and_then(Value::as_str) != Some(self.issuer.as_str()) {
-            return Err(jwt::JwtError::Signature);
-        }
-        Ok(d.claims)
     }
 }

@@ -1,0 +1,197 @@
+//! Rego policies evaluated with regorus, with Trustee's inputs and outputs: the attestation
+//! (appraisal) policy that turns annotated evidence into an EAR trust vector, and the
+//! resource policy that turns token claims into `allow`. Used by `coffer-server` and by
+//! `coffer policy test`, so a policy is tested with the same engine that will run it.
+//!
+//! Compiled engines are cached by the SHA-256 of the policy text, so a policy changed on
+//! another replica is picked up at the next request without any invalidation message.
+
+#![forbid(unsafe_code)]
+
+mod appraisal;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+pub use appraisal::{ear_status, Appraisal, TRUST_VECTOR_KEYS};
+
+/// Built-in policies, installed when absent.
+pub mod defaults {
+    /// CPU appraisal policy (`default_cpu`).
+    pub const ATTESTATION_CPU: &str = include_str!("../../policies/attestation/default_cpu.rego");
+    /// Default resource policy.
+    pub const RESOURCE: &str = include_str!("../../policies/resource/default.rego");
+    /// Allow everything (testing).
+    pub const RESOURCE_ALLOW_ALL: &str = include_str!("../../policies/resource/allow_all.rego");
+    /// Deny everything.
+    pub const RESOURCE_DENY_ALL: &str = include_str!("../../policies/resource/deny_all.rego");
+    /// Require an affirming token.
+    pub const RESOURCE_AFFIRMING: &str = include_str!("../../policies/resource/affirming.rego");
+}
+
+/// Id of the resource policy (as in Trustee).
+pub const RESOURCE_POLICY_ID: &str = "resource-policy";
+/// Id of the attestation policy for CPU evidence (as in Trustee).
+pub const CPU_POLICY_ID: &str = "default_cpu";
+
+/// Policy failures.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The Rego text does not compile.
+    #[error("policy does not compile: {0}")]
+    Compile(String),
+    /// Evaluation failed.
+    #[error("policy evaluation failed: {0}")]
+    Eval(String),
+    /// The policy produced something of the wrong shape.
+    #[error("policy output invalid: {0}")]
+    Output(String),
+}
+
+/// Compiles and evaluates policies, caching compiled engines.
+#[derive(Default)]
+pub struct PolicyEngine {
+    cache: Mutex<HashMap<[u8; 32], Arc<regorus::Engine>>>,
+}
+
+const CACHE_LIMIT: usize = 64;
+
+fn compile(text: &str) -> Result<regorus::Engine, PolicyError> {
+    let add = |v1: bool| {
+        let mut engine = regorus::Engine::new();
+        engine.set_rego_v1(v1);
+        engine
+            .add_policy("policy.rego".into(), text.into())
+            .map(|_| engine)
+    };
+    // `import rego.v1` already selects v1 semantics (and is refused in regorus' v1 mode).
+    if text.lines().any(|l| l.trim() == "import rego.v1") {
+        return add(false).map_err(|e| PolicyError::Compile(e.to_string()));
+    }
+    // Trustee's policies also come with v1 keywords but no import (`allow if { ... }`), and
+    // in v0 (`allow { ... }`). Try v1 first: in v0 mode `allow if {` silently parses as
+    // something else and can allow everything.
+    match add(true) {
+        Ok(engine) => Ok(engine),
+        Err(v1_err) => {
+            // A policy using `if` is meant as v1; reading it as v0 would change its meaning.
+            if text.split_whitespace().any(|w| w == "if") {
+                return Err(PolicyError::Compile(v1_err.to_string()));
+            }
+            add(false).map_err(|_| PolicyError::Compile(v1_err.to_string()))
+        }
+    }
+}
+
+fn to_json(v: regorus::Value) -> Result<Value, PolicyError> {
+    if v == regorus::Value::Undefined {
+        return Ok(Value::Null);
+    }
+    serde_json::to_value(&v).map_err(|e| PolicyError::Output(e.to_string()))
+}
+
+impl PolicyEngine {
+    /// Checks that `text` compiles and is in `package policy`.
+    pub fn check(&self, text: &str) -> Result<(), PolicyError> {
+        let engine = compile(text)?;
+        let packages = engine
+            .get_packages()
+            .map_err(|e| PolicyError::Compile(e.to_string()))?;
+        if !packages.iter().any(|p| p == "data.policy") {
+            return Err(PolicyError::Compile(
+                "policy must declare `package policy`".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn engine(&self, text: &str) -> Result<regorus::Engine, PolicyError> {
+        let key: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+        if let Some(e) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok((**e).clone());
+        }
+        let compiled = Arc::new(compile(text)?);
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(key, compiled.clone());
+        Ok((*compiled).clone())
+    }
+
+    /// Evaluates an appraisal policy on `input` (the annotated evidence) with the given
+    /// reference values available to `query_reference_value` and as `data.reference`.
+    pub fn appraise(
+        &self,
+        text: &str,
+        input: &Value,
+        reference_values: Arc<HashMap<String, Value>>,
+    ) -> Result<Appraisal, PolicyError> {
+        let mut engine = self.engine(text)?;
+        let rvs = reference_values.clone();
+        engine
+            .add_extension(
+                "query_reference_value".into(),
+                1,
+                Box::new(move |args: Vec<regorus::Value>| {
+                    let name = args
+                        .first()
+                        .and_then(|a| a.as_string().ok())
+                        .map(|s| s.to_string());
+                    Ok(match name.and_then(|n| rvs.get(&n).cloned()) {
+                        Some(v) => regorus::Value::from(v),
+                        None => regorus::Value::Null,
+                    })
+                }),
+            )
+            .map_err(|e| PolicyError::Eval(e.to_string()))?;
+        let reference: Map<String, Value> = reference_values
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        engine
+            .add_data(regorus::Value::from(
+                serde_json::json!({ "reference": reference }),
+            ))
+            .map_err(|e| PolicyError::Eval(e.to_string()))?;
+        engine.set_input(regorus::Value::from(input.clone()));
+        let claims = engine
+            .eval_rule("data.policy.trust_claims".into())
+            .map_err(|e| PolicyError::Eval(e.to_string()))?;
+        let extensions = engine
+            .eval_rule("data.policy.extensions".into())
+            .map_err(|e| PolicyError::Eval(e.to_string()))?;
+        Appraisal::from_policy_output(to_json(claims)?, to_json(extensions)?)
+    }
+
+    /// Evaluates a resource policy: `input` is the token claims, `data` carries `plugin`,
+    /// `resource-path` and `query` (see [`resource_data`]). A missing or non-boolean `allow`
+    /// is a denial.
+    pub fn allow(&self, text: &str, input: &Value, data: &Value) -> Result<bool, PolicyError> {
+        let mut engine = self.engine(text)?;
+        engine
+            .add_data(regorus::Value::from(data.clone()))
+            .map_err(|e| PolicyError::Eval(e.to_string()))?;
+        engine.set_input(regorus::Value::from(input.clone()));
+        let v = engine
+            .eval_rule("data.policy.allow".into())
+            .map_err(|e| PolicyError::Eval(e.to_string()))?;
+        Ok(matches!(v, regorus::Value::Bool(true)))
+    }
+}
+
+/// The `data` a resource policy sees for a request of `repo/type/tag` with `query`
+/// parameters (Trustee's names: `plugin`, `resource-path`, `query`).
+pub fn resource_data(segments: [&str; 3], query: Map<String, Value>) -> Value {
+    serde_json::json!({ "plugin": "resource", "resource-path": segments, "query": query })
+}

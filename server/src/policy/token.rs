@@ -1,0 +1,107 @@
+//! This server's EAR tokens: the signed JWT handed to the TEE, carrying the appraisal of its
+//! evidence.
+
+use coffer_policy::Appraisal;
+use coffer_protocol::jwt::{self, SigningKey, VerifyingKey};
+use serde_json::{json, Map, Value};
+
+/// Issues and verifies this server's attestation tokens.
+pub struct TokenIssuer {
+    key: SigningKey,
+    verifying: VerifyingKey,
+    kid: String,
+    issuer: String,
+    ttl_secs: i64,
+}
+
+impl TokenIssuer {
+    /// An issuer signing with `key`.
+    pub fn new(key: p256::ecdsa::SigningKey, issuer: String, ttl_secs: i64) -> Self {
+        let key = SigningKey::es256(&key);
+        let verifying = key.verifying_key();
+        let kid = verifying.thumbprint();
+        TokenIssuer {
+            key,
+            verifying,
+            kid,
+            issuer,
+            ttl_secs,
+        }
+    }
+
+    /// The public JWKS relying parties use to verify tokens.
+    pub fn jwks(&self) -> Value {
+        let mut jwk = self.verifying.to_jwk();
+        jwk["kid"] = json!(self.kid);
+        json!({ "keys": [jwk] })
+    }
+
+    /// Signs an EAR token for `annotated_evidence` appraised as `appraisal`.
+    pub fn issue(&self, annotated_evidence: Value, appraisal: &Appraisal, now: i64) -> String {
+        let mut submod = Map::new();
+        submod.insert("ear.status".into(), json!(appraisal.status));
+        submod.insert(
+            "ear.trustworthiness-vector".into(),
+            Value::Object(appraisal.trust_vector.clone()),
+        );
+        submod.insert("ear.appraisal-policy-id".into(), json!("default"));
+        submod.insert("ear.veraison.annotated-evidence".into(), annotated_evidence);
+        for ext in &appraisal.extensions {
+            if let Some(name) = ext.get("name").and_then(Value::as_str) {
+                submod.insert(
+                    name.to_string(),
+                    ext.get("value").cloned().unwrap_or(Value::Null),
+                );
+            }
+        }
+        let claims = json!({
+            "eat_profile": "tag:github.com,2024:confidential-containers/Trustee",
+            "iat": now,
+            "ear.verifier-id": {
+                "developer": "https://github.com/coffer",
+                "build": concat!("coffer-server ", env!("CARGO_PKG_VERSION")),
+            },
+            "submods": { "cpu0": submod },
+            "exp": now + self.ttl_secs,
+            "iss": self.issuer,
+        });
+        let mut header = Map::new();
+        header.insert("kid".into(), json!(self.kid));
+        header.insert("jwk".into(), self.verifying.to_jwk());
+        jwt::sign(&claims, header, &self.key)
+    }
+
+    /// Verifies a token this server issued (signature, `exp`, `iss`) and returns its claims.
+    pub fn verify(&self, token: &str, now: i64) -> Result<Value, jwt::JwtError> {
+        let d = jwt::verify(token, &self.verifying, now, 0)?;
+        if d.claims.get("iss").and_then(Value::as_str) != Some(self.issuer.as_str()) {
+            return Err(jwt::JwtError::Signature);
+        }
+        Ok(d.claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_verify_and_reject_foreign_keys() {
+        let k = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+        let issuer = TokenIssuer::new(k, "coffer".into(), 300);
+        let a = Appraisal::from_policy_output(json!({"hardware": 2}), json!([])).unwrap();
+        let evidence = json!({"sample": {"svn": "1"}});
+        let t = issuer.issue(evidence, &a, 1000);
+        let claims = issuer.verify(&t, 1100).unwrap();
+        assert_eq!(claims["submods"]["cpu0"]["ear.status"], "affirming");
+        assert_eq!(claims["exp"], 1300);
+        assert!(issuer.verify(&t, 1300).is_err());
+        let other = TokenIssuer::new(
+            p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng),
+            "coffer".into(),
+            300,
+        );
+        assert!(other.verify(&t, 1100).is_err());
+        assert_eq!(issuer.jwks()["keys"][0]["kty"], "EC");
+    }
+}
