@@ -1,5 +1,6 @@
 //! coffer client library: evidence collection, the KBS protocol (RCAR handshake and
-//! resource retrieval) and the admin API of coffer-server.
+//! resource retrieval), the admin API of coffer-server, model encryption and local policy
+//! tests.
 //!
 //! Works against coffer-server and against Trustee's KBS alike: only the wire protocol is
 //! assumed.
@@ -13,6 +14,7 @@ pub mod error;
 pub mod evidence;
 pub mod kbs;
 pub mod model;
+pub mod policy_test;
 pub mod tdx;
 pub mod tdx_legacy;
 

@@ -97,6 +97,30 @@ impl Appraisal {
     }
 }
 
+impl Appraisal {
+    /// The EAR submodule (`submods.cpu0` of a token) for `annotated_evidence` appraised
+    /// as `self`: what a resource policy sees as `input.submods.cpu0`.
+    pub fn submod(&self, annotated_evidence: Value) -> Map<String, Value> {
+        let mut submod = Map::new();
+        submod.insert("ear.status".into(), json!(self.status));
+        submod.insert(
+            "ear.trustworthiness-vector".into(),
+            Value::Object(self.trust_vector.clone()),
+        );
+        submod.insert("ear.appraisal-policy-id".into(), json!("default"));
+        submod.insert("ear.veraison.annotated-evidence".into(), annotated_evidence);
+        for ext in &self.extensions {
+            if let Some(name) = ext.get("name").and_then(Value::as_str) {
+                submod.insert(
+                    name.to_string(),
+                    ext.get("value").cloned().unwrap_or(Value::Null),
+                );
+            }
+        }
+        submod
+    }
+}
+
 /// The worst AR4SI tier among `values`: -1..1 none, 2..31 affirming, 32..95 warning,
 /// 96.. contraindicated (same for negative values).
 pub fn ear_status(values: impl IntoIterator<Item = i64>) -> &'static str {

@@ -38,22 +38,7 @@ impl TokenIssuer {
 
     /// Signs an EAR token for `annotated_evidence` appraised as `appraisal`.
     pub fn issue(&self, annotated_evidence: Value, appraisal: &Appraisal, now: i64) -> String {
-        let mut submod = Map::new();
-        submod.insert("ear.status".into(), json!(appraisal.status));
-        submod.insert(
-            "ear.trustworthiness-vector".into(),
-            Value::Object(appraisal.trust_vector.clone()),
-        );
-        submod.insert("ear.appraisal-policy-id".into(), json!("default"));
-        submod.insert("ear.veraison.annotated-evidence".into(), annotated_evidence);
-        for ext in &appraisal.extensions {
-            if let Some(name) = ext.get("name").and_then(Value::as_str) {
-                submod.insert(
-                    name.to_string(),
-                    ext.get("value").cloned().unwrap_or(Value::Null),
-                );
-            }
-        }
+        let submod = appraisal.submod(annotated_evidence);
         let claims = json!({
             "eat_profile": "tag:github.com,2024:confidential-containers/Trustee",
             "iat": now,

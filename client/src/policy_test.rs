@@ -1,0 +1,206 @@
+//! `coffer policy test`: evaluates Rego policies on this machine with the engine
+//! coffer-server runs (`coffer-policy`), on evidence recorded from a real attestation — the
+//! EAR token `coffer attest` prints, its claims, or the annotated evidence alone — so a
+//! policy can be tried before it is uploaded.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use coffer_policy::{resource_data, Appraisal, PolicyEngine, PolicyError};
+use coffer_protocol::ResourcePath;
+use serde_json::{json, Map, Value};
+
+/// Why a policy test could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyTestError {
+    /// The recorded input is not a token, token claims or annotated evidence.
+    #[error("input: {0}")]
+    Input(String),
+    /// A policy does not compile or evaluate; `name` says which.
+    #[error("{name}: {source}")]
+    Policy {
+        /// The policy's file name (or role).
+        name: String,
+        /// What regorus reported.
+        source: PolicyError,
+    },
+}
+
+/// What was recorded: the evidence an appraisal policy reads and, when the input was a
+/// token or its claims, the claims a resource policy reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    /// Token claims (`{"submods": {"cpu0": ...}}`), when given.
+    pub claims: Option<Value>,
+    /// The annotated evidence (`input` of an appraisal policy).
+    pub evidence: Value,
+}
+
+const EVIDENCE: &str = "ear.veraison.annotated-evidence";
+
+impl Recorded {
+    /// Reads an EAR token (JWT; its signature is not checked: this is a local test), token
+    /// claims JSON, or annotated evidence JSON.
+    pub fn parse(text: &str) -> Result<Self, PolicyTestError> {
+        let text = text.trim();
+        let json = match jwt_payload(text) {
+            Some(p) => p?,
+            None => serde_json::from_str::<Value>(text).map_err(|e| {
+                PolicyTestError::Input(format!(
+                    "neither an attestation token nor JSON ({e}); give the output of \
+                     `coffer attest`, its claims, or annotated evidence"
+                ))
+            })?,
+        };
+        if !json.is_object() {
+            return Err(PolicyTestError::Input("expected a JSON object".into()));
+        }
+        if json.get("submods").is_some() {
+            let evidence = json
+                .pointer(&format!("/submods/cpu0/{EVIDENCE}"))
+                .cloned()
+                .ok_or_else(|| {
+                    PolicyTestError::Input(format!("token claims without submods.cpu0.{EVIDENCE}"))
+                })?;
+            return Ok(Recorded {
+                claims: Some(json),
+                evidence,
+            });
+        }
+        Ok(Recorded {
+            claims: None,
+            evidence: json,
+        })
+    }
+}
+
+/// `Some` when `text` looks like a compact JWS: the decoded payload, or why it is unreadable.
+fn jwt_payload(text: &str) -> Option<Result<Value, PolicyTestError>> {
+    let parts: Vec<&str> = text.split('.').collect();
+    if parts.len() != 3 || text.starts_with('{') || text.contains(char::is_whitespace) {
+        return None;
+    }
+    let decode = |p: &str| {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(p.trim_end_matches('='))
+            .map_err(|e| PolicyTestError::Input(format!("token is not base64url: {e}")))?;
+        serde_json::from_slice::<Value>(&bytes)
+            .map_err(|e| PolicyTestError::Input(format!("token part is not JSON: {e}")))
+    };
+    Some(decode(parts[0]).and_then(|_| decode(parts[1])))
+}
+
+/// A Rego policy and the name errors use for it (its file name).
+pub struct NamedPolicy<'a> {
+    /// Shown in errors and reports.
+    pub name: &'a str,
+    /// The Rego text.
+    pub text: &'a str,
+}
+
+/// What `coffer policy test` found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// The appraisal, when an attestation policy was given.
+    pub appraisal: Option<Appraisal>,
+    /// `(resource path, allowed)`, when a resource policy was given.
+    pub resource: Option<(String, bool)>,
+}
+
+impl Report {
+    /// The report as one JSON object (for `--json`).
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        if let Some(a) = &self.appraisal {
+            m.insert(
+                "attestation".into(),
+                json!({"status": a.status, "trust_vector": a.trust_vector, "extensions": a.extensions}),
+            );
+        }
+        if let Some((path, allow)) = &self.resource {
+            m.insert("resource".into(), json!({"path": path, "allow": allow}));
+        }
+        Value::Object(m)
+    }
+}
+
+/// Runs the given policies on `recorded`. With an attestation policy the evidence is
+/// appraised afresh and the resource policy (if any) sees the claims of the token that
+/// appraisal would produce; without one, the resource policy sees the recorded claims.
+pub fn run(
+    recorded: &Recorded,
+    attestation: Option<NamedPolicy<'_>>,
+    reference_values: HashMap<String, Value>,
+    resource: Option<(NamedPolicy<'_>, &ResourcePath, Map<String, Value>)>,
+) -> Result<Report, PolicyTestError> {
+    let engine = PolicyEngine::default();
+    let failed = |name: &str| {
+        let name = name.to_string();
+        move |source| PolicyTestError::Policy { name, source }
+    };
+    let mut claims = recorded.claims.clone();
+    let appraisal = match attestation {
+        Some(p) => {
+            engine.check(p.text).map_err(failed(p.name))?;
+            let a = engine
+                .appraise(p.text, &recorded.evidence, reference_values.into())
+                .map_err(failed(p.name))?;
+            claims = Some(json!({"submods": {"cpu0": a.submod(recorded.evidence.clone())}}));
+            Some(a)
+        }
+        None => None,
+    };
+    let resource = match resource {
+        Some((p, path, query)) => {
+            let claims = claims.ok_or_else(|| {
+                PolicyTestError::Input(
+                    "a resource policy reads token claims: give a token (`coffer attest`) or \
+                     its claims, or an attestation policy to appraise the evidence with"
+                        .into(),
+                )
+            })?;
+            engine.check(p.text).map_err(failed(p.name))?;
+            let data = resource_data(path.segments(), query);
+            let allow = engine
+                .allow(p.text, &claims, &data)
+                .map_err(failed(p.name))?;
+            Some((path.to_string(), allow))
+        }
+        None => None,
+    };
+    Ok(Report {
+        appraisal,
+        resource,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn evidence() -> Value {
+        json!({"sample": {"svn": "1", "launch_digest": "abcde"}, "report_data": "x"})
+    }
+
+    #[test]
+    fn inputs_are_recognised() {
+        let claims =
+            json!({"submods": {"cpu0": {"ear.status": "affirming", EVIDENCE: evidence()}}});
+        let b64 = |v: &Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string().as_bytes())
+        };
+        let token = format!("{}.{}.c2ln", b64(&json!({"alg": "ES256"})), b64(&claims));
+        let r = Recorded::parse(&format!("{token}\n")).unwrap();
+        assert_eq!(r.claims.as_ref(), Some(&claims));
+        assert_eq!(r.evidence, evidence());
+        assert_eq!(Recorded::parse(&claims.to_string()).unwrap(), r);
+        let e = Recorded::parse(&evidence().to_string()).unwrap();
+        assert_eq!((e.claims, e.evidence), (None, evidence()));
+        for bad in ["a.b.c", "[1]", "{\"submods\": {}}", "nonsense"] {
+            assert!(
+                matches!(Recorded::parse(bad), Err(PolicyTestError::Input(_))),
+                "{bad}"
+            );
+        }
+    }
+}
