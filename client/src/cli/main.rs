@@ -1,0 +1,226 @@
+//! `coffer` CLI: attest to a KBS, fetch secrets, administer coffer-server, work with
+//! encrypted models and test policies. The command groups live in their own modules; the
+//! work itself is in the `coffer` library.
+
+mod admin;
+mod model;
+mod policy;
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use coffer::{evidence, http_client, ClientError, KbsClient};
+use coffer_protocol::{ResourcePath, TeeKeyPair};
+
+use admin::AdminArgs;
+use model::ModelCommand;
+use policy::PolicyCommand;
+
+/// coffer: keep models encrypted everywhere except inside an attested confidential VM.
+///
+/// Exit codes: 0 success, 1 local error (files, keys, arguments), 2 usage,
+/// 3 refused by the KBS (attestation or policy) or by a policy under `policy test`,
+/// 4 not found, 5 KBS unreachable or failing, 6 some model files failed to decrypt.
+#[derive(Parser)]
+#[command(name = "coffer", version)]
+struct Cli {
+    /// KBS base URL (coffer-server or Trustee's KBS).
+    #[arg(
+        long,
+        global = true,
+        env = "COFFER_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    url: String,
+    /// Extra PEM root certificate for an HTTPS KBS.
+    #[arg(long, global = true, env = "COFFER_CERT_FILE")]
+    cert_file: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Args)]
+struct TeeArgs {
+    /// Evidence type: `auto` (TDX when this is a TD, else `sample`), `tdx` or `sample`.
+    #[arg(long, default_value = "auto", env = "COFFER_TEE")]
+    tee: String,
+    /// configfs-tsm report directory (TDX quotes).
+    #[arg(long, env = "COFFER_TSM_REPORT_DIR", default_value = coffer::tdx::TSM_REPORT_DIR)]
+    tsm_report_dir: PathBuf,
+    /// CC event log area (sent with TDX evidence when present).
+    #[arg(long, env = "COFFER_CCEL", default_value = coffer::tdx::CCEL_PATH)]
+    ccel: PathBuf,
+    /// Attestation-Agent runtime event log (appended to the CC event log when present).
+    #[arg(long, env = "AAEL_PATH", default_value = coffer::tdx::AAEL_PATH)]
+    aael: PathBuf,
+    /// Init-data TOML sent with the evidence (the TD's MRCONFIGID must carry its digest).
+    #[arg(long, env = "COFFER_INITDATA")]
+    initdata: Option<PathBuf>,
+    /// Legacy TDX guest device, used with the host's QGS over vsock when configfs-tsm is absent.
+    #[arg(long, env = "COFFER_TDX_GUEST", default_value = coffer::tdx::TDX_GUEST_DEV)]
+    tdx_guest: PathBuf,
+    /// PKCS#8 PEM private key to use as the TEE key (default: a fresh P-256 key).
+    #[arg(long)]
+    tee_key_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attest, then fetch a resource (`repo/type/tag` or `kbs:///repo/type/tag`).
+    GetResource {
+        /// Resource path or kbs:/// URI.
+        path: ResourcePath,
+        /// Write the secret to this file (mode 0600) instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Print base64 instead of raw bytes (what Trustee's kbs-client prints).
+        #[arg(long)]
+        base64: bool,
+        #[command(flatten)]
+        tee: TeeArgs,
+    },
+    /// Run the attestation handshake and print the attestation token (EAR JWT).
+    Attest {
+        #[command(flatten)]
+        tee: TeeArgs,
+    },
+    /// Administer coffer-server (admin token required).
+    Admin(AdminArgs),
+    /// Work with gocryptfs-encrypted model directories.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Work with Rego policies locally (nothing is sent to a server).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+fn read_text(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn tee_client(cli: &Cli, http: reqwest::Client, tee: &TeeArgs) -> anyhow::Result<KbsClient> {
+    let key = match &tee.tee_key_file {
+        Some(p) => {
+            TeeKeyPair::from_pkcs8_pem(&read_text(p)?).with_context(|| p.display().to_string())?
+        }
+        None => TeeKeyPair::generate(),
+    };
+    let client = KbsClient::new(
+        http,
+        &cli.url,
+        evidence::provider(
+            &tee.tee,
+            &coffer::tdx::TdxPaths {
+                tsm_report_dir: tee.tsm_report_dir.clone(),
+                ccel: tee.ccel.clone(),
+                aael: tee.aael.clone(),
+                tdx_guest: tee.tdx_guest.clone(),
+            },
+        )?,
+        key,
+    );
+    Ok(match &tee.initdata {
+        Some(p) => client.with_init_data(read_text(p)?),
+        None => client,
+    })
+}
+
+fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("coffer-tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let ca = match &cli.cert_file {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?),
+        None => None,
+    };
+    let http = http_client(ca.as_deref())?;
+    match &cli.cmd {
+        Command::GetResource {
+            path,
+            output,
+            base64,
+            tee,
+        } => {
+            let mut client = tee_client(&cli, http, tee)?;
+            let secret = client.get_resource(path).await?;
+            match output {
+                Some(p) => write_secret(p, &secret)?,
+                None if *base64 => println!("{}", coffer_protocol::b64::std_encode(&secret[..])),
+                None => std::io::stdout()
+                    .write_all(&secret)
+                    .context("cannot write to stdout")?,
+            }
+        }
+        Command::Attest { tee } => {
+            let mut client = tee_client(&cli, http, tee)?;
+            println!("{}", client.attest().await?);
+        }
+        Command::Admin(a) => admin::run(&cli, http, a).await?,
+        Command::Policy(PolicyCommand::Test(t)) => policy::test(t)?,
+        Command::Model(m) => model::run(&cli, http, m).await?,
+    }
+    Ok(())
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<model::ModelFailures>().is_some() {
+        return 6;
+    }
+    if e.downcast_ref::<policy::PolicyDenies>().is_some() {
+        return 3;
+    }
+    match e.downcast_ref::<ClientError>() {
+        Some(ClientError::Kbs { status: 404, .. }) => 4,
+        Some(ClientError::Kbs {
+            status: 401 | 403, ..
+        }) => 3,
+        Some(
+            ClientError::Kbs { .. } | ClientError::Transport { .. } | ClientError::Protocol(_),
+        ) => 5,
+        _ => 1,
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("coffer: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_valid() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,129 @@
+//! `coffer policy test`: Rego policies evaluated locally on recorded evidence.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use coffer_protocol::ResourcePath;
+
+use crate::read_text;
+
+#[derive(Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Evaluate an attestation and/or a resource policy on recorded evidence, with the same
+    /// engine coffer-server runs, before uploading them.
+    ///
+    /// The input is what `coffer attest` printed (an EAR token; its signature is not
+    /// checked), the token's claims as JSON, or annotated evidence JSON. With
+    /// --attestation-policy the evidence is appraised afresh and a resource policy sees the
+    /// resulting token; without it, the resource policy sees the recorded token.
+    ///
+    /// Exit codes: 0 evaluated (and the resource allowed), 3 the resource policy denies,
+    /// 1 unreadable input or a policy that does not compile or evaluate.
+    ///
+    /// Example: coffer attest > token.jwt && coffer policy test --input token.jwt
+    /// --attestation-policy my_cpu.rego --reference-values rv.json
+    /// --resource-policy my_resource.rego --resource default/aliyun/model-decryption-key
+    #[command(verbatim_doc_comment)]
+    Test(PolicyTestArgs),
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("policies").required(true).multiple(true)))]
+pub(crate) struct PolicyTestArgs {
+    /// Recorded input: token, token claims or annotated evidence (`-` for stdin).
+    #[arg(long)]
+    input: PathBuf,
+    /// Attestation (appraisal) policy to evaluate, as uploaded with set-attestation-policy.
+    #[arg(long, group = "policies")]
+    attestation_policy: Option<PathBuf>,
+    /// Reference values for the attestation policy: a JSON object of name -> value, as
+    /// registered with `admin set-reference-value NAME VALUE`.
+    #[arg(long, requires = "attestation_policy")]
+    reference_values: Option<PathBuf>,
+    /// Resource policy to evaluate, as uploaded with set-resource-policy.
+    #[arg(long, group = "policies", requires = "resource")]
+    resource_policy: Option<PathBuf>,
+    /// The requested resource (`repo/type/tag` or kbs:/// URI) the resource policy sees.
+    #[arg(long, requires = "resource_policy")]
+    resource: Option<ResourcePath>,
+    /// Query parameters of the request, as the policy sees them in data.query.
+    #[arg(long = "query", value_name = "KEY=VALUE")]
+    query: Vec<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the resource policy denies {0}")]
+pub(crate) struct PolicyDenies(String);
+
+fn read_input(path: &Path) -> anyhow::Result<String> {
+    if path == Path::new("-") {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .context("cannot read stdin")?;
+        return Ok(s);
+    }
+    read_text(path)
+}
+
+/// Runs `coffer policy test`; a denial is a [`PolicyDenies`] error (exit code 3).
+pub(crate) fn test(t: &PolicyTestArgs) -> anyhow::Result<()> {
+    use coffer::policy_test::{run, NamedPolicy, Recorded};
+    let input = read_input(&t.input)?;
+    let recorded = Recorded::parse(&input).with_context(|| t.input.display().to_string())?;
+    let rvs: std::collections::HashMap<String, serde_json::Value> = match &t.reference_values {
+        Some(p) => serde_json::from_str(&read_text(p)?)
+            .with_context(|| format!("{}: expected a JSON object of name -> value", p.display()))?,
+        None => Default::default(),
+    };
+    let mut query = serde_json::Map::new();
+    for q in &t.query {
+        let (k, v) = q
+            .split_once('=')
+            .with_context(|| format!("--query {q:?}: expected KEY=VALUE"))?;
+        query.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+    }
+    let texts = [&t.attestation_policy, &t.resource_policy].map(|p| {
+        p.as_ref()
+            .map(|p| Ok::<_, anyhow::Error>((p.display().to_string(), read_text(p)?)))
+            .transpose()
+    });
+    let [attestation, resource] = texts;
+    let (attestation, resource) = (attestation?, resource?);
+    fn named(p: &Option<(String, String)>) -> Option<coffer::policy_test::NamedPolicy<'_>> {
+        p.as_ref().map(|(name, text)| NamedPolicy { name, text })
+    }
+    let resource_req = match (named(&resource), &t.resource) {
+        (Some(p), Some(path)) => Some((p, path, query)),
+        _ => None,
+    };
+    let report = run(&recorded, named(&attestation), rvs, resource_req)?;
+    if t.json {
+        println!("{}", report.to_json());
+    } else {
+        if let (Some(a), Some((name, _))) = (&report.appraisal, &attestation) {
+            let tiers: Vec<String> = a
+                .trust_vector
+                .iter()
+                .filter(|(_, v)| v.as_i64() != Some(0))
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            println!(
+                "attestation policy {name}: {} ({})",
+                a.status,
+                tiers.join(", ")
+            );
+        }
+        if let (Some((path, allow)), Some((name, _))) = (&report.resource, &resource) {
+            let verdict = if *allow { "allow" } else { "deny" };
+            println!("resource policy {name} on {path}: {verdict}");
+        }
+    }
+    match report.resource {
+        Some((path, false)) => Err(PolicyDenies(path).into()),
+        _ => Ok(()),
+    }
+}
