@@ -34,6 +34,26 @@ pub enum ClientError {
     /// The released secret could not be decrypted.
     #[error("cannot decrypt the released resource: {0}")]
     Jwe(#[from] coffer_protocol::jwe::JweError),
+    /// The Confidential Data Hub could not be reached.
+    #[error("cannot reach the Confidential Data Hub at {url}: {source}")]
+    CdhUnreachable {
+        /// Request URL.
+        url: String,
+        /// Cause.
+        source: reqwest::Error,
+    },
+    /// The Confidential Data Hub answered with an error: HTTP 500 with the reason when its
+    /// attestation failed, the KBS refused or the resource does not exist; 404 when the URL
+    /// is not its resource API.
+    #[error("the Confidential Data Hub at {url} answered HTTP {status}: {body}")]
+    Cdh {
+        /// Request URL.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// Its error text (truncated).
+        body: String,
+    },
     /// Local configuration (keys, certificates) is unusable.
     #[error("{0}")]
     Config(String),

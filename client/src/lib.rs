@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod cdh;
 pub mod error;
 pub mod evidence;
 pub mod kbs;

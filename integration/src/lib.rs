@@ -4,6 +4,7 @@
 //! The binaries are looked up next to the test executable's target directory; build them
 //! first (`cargo build --bins`, which `scripts/test.sh` does).
 
+pub mod cdh_emulator;
 pub mod fake_tsm;
 pub mod kms_emulator;
 pub mod pccs_emulator;

@@ -24,7 +24,8 @@ use policy::PolicyCommand;
 ///
 /// Exit codes: 0 success, 1 local error (files, keys, arguments), 2 usage,
 /// 3 refused by the KBS (attestation or policy) or by a policy under `policy test`,
-/// 4 not found, 5 KBS unreachable or failing, 6 some model files failed to decrypt.
+/// 4 not found, 5 KBS (or Confidential Data Hub) unreachable or failing, 6 some model
+/// files failed to decrypt.
 #[derive(Parser)]
 #[command(name = "coffer", version)]
 struct Cli {
@@ -191,8 +192,16 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         Some(ClientError::Kbs {
             status: 401 | 403, ..
         }) => 3,
+        Some(ClientError::Cdh { status: 404, .. }) => 4,
+        Some(ClientError::Cdh {
+            status: 401 | 403, ..
+        }) => 3,
         Some(
-            ClientError::Kbs { .. } | ClientError::Transport { .. } | ClientError::Protocol(_),
+            ClientError::Kbs { .. }
+            | ClientError::Transport { .. }
+            | ClientError::Protocol(_)
+            | ClientError::Cdh { .. }
+            | ClientError::CdhUnreachable { .. },
         ) => 5,
         _ => 1,
     }

@@ -81,6 +81,11 @@ pub(crate) struct KeyArgs {
     /// it never touches disk.
     #[arg(long, group = "keysource")]
     key: Option<ResourcePath>,
+    /// With --key: take the resource from the confidential-containers guest's Confidential
+    /// Data Hub REST API at URL (there: http://127.0.0.1:8006), which attests for the pod,
+    /// instead of attesting here.
+    #[arg(long, conflicts_with_all = ["password_file", "masterkey"], value_name = "URL")]
+    cdh: Option<String>,
     #[command(flatten)]
     tee: TeeArgs,
 }
@@ -94,8 +99,11 @@ async fn key_source(cli: &Cli, http: reqwest::Client, k: &KeyArgs) -> anyhow::Re
             MasterKey::from_hex(hex).context("--masterkey: expected 64 hex digits")?,
         ),
         (_, _, Some(path)) => {
-            let mut client = tee_client(cli, http, &k.tee)?;
-            KeySource::Password(password_from_bytes(&client.get_resource(path).await?))
+            let secret = match &k.cdh {
+                Some(cdh) => coffer::cdh::get_resource(&http, cdh, path).await?,
+                None => tee_client(cli, http, &k.tee)?.get_resource(path).await?,
+            };
+            KeySource::Password(password_from_bytes(&secret))
         }
         _ => bail!("give --password-file, --masterkey or --key"),
     })
