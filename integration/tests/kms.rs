@@ -38,6 +38,24 @@ fn config(port: u16, client_key: &Path) -> String {
     )
 }
 
+/// Starts coffer-server with `config` (written into `dir`) on `data_dir`, expects it to
+/// refuse, and returns what it printed.
+fn refused_start(config: &str, dir: &std::path::Path, data_dir: &std::path::Path) -> String {
+    let cfg_path = dir.join("other.toml");
+    std::fs::write(&cfg_path, config).unwrap();
+    let out = std::process::Command::new(coffer_integration::binary("coffer-server"))
+        .arg("--config")
+        .arg(&cfg_path)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn secrets_come_from_kms() {
     let emu = kms_emulator::start(
@@ -184,20 +202,11 @@ fn kek_wrapped_by_kms_in_a_file_is_never_stored_in_clear() {
     s.stop();
 
     // Another configured KMS key refuses to start, naming the file and both keys.
-    let other = cfg.replace(KMS_KEY_ID, "key-other");
-    let cfg_path = dir.path().join("other.toml");
-    std::fs::write(&cfg_path, other).unwrap();
-    let out = std::process::Command::new(coffer_integration::binary("coffer-server"))
-        .arg("--config")
-        .arg(&cfg_path)
-        .arg("--data-dir")
-        .arg(&s.data_dir)
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = refused_start(
+        &cfg.replace(KMS_KEY_ID, "key-other"),
+        dir.path(),
+        &s.data_dir,
+    );
     assert!(
         err.contains("kek.kms.json") && err.contains("key-other") && err.contains(KMS_KEY_ID),
         "{err}"
@@ -252,21 +261,12 @@ fn kek_wrapped_by_kms_is_shared_by_replicas_through_the_database() {
     assert_eq!(row["algorithm"], "AES_GCM");
 
     // A server configured with another KMS key refuses to start, naming the row and keys.
-    let other = cfg.replace(KMS_KEY_ID, "key-other");
     let c_dir = tempfile::tempdir().unwrap();
-    let cfg_path = c_dir.path().join("other.toml");
-    std::fs::write(&cfg_path, other).unwrap();
-    let out = std::process::Command::new(coffer_integration::binary("coffer-server"))
-        .arg("--config")
-        .arg(&cfg_path)
-        .arg("--data-dir")
-        .arg(c_dir.path().join("data"))
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = refused_start(
+        &cfg.replace(KMS_KEY_ID, "key-other"),
+        c_dir.path(),
+        &c_dir.path().join("data"),
+    );
     assert!(
         err.contains("wrapped_keys") && err.contains("key-other") && err.contains(KMS_KEY_ID),
         "{err}"
