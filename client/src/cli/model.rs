@@ -26,12 +26,8 @@ pub(crate) enum ModelCommand {
         /// scrypt cost as log2(N) (gocryptfs default 16).
         #[arg(long, default_value_t = 16)]
         scryptn: u8,
-        /// Print a JSON summary on stdout.
-        #[arg(long)]
-        json: bool,
-        /// No progress bar.
-        #[arg(long, short)]
-        quiet: bool,
+        #[command(flatten)]
+        out: OutputArgs,
     },
     /// Decrypt a gocryptfs v2 cipher directory into DEST (e.g. a tmpfs), on all cores.
     ///
@@ -45,12 +41,8 @@ pub(crate) enum ModelCommand {
         dest: PathBuf,
         #[command(flatten)]
         key: KeyArgs,
-        /// Print a JSON summary on stdout.
-        #[arg(long)]
-        json: bool,
-        /// No progress bar.
-        #[arg(long, short)]
-        quiet: bool,
+        #[command(flatten)]
+        out: OutputArgs,
     },
     /// Authenticate every name, symlink and content block without writing plaintext;
     /// report every corrupt entry. Exit code 6 when any entry fails.
@@ -59,13 +51,26 @@ pub(crate) enum ModelCommand {
         cipher_dir: PathBuf,
         #[command(flatten)]
         key: KeyArgs,
-        /// Print a JSON summary on stdout.
-        #[arg(long)]
-        json: bool,
-        /// No progress bar.
-        #[arg(long, short)]
-        quiet: bool,
+        #[command(flatten)]
+        out: OutputArgs,
     },
+}
+
+/// How a model command reports.
+#[derive(Args)]
+pub(crate) struct OutputArgs {
+    /// Print a JSON summary on stdout (implies no progress bar).
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+impl OutputArgs {
+    fn quiet(&self) -> bool {
+        self.quiet || self.json
+    }
 }
 
 /// Where the model key comes from (exactly one).
@@ -119,38 +124,35 @@ pub(crate) async fn run(
         ModelCommand::Verify {
             cipher_dir,
             key,
-            json,
-            quiet,
+            out,
         } => {
             let source = key_source(cli, http, key).await?;
-            let report = coffer::model::decrypt(cipher_dir, None, source, *quiet || *json)?;
-            print_report("verified", &report, *json)?;
+            let report = coffer::model::decrypt(cipher_dir, None, source, out.quiet())?;
+            print_report("verified", &report, out.json)?;
         }
         ModelCommand::Encrypt {
             src,
             cipher_dir,
             password_file,
             scryptn,
-            json,
-            quiet,
+            out,
         } => {
             let pw = password_from_bytes(&Zeroizing::new(
                 std::fs::read(password_file)
                     .with_context(|| format!("cannot read {}", password_file.display()))?,
             ));
-            let report = coffer::model::encrypt(src, cipher_dir, &pw, *scryptn, *quiet || *json)?;
-            print_report("encrypted", &report, *json)?;
+            let report = coffer::model::encrypt(src, cipher_dir, &pw, *scryptn, out.quiet())?;
+            print_report("encrypted", &report, out.json)?;
         }
         ModelCommand::Decrypt {
             cipher_dir,
             dest,
             key,
-            json,
-            quiet,
+            out,
         } => {
             let source = key_source(cli, http, key).await?;
-            let report = coffer::model::decrypt(cipher_dir, Some(dest), source, *quiet || *json)?;
-            print_report("decrypted", &report, *json)?;
+            let report = coffer::model::decrypt(cipher_dir, Some(dest), source, out.quiet())?;
+            print_report("decrypted", &report, out.json)?;
         }
     }
     Ok(())
