@@ -34,13 +34,40 @@ pub struct RunReport {
     pub seconds: f64,
 }
 
+/// How a tree run works and reports.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// No progress bar.
+    pub quiet: bool,
+    /// Worker threads (each handles one 256 KiB chunk at a time).
+    pub threads: usize,
+}
+
+/// Two workers per core: while one waits for a chunk from a cold disk, the other decrypts.
+/// Measured here from a cold virtio disk: +5-7% (medians) over one per core, unchanged
+/// from the page cache; four per core lost 8% when the data was cached.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get() * 2)
+}
+
+/// Runs `work` on a pool of `threads` workers (the tree engine's parallel iterators use
+/// the pool they run in).
+fn in_pool<T: Send>(threads: usize, work: impl FnOnce() -> T + Send) -> Result<T, ClientError> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .thread_name(|i| format!("coffer-worker-{i}"))
+        .build()
+        .map_err(|e| ClientError::Config(format!("cannot start {threads} worker threads: {e}")))?;
+    Ok(pool.install(work))
+}
+
 /// Decrypts `cipher_dir` into `dest` (or, with `None`, only authenticates everything),
-/// showing a progress bar on stderr unless `quiet`.
+/// showing a progress bar on stderr unless `opts.quiet`.
 pub fn decrypt(
     cipher_dir: &Path,
     dest: Option<&Path>,
     key: KeySource,
-    quiet: bool,
+    opts: RunOptions,
 ) -> Result<RunReport, ClientError> {
     let cfg = Config::load_from_dir(cipher_dir).map_err(|e| ClientError::Config(e.to_string()))?;
     let master = match key {
@@ -53,12 +80,12 @@ pub fn decrypt(
     let (total, files) = tree_size(cipher_dir, true, |c| {
         coffer_cryptfs::content::plain_size(c).unwrap_or(0)
     });
-    let bar = TreeBar::new(total, files, quiet);
+    let bar = TreeBar::new(total, files, opts.quiet);
     let started = Instant::now();
-    let summary = match dest {
+    let summary = in_pool(opts.threads, || match dest {
         Some(dest) => decrypt_tree(&cfg, &keys, cipher_dir, dest, &|p| bar.update(p)),
         None => verify_tree(&cfg, &keys, cipher_dir, &|p| bar.update(p)),
-    }
+    })?
     .map_err(|e| ClientError::Config(e.to_string()))?;
     bar.finish();
     Ok(RunReport {
@@ -148,19 +175,33 @@ pub fn encrypt(
     cipher_dir: &Path,
     password: &[u8],
     scrypt_log_n: u8,
-    quiet: bool,
+    opts: RunOptions,
 ) -> Result<RunReport, ClientError> {
     let master = MasterKey::generate();
     let conf = Config::create_text(password, &master, scrypt_log_n).map_err(ClientError::Config)?;
     let (total, files) = tree_size(src, false, |n| n);
-    let bar = TreeBar::new(total, files, quiet);
+    let bar = TreeBar::new(total, files, opts.quiet);
     let started = Instant::now();
-    let summary =
-        coffer_cryptfs::encrypt_tree(&master.keys(), &conf, src, cipher_dir, &|p| bar.update(p))
-            .map_err(|e| ClientError::Config(e.to_string()))?;
+    let keys = master.keys();
+    let summary = in_pool(opts.threads, || {
+        coffer_cryptfs::encrypt_tree(&keys, &conf, src, cipher_dir, &|p| bar.update(p))
+    })?
+    .map_err(|e| ClientError::Config(e.to_string()))?;
     bar.finish();
     Ok(RunReport {
         summary,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_runs_on_the_requested_number_of_workers() {
+        assert_eq!(in_pool(3, rayon::current_num_threads).unwrap(), 3);
+        assert_eq!(in_pool(1, rayon::current_num_threads).unwrap(), 1);
+        assert!(default_threads() >= 2);
+    }
 }

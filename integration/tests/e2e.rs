@@ -742,6 +742,8 @@ fn model_decrypt_with_key_from_kbs() {
         "--masterkey",
         "10138459-ff644b35-c2727f2b-ddd818ae-8ef8334a-b854762a-7802183f-4d31c703",
         "-q",
+        "--threads",
+        "1",
     ]);
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
     assert!(stderr(&out).contains("block 0"), "{}", stderr(&out));

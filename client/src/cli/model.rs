@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use coffer::model::{password_from_bytes, KeySource};
+use coffer::model::{password_from_bytes, KeySource, RunOptions};
 use coffer_cryptfs::MasterKey;
 use coffer_protocol::ResourcePath;
 use zeroize::Zeroizing;
@@ -27,7 +27,7 @@ pub(crate) enum ModelCommand {
         #[arg(long, default_value_t = 16)]
         scryptn: u8,
         #[command(flatten)]
-        out: OutputArgs,
+        out: RunArgs,
     },
     /// Decrypt a gocryptfs v2 cipher directory into DEST (e.g. a tmpfs), on all cores.
     ///
@@ -42,7 +42,7 @@ pub(crate) enum ModelCommand {
         #[command(flatten)]
         key: KeyArgs,
         #[command(flatten)]
-        out: OutputArgs,
+        out: RunArgs,
     },
     /// Authenticate every name, symlink and content block without writing plaintext;
     /// report every corrupt entry. Exit code 6 when any entry fails.
@@ -52,24 +52,32 @@ pub(crate) enum ModelCommand {
         #[command(flatten)]
         key: KeyArgs,
         #[command(flatten)]
-        out: OutputArgs,
+        out: RunArgs,
     },
 }
 
-/// How a model command reports.
+/// How a model command runs and reports.
 #[derive(Args)]
-pub(crate) struct OutputArgs {
+pub(crate) struct RunArgs {
     /// Print a JSON summary on stdout (implies no progress bar).
     #[arg(long)]
     json: bool,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+    /// Worker threads [default: two per core, so reads from a cold disk overlap decryption].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
 }
 
-impl OutputArgs {
-    fn quiet(&self) -> bool {
-        self.quiet || self.json
+impl RunArgs {
+    fn options(&self) -> RunOptions {
+        RunOptions {
+            quiet: self.quiet || self.json,
+            threads: self
+                .threads
+                .map_or_else(coffer::model::default_threads, usize::from),
+        }
     }
 }
 
@@ -127,7 +135,7 @@ pub(crate) async fn run(
             out,
         } => {
             let source = key_source(cli, http, key).await?;
-            let report = coffer::model::decrypt(cipher_dir, None, source, out.quiet())?;
+            let report = coffer::model::decrypt(cipher_dir, None, source, out.options())?;
             print_report("verified", &report, out.json)?;
         }
         ModelCommand::Encrypt {
@@ -141,7 +149,7 @@ pub(crate) async fn run(
                 std::fs::read(password_file)
                     .with_context(|| format!("cannot read {}", password_file.display()))?,
             ));
-            let report = coffer::model::encrypt(src, cipher_dir, &pw, *scryptn, out.quiet())?;
+            let report = coffer::model::encrypt(src, cipher_dir, &pw, *scryptn, out.options())?;
             print_report("encrypted", &report, out.json)?;
         }
         ModelCommand::Decrypt {
@@ -151,7 +159,7 @@ pub(crate) async fn run(
             out,
         } => {
             let source = key_source(cli, http, key).await?;
-            let report = coffer::model::decrypt(cipher_dir, Some(dest), source, out.quiet())?;
+            let report = coffer::model::decrypt(cipher_dir, Some(dest), source, out.options())?;
             print_report("decrypted", &report, out.json)?;
         }
     }
