@@ -1,9 +1,8 @@
 //! `coffer model ...`: decrypt gocryptfs-encrypted model trees.
 
 use std::path::Path;
-use std::time::Instant;
-
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use coffer_cryptfs::tree::{decrypt_tree, verify_tree, Progress, Summary};
 use coffer_cryptfs::{Config, MasterKey};
