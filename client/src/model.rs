@@ -79,6 +79,9 @@ pub fn decrypt(
     let (total, files) = tree_size(cipher_dir, true, |c| {
         coffer_cryptfs::content::plain_size(c).unwrap_or(0)
     });
+    if let Some(dest) = dest {
+        check_space(dest, total)?;
+    }
     let bar = TreeBar::new(total, files, opts.quiet);
     let started = Instant::now();
     let summary = in_pool(opts.threads, || match dest {
@@ -91,6 +94,38 @@ pub fn decrypt(
         summary,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Refuses to start when the filesystem of `dest` cannot hold `needed` plaintext bytes, so
+/// a model too large for its tmpfs fails at once instead of after filling it. Files already
+/// in `dest` count as free space: a repeated run replaces them.
+fn check_space(dest: &Path, needed: u64) -> Result<(), ClientError> {
+    // `dest` may not exist yet: ask about the nearest existing ancestor.
+    let Some(existing) = dest.ancestors().find(|p| p.exists()) else {
+        return Ok(());
+    };
+    let Ok(fs) = rustix::fs::statvfs(existing) else {
+        return Ok(()); // no answer (unusual filesystem): let the writes tell
+    };
+    let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+    let replaced = if dest.exists() {
+        tree_size(dest, false, |n| n).0
+    } else {
+        0
+    };
+    if free.saturating_add(replaced) < needed {
+        return Err(ClientError::Config(format!(
+            "{} has {} free but the model needs {}: make the filesystem larger (e.g. the tmpfs size=)",
+            dest.display(),
+            human_bytes(free.saturating_add(replaced)),
+            human_bytes(needed)
+        )));
+    }
+    Ok(())
+}
+
+fn human_bytes(n: u64) -> String {
+    indicatif::BinaryBytes(n).to_string()
 }
 
 /// Progress display for a tree run: bytes, files done of total, throughput.
