@@ -2,8 +2,8 @@
 # Deployment checks (part of scripts/test.sh): the helm chart is linted and rendered with
 # Helm's Go SDK (PyPI helm-python-sdk) and every object validated with kubernetes-validate;
 # the rendered server configuration is checked by coffer-server itself; docker-compose.yml
-# is checked by docker-compose's own `config` (PyPI docker-compose v1); the Dockerfile by a
-# structural check. The Python tools live in venvs under ~/.cache/coffer-venvs.
+# is checked by docker-compose's own `config` (PyPI docker-compose v1); the example CoCo
+# inference pod by the schemas and the real CLI; the Dockerfile by a structural check. The Python tools live in venvs under ~/.cache/coffer-venvs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/coffer-target}"
@@ -22,6 +22,14 @@ fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 "$V/k8s/bin/python" scripts/deploy-checks/check_deploy.py "$out"
+# The example pod's init container command must parse (exit code 2 is a usage error); it then
+# fails for want of a CDH on this machine, which is expected.
+mapfile -t init_args < "$out/coco-init-args"
+set +e
+"$CARGO_TARGET_DIR/debug/coffer" "${init_args[@]}" >/dev/null 2>&1
+rc=$?
+set -e
+[ "$rc" -ne 2 ] || { echo "deploy/kubernetes/coco-inference-pod.yaml: coffer rejects the init container's arguments"; exit 1; }
 for t in "$out"/*.toml; do
   "$CARGO_TARGET_DIR/debug/coffer-server" --check-config --config "$t" >/dev/null || { echo "rendered $t rejected by coffer-server"; exit 1; }
 done

@@ -109,7 +109,23 @@ for broken, why in [({"kek": full["keys"]["kek"]}, "both"), ({"aliyun": False}, 
     except helm_python.HelmError as e:
         check(why in str(e), f"kms-kek: unexpected refusal: {e}")
 
-# 3. Dockerfile: multi-stage, non-root, health check, pinned bases.
+# 3. Example manifests: Kubernetes schemas; the CoCo pod's init container command is written
+#    out for check-deploy.sh to parse with the real CLI.
+pod = yaml.safe_load(open("deploy/kubernetes/coco-inference-pod.yaml"))
+try:
+    kubernetes_validate.validate(pod, K8S, strict=True)
+except kubernetes_validate.ValidationError as e:
+    failures.append(f"coco-inference-pod.yaml: {e.message}")
+init = pod["spec"]["initContainers"][0]
+check(init["command"][:3] == ["coffer", "model", "decrypt"], "coco pod: init container runs coffer model decrypt")
+check("--cdh" in init["command"] and "--key" in init["command"], "coco pod: key through the CDH")
+model = next(v for v in pod["spec"]["volumes"] if v["name"] == "model")
+check(model.get("emptyDir", {}).get("medium") == "Memory", "coco pod: plaintext in memory only")
+mounts = pod["spec"]["containers"][0]["volumeMounts"]
+check(all(m.get("readOnly") for m in mounts if m["name"] == "model"), "coco pod: server mounts the model read-only")
+open(f"{OUT}/coco-init-args", "w").write("\n".join(init["command"][1:]) + "\n")
+
+# 4. Dockerfile: multi-stage, non-root, health check, pinned bases.
 df = open("Dockerfile").read()
 check(len(re.findall(r"^FROM ", df, re.M)) >= 2, "Dockerfile: multi-stage build")
 check(re.search(r"^USER 10001", df, re.M) is not None, "Dockerfile: non-root USER")
@@ -121,4 +137,4 @@ if failures:
     for f in failures:
         print("  -", f)
     sys.exit(1)
-print("deploy checks passed: helm lint/render (defaults refused, minimal, full, KMS-wrapped KEK), kubernetes schemas, Dockerfile")
+print("deploy checks passed: helm lint/render (defaults refused, minimal, full, KMS-wrapped KEK), kubernetes schemas, CoCo pod example, Dockerfile")
