@@ -11,10 +11,8 @@ use zeroize::Zeroizing;
 
 use crate::ClientError;
 
-/// Where guest-components' REST API listens inside a CoCo guest.
-pub const DEFAULT_CDH_URL: &str = "http://127.0.0.1:8006";
-
-/// A resource's bytes from the CDH at `base_url` (e.g. [`DEFAULT_CDH_URL`]).
+/// A resource's bytes from the CDH at `base_url` (in a CoCo guest guest-components' REST
+/// API listens on `http://127.0.0.1:8006`).
 pub async fn get_resource(
     http: &reqwest::Client,
     base_url: &str,
