@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 
 use base64::Engine;
-use coffer_policy::{resource_data, Appraisal, PolicyEngine, PolicyError};
+use coffer_policy::{
+    Appraisal, PolicyEngine, PolicyError, ResourcePathDialect, ResourceRequest, ResourceVerdict,
+};
 use coffer_protocol::ResourcePath;
 use serde_json::{json, Map, Value};
 
@@ -103,8 +105,8 @@ pub struct NamedPolicy<'a> {
 pub struct Report {
     /// The appraisal, when an attestation policy was given.
     pub appraisal: Option<Appraisal>,
-    /// `(resource path, allowed)`, when a resource policy was given.
-    pub resource: Option<(String, bool)>,
+    /// The resource path and the verdict, when a resource policy was given.
+    pub resource: Option<(String, ResourceVerdict)>,
 }
 
 impl Report {
@@ -114,11 +116,15 @@ impl Report {
         if let Some(a) = &self.appraisal {
             m.insert(
                 "attestation".into(),
-                json!({"status": a.status, "trust_vector": a.trust_vector, "extensions": a.extensions}),
+                json!({"status": a.status, "trust_vector": a.trust_vector,
+                       "extensions": a.extensions, "form": a.form.as_str()}),
             );
         }
-        if let Some((path, allow)) = &self.resource {
-            m.insert("resource".into(), json!({"path": path, "allow": allow}));
+        if let Some((path, v)) = &self.resource {
+            m.insert(
+                "resource".into(),
+                json!({"path": path, "allow": v.allow, "resource_path": v.dialect.as_str()}),
+            );
         }
         Value::Object(m)
     }
@@ -127,11 +133,14 @@ impl Report {
 /// Runs the given policies on `recorded`. With an attestation policy the evidence is
 /// appraised afresh and the resource policy (if any) sees the claims of the token that
 /// appraisal would produce; without one, the resource policy sees the recorded claims.
+/// `dialect` presents the resource path as the server's `attestation.resource_path_dialect`
+/// does.
 pub fn run(
     recorded: &Recorded,
     attestation: Option<NamedPolicy<'_>>,
     reference_values: HashMap<String, Value>,
     resource: Option<(NamedPolicy<'_>, &ResourcePath, Map<String, Value>)>,
+    dialect: ResourcePathDialect,
 ) -> Result<Report, PolicyTestError> {
     let engine = PolicyEngine::default();
     let failed = |name: &str| {
@@ -160,11 +169,14 @@ pub fn run(
                 )
             })?;
             engine.check(p.text).map_err(failed(p.name))?;
-            let data = resource_data(path.segments(), query);
-            let allow = engine
-                .allow(p.text, &claims, &data)
+            let request = ResourceRequest {
+                segments: path.segments(),
+                query,
+            };
+            let verdict = engine
+                .allow_resource(p.text, &claims, &request, dialect)
                 .map_err(failed(p.name))?;
-            Some((path.to_string(), allow))
+            Some((path.to_string(), verdict))
         }
         None => None,
     };

@@ -237,7 +237,7 @@ pub fn assemble_event_log(paths: &TdxPaths) -> Result<Option<Vec<u8>>, ClientErr
         Some(area) => coffer_tdx::eventlog::trim_log_area(area)
             .map_err(|e| err(format!("{}: {e}", paths.ccel.display())))?
             .to_vec(),
-        None if aael.is_some() => spec_id_header(),
+        None if aael.is_some() => coffer_tdx::eventlog::spec_id_header(),
         None => return Ok(None),
     };
     if let Some(a) = aael {
@@ -245,27 +245,6 @@ pub fn assemble_event_log(paths: &TdxPaths) -> Result<Option<Vec<u8>>, ClientErr
     }
     log.extend_from_slice(&coffer_tdx::eventlog::END_MARKER);
     Ok(Some(log))
-}
-
-/// A minimal TCG Spec ID header declaring SHA-384 and SM3, for AAEL-only logs.
-fn spec_id_header() -> Vec<u8> {
-    let mut ev = Vec::new();
-    ev.extend_from_slice(b"Spec ID Event03\0");
-    ev.extend_from_slice(&0u32.to_le_bytes()); // platform class
-    ev.extend_from_slice(&[0, 2, 0, 2]); // spec version 2.0, errata 0, uintn size 2 (u64)
-    ev.extend_from_slice(&2u32.to_le_bytes());
-    ev.extend_from_slice(&0x000Cu16.to_le_bytes());
-    ev.extend_from_slice(&48u16.to_le_bytes());
-    ev.extend_from_slice(&0x0012u16.to_le_bytes());
-    ev.extend_from_slice(&32u16.to_le_bytes());
-    ev.push(0); // vendor info size
-    let mut out = Vec::new();
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&3u32.to_le_bytes()); // EV_NO_ACTION
-    out.extend_from_slice(&[0u8; 20]);
-    out.extend_from_slice(&(ev.len() as u32).to_le_bytes());
-    out.extend_from_slice(&ev);
-    out
 }
 
 #[async_trait]

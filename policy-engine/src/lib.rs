@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 mod appraisal;
+mod resource;
 #[cfg(test)]
 mod tests;
 
@@ -19,7 +20,8 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-pub use appraisal::{ear_status, Appraisal, TRUST_VECTOR_KEYS};
+pub use resource::{ResourcePathDialect, ResourceRequest, ResourceVerdict};
+pub use appraisal::{ear_status, per_claim_rule, Appraisal, ClaimsForm, TRUST_VECTOR_KEYS};
 
 /// Built-in policies, installed when absent.
 pub mod defaults {
@@ -39,6 +41,11 @@ pub mod defaults {
 pub const RESOURCE_POLICY_ID: &str = "resource-policy";
 /// Id of the attestation policy for CPU evidence (as in Trustee).
 pub const CPU_POLICY_ID: &str = "default_cpu";
+/// Id under which Alibaba Cloud's Trustee keeps its one attestation policy. When a policy
+/// with this id exists it appraises CPU evidence instead of [`CPU_POLICY_ID`]: users of that
+/// distribution upload `policy_id: "default"` and expect it to govern (upstream would store
+/// it and never use it).
+pub const ALIBABA_CPU_POLICY_ID: &str = "default";
 
 /// Policy failures.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +93,19 @@ fn compile(text: &str) -> Result<regorus::Engine, PolicyError> {
             }
             add(false).map_err(|_| PolicyError::Compile(v1_err.to_string()))
         }
+    }
+}
+
+/// Evaluates `data.policy.<rule>`; `None` when the policy does not declare it.
+fn declared_rule(
+    engine: &mut regorus::Engine,
+    rule: &str,
+) -> Result<Option<regorus::Value>, PolicyError> {
+    match engine.eval_rule(format!("data.policy.{rule}")) {
+        Ok(v) => Ok(Some(v)),
+        // regorus' words for a path that names no rule; the only error that means "absent".
+        Err(e) if e.to_string().contains("not a valid rule path") => Ok(None),
+        Err(e) => Err(PolicyError::Eval(format!("rule {rule}: {e}"))),
     }
 }
 
@@ -166,13 +186,30 @@ impl PolicyEngine {
             ))
             .map_err(|e| PolicyError::Eval(e.to_string()))?;
         engine.set_input(regorus::Value::from(input.clone()));
-        let claims = engine
-            .eval_rule("data.policy.trust_claims".into())
-            .map_err(|e| PolicyError::Eval(e.to_string()))?;
-        let extensions = engine
-            .eval_rule("data.policy.extensions".into())
-            .map_err(|e| PolicyError::Eval(e.to_string()))?;
-        Appraisal::from_policy_output(to_json(claims)?, to_json(extensions)?)
+        let extensions = declared_rule(&mut engine, "extensions")?
+            .map(to_json)
+            .transpose()?
+            .unwrap_or(Value::Null);
+        if let Some(claims) = declared_rule(&mut engine, "trust_claims")? {
+            return Appraisal::from_policy_output(to_json(claims)?, extensions);
+        }
+        // Alibaba's ear_broker: each declared claim rule must give an i8; an undeclared one
+        // leaves its claim unset.
+        let mut set = Vec::new();
+        for claim in TRUST_VECTOR_KEYS {
+            let rule = per_claim_rule(claim);
+            let Some(v) = declared_rule(&mut engine, &rule)? else {
+                continue;
+            };
+            if v == regorus::Value::Undefined {
+                return Err(PolicyError::Output(format!(
+                    "rule {rule} is declared but undefined for this evidence \
+                     (give it a default, e.g. `default {rule} := 33`)"
+                )));
+            }
+            set.push((claim, appraisal::claim_value(&rule, &to_json(v)?)?));
+        }
+        Appraisal::from_claims(set, extensions, ClaimsForm::PerClaim)
     }
 
     /// Evaluates a resource policy: `input` is the token claims, `data` carries `plugin`,

@@ -140,5 +140,9 @@ fn status_tiers() {
     assert!(Appraisal::from_policy_output(json!({}), json!([])).is_err());
     assert!(Appraisal::from_policy_output(json!({"hardware": 300}), json!([])).is_err());
     assert!(Appraisal::from_policy_output(json!({"bogus": 2}), json!([])).is_err());
-    assert!(Appraisal::from_policy_output(json!({"hardware": 2}), Value::Null).is_err());
+    // `extensions` is optional (undeclared), as in Trustee.
+    let a = Appraisal::from_policy_output(json!({"hardware": 2}), Value::Null).unwrap();
+    assert!(a.extensions.is_empty());
+    assert_eq!(Value::Object(a.trust_vector), json!({"hardware": 2}));
+    assert!(Appraisal::from_policy_output(json!({"hardware": 2}), json!("x")).is_err());
 }

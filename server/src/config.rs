@@ -165,6 +165,10 @@ pub struct AttestationConfig {
     /// milliseconds. Changes made through this server apply at once; changes made through
     /// another replica within this delay. 0 reads the database on every handshake.
     pub policy_cache_ms: u64,
+    /// How resource policies see `data["resource-path"]`: `auto` (upstream's array; a
+    /// policy that cannot be evaluated with it, such as Alibaba's `split(...)`, gets
+    /// Alibaba's string `resource/<repo>/<type>/<tag>`), `upstream` or `alibaba`.
+    pub resource_path_dialect: crate::policy::ResourcePathDialect,
 }
 
 impl Default for AttestationConfig {
@@ -174,6 +178,7 @@ impl Default for AttestationConfig {
             token_ttl_secs: 300,
             token_issuer: "coffer".into(),
             policy_cache_ms: 1000,
+            resource_path_dialect: Default::default(),
         }
     }
 }

@@ -207,6 +207,7 @@ async fn main() -> anyhow::Result<()> {
             cfg.admin.deny_all,
         ),
         session_ttl_secs: cfg.attestation.session_ttl_secs as i64,
+        resource_path_dialect: cfg.attestation.resource_path_dialect,
         metrics,
         snapshots: SnapshotCache::new(std::time::Duration::from_millis(
             cfg.attestation.policy_cache_ms,

@@ -5,7 +5,10 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha384};
 
+mod aael;
 mod details;
+
+pub use aael::{aael_record, spec_id_header, tagged_event, AaelError, AAEL_MR_INDEX, EV_EVENT_TAG};
 
 /// SHA-384 algorithm id in TCG logs.
 pub const ALG_SHA384: u16 = 0x000C;

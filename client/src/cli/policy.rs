@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use clap::builder::TypedValueParser;
+use coffer_policy::ResourcePathDialect;
 use coffer_protocol::ResourcePath;
 
 use crate::read_text;
@@ -50,6 +52,14 @@ pub(crate) struct PolicyTestArgs {
     /// Query parameters of the request, as the policy sees them in data.query.
     #[arg(long = "query", value_name = "KEY=VALUE")]
     query: Vec<String>,
+    /// How the resource policy sees data["resource-path"], as the server's
+    /// `attestation.resource_path_dialect`: auto (upstream's ["repo","type","tag"]; a policy
+    /// that cannot be evaluated with it, such as Alibaba's split(...), gets
+    /// "resource/repo/type/tag"), upstream, or alibaba.
+    #[arg(long, default_value = "auto", value_name = "DIALECT",
+          value_parser = clap::builder::PossibleValuesParser::new(ResourcePathDialect::NAMES)
+              .map(|s| s.parse::<ResourcePathDialect>().unwrap_or_default()))]
+    resource_path_dialect: ResourcePathDialect,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -100,7 +110,13 @@ pub(crate) fn test(t: &PolicyTestArgs) -> anyhow::Result<()> {
         (Some(p), Some(path)) => Some((p, path, query)),
         _ => None,
     };
-    let report = run(&recorded, named(&attestation), rvs, resource_req)?;
+    let report = run(
+        &recorded,
+        named(&attestation),
+        rvs,
+        resource_req,
+        t.resource_path_dialect,
+    )?;
     if t.json {
         println!("{}", report.to_json());
     } else {
@@ -112,18 +128,22 @@ pub(crate) fn test(t: &PolicyTestArgs) -> anyhow::Result<()> {
                 .map(|(k, v)| format!("{k} {v}"))
                 .collect();
             println!(
-                "attestation policy {name}: {} ({})",
+                "attestation policy {name} ({} rules): {} ({})",
+                a.form.as_str(),
                 a.status,
                 tiers.join(", ")
             );
         }
-        if let (Some((path, allow)), Some((name, _))) = (&report.resource, &resource) {
-            let verdict = if *allow { "allow" } else { "deny" };
-            println!("resource policy {name} on {path}: {verdict}");
+        if let (Some((path, v)), Some((name, _))) = (&report.resource, &resource) {
+            let verdict = if v.allow { "allow" } else { "deny" };
+            println!(
+                "resource policy {name} on {path} (resource-path as {}): {verdict}",
+                v.dialect.as_str()
+            );
         }
     }
     match report.resource {
-        Some((path, false)) => Err(PolicyDenies(path).into()),
+        Some((path, v)) if !v.allow => Err(PolicyDenies(path).into()),
         _ => Ok(()),
     }
 }

@@ -13,7 +13,11 @@ impl ResponseError for KbsError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(Problem::new(self.kind, &self.detail))
+        let mut res =
+            HttpResponse::build(self.status_code()).json(Problem::new(self.kind, &self.detail));
+        // Read back by the logging middleware, which knows the request (one line per refusal).
+        res.extensions_mut().insert(self.clone());
+        res
     }
 }
 

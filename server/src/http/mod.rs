@@ -14,7 +14,7 @@ use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{web, HttpRequest};
 use futures_util::FutureExt;
 
-use crate::service::Kbs;
+use crate::service::{Kbs, KbsError};
 
 /// Shared state handed to every handler.
 pub struct AppState {
@@ -93,6 +93,16 @@ pub fn app(
             let st = metrics_state.clone();
             srv.call(req).map(move |res| {
                 if let Ok(res) = &res {
+                    if let Some(e) = res.response().extensions().get::<KbsError>() {
+                        tracing::info!(
+                            method = %method,
+                            path = %res.request().path(),
+                            status = res.status().as_u16(),
+                            kind = e.kind.name(),
+                            reason = %e.detail,
+                            "request refused"
+                        );
+                    }
                     let route = res
                         .request()
                         .match_pattern()

@@ -225,9 +225,10 @@ impl Kbs {
             .map_err(|e| {
                 KbsError::new(
                     ErrorKind::PolicyEngineError,
-                    format!("Policy engine error: {e}"),
+                    format!("Policy engine error ({}): {e}", snapshot.cpu_policy_id),
                 )
             })?;
+        log_appraisal(verifier.tee(), &annotated, snapshot.cpu_policy_id, &appraisal);
         Ok(self.tokens.issue(annotated, &appraisal, now))
     }
 
@@ -285,16 +286,31 @@ impl Kbs {
         })?;
 
         let snapshot = self.snapshot().await?;
-        let data = crate::policy::resource_data(path.segments(), query);
-        let allowed = self
+        let request = crate::policy::ResourceRequest {
+            segments: path.segments(),
+            query,
+        };
+        let verdict = self
             .policies
-            .allow(&snapshot.resource_policy, &claims, &data)
+            .allow_resource(
+                &snapshot.resource_policy,
+                &claims,
+                &request,
+                self.resource_path_dialect,
+            )
             .map_err(|e| {
                 KbsError::new(
                     ErrorKind::PolicyEngineError,
                     format!("Policy engine error: {e}"),
                 )
             })?;
+        let allowed = verdict.allow;
+        tracing::info!(
+            resource = %path,
+            allow = allowed,
+            resource_path = verdict.dialect.as_str(),
+            "resource policy decided"
+        );
         let entry = AuditEntry {
             at_ms: now_ms(),
             session_id: session.as_ref().map(|s| s.id.clone()),
@@ -348,4 +364,37 @@ impl Kbs {
         .await;
         Ok(jwe)
     }
+}
+
+/// The one log line per appraised attestation an operator reads to see whether a guest was
+/// verified: TEE, the measurements policies usually pin, the TCB status, the policy and its
+/// verdict. Only public values (measurements, claims); never keys or secrets.
+fn log_appraisal(
+    tee: &str,
+    annotated: &Value,
+    policy_id: &str,
+    appraisal: &crate::policy::Appraisal,
+) {
+    let claims = annotated.get(tee).unwrap_or(&Value::Null);
+    let field = |ptr: &str| {
+        claims
+            .pointer(ptr)
+            .and_then(Value::as_str)
+            .unwrap_or("-")
+            .to_string()
+    };
+    let vector = Value::Object(appraisal.trust_vector.clone()).to_string();
+    tracing::info!(
+        tee,
+        mr_td = %field("/quote/body/mr_td"),
+        rtmr_3 = %field("/quote/body/rtmr_3"),
+        mr_enclave = %field("/quote/body/mr_enclave"),
+        tcb_status = %field("/tcb_status"),
+        debug = claims.pointer("/td_attributes/debug").and_then(serde_json::Value::as_bool),
+        policy = policy_id,
+        policy_form = appraisal.form.as_str(),
+        status = appraisal.status,
+        trust_vector = %vector,
+        "attestation appraised"
+    );
 }

@@ -95,6 +95,8 @@ pub struct Kbs {
     pub admin: AdminAuth,
     /// Session lifetime, seconds.
     pub session_ttl_secs: i64,
+    /// How resource policies see the resource path (upstream array or Alibaba string).
+    pub resource_path_dialect: crate::policy::ResourcePathDialect,
     /// Prometheus metrics.
     pub metrics: Metrics,
     /// Recently read policies and reference values.

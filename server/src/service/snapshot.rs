@@ -10,12 +10,15 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{Kbs, KbsError};
-use crate::policy::{defaults, CPU_POLICY_ID, RESOURCE_POLICY_ID};
+use crate::policy::{defaults, ALIBABA_CPU_POLICY_ID, CPU_POLICY_ID, RESOURCE_POLICY_ID};
 
 /// Policies and reference values as of one moment.
 pub struct PolicySnapshot {
-    /// Rego of `default_cpu`.
+    /// Rego of the CPU appraisal policy: `default` (Alibaba's id) when stored, else
+    /// `default_cpu`.
     pub cpu_policy: String,
+    /// Which id `cpu_policy` came from.
+    pub cpu_policy_id: &'static str,
     /// Rego of the resource policy.
     pub resource_policy: String,
     /// Unexpired reference values.
@@ -66,10 +69,16 @@ impl Kbs {
         let text = |p: Option<crate::store::StoredPolicy>, d: &str| {
             p.map(|p| p.body).unwrap_or_else(|| d.to_string())
         };
-        let cpu_policy = text(
-            self.store.get_policy(CPU_POLICY_ID).await?,
-            defaults::ATTESTATION_CPU,
-        );
+        let (cpu_policy_id, cpu_policy) = match self.store.get_policy(ALIBABA_CPU_POLICY_ID).await? {
+            Some(p) => (ALIBABA_CPU_POLICY_ID, p.body),
+            None => (
+                CPU_POLICY_ID,
+                text(
+                    self.store.get_policy(CPU_POLICY_ID).await?,
+                    defaults::ATTESTATION_CPU,
+                ),
+            ),
+        };
         let resource_policy = text(
             self.store.get_policy(RESOURCE_POLICY_ID).await?,
             defaults::RESOURCE,
@@ -83,6 +92,7 @@ impl Kbs {
             .collect();
         let s = Arc::new(PolicySnapshot {
             cpu_policy,
+            cpu_policy_id,
             resource_policy,
             reference_values: Arc::new(reference_values),
         });

@@ -5,7 +5,7 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 
 /// AAEL tagged-event id ("LEAA" in log byte order).
-const AAEL_TAG: u32 = 0x4141_454C;
+pub(super) const AAEL_TAG: u32 = 0x4141_454C;
 
 pub(super) fn details(event_type: u32, data: &[u8]) -> Map<String, Value> {
     let mut m = Map::new();
