@@ -54,7 +54,8 @@ pub(crate) enum AdminCommand {
         /// Rego file.
         #[arg(long)]
         file: PathBuf,
-        /// Policy id; `default_cpu` is the one applied to CPU TEEs.
+        /// Policy id: `default_cpu` appraises CPU TEEs (upstream Trustee), unless a policy
+        /// `default` exists (Alibaba Cloud Trustee's id), which then governs instead.
         #[arg(long, default_value = "default_cpu")]
         id: String,
     },

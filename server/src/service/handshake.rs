@@ -308,7 +308,7 @@ impl Kbs {
         tracing::info!(
             resource = %path,
             allow = allowed,
-            resource_path = verdict.dialect.as_str(),
+            resource_path = %verdict.dialect.as_str(),
             "resource policy decided"
         );
         let entry = AuditEntry {
@@ -385,15 +385,15 @@ fn log_appraisal(
     };
     let vector = Value::Object(appraisal.trust_vector.clone()).to_string();
     tracing::info!(
-        tee,
+        tee = %tee,
         mr_td = %field("/quote/body/mr_td"),
         rtmr_3 = %field("/quote/body/rtmr_3"),
         mr_enclave = %field("/quote/body/mr_enclave"),
         tcb_status = %field("/tcb_status"),
         debug = claims.pointer("/td_attributes/debug").and_then(serde_json::Value::as_bool),
-        policy = policy_id,
-        policy_form = appraisal.form.as_str(),
-        status = appraisal.status,
+        policy = %policy_id,
+        policy_form = %appraisal.form.as_str(),
+        status = %appraisal.status,
         trust_vector = %vector,
         "attestation appraised"
     );
