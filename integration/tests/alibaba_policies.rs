@@ -149,7 +149,11 @@ fn pai_default_policy_releases_to_a_td_that_loaded_the_registered_model() {
     let (tsm, aael) = td_with_events(&s, "good", &[model_load(MODEL_HASH)]);
     let tee = tdx_args(&s, &tsm, &aael);
     let out = run(&s, &["attest"], &tee);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let token = String::from_utf8(out.stdout).unwrap();
     let cpu = &claims_of(&token)["submods"]["cpu0"];
     assert_eq!(
@@ -162,7 +166,11 @@ fn pai_default_policy_releases_to_a_td_that_loaded_the_registered_model() {
     assert_eq!(event["details"]["data"]["content"]["hash"], MODEL_HASH);
 
     let out = run(&s, &["get-resource", RES], &tee);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout, SECRET);
     let log = s.server.log();
     let line = log
@@ -197,7 +205,11 @@ fn pai_default_policy_releases_to_a_td_that_loaded_the_registered_model() {
         RES,
         "--json",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         report["attestation"]["trust_vector"],
@@ -211,7 +223,11 @@ fn pai_default_policy_releases_to_a_td_that_loaded_the_registered_model() {
     let (tsm, aael) = td_with_events(&s, "other", &[model_load("ffff")]);
     let tee = tdx_args(&s, &tsm, &aael);
     let out = run(&s, &["attest"], &tee);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cpu = &claims_of(&String::from_utf8(out.stdout).unwrap())["submods"]["cpu0"];
     assert_eq!(cpu["ear.trustworthiness-vector"]["executables"], 33);
     let out = run(&s, &["get-resource", RES], &tee);
@@ -248,7 +264,11 @@ fn chart_default_policy_and_a_string_path_resource_policy() {
     let (tsm, aael) = td_with_events(&s, "td", &[model_load(MODEL_HASH)]);
     let tee = tdx_args(&s, &tsm, &aael);
     let out = run(&s, &["attest"], &tee);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cpu = &claims_of(&String::from_utf8(out.stdout).unwrap())["submods"]["cpu0"];
     // No boot events or reference values: Alibaba's engine gives exactly this.
     assert_eq!(
@@ -258,7 +278,11 @@ fn chart_default_policy_and_a_string_path_resource_policy() {
     );
     assert_eq!(cpu["ear.status"], "warning");
     let out = run(&s, &["get-resource", RES], &tee);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout, SECRET);
     assert!(s.server.log().contains("resource_path=alibaba"));
     // Another repository: the same policy refuses.
@@ -269,7 +293,12 @@ fn chart_default_policy_and_a_string_path_resource_policy() {
         s.root.join("secret").to_str().unwrap(),
     ]);
     let out = run(&s, &["get-resource", "other/aliyun/key"], &tee);
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-pub use resource::{ResourcePathDialect, ResourceRequest, ResourceVerdict};
 pub use appraisal::{ear_status, per_claim_rule, Appraisal, ClaimsForm, TRUST_VECTOR_KEYS};
+pub use resource::{ResourcePathDialect, ResourceRequest, ResourceVerdict};
 
 /// Built-in policies, installed when absent.
 pub mod defaults {

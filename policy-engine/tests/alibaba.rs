@@ -5,9 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use coffer_policy::{
-    ClaimsForm, PolicyEngine, PolicyError, ResourcePathDialect, ResourceRequest,
-};
+use coffer_policy::{ClaimsForm, PolicyEngine, PolicyError, ResourcePathDialect, ResourceRequest};
 use serde_json::{json, Value};
 
 fn policy(name: &str) -> String {
@@ -53,7 +51,12 @@ fn tdx(events: Vec<Value>) -> Value {
 }
 
 fn rvs(pairs: &[(&str, Value)]) -> Arc<HashMap<String, Value>> {
-    Arc::new(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+    Arc::new(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    )
 }
 
 fn model_event(hash: &str) -> Value {
@@ -69,7 +72,11 @@ fn pai_default_affirms_a_tdx_guest_whose_model_is_registered() {
     let e = PolicyEngine::default();
     let rv = rvs(&[("measurement.model.qwen2-7b", json!(["aa11", "bb22"]))]);
     let a = e
-        .appraise(&policy("pai_default.rego"), &tdx(vec![model_event("aa11")]), rv)
+        .appraise(
+            &policy("pai_default.rego"),
+            &tdx(vec![model_event("aa11")]),
+            rv,
+        )
         .unwrap();
     assert_eq!(a.form, ClaimsForm::PerClaim);
     assert_eq!(
@@ -174,7 +181,10 @@ fn per_claim_rules_follow_alibabas_engine() {
     let err = e
         .appraise("package policy\nhardware := 200\n", &input, rvs(&[]))
         .unwrap_err();
-    assert!(matches!(err, PolicyError::Output(ref m) if m.contains("hardware")), "{err}");
+    assert!(
+        matches!(err, PolicyError::Output(ref m) if m.contains("hardware")),
+        "{err}"
+    );
     let err = e
         .appraise(
             "package policy\nimport rego.v1\nhardware := 2 if { input.nothing }\n",
@@ -186,7 +196,10 @@ fn per_claim_rules_follow_alibabas_engine() {
     let err = e
         .appraise("package policy\nx := 1\n", &input, rvs(&[]))
         .unwrap_err();
-    assert!(err.to_string().contains("at least one policy claim"), "{err}");
+    assert!(
+        err.to_string().contains("at least one policy claim"),
+        "{err}"
+    );
     // A policy with both forms is read as trust_claims, which agrees with its rules.
     let both = "package policy\nhardware := 2\nexecutables := 33\n\
                 trust_claims := {\"hardware\": hardware, \"executables\": executables}\n";
@@ -217,8 +230,10 @@ fn alibaba_resource_policies_see_the_path_as_a_string() {
     );
     // Alibaba's default: all four core claims at most 32; the path is not consulted.
     let text = policy("kbs_default_resource_policy.rego");
-    let good = token(json!({"configuration": 2, "executables": 3, "file-system": 2, "hardware": 2}));
-    let bad = token(json!({"configuration": 36, "executables": 3, "file-system": 2, "hardware": 2}));
+    let good =
+        token(json!({"configuration": 2, "executables": 3, "file-system": 2, "hardware": 2}));
+    let bad =
+        token(json!({"configuration": 36, "executables": 3, "file-system": 2, "hardware": 2}));
     for d in [ResourcePathDialect::Auto, ResourcePathDialect::Alibaba] {
         assert!(e.allow_resource(&text, &good, &req, d).unwrap().allow);
         assert!(!e.allow_resource(&text, &bad, &req, d).unwrap().allow);
@@ -249,8 +264,9 @@ fn alibaba_resource_policies_see_the_path_as_a_string() {
         .allow_resource(array, &good, &req, ResourcePathDialect::Auto)
         .unwrap();
     assert_eq!((v.allow, v.dialect), (true, ResourcePathDialect::Upstream));
-    assert!(!e
-        .allow_resource(array, &good, &req, ResourcePathDialect::Alibaba)
-        .unwrap()
-        .allow);
+    assert!(
+        !e.allow_resource(array, &good, &req, ResourcePathDialect::Alibaba)
+            .unwrap()
+            .allow
+    );
 }

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
 use clap::builder::TypedValueParser;
+use clap::{Args, Subcommand};
 use coffer_policy::ResourcePathDialect;
 use coffer_protocol::ResourcePath;
 
@@ -137,7 +137,7 @@ pub(crate) fn test(t: &PolicyTestArgs) -> anyhow::Result<()> {
         if let (Some((path, v)), Some((name, _))) = (&report.resource, &resource) {
             let verdict = if v.allow { "allow" } else { "deny" };
             println!(
-                "resource policy {name} on {path} (resource-path as {}): {verdict}",
+                "resource policy {name} on {path}: {verdict} (resource-path as {})",
                 v.dialect.as_str()
             );
         }

@@ -228,7 +228,12 @@ impl Kbs {
                     format!("Policy engine error ({}): {e}", snapshot.cpu_policy_id),
                 )
             })?;
-        log_appraisal(verifier.tee(), &annotated, snapshot.cpu_policy_id, &appraisal);
+        log_appraisal(
+            verifier.tee(),
+            &annotated,
+            snapshot.cpu_policy_id,
+            &appraisal,
+        );
         Ok(self.tokens.issue(annotated, &appraisal, now))
     }
 

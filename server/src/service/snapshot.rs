@@ -69,7 +69,8 @@ impl Kbs {
         let text = |p: Option<crate::store::StoredPolicy>, d: &str| {
             p.map(|p| p.body).unwrap_or_else(|| d.to_string())
         };
-        let (cpu_policy_id, cpu_policy) = match self.store.get_policy(ALIBABA_CPU_POLICY_ID).await? {
+        let (cpu_policy_id, cpu_policy) = match self.store.get_policy(ALIBABA_CPU_POLICY_ID).await?
+        {
             Some(p) => (ALIBABA_CPU_POLICY_ID, p.body),
             None => (
                 CPU_POLICY_ID,
