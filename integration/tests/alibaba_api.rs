@@ -187,12 +187,42 @@ async fn default_prefix_is_api_and_the_flag_replaces_it() {
     .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap(), json!({}));
-    // Only the KBS API moves under the prefix.
+    // coffer's own admin API and JWKS follow the prefix (the CLI uses them); probes do not.
+    let r = send(
+        reqwest::Method::GET,
+        format!("{}/api/coffer/v1/policies/resource-policy", s.url),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["kind"], "resource");
+    let key = s.admin_key();
+    let out = coffer_at(
+        &format!("{}/api", s.url),
+        &[
+            "admin",
+            "--key",
+            key.to_str().unwrap(),
+            "get-resource-policy",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("package policy"));
+    let r = send(
+        reqwest::Method::GET,
+        format!("{}/api/.well-known/jwks.json", s.url),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.json::<Value>().await.unwrap()["keys"].is_array());
     problem(
         send(
             reqwest::Method::GET,
-            format!("{}/api/coffer/v1/audit", s.url),
-            Some(&token),
+            format!("{}/api/healthz", s.url),
+            None,
             None,
         )
         .await,

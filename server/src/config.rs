@@ -74,7 +74,8 @@ pub struct ServerConfig {
     /// Extra path prefixes under which the whole KBS API (`/kbs/v0/...`) is served as well,
     /// e.g. `/api` (Alibaba's trustee-gateway, whose guests use `https://host/api`) or a
     /// release name (`/trustee`, as in the PAI-EAS guide's `http://<alb>/<release>`). Under
-    /// each prefix `<prefix>/rvps/...` also maps to `/kbs/v0/rvps/...`, as the gateway does.
+    /// each prefix `<prefix>/rvps/...` also maps to `/kbs/v0/rvps/...`, as the gateway does,
+    /// and coffer's `/coffer/v1/...` and `/.well-known/jwks.json` are served too.
     /// Each must start with `/`, have no trailing `/` and no `.`/`..` segment.
     pub path_prefixes: Vec<String>,
 }

@@ -147,13 +147,19 @@ pub fn app(
 }
 
 /// Maps `<prefix>/kbs/v0/...` to `/kbs/v0/...` and, as Alibaba's gateway does,
-/// `<prefix>/rvps/...` to `/kbs/v0/rvps/...`, keeping the raw path and the query. `None` when
-/// the path is under no prefix.
+/// `<prefix>/rvps/...` to `/kbs/v0/rvps/...`, keeping the raw path and the query. coffer's
+/// own `/coffer/v1/...` and `/.well-known/jwks.json` follow too, so a client given
+/// `--url https://host/<prefix>` reaches everything it uses. `None` when the path is under
+/// no prefix; probes (`/healthz`, `/readyz`, `/metrics`) stay at the root.
 fn unprefixed_uri(uri: &actix_web::http::Uri, prefixes: &[String]) -> Option<actix_web::http::Uri> {
     let path = uri.path();
     let rest = prefixes.iter().find_map(|p| {
         let rest = path.strip_prefix(p.as_str())?;
-        if rest == "/kbs/v0" || rest.starts_with("/kbs/v0/") {
+        let under = |root: &str| {
+            rest.strip_prefix(root)
+                .is_some_and(|r| r.is_empty() || r.starts_with('/'))
+        };
+        if under("/kbs/v0") || under("/coffer/v1") || rest == "/.well-known/jwks.json" {
             Some(rest.to_string())
         } else {
             rest.strip_prefix("/rvps/")
@@ -209,12 +215,21 @@ mod tests {
             Some("/kbs/v0/rvps/query")
         );
         assert_eq!(map("/api/kbs/v0").as_deref(), Some("/kbs/v0"));
+        assert_eq!(
+            map("/api/coffer/v1/audit?after=1").as_deref(),
+            Some("/coffer/v1/audit?after=1")
+        );
+        assert_eq!(
+            map("/rel/x/.well-known/jwks.json").as_deref(),
+            Some("/.well-known/jwks.json")
+        );
         for none in [
             "/kbs/v0/auth",
             "/apix/kbs/v0/auth",
             "/api/kbs/v01",
-            "/api/coffer/v1/audit",
+            "/api/coffer/v10",
             "/api/healthz",
+            "/api/metrics",
             "/rel/kbs/v0/auth",
         ] {
             assert_eq!(map(none), None, "{none}");
