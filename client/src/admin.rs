@@ -146,6 +146,107 @@ impl AdminClient {
         .await
     }
 
+    async fn delete(&self, what: &str, path: &str) -> Result<(), ClientError> {
+        let url = format!("{}{path}", self.base);
+        self.send(what, self.http.delete(&url), &url)
+            .await
+            .map(|_| ())
+    }
+
+    /// Names of the stored resources as `(repository, type, tag)`, optionally only one
+    /// repository's and/or type's (Alibaba's `GET /kbs/v0/resources`; values never leave).
+    pub async fn list_resources(
+        &self,
+        repository: Option<&str>,
+        kind: Option<&str>,
+    ) -> Result<Vec<(String, String, String)>, ClientError> {
+        let mut query = Vec::new();
+        if let Some(r) = repository {
+            query.push(format!("repository={}", urlencode(r)));
+        }
+        if let Some(t) = kind {
+            query.push(format!("type={}", urlencode(t)));
+        }
+        let path = if query.is_empty() {
+            "/kbs/v0/resources".to_string()
+        } else {
+            format!("/kbs/v0/resources?{}", query.join("&"))
+        };
+        let v = self.get_json("list-resources", &path).await?;
+        let bad = || ClientError::Protocol("list-resources: answer is not a resource list".into());
+        let field = |e: &Value, k: &str| e.get(k).and_then(Value::as_str).map(str::to_string);
+        v.as_array()
+            .ok_or_else(bad)?
+            .iter()
+            .map(|e| {
+                let entry = || {
+                    Some((
+                        field(e, "repository_name")?,
+                        field(e, "resource_type")?,
+                        field(e, "resource_tag")?,
+                    ))
+                };
+                entry().ok_or_else(bad)
+            })
+            .collect()
+    }
+
+    /// Attestation policy ids with the base64url SHA-384 of their text.
+    pub async fn list_attestation_policies(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, String>, ClientError> {
+        let v = self
+            .get_json("list-attestation-policies", "/kbs/v0/attestation-policies")
+            .await?;
+        serde_json::from_value(v).map_err(|e| {
+            ClientError::Protocol(format!("list-attestation-policies: unexpected answer: {e}"))
+        })
+    }
+
+    /// An attestation policy's Rego text (Alibaba's `GET /kbs/v0/attestation-policy/{id}`).
+    pub async fn get_attestation_policy(&self, id: &str) -> Result<String, ClientError> {
+        let url = format!("{}/kbs/v0/attestation-policy/{}", self.base, urlencode(id));
+        let resp = self
+            .send("get-attestation-policy", self.http.get(&url), &url)
+            .await?;
+        let body = resp.text().await.map_err(|source| ClientError::Transport {
+            url: url.clone(),
+            source,
+        })?;
+        // The body is bare base64url; tolerate a JSON-quoted string too.
+        let b64_text = body.trim().trim_matches('"');
+        let bytes = b64::lenient_decode(b64_text).map_err(|e| {
+            ClientError::Protocol(format!("get-attestation-policy: answer is not base64: {e}"))
+        })?;
+        String::from_utf8(bytes).map_err(|_| {
+            ClientError::Protocol("get-attestation-policy: policy is not UTF-8".into())
+        })
+    }
+
+    /// Deletes an attestation policy (the default ones cannot be deleted).
+    pub async fn delete_attestation_policy(&self, id: &str) -> Result<(), ClientError> {
+        self.delete(
+            "delete-attestation-policy",
+            &format!("/kbs/v0/attestation-policy/{}", urlencode(id)),
+        )
+        .await
+    }
+
+    /// Every unexpired reference value, `{name: value}` (Alibaba's `GET /kbs/v0/rvps/query`).
+    pub async fn list_reference_values(&self) -> Result<Value, ClientError> {
+        self.get_json("list-reference-values", "/kbs/v0/rvps/query")
+            .await
+    }
+
+    /// Deletes a reference value; succeeds when it did not exist.
+    pub async fn delete_reference_value(&self, name: &str) -> Result<(), ClientError> {
+        self.delete(
+            "delete-reference-value",
+            &format!("/kbs/v0/rvps/delete/{}", urlencode(name)),
+        )
+        .await
+    }
+
     /// Audit rows after sequence number `after` (coffer-server only).
     pub async fn audit(&self, after: i64, limit: i64) -> Result<Vec<Value>, ClientError> {
         let v = self
@@ -158,4 +259,17 @@ impl AdminClient {
             .cloned()
             .ok_or_else(|| ClientError::Protocol("audit answer is not a list".into()))
     }
+}
+
+/// Percent-encodes one path segment or query value.
+fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

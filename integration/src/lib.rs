@@ -70,6 +70,29 @@ impl Server {
         s
     }
 
+    /// Like [`Server::start`], with extra command-line arguments for `coffer-server`.
+    pub fn start_with_args(root: &Path, config: Option<&str>, args: &[&str]) -> Server {
+        let data_dir = root.join("data");
+        let mut extra_args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        if let Some(text) = config {
+            let cfg = root.join("coffer-server.toml");
+            std::fs::write(&cfg, text).expect("write config");
+            extra_args.push("--config".to_string());
+            extra_args.push(cfg.display().to_string());
+        }
+        let log_path = data_dir.with_extension("log");
+        let mut s = Server {
+            child: None,
+            url: String::new(),
+            data_dir,
+            port: 0,
+            extra_args,
+            log_path,
+        };
+        s.spawn();
+        s
+    }
+
     /// Starts one of several replicas: shared `data_dir` (for the keys) and database URL,
     /// its own log `<data_dir>.<name>.log`.
     pub fn start_replica(data_dir: &Path, database_url: &str, name: &str) -> Server {

@@ -71,6 +71,47 @@ pub struct ServerConfig {
     /// `resource-policy.rego` is the resource policy, any other `<id>.rego` the attestation
     /// policy `<id>` (e.g. `default_cpu.rego`). For policies managed as files (a ConfigMap).
     pub policy_dir: Option<PathBuf>,
+    /// Extra path prefixes under which the whole KBS API (`/kbs/v0/...`) is served as well,
+    /// e.g. `/api` (Alibaba's trustee-gateway, whose guests use `https://host/api`) or a
+    /// release name (`/trustee`, as in the PAI-EAS guide's `http://<alb>/<release>`). Under
+    /// each prefix `<prefix>/rvps/...` also maps to `/kbs/v0/rvps/...`, as the gateway does,
+    /// and coffer's `/coffer/v1/...` and `/.well-known/jwks.json` are served too.
+    /// Each must start with `/`, have no trailing `/` and no `.`/`..` segment.
+    pub path_prefixes: Vec<String>,
+}
+
+/// The path prefixes served unless configured otherwise: Alibaba's gateway prefix.
+pub const DEFAULT_PATH_PREFIXES: &[&str] = &["/api"];
+
+/// Why a path prefix is refused, or `None` when it is acceptable.
+pub fn path_prefix_problem(prefix: &str) -> Option<&'static str> {
+    if !prefix.starts_with('/') {
+        return Some("must start with '/'");
+    }
+    if prefix.len() == 1 || prefix.ends_with('/') {
+        return Some("must not end with '/' (the API itself is served at the root)");
+    }
+    let segments = prefix[1..].split('/');
+    for seg in segments {
+        if seg.is_empty() {
+            return Some("must not contain empty segments ('//')");
+        }
+        if seg == "." || seg == ".." {
+            return Some("must not contain '.' or '..' segments");
+        }
+        // Prefixes are compared with the raw request path, so only characters that a client
+        // never has to percent-encode can match.
+        if !seg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._~".contains(c))
+        {
+            return Some("segments may only contain ASCII letters, digits, '-', '.', '_', '~'");
+        }
+    }
+    if prefix == "/kbs" || prefix.starts_with("/kbs/") || prefix.starts_with("/coffer/") {
+        return Some("must not shadow coffer's own /kbs or /coffer paths");
+    }
+    None
 }
 
 impl Default for ServerConfig {
@@ -83,6 +124,10 @@ impl Default for ServerConfig {
             insecure_http: false,
             tls: None,
             policy_dir: None,
+            path_prefixes: DEFAULT_PATH_PREFIXES
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
         }
     }
 }
@@ -138,6 +183,14 @@ pub struct AdminConfig {
     pub audience: String,
     /// Refuse every admin call (read-only deployments).
     pub deny_all: bool,
+    /// Also accept admin tokens as Alibaba's Trustee tooling mints them: EdDSA, signed by the
+    /// admin key, with `exp` but no `role` (and no `iss`/`aud` checks). Off by default: such
+    /// a token says nothing about who it is for, so one minted with the same key for another
+    /// service would be accepted too.
+    pub accept_alibaba_tokens: bool,
+    /// Longest remaining lifetime (`exp` minus now, seconds) accepted for such role-less
+    /// tokens; Alibaba's generator uses 2 hours.
+    pub alibaba_token_max_ttl_secs: u64,
 }
 
 impl Default for AdminConfig {
@@ -147,6 +200,8 @@ impl Default for AdminConfig {
             issuer: "coffer".into(),
             audience: "kbs".into(),
             deny_all: false,
+            accept_alibaba_tokens: false,
+            alibaba_token_max_ttl_secs: 24 * 3600,
         }
     }
 }
@@ -213,6 +268,24 @@ impl Config {
         if s.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "server.max_body_bytes must be at least 1024".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for p in &s.path_prefixes {
+            if let Some(why) = path_prefix_problem(p) {
+                return Err(ConfigError::Invalid(format!(
+                    "server.path_prefixes: {p:?} {why}"
+                )));
+            }
+            if !seen.insert(p.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "server.path_prefixes: {p:?} is listed twice"
+                )));
+            }
+        }
+        if self.admin.accept_alibaba_tokens && self.admin.alibaba_token_max_ttl_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "admin.alibaba_token_max_ttl_secs must be positive".into(),
             ));
         }
         let a = &self.attestation;
@@ -286,6 +359,34 @@ mod tests {
         let with_kms = "[keys]\nkek_kms_key_id = \"key-1\"\nkek_env = \"K\"\n[aliyun_kms]\nkms_instance_id = \"kst-x\"\nclient_key_file = \"a\"\npassword_file = \"b\"\ncert_pem_file = \"c\"\n";
         let c = Config::parse(with_kms, Path::new("c")).unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("excludes"));
+    }
+
+    #[test]
+    fn path_prefixes_are_validated() {
+        assert_eq!(Config::default().server.path_prefixes, vec!["/api"]);
+        for good in ["/api", "/trustee", "/a/b-c_1"] {
+            assert_eq!(path_prefix_problem(good), None, "{good}");
+        }
+        for bad in [
+            "api",
+            "/",
+            "/api/",
+            "/a//b",
+            "/a/../b",
+            "/..",
+            "/a/.",
+            "/a b",
+            "/kbs",
+            "/kbs/v0",
+            "/coffer/v1",
+        ] {
+            assert!(path_prefix_problem(bad).is_some(), "{bad}");
+        }
+        let c = Config::parse("[server]\npath_prefixes = [\"/x/\"]", Path::new("c")).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("path_prefixes") && e.contains("/x/"), "{e}");
+        let c = Config::parse("[server]\npath_prefixes = []", Path::new("c")).unwrap();
+        c.validate().unwrap();
     }
 
     #[test]

@@ -36,6 +36,15 @@ struct Args {
     /// Database URL, overriding database.url (sqlite://PATH).
     #[arg(long, env = "COFFER_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// Path prefix under which the KBS API is served as well (repeatable, or comma-separated
+    /// in the environment), replacing server.path_prefixes; e.g. `/api` (Alibaba's gateway) or
+    /// `/<release>`. An empty value serves no prefix.
+    #[arg(
+        long = "path-prefix",
+        env = "COFFER_PATH_PREFIXES",
+        value_delimiter = ','
+    )]
+    path_prefixes: Option<Vec<String>>,
     /// HTTP worker threads, overriding server.workers (0 = one per CPU).
     #[arg(long)]
     workers: Option<usize>,
@@ -57,6 +66,13 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(u) = &args.database_url {
         cfg.database.url = Some(u.clone());
+    }
+    if let Some(p) = &args.path_prefixes {
+        cfg.server.path_prefixes = p
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
     }
     if let Some(w) = args.workers {
         cfg.server.workers = w;
@@ -205,6 +221,11 @@ async fn main() -> anyhow::Result<()> {
             cfg.admin.issuer.clone(),
             cfg.admin.audience.clone(),
             cfg.admin.deny_all,
+        )
+        .with_alibaba_tokens(
+            cfg.admin
+                .accept_alibaba_tokens
+                .then_some(cfg.admin.alibaba_token_max_ttl_secs as i64),
         ),
         session_ttl_secs: cfg.attestation.session_ttl_secs as i64,
         resource_path_dialect: cfg.attestation.resource_path_dialect,
@@ -239,6 +260,7 @@ async fn main() -> anyhow::Result<()> {
     let state = actix_web::web::Data::new(AppState {
         kbs,
         max_body_bytes: cfg.server.max_body_bytes,
+        path_prefixes: cfg.server.path_prefixes.clone(),
     });
     let server = actix_web::HttpServer::new(move || app(state.clone())).workers(workers);
     let server = match &cfg.server.tls {
@@ -251,6 +273,7 @@ async fn main() -> anyhow::Result<()> {
         listen = %bound,
         tls = cfg.server.tls.is_some(),
         data_dir = %cfg.server.data_dir.display(),
+        path_prefixes = ?cfg.server.path_prefixes,
         database = %db_url.split("://").next().unwrap_or(""),
         "coffer-server ready"
     );

@@ -96,6 +96,36 @@ pub(crate) enum AdminCommand {
         /// Name.
         name: String,
     },
+    /// List stored resources as repository/type/tag (names only, never values).
+    ///
+    /// Resources served from Aliyun KMS are not listed.
+    ListResources {
+        /// Only this repository (first path segment).
+        #[arg(long)]
+        repository: Option<String>,
+        /// Only this type (second path segment).
+        #[arg(long = "type")]
+        kind: Option<String>,
+    },
+    /// List attestation policy ids with the SHA-384 (base64url) of their Rego text.
+    ListAttestationPolicies,
+    /// Print an attestation policy's Rego text.
+    GetAttestationPolicy {
+        /// Policy id (e.g. default_cpu).
+        id: String,
+    },
+    /// Delete an attestation policy (default_cpu and default can only be replaced).
+    DeleteAttestationPolicy {
+        /// Policy id.
+        id: String,
+    },
+    /// Print every unexpired reference value as one JSON object.
+    ListReferenceValues,
+    /// Delete a reference value (succeeds when it does not exist).
+    DeleteReferenceValue {
+        /// Name.
+        name: String,
+    },
     /// List the audit log (releases, denials, admin changes).
     Audit {
         /// Only rows after this sequence number.
@@ -171,6 +201,31 @@ pub(crate) async fn run(cli: &Cli, http: reqwest::Client, a: &AdminArgs) -> anyh
         }
         AdminCommand::GetReferenceValue { name } => {
             println!("{}", c.get_reference_value(name).await?)
+        }
+        AdminCommand::ListResources { repository, kind } => {
+            for (r, t, g) in c
+                .list_resources(repository.as_deref(), kind.as_deref())
+                .await?
+            {
+                println!("{r}/{t}/{g}");
+            }
+        }
+        AdminCommand::ListAttestationPolicies => {
+            for (id, digest) in c.list_attestation_policies().await? {
+                println!("{id}  sha384:{digest}");
+            }
+        }
+        AdminCommand::GetAttestationPolicy { id } => {
+            print!("{}", c.get_attestation_policy(id).await?)
+        }
+        AdminCommand::DeleteAttestationPolicy { id } => {
+            c.delete_attestation_policy(id).await?;
+            eprintln!("attestation policy {id} deleted");
+        }
+        AdminCommand::ListReferenceValues => println!("{}", c.list_reference_values().await?),
+        AdminCommand::DeleteReferenceValue { name } => {
+            c.delete_reference_value(name).await?;
+            eprintln!("reference value {name} deleted (if it existed)");
         }
         AdminCommand::Audit { after, limit, json } => {
             let rows = c.audit(*after, *limit).await?;

@@ -4,7 +4,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use coffer_protocol::messages::{AttestationToken, SESSION_COOKIE};
 use serde_json::{Map, Value};
 
-use super::{authorization, body, session_cookie, AppState};
+use super::{attestation_header, authorization, body, session_cookie, AppState};
 use crate::service::KbsError;
 use crate::store::Session;
 
@@ -54,9 +54,12 @@ pub async fn get_resource(
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
     let cookie = session_cookie(&req);
-    let bearer = authorization(&req)
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim);
+    // Alibaba's order: session cookie (preferred by release()), `Attestation`, then Bearer.
+    let bearer = attestation_header(&req).or_else(|| {
+        authorization(&req)
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+    });
     let query = parse_query(req.query_string());
     let jwe = st
         .kbs

@@ -22,6 +22,8 @@ pub struct AppState {
     pub kbs: Arc<Kbs>,
     /// Largest accepted body, bytes.
     pub max_body_bytes: usize,
+    /// Extra prefixes the KBS API is also served under (validated: `/x[/y...]`).
+    pub path_prefixes: Vec<String>,
 }
 
 /// Registers every route.
@@ -47,6 +49,29 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(
                 "/attestation-policy",
                 web::post().to(admin::set_attestation_policy),
+            )
+            .route(
+                "/attestation-policy/{id}",
+                web::get().to(admin::get_attestation_policy),
+            )
+            .route(
+                "/attestation-policy/{id}",
+                web::delete().to(admin::delete_attestation_policy),
+            )
+            .route(
+                "/attestation-policies",
+                web::get().to(admin::list_attestation_policies),
+            )
+            .route("/resources", web::get().to(admin::list_resources))
+            .route("/rvps/query", web::get().to(admin::rvps_query))
+            .route("/rvps/register", web::post().to(admin::rvps_register))
+            .route(
+                "/rvps/set_reference_value_list",
+                web::post().to(admin::rvps_set_reference_value_list),
+            )
+            .route(
+                "/rvps/delete/{name:.*}",
+                web::delete().to(admin::rvps_delete),
             )
             .route(
                 "/reference-value",
@@ -84,6 +109,7 @@ pub fn app(
     >,
 > {
     let metrics_state = state.clone();
+    let prefixes = state.path_prefixes.clone();
     actix_web::App::new()
         .app_data(state)
         .app_data(web::PayloadConfig::new(usize::MAX))
@@ -118,7 +144,47 @@ pub fn app(
                 res
             })
         })
+        // Registered last, so it runs first: routing, metrics and error details all see
+        // the unprefixed path.
+        .wrap_fn(move |mut req, srv| {
+            if let Some(uri) = unprefixed_uri(req.uri(), &prefixes) {
+                req.match_info_mut().get_mut().update(&uri);
+                req.head_mut().uri = uri;
+            }
+            srv.call(req)
+        })
         .configure(configure)
+}
+
+/// Maps `<prefix>/kbs/v0/...` to `/kbs/v0/...` and, as Alibaba's gateway does,
+/// `<prefix>/rvps/...` to `/kbs/v0/rvps/...`, keeping the raw path and the query. coffer's
+/// own `/coffer/v1/...` and `/.well-known/jwks.json` follow too, so a client given
+/// `--url https://host/<prefix>` reaches everything it uses. `None` when the path is under
+/// no prefix; probes (`/healthz`, `/readyz`, `/metrics`) stay at the root.
+fn unprefixed_uri(uri: &actix_web::http::Uri, prefixes: &[String]) -> Option<actix_web::http::Uri> {
+    let path = uri.path();
+    let rest = prefixes.iter().find_map(|p| {
+        let rest = path.strip_prefix(p.as_str())?;
+        let under = |root: &str| {
+            rest.strip_prefix(root)
+                .is_some_and(|r| r.is_empty() || r.starts_with('/'))
+        };
+        if under("/kbs/v0") || under("/coffer/v1") || rest == "/.well-known/jwks.json" {
+            Some(rest.to_string())
+        } else {
+            rest.strip_prefix("/rvps/")
+                .map(|sub| format!("/kbs/v0/rvps/{sub}"))
+        }
+    })?;
+    let pq = match uri.query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest,
+    };
+    // The new path is a suffix of a path that parsed, so it parses; if not, serve unchanged.
+    actix_web::http::Uri::builder()
+        .path_and_query(pq)
+        .build()
+        .ok()
 }
 
 fn session_cookie(req: &HttpRequest) -> Option<String> {
@@ -126,8 +192,57 @@ fn session_cookie(req: &HttpRequest) -> Option<String> {
         .map(|c| c.value().to_string())
 }
 
+/// Alibaba's `Attestation: <jwt>` request header (an attestation token).
+fn attestation_header(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get("attestation")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
 fn authorization(req: &HttpRequest) -> Option<&str> {
     req.headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unprefixed_uri;
+
+    #[test]
+    fn prefixes_are_stripped_only_before_the_kbs_api() {
+        let p = vec!["/api".to_string(), "/rel/x".to_string()];
+        let map = |u: &str| unprefixed_uri(&u.parse().unwrap(), &p).map(|u| u.to_string());
+        assert_eq!(
+            map("/api/kbs/v0/resource/a/b/c?x=1").as_deref(),
+            Some("/kbs/v0/resource/a/b/c?x=1")
+        );
+        assert_eq!(map("/rel/x/kbs/v0/auth").as_deref(), Some("/kbs/v0/auth"));
+        assert_eq!(
+            map("/api/rvps/query").as_deref(),
+            Some("/kbs/v0/rvps/query")
+        );
+        assert_eq!(map("/api/kbs/v0").as_deref(), Some("/kbs/v0"));
+        assert_eq!(
+            map("/api/coffer/v1/audit?after=1").as_deref(),
+            Some("/coffer/v1/audit?after=1")
+        );
+        assert_eq!(
+            map("/rel/x/.well-known/jwks.json").as_deref(),
+            Some("/.well-known/jwks.json")
+        );
+        for none in [
+            "/kbs/v0/auth",
+            "/apix/kbs/v0/auth",
+            "/api/kbs/v01",
+            "/api/coffer/v10",
+            "/api/healthz",
+            "/api/metrics",
+            "/rel/kbs/v0/auth",
+        ] {
+            assert_eq!(map(none), None, "{none}");
+        }
+    }
 }

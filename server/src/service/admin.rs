@@ -10,13 +10,19 @@ use crate::policy::RESOURCE_POLICY_ID;
 use crate::store::{AuditEntry, PolicyKind, StoredPolicy};
 
 /// Checks admin bearer tokens: Ed25519 signature by the configured key, `exp` in the future,
-/// `role == "admin"`, and `iss` / `aud` when configured.
+/// `role == "admin"`, and `iss` / `aud` when configured. Optionally also role-less tokens as
+/// Alibaba's Trustee tooling mints them (see [`AdminAuth::with_alibaba_tokens`]).
 pub struct AdminAuth {
     key: VerifyingKey,
     issuer: String,
     audience: String,
     deny_all: bool,
+    /// `Some(max remaining lifetime, seconds)` when role-less tokens are accepted.
+    alibaba_max_ttl: Option<i64>,
 }
+
+/// The identity recorded in the audit log for a role-less (Alibaba-style) admin token.
+pub const ALIBABA_TOKEN_ACTOR: &str = "alibaba-admin-token";
 
 impl AdminAuth {
     /// A checker for tokens signed by `key`.
@@ -31,7 +37,17 @@ impl AdminAuth {
             issuer,
             audience,
             deny_all,
+            alibaba_max_ttl: None,
         }
+    }
+
+    /// With `Some(max_ttl)`, also accepts tokens that carry no `role` claim (Alibaba's
+    /// generator signs only `iat`/`exp`), provided they expire within `max_ttl` seconds;
+    /// `iss`/`aud` are not checked for them since they have none. A `role` other than
+    /// `admin` is still refused.
+    pub fn with_alibaba_tokens(mut self, max_ttl: Option<i64>) -> Self {
+        self.alibaba_max_ttl = max_ttl;
+        self
     }
 
     /// Validates an `Authorization` header value; returns the admin identity (`sub` or `iss`)
@@ -40,7 +56,8 @@ impl AdminAuth {
         if self.deny_all {
             return Err("admin API is disabled (admin.deny_all)".into());
         }
-        let header = authorization.ok_or("Failed to parse HTTP Auth Bearer header: missing")?;
+        let header = authorization
+            .ok_or("an admin token is required: send `Authorization: Bearer <admin JWT>`")?;
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
@@ -48,6 +65,22 @@ impl AdminAuth {
         let d = jwt::verify(token, &self.key, now, 30)
             .map_err(|e| format!("admin token rejected: {e}"))?;
         let claims = &d.claims;
+        if let (None, Some(max_ttl)) = (claims.get("role"), self.alibaba_max_ttl) {
+            // verify() has already required a future `exp`.
+            let exp = claims
+                .get("exp")
+                .and_then(Value::as_i64)
+                .unwrap_or(i64::MAX);
+            if exp.saturating_sub(now) > max_ttl {
+                return Err(format!(
+                    "admin token rejected: a token without a role claim may live at most {max_ttl} s (admin.alibaba_token_max_ttl_secs)"
+                ));
+            }
+            return Ok(ALIBABA_TOKEN_ACTOR.to_string());
+        }
+        if claims.get("role").is_none() {
+            return Err("admin token rejected: it has no role claim (tokens minted by Alibaba's Trustee tooling need admin.accept_alibaba_tokens = true)".into());
+        }
         if claims.get("role").and_then(Value::as_str) != Some("admin") {
             return Err("admin token rejected: role claim is not \"admin\"".into());
         }
@@ -107,6 +140,21 @@ fn rvps_version() -> String {
     "0.1.0".into()
 }
 
+/// Attestation policies that can be replaced but not deleted. Alibaba's `default` is not one:
+/// it overrides `default_cpu` while it exists, and deleting it is how to stop that.
+const PROTECTED_POLICY_IDS: &[&str] = &[crate::policy::CPU_POLICY_ID];
+
+/// One entry of `GET /kbs/v0/resources`, as Alibaba's KBS answers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ResourceListEntry {
+    /// First path segment.
+    pub repository_name: String,
+    /// Second path segment.
+    pub resource_type: String,
+    /// Third path segment.
+    pub resource_tag: String,
+}
+
 /// Reference values expire after a year unless re-registered (as in Trustee's RVPS).
 const REFERENCE_VALUE_TTL_SECS: i64 = 365 * 24 * 3600;
 
@@ -123,6 +171,172 @@ fn decode_policy(b64_text: &str) -> Result<String, KbsError> {
             "Failed to parse policy: not UTF-8",
         )
     })
+}
+
+fn rvps_error(detail: String) -> KbsError {
+    KbsError::new(
+        ErrorKind::RvpsError,
+        format!("RVPS configuration failed: Failed to register reference value: {detail}"),
+    )
+}
+
+/// Parses an RVPS message (`{version, type: "sample", payload: base64({name: value})}`).
+fn parse_sample_message(body: &[u8]) -> Result<serde_json::Map<String, Value>, KbsError> {
+    let msg: RvpsMessage = serde_json::from_slice(body).map_err(|e| rvps_error(e.to_string()))?;
+    if msg.version != "0.1.0" {
+        return Err(rvps_error(format!(
+            "Version unmatched! Need 0.1.0, given {}.",
+            msg.version
+        )));
+    }
+    if msg.kind != "sample" {
+        return Err(rvps_error(format!(
+            "extractor {:?} is not supported (supported: sample)",
+            msg.kind
+        )));
+    }
+    let payload = b64::lenient_decode(&msg.payload)
+        .map_err(|e| rvps_error(format!("payload base64: {e}")))?;
+    serde_json::from_slice(&payload)
+        .map_err(|e| rvps_error(format!("payload must be a JSON object: {e}")))
+}
+
+fn string_array(v: &Value) -> Option<Vec<&str>> {
+    v.as_array()?.iter().map(Value::as_str).collect()
+}
+
+/// Alibaba's RVPS merge: two digest lists (arrays of strings) are united, keeping the old
+/// order and appending what is new; anything else is replaced by the new value.
+fn merge_digests(old_json: &str, new: Value) -> Value {
+    let Ok(old) = serde_json::from_str::<Value>(old_json) else {
+        return new;
+    };
+    match (string_array(&old), string_array(&new)) {
+        (Some(old_list), Some(new_list)) => {
+            let mut merged: Vec<String> = old_list.iter().map(|s| s.to_string()).collect();
+            for d in new_list {
+                if !merged.iter().any(|m| m == d) {
+                    merged.push(d.to_string());
+                }
+            }
+            Value::from(merged)
+        }
+        _ => new,
+    }
+}
+
+/// Why `set_reference_value_list` was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RvListError {
+    /// The body is not a valid `rv_list` (400).
+    #[error("invalid reference value list: {0}")]
+    Invalid(String),
+    /// Valid, but needs provenance coffer cannot fetch (501).
+    #[error("unsupported reference value provenance: {0}")]
+    Unsupported(String),
+}
+
+#[derive(Deserialize)]
+struct RvList {
+    rv_list: Vec<RvListItem>,
+}
+
+#[derive(Deserialize)]
+struct RvListItem {
+    id: String,
+    version: String,
+    #[serde(rename = "type")]
+    rv_type: String,
+    provenance_info: ProvenanceInfo,
+    #[serde(default)]
+    provenance_source: Option<ProvenanceSource>,
+    operation_type: String,
+    #[serde(default)]
+    rv_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ProvenanceInfo {
+    #[serde(rename = "type")]
+    kind: String,
+    rekor_url: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    rekor_api_version: Option<u8>,
+}
+
+#[derive(Deserialize)]
+struct ProvenanceSource {
+    protocol: String,
+    uri: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    artifact: Option<String>,
+}
+
+/// A validated `rv_list` entry: the reference value it would set and where its digests
+/// would come from.
+struct RvListEntry {
+    name: String,
+    provenance_type: String,
+    source: String,
+}
+
+/// Checks an `rv_list` body entry by entry, with the rules of Alibaba's RVPS.
+fn parse_rv_list(body: &[u8]) -> Result<Vec<RvListEntry>, RvListError> {
+    let list: RvList = serde_json::from_slice(body)
+        .map_err(|e| RvListError::Invalid(format!("body must be {{\"rv_list\": [...]}}: {e}")))?;
+    let mut out = Vec::with_capacity(list.rv_list.len());
+    for (i, item) in list.rv_list.into_iter().enumerate() {
+        let bad = |d: String| RvListError::Invalid(format!("rv_list[{i}]: {d}"));
+        if !matches!(
+            item.operation_type.to_ascii_lowercase().as_str(),
+            "add" | "refresh"
+        ) {
+            return Err(bad(format!(
+                "unsupported operation_type {:?} (add or refresh)",
+                item.operation_type
+            )));
+        }
+        let ptype = item.provenance_info.kind.as_str();
+        if !matches!(ptype, "rv-release-manifest" | "slsa-intoto-statements") {
+            return Err(bad(format!(
+                "unsupported provenance_info.type {ptype:?} (rv-release-manifest or slsa-intoto-statements)"
+            )));
+        }
+        if item.id.is_empty() || item.version.is_empty() || item.rv_type.is_empty() {
+            return Err(bad("id, version and type must not be empty".into()));
+        }
+        let name = match &item.rv_name {
+            Some(n) if n.trim().is_empty() => {
+                return Err(bad("rv_name must not be blank".into()));
+            }
+            Some(n) => n.trim().to_string(),
+            None if ptype == "rv-release-manifest" => item.id.clone(),
+            None => format!("measurement.{}.{}", item.rv_type, item.id),
+        };
+        let source = match &item.provenance_source {
+            Some(src) => {
+                if !matches!(src.protocol.as_str(), "oci" | "file") {
+                    return Err(bad(format!(
+                        "unsupported provenance_source.protocol {:?} (oci or file)",
+                        src.protocol
+                    )));
+                }
+                format!("{} {}", src.protocol, src.uri)
+            }
+            None if ptype == "rv-release-manifest" => {
+                return Err(bad("rv-release-manifest requires provenance_source".into()));
+            }
+            None => format!("rekor {}", item.provenance_info.rekor_url),
+        };
+        out.push(RvListEntry {
+            name,
+            provenance_type: ptype.to_string(),
+            source,
+        });
+    }
+    Ok(out)
 }
 
 impl Kbs {
@@ -243,6 +457,87 @@ impl Kbs {
         Ok(())
     }
 
+    /// `GET /attestation-policy/{id}`: the Rego text of an attestation policy.
+    pub async fn admin_get_attestation_policy(&self, id: &str) -> Result<String, KbsError> {
+        match self.store.get_policy(id).await? {
+            Some(p) if p.kind == "attestation" => Ok(p.body),
+            _ => Err(KbsError::new(
+                ErrorKind::ResourceNotFound,
+                format!("attestation policy {id} not found"),
+            )),
+        }
+    }
+
+    /// `DELETE /attestation-policy/{id}`. `default_cpu` cannot be deleted, only replaced:
+    /// with it gone the server would reinstall the built-in policy at its next start,
+    /// silently. Deleting Alibaba's `default` returns CPU appraisal to `default_cpu`.
+    pub async fn admin_delete_attestation_policy(
+        &self,
+        actor: &str,
+        id: &str,
+    ) -> Result<(), KbsError> {
+        if PROTECTED_POLICY_IDS.contains(&id) {
+            return Err(KbsError::new(
+                ErrorKind::PolicyEngineError,
+                format!("Policy engine error: attestation policy {id} cannot be deleted; upload a replacement instead"),
+            ));
+        }
+        if !self
+            .store
+            .delete_policy(id, PolicyKind::Attestation)
+            .await?
+        {
+            return Err(KbsError::new(
+                ErrorKind::ResourceNotFound,
+                format!("attestation policy {id} not found"),
+            ));
+        }
+        self.audit_admin(actor, "delete-attestation-policy", id)
+            .await;
+        Ok(())
+    }
+
+    /// `GET /attestation-policies`: `{id: base64url-nopad(SHA-384(text))}`.
+    pub async fn admin_list_attestation_policies(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, String>, KbsError> {
+        use sha2::Digest;
+        let mut out = std::collections::BTreeMap::new();
+        for id in self.store.list_policy_ids(PolicyKind::Attestation).await? {
+            // A policy deleted between the two reads is simply not listed.
+            if let Some(p) = self.store.get_policy(&id).await? {
+                out.insert(id, b64::url_encode(sha2::Sha384::digest(p.body.as_bytes())));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `GET /resources`: the stored resources' names, optionally only those of one
+    /// repository and/or type (the gateway's `?repository=&type=`). Never their values.
+    /// Resources served by a routed backend (Aliyun KMS) cannot be listed and are absent.
+    pub async fn admin_list_resources(
+        &self,
+        repository: Option<&str>,
+        kind: Option<&str>,
+    ) -> Result<Vec<ResourceListEntry>, KbsError> {
+        let mut out = Vec::new();
+        for path in self.store.list_resource_paths().await? {
+            let mut parts = path.splitn(3, '/');
+            let (Some(r), Some(t), Some(g)) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            if repository.is_some_and(|want| want != r) || kind.is_some_and(|want| want != t) {
+                continue;
+            }
+            out.push(ResourceListEntry {
+                repository_name: r.to_string(),
+                resource_type: t.to_string(),
+                resource_tag: g.to_string(),
+            });
+        }
+        Ok(out)
+    }
+
     /// Ids of the stored resource policies (Trustee answers `["resource-policy"]`).
     pub async fn admin_resource_policy_ids(&self) -> Result<Vec<String>, KbsError> {
         Ok(self.store.list_policy_ids(PolicyKind::Resource).await?)
@@ -258,38 +553,60 @@ impl Kbs {
         })
     }
 
-    /// `POST /reference-value` with an RVPS message of type `sample`.
+    /// `POST /reference-value` (upstream Trustee) with an RVPS message of type `sample`:
+    /// each value replaces any earlier one of that name.
     pub async fn admin_register_reference_value(
         &self,
         actor: &str,
         body: &[u8],
     ) -> Result<Vec<String>, KbsError> {
-        let fail = |d: String| {
-            KbsError::new(
-                ErrorKind::RvpsError,
-                format!("RVPS configuration failed: Failed to register reference value: {d}"),
-            )
-        };
-        let msg: RvpsMessage = serde_json::from_slice(body).map_err(|e| fail(e.to_string()))?;
-        if msg.version != "0.1.0" {
-            return Err(fail(format!(
-                "Version unmatched! Need 0.1.0, given {}.",
-                msg.version
-            )));
+        let values = parse_sample_message(body)?;
+        self.store_reference_values(actor, values, false).await
+    }
+
+    /// `POST /rvps/register` (Alibaba) with `{"message": "<RVPS message JSON text>"}`: an
+    /// array of strings is merged (set union, old order first) into an unexpired array of
+    /// strings of the same name; any other value replaces it.
+    pub async fn admin_rvps_register(
+        &self,
+        actor: &str,
+        body: &[u8],
+    ) -> Result<Vec<String>, KbsError> {
+        #[derive(Deserialize)]
+        struct Register {
+            message: String,
         }
-        if msg.kind != "sample" {
-            return Err(fail(format!(
-                "extractor {:?} is not supported (supported: sample)",
-                msg.kind
-            )));
-        }
-        let payload =
-            b64::lenient_decode(&msg.payload).map_err(|e| fail(format!("payload base64: {e}")))?;
-        let values: serde_json::Map<String, Value> = serde_json::from_slice(&payload)
-            .map_err(|e| fail(format!("payload must be a JSON object: {e}")))?;
+        let req: Register = serde_json::from_slice(body).map_err(|e| {
+            rvps_error(format!(
+                "body must be {{\"message\": \"<RVPS message JSON text>\"}}: {e}"
+            ))
+        })?;
+        let values = parse_sample_message(req.message.as_bytes())?;
+        self.store_reference_values(actor, values, true).await
+    }
+
+    async fn store_reference_values(
+        &self,
+        actor: &str,
+        values: serde_json::Map<String, Value>,
+        merge: bool,
+    ) -> Result<Vec<String>, KbsError> {
         let now = crate::now_secs();
+        let existing: std::collections::HashMap<String, String> = if merge {
+            self.store
+                .reference_values(now)
+                .await?
+                .into_iter()
+                .collect()
+        } else {
+            Default::default()
+        };
         let mut names = Vec::new();
         for (name, value) in values {
+            let value = match existing.get(&name) {
+                Some(old) => merge_digests(old, value),
+                None => value,
+            };
             self.store
                 .put_reference_value(
                     &name,
@@ -302,6 +619,56 @@ impl Kbs {
             names.push(name);
         }
         Ok(names)
+    }
+
+    /// `GET /rvps/query`: every unexpired reference value, `{name: value}`.
+    pub async fn admin_rvps_query(&self) -> Result<serde_json::Map<String, Value>, KbsError> {
+        let mut out = serde_json::Map::new();
+        for (name, text) in self.store.reference_values(crate::now_secs()).await? {
+            // Only this server writes the column, always as JSON; a row that is not JSON
+            // (edited by hand) is left out rather than failing the whole listing.
+            match serde_json::from_str(&text) {
+                Ok(v) => {
+                    out.insert(name, v);
+                }
+                Err(e) => {
+                    tracing::warn!(%name, error = %e, "reference value is not JSON; skipped")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `DELETE /rvps/delete/{name}`: succeeds whether or not the value existed.
+    pub async fn admin_rvps_delete(&self, actor: &str, name: &str) -> Result<(), KbsError> {
+        if name.is_empty() {
+            return Err(KbsError::new(
+                ErrorKind::InvalidRequestPath,
+                "a reference value name is required: /kbs/v0/rvps/delete/{name}",
+            ));
+        }
+        if self.store.delete_reference_value(name).await? {
+            self.audit_admin(actor, "delete-reference-value", name)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// `POST /rvps/set_reference_value_list`: validates the list as Alibaba's RVPS does, then
+    /// refuses it, because every entry's digests come from provenance (Rekor, an OCI
+    /// registry or a file on the RVPS host) that coffer does not fetch; the format has no
+    /// way to carry values inline.
+    pub async fn admin_rvps_set_list(&self, body: &[u8]) -> Result<(), RvListError> {
+        let list = parse_rv_list(body)?;
+        let first = list
+            .first()
+            .ok_or_else(|| RvListError::Invalid("rv_list is empty: nothing to register".into()))?;
+        Err(RvListError::Unsupported(format!(
+            "reference value {:?} ({}): coffer-server does not fetch provenance ({}); register the digests with POST /kbs/v0/rvps/register instead",
+            first.name,
+            first.provenance_type,
+            first.source
+        )))
     }
 
     /// A registered reference value.
@@ -370,5 +737,42 @@ mod tests {
             .contains("audience"));
         let deny = AdminAuth::new(sk.verifying_key(), String::new(), String::new(), true);
         assert!(deny.authorize(None, 0).is_err());
+    }
+
+    #[test]
+    fn alibaba_tokens_only_when_enabled() {
+        let sk = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let ali = json!({"iat": 1000, "exp": 1000 + 7200});
+        let strict = AdminAuth::new(sk.verifying_key(), "coffer".into(), "kbs".into(), false);
+        assert!(strict
+            .authorize(Some(&token(&sk, ali.clone())), 1000)
+            .unwrap_err()
+            .contains("accept_alibaba_tokens"));
+        let lax = AdminAuth::new(sk.verifying_key(), "coffer".into(), "kbs".into(), false)
+            .with_alibaba_tokens(Some(86400));
+        assert_eq!(
+            lax.authorize(Some(&token(&sk, ali.clone())), 1000).unwrap(),
+            ALIBABA_TOKEN_ACTOR
+        );
+        // still signed by the admin key, still unexpired, still bounded in lifetime
+        let forged = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        assert!(lax.authorize(Some(&token(&forged, ali)), 1000).is_err());
+        assert!(lax
+            .authorize(Some(&token(&sk, json!({"iat": 0, "exp": 10}))), 1000)
+            .is_err());
+        assert!(lax
+            .authorize(Some(&token(&sk, json!({"iat": 0}))), 1000)
+            .is_err());
+        assert!(lax
+            .authorize(Some(&token(&sk, json!({"exp": 1000 + 86401}))), 1000)
+            .unwrap_err()
+            .contains("at most"));
+        // a role other than admin is refused either way
+        assert!(lax
+            .authorize(
+                Some(&token(&sk, json!({"role": "reader", "exp": 2000}))),
+                1000
+            )
+            .is_err());
     }
 }

@@ -17,7 +17,7 @@ use crate::policy::{defaults, PolicyEngine, TokenIssuer, CPU_POLICY_ID, RESOURCE
 use crate::secrets::{SecretBackend, SecretError};
 use crate::store::{AuditEntry, PolicyKind, Store, StoreError};
 
-pub use admin::AdminAuth;
+pub use admin::{AdminAuth, ResourceListEntry, RvListError, ALIBABA_TOKEN_ACTOR};
 pub use snapshot::{PolicySnapshot, SnapshotCache};
 
 /// An error answer: a Trustee error kind and a detail that is safe to show the caller.

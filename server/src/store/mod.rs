@@ -160,6 +160,8 @@ pub trait Store: Send + Sync {
     async fn get_policy(&self, id: &str) -> Result<Option<StoredPolicy>, StoreError>;
     /// Lists policy ids of a kind.
     async fn list_policy_ids(&self, kind: PolicyKind) -> Result<Vec<String>, StoreError>;
+    /// Deletes the policy `id` if it is of `kind`; returns whether one was deleted.
+    async fn delete_policy(&self, id: &str, kind: PolicyKind) -> Result<bool, StoreError>;
 
     /// Inserts or replaces a reference value (JSON text).
     async fn put_reference_value(
@@ -171,6 +173,8 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     /// All unexpired reference values as (name, JSON text).
     async fn reference_values(&self, now: i64) -> Result<Vec<(String, String)>, StoreError>;
+    /// Deletes a reference value (expired or not); returns whether it existed.
+    async fn delete_reference_value(&self, name: &str) -> Result<bool, StoreError>;
 
     /// Inserts or replaces a sealed resource.
     async fn put_resource(&self, path: &str, sealed: &[u8], now: i64) -> Result<(), StoreError>;
@@ -178,6 +182,8 @@ pub trait Store: Send + Sync {
     async fn get_resource(&self, path: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Deletes a resource; returns whether it existed.
     async fn delete_resource(&self, path: &str) -> Result<bool, StoreError>;
+    /// Paths of every stored resource, sorted (names only; the sealed bytes stay put).
+    async fn list_resource_paths(&self) -> Result<Vec<String>, StoreError>;
 
     /// Stores fetched DCAP collateral under `key`, replacing an older copy.
     async fn put_collateral(

@@ -165,6 +165,16 @@ macro_rules! sql_store {
                 Ok(rows.iter().map(|r| r.get("id")).collect())
             }
 
+            async fn delete_policy(&self, id: &str, kind: PolicyKind) -> Result<bool, StoreError> {
+                let r = sqlx::query("DELETE FROM policies WHERE id = $1 AND kind = $2")
+                    .bind(id)
+                    .bind(kind.as_str())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(r.rows_affected() > 0)
+            }
+
             async fn put_reference_value(
                 &self,
                 name: &str,
@@ -198,6 +208,15 @@ macro_rules! sql_store {
                     .collect())
             }
 
+            async fn delete_reference_value(&self, name: &str) -> Result<bool, StoreError> {
+                let r = sqlx::query("DELETE FROM reference_values WHERE name = $1")
+                    .bind(name)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(r.rows_affected() > 0)
+            }
+
             async fn put_resource(&self, path: &str, sealed: &[u8], now: i64) -> Result<(), StoreError> {
                 sqlx::query(
                     "INSERT INTO resources (path, sealed, updated_at) VALUES ($1, $2, $3) \
@@ -228,6 +247,17 @@ macro_rules! sql_store {
                     .await
                     .map_err(unavailable)?;
                 Ok(r.rows_affected() > 0)
+            }
+
+            async fn list_resource_paths(&self) -> Result<Vec<String>, StoreError> {
+                let rows = sqlx::query("SELECT path FROM resources")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                // Sorted here, not by the database: PostgreSQL's collation may ignore `/`.
+                let mut paths: Vec<String> = rows.iter().map(|r| r.get("path")).collect();
+                paths.sort();
+                Ok(paths)
             }
 
             async fn put_collateral(

@@ -78,6 +78,28 @@ pub(crate) async fn conformance(s: &dyn Store) {
         vec!["resource-policy"]
     );
     assert!(s.get_policy("missing").await.unwrap().is_none());
+    // deleting checks the kind, and reports whether something was deleted
+    assert!(!s
+        .delete_policy("default_cpu", PolicyKind::Resource)
+        .await
+        .unwrap());
+    s.put_policy("extra", PolicyKind::Attestation, "y", 4)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.list_policy_ids(PolicyKind::Attestation).await.unwrap(),
+        vec!["default_cpu", "extra"]
+    );
+    assert!(s
+        .delete_policy("extra", PolicyKind::Attestation)
+        .await
+        .unwrap());
+    assert!(!s
+        .delete_policy("extra", PolicyKind::Attestation)
+        .await
+        .unwrap());
+    assert!(s.get_policy("extra").await.unwrap().is_none());
+    assert!(s.get_policy("default_cpu").await.unwrap().is_some());
 
     // reference values: replace, expire
     s.put_reference_value("svn", "[\"1\"]", 10, 0)
@@ -91,6 +113,11 @@ pub(crate) async fn conformance(s: &dyn Store) {
         s.reference_values(6).await.unwrap(),
         vec![("svn".to_string(), "[\"2\"]".to_string())]
     );
+    // delete: expired rows too, and absence is reported, not an error
+    assert!(s.delete_reference_value("old").await.unwrap());
+    assert!(!s.delete_reference_value("old").await.unwrap());
+    assert!(s.delete_reference_value("svn").await.unwrap());
+    assert!(s.reference_values(0).await.unwrap().is_empty());
 
     // resources: bytes round-trip, delete reports existence
     let blob: Vec<u8> = (0..=255).collect();
@@ -101,9 +128,18 @@ pub(crate) async fn conformance(s: &dyn Store) {
         s.get_resource("default/a/b").await.unwrap().unwrap(),
         b"new"
     );
+    s.put_resource("other/x/1", b"o", 2).await.unwrap();
+    s.put_resource("default/a/a", b"z", 2).await.unwrap();
+    assert_eq!(
+        s.list_resource_paths().await.unwrap(),
+        vec!["default/a/a", "default/a/b", "other/x/1"]
+    );
+    assert!(s.delete_resource("default/a/a").await.unwrap());
+    assert!(s.delete_resource("other/x/1").await.unwrap());
     assert!(s.delete_resource("default/a/b").await.unwrap());
     assert!(!s.delete_resource("default/a/b").await.unwrap());
     assert!(s.get_resource("default/a/b").await.unwrap().is_none());
+    assert!(s.list_resource_paths().await.unwrap().is_empty());
 
     // collateral cache: replaced on refresh, invisible once past not_after
     let k = "TDX/90C06F000000/platform";
