@@ -68,4 +68,4 @@ if POSTGRES_PASSWORD= "$V/compose/bin/docker-compose" -f docker-compose.yml conf
   echo "docker-compose.yml accepted an empty POSTGRES_PASSWORD"; exit 1
 fi
 "$CARGO_TARGET_DIR/debug/coffer-server" --check-config --config deploy/compose/coffer-server.toml >/dev/null
-echo "deploy checks passed: chart, rendered configs, docker-compose.yml, Dockerfile"
+echo "deploy checks passed: chart, rendered configs, chart-generated keys, docker-compose.yml, Dockerfile"
