@@ -107,6 +107,9 @@ for name in ["minimal", "full"]:
     check("port-forward" in notes, f"{name}: NOTES.txt missing")
     if name == "minimal":
         check("StatefulSet" in kinds and "Deployment" not in kinds, "minimal: expected one StatefulSet (SQLite)")
+        vct = kinds["StatefulSet"][0]["spec"]["volumeClaimTemplates"][0]["spec"]
+        check("storageClassName" not in vct and vct["resources"]["requests"]["storage"] == "1Gi",
+              "minimal: default storage class, 1Gi")
         check("PodDisruptionBudget" not in kinds, "minimal: no PDB for a single pod")
     else:
         dep = kinds.get("Deployment", [None])[0]
@@ -206,6 +209,9 @@ check(re.fullmatch(r"[0-9a-f]{64}", gen.get("kek", "")) is not None, "guide: gen
 check(gen.get("token-signing-key", "").startswith("-----BEGIN EC PRIVATE KEY-----"), "guide: generated P-256 token key")
 check(gen.get("admin-public-key", "").startswith("-----BEGIN CERTIFICATE-----"), "guide: admin public key (certificate)")
 check(gen.get("admin-private-key", "").startswith("-----BEGIN PRIVATE KEY-----"), "guide: admin private key (PKCS#8)")
+vct = workload(kinds)["spec"]["volumeClaimTemplates"][0]["spec"]
+check(vct.get("storageClassName") == "alicloud-disk-alltype" and vct["resources"]["requests"]["storage"] == "20Gi",
+      "guide: SQLite volume on Alibaba Cloud disk (Trustee chart's class, 20Gi minimum)")
 pod = workload(kinds)["spec"]["template"]["spec"]
 mounted = [i["key"] for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "trustee-coffer"
            for i in v["secret"]["items"]]

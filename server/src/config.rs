@@ -217,7 +217,7 @@ impl Config {
             ));
         }
         let kms_mode = match &self.aliyun_kms {
-            Some(k) => Some(k.mode().map_err(ConfigError::Invalid)?),
+            Some(k) => Some(k.mode().map_err(|e| ConfigError::Invalid(e.to_string()))?),
             None => None,
         };
         if self.keys.kek_kms_key_id.is_some() {

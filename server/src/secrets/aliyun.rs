@@ -267,7 +267,7 @@ pub enum KmsMode<'a> {
 impl AliyunKmsConfig {
     /// The mode these settings select; an incomplete ClientKey set or a ClientKey set mixed
     /// with `access_key_id` is an error naming the keys, not a silent switch of mode.
-    pub fn mode(&self) -> Result<KmsMode<'_>, String> {
+    pub fn mode(&self) -> Result<KmsMode<'_>, KmsModeError> {
         let instance = self.kms_instance_id.as_deref().filter(|s| !s.is_empty());
         let client_key = self.client_key_file.as_deref();
         let password = self.password_file.as_deref();
@@ -275,7 +275,7 @@ impl AliyunKmsConfig {
             return Ok(KmsMode::AccessKey);
         }
         if self.access_key_id.is_some() {
-            return Err("aliyun_kms: set either the ClientKey keys (kms_instance_id, client_key_file, password_file, cert_pem_file) or access_key_id, not both".into());
+            return Err(KmsModeError::Mixed);
         }
         match (
             instance,
@@ -291,24 +291,31 @@ impl AliyunKmsConfig {
                     ca,
                 })
             }
-            _ => {
-                let missing: Vec<&str> = [
+            _ => Err(KmsModeError::Incomplete(
+                [
                     ("kms_instance_id", instance.is_none()),
                     ("client_key_file", client_key.is_none()),
                     ("password_file", password.is_none()),
                     ("cert_pem_file", self.cert_pem_file.is_none()),
                 ]
                 .iter()
-                .filter(|(_, m)| *m)
+                .filter(|(_, missing)| *missing)
                 .map(|(k, _)| *k)
-                .collect();
-                Err(format!(
-                    "aliyun_kms: ClientKey mode needs {} as well",
-                    missing.join(", ")
-                ))
-            }
+                .collect(),
+            )),
         }
     }
+}
+
+/// An `[aliyun_kms]` table that selects no mode.
+#[derive(Debug, thiserror::Error)]
+pub enum KmsModeError {
+    /// ClientKey keys beside `access_key_id`.
+    #[error("aliyun_kms: set either the ClientKey keys (kms_instance_id, client_key_file, password_file, cert_pem_file) or access_key_id, not both")]
+    Mixed,
+    /// Some ClientKey keys are set, these are not.
+    #[error("aliyun_kms: ClientKey mode needs {} as well", .0.join(", "))]
+    Incomplete(Vec<&'static str>),
 }
 
 fn default_repository() -> String {
@@ -328,8 +335,8 @@ pub enum KmsSetupError {
     #[error(transparent)]
     AccessKey(#[from] AccessKeyError),
     /// The `[aliyun_kms]` table selects no usable mode.
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    Mode(#[from] KmsModeError),
     /// CA bundle or HTTP client.
     #[error("{0}")]
     Tls(String),
@@ -356,7 +363,7 @@ impl AliyunKms {
     /// Loads credentials and the CA bundle (AccessKey mode: from the environment).
     pub fn new(cfg: &AliyunKmsConfig) -> Result<Self, KmsSetupError> {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let (auth, host, ca, public_roots) = match cfg.mode().map_err(KmsSetupError::Config)? {
+        let (auth, host, ca, public_roots) = match cfg.mode()? {
             KmsMode::ClientKey {
                 instance,
                 client_key,
