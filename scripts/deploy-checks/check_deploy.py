@@ -332,6 +332,8 @@ del partial["kbs"]["aliyunKms"]["certPem"]
 refused("clientkey without certPem", partial, "certPem", "trustee")
 both = merge(deep(guide), {"kbs": {"aliyunKms": {"accessKeyId": "x", "accessKeySecret": "y"}}})
 refused("clientkey and accesskey", both, "not both", "trustee")
+refused("skip TLS verify", merge(deep(guide), {"kbs": {"aliyunKms": {"insecureSkipTlsVerify": True}}}),
+        "insecureSkipTlsVerify", "trustee")
 refused("kms-wrapped KEK with an AccessKey", merge(deep(ak), {"keys": {"kmsKeyId": "key-x"}}), "ClientKey")
 
 # 3. Example manifests: Kubernetes schemas; the CoCo pod's init container command is written

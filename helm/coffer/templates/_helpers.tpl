@@ -66,6 +66,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- fail "keys.kek must be 64 hex digits (or empty: generated on first install)" -}}
 {{- end -}}
 {{- $k := .Values.kbs.aliyunKms -}}
+{{- if $k.insecureSkipTlsVerify -}}
+{{- fail "kbs.aliyunKms.insecureSkipTlsVerify (Trustee's test switch) is not supported: coffer always verifies the KMS certificate; give the CA with kbs.aliyunKms.certPem" -}}
+{{- end -}}
 {{- if eq (include "coffer.kmsMode" .) "clientKey" -}}
 {{- if not (and (include "coffer.kmsInstanceId" .) $k.clientKey $k.password $k.certPem) -}}
 {{- fail "kbs.aliyunKms ClientKey mode needs kmsInstanceId (or kmsIntanceId), clientKey, password and certPem" -}}
