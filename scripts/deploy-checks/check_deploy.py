@@ -291,6 +291,7 @@ env = {e["name"]: e for e in pod["containers"][0].get("env", [])}
 check(env.get("RUST_LOG", {}).get("value") == "info", "ack: log_level → RUST_LOG")
 notes = rendered["coffer/templates/NOTES.txt"]
 check("kubectl get AlbConfig alb" in notes and "get ing trustee-coffer-alb" in notes, "ack: NOTES.txt ALB steps")
+check("public address" in notes, "ack: NOTES.txt warns about the Internet-facing ALB")
 open(f"{OUT}/ack.toml", "w").write(config_of(kinds))
 
 # 8. KMS with an AccessKey (Alibaba Trustee's newer option): env from a Secret, never literal.
