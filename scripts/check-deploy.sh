@@ -33,9 +33,39 @@ set -e
 for t in "$out"/*.toml; do
   "$CARGO_TARGET_DIR/debug/coffer-server" --check-config --config "$t" >/dev/null || { echo "rendered $t rejected by coffer-server"; exit 1; }
 done
+# Renders using server keys that land separately. TODO(path_prefixes): once server.path_prefixes
+# is in coffer-server, delete the tolerance below (and make kbs.pathPrefixes default to
+# ["/api", "/{{ .Release.Name }}"] in helm/coffer/values.yaml).
+for t in "$out"/pending/*.toml; do
+  if ! msg=$("$CARGO_TARGET_DIR/debug/coffer-server" --check-config --config "$t" 2>&1 >/dev/null); then
+    if grep -q 'unknown field `path_prefixes`' <<<"$msg" && [ "$(grep -c 'unknown field' <<<"$msg")" -eq 1 ]; then
+      echo "NOTE: $(basename "$t"): coffer-server does not know server.path_prefixes yet (lands separately); rest of the config not checked"
+    else
+      echo "rendered $t rejected by coffer-server: $msg"; exit 1
+    fi
+  fi
+done
+# The keys the chart generates in the cluster (helm's genPrivateKey / genSelfSignedCertWithKey)
+# must load in the server, and the generated admin private key must sign admin calls it accepts.
+keys="$out/guide-keys"
+"$CARGO_TARGET_DIR/debug/coffer-server" --config "$keys/server.toml" --listen 127.0.0.1:0 \
+  --data-dir "$out/guide-data" 2>"$out/guide-server.log" &
+server_pid=$!
+url=""
+for _ in $(seq 1 100); do
+  url=$(sed -n 's/.*coffer-server ready.*listen=\([0-9.:]*\).*/http:\/\/\1/p' "$out/guide-server.log" | head -1)
+  [ -n "$url" ] && break
+  kill -0 "$server_pid" 2>/dev/null || break
+  sleep 0.1
+done
+[ -n "$url" ] || { echo "coffer-server refused the chart's generated keys:"; cat "$out/guide-server.log"; exit 1; }
+admin_ok=0
+"$CARGO_TARGET_DIR/debug/coffer" --url "$url" admin --key "$keys/admin.key" set-resource-policy --allow-all >/dev/null 2>"$out/guide-admin.err" || admin_ok=$?
+kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
+[ "$admin_ok" -eq 0 ] || { echo "the chart's generated admin key was refused:"; cat "$out/guide-admin.err"; exit 1; }
 POSTGRES_PASSWORD=ci "$V/compose/bin/docker-compose" -f docker-compose.yml --profile sqlite --profile cli config -q
 if POSTGRES_PASSWORD= "$V/compose/bin/docker-compose" -f docker-compose.yml config -q 2>/dev/null; then
   echo "docker-compose.yml accepted an empty POSTGRES_PASSWORD"; exit 1
 fi
 "$CARGO_TARGET_DIR/debug/coffer-server" --check-config --config deploy/compose/coffer-server.toml >/dev/null
-echo "deploy checks passed: chart, rendered configs, docker-compose.yml, Dockerfile"
+echo "deploy checks passed: chart, rendered configs, chart-generated keys, docker-compose.yml, Dockerfile"

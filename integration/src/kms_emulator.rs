@@ -3,12 +3,19 @@
 //! content type, date skew, content-sha256, and the RSA_PKCS1_SHA_256 signature with the
 //! ClientKey's public key), answering GetSecretValue, Encrypt and Decrypt (AES-256-GCM with
 //! a 12-byte server IV, key id [`KMS_KEY_ID`]) or a protobuf `Error`.
+//!
+//! The same listener also plays the public KMS OpenAPI for the AccessKey mode
+//! (`alibaba-trustee.md` §7): `POST /?<query>` signed with signature version 1.0, checked
+//! independently of coffer's signer (the string to sign is rebuilt from the received query,
+//! the HMAC-SHA1 recomputed with the stored AccessKey secret), plus the service's freshness
+//! rules: the timestamp within 15 minutes and each `SignatureNonce` used once. Errors are
+//! JSON `{"RequestId","Code","Message"}` as the OpenAPI answers them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
@@ -24,6 +31,8 @@ pub struct Emulator {
     pub fail_next: Arc<AtomicUsize>,
     /// Encrypt and Decrypt calls answered 200.
     pub crypto_calls: Arc<AtomicUsize>,
+    /// Error codes of refused AccessKey (OpenAPI) requests, in order.
+    pub rpc_rejections: Arc<Mutex<Vec<String>>>,
 }
 
 /// Protobuf length-delimited fields of a request (field number → bytes).
@@ -117,6 +126,11 @@ struct State {
     secrets: HashMap<String, String>,
     served: Arc<AtomicUsize>,
     fail_next: Arc<AtomicUsize>,
+    /// AccessKey id → secret, for the OpenAPI.
+    access_keys: HashMap<String, String>,
+    /// Every `SignatureNonce` accepted so far.
+    nonces: Mutex<HashSet<String>>,
+    rpc_rejections: Arc<Mutex<Vec<String>>>,
 }
 
 fn put(buf: &mut Vec<u8>, field: u8, data: &[u8]) {
@@ -150,6 +164,9 @@ fn first_string_field(body: &[u8]) -> Option<String> {
 }
 
 async fn handle(req: HttpRequest, body: web::Bytes, st: web::Data<State>) -> HttpResponse {
+    if !req.query_string().is_empty() || req.headers().contains_key("x-acs-action") {
+        return rpc(&req, &body, &st);
+    }
     let h = |n: &str| {
         req.headers()
             .get(n)
@@ -237,8 +254,244 @@ async fn handle(req: HttpRequest, body: web::Bytes, st: web::Data<State>) -> Htt
         .body(b)
 }
 
+fn rpc_error(st: &State, status: u16, code: &str, message: &str) -> HttpResponse {
+    st.rpc_rejections
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(code.to_string());
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap_or_default())
+        .content_type("application/json")
+        .body(
+            serde_json::json!({
+                "RequestId": "emulator-request-id",
+                "HostId": "kms.emulator",
+                "Code": code,
+                "Message": message,
+            })
+            .to_string(),
+        )
+}
+
+/// `%XX` decoding of one query component (`+` is not a space in these requests).
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The OpenAPI's encoding, written the way Alibaba's documentation describes it (form
+/// encoding, then `+`→`%20`, `*`→`%2A`, `%7E`→`~`) rather than as coffer's signer does.
+fn openapi_encode(s: &str) -> String {
+    let mut form = String::new();
+    for &b in s.as_bytes() {
+        match b {
+            b' ' => form.push('+'),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                form.push(char::from(b))
+            }
+            _ => form.push_str(&format!("%{b:02X}")),
+        }
+    }
+    form.replace('+', "%20")
+        .replace('*', "%2A")
+        .replace("%7E", "~")
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.frac]Z` → Unix seconds.
+fn parse_timestamp(ts: &str) -> Option<i64> {
+    let ts = ts.strip_suffix('Z')?;
+    let (main, frac) = ts.split_once('.').unwrap_or((ts, "0"));
+    if !frac.bytes().all(|b| b.is_ascii_digit()) || main.len() != 19 {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| main.get(r)?.parse::<u32>().ok();
+    let date = time::Date::from_calendar_date(
+        i32::try_from(n(0..4)?).ok()?,
+        time::Month::try_from(u8::try_from(n(5..7)?).ok()?).ok()?,
+        u8::try_from(n(8..10)?).ok()?,
+    )
+    .ok()?;
+    let t = time::Time::from_hms(
+        u8::try_from(n(11..13)?).ok()?,
+        u8::try_from(n(14..16)?).ok()?,
+        u8::try_from(n(17..19)?).ok()?,
+    )
+    .ok()?;
+    Some(
+        time::PrimitiveDateTime::new(date, t)
+            .assume_utc()
+            .unix_timestamp(),
+    )
+}
+
+fn rpc(req: &HttpRequest, body: &[u8], st: &State) -> HttpResponse {
+    if req.method() != actix_web::http::Method::POST || req.path() != "/" {
+        return rpc_error(st, 404, "InvalidAction.NotFound", "POST / only");
+    }
+    if !body.is_empty() {
+        return rpc_error(st, 400, "InvalidParameter", "RPC requests carry no body");
+    }
+    let mut params: HashMap<String, String> = HashMap::new();
+    for pair in req.query_string().split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (Some(k), Some(v)) = (percent_decode(k), percent_decode(v)) else {
+            return rpc_error(st, 400, "InvalidParameter", "bad percent-encoding");
+        };
+        if params.insert(k, v).is_some() {
+            return rpc_error(st, 400, "InvalidParameter", "duplicate parameter");
+        }
+    }
+    for required in [
+        "Action",
+        "Version",
+        "Format",
+        "RegionId",
+        "Timestamp",
+        "SignatureMethod",
+        "SignatureVersion",
+        "SignatureNonce",
+        "AccessKeyId",
+        "Signature",
+        "SecretName",
+    ] {
+        if params.get(required).is_none_or(|v| v.is_empty()) {
+            return rpc_error(st, 400, &format!("Missing{required}"), required);
+        }
+    }
+    let p = |k: &str| params.get(k).map(String::as_str).unwrap_or("");
+    if p("Action") != "GetSecretValue" {
+        return rpc_error(st, 404, "InvalidAction.NotFound", "only GetSecretValue");
+    }
+    if p("Version") != "2016-01-20" {
+        return rpc_error(st, 400, "InvalidVersion", "Version must be 2016-01-20");
+    }
+    if p("SignatureMethod") != "HMAC-SHA1" {
+        return rpc_error(
+            st,
+            400,
+            "InvalidSignatureMethod",
+            "SignatureMethod must be HMAC-SHA1",
+        );
+    }
+    if p("SignatureVersion") != "1.0" {
+        return rpc_error(
+            st,
+            400,
+            "InvalidSignatureVersion",
+            "SignatureVersion must be 1.0",
+        );
+    }
+    let Some(secret) = st.access_keys.get(p("AccessKeyId")) else {
+        return rpc_error(
+            st,
+            404,
+            "InvalidAccessKeyId.NotFound",
+            "unknown AccessKeyId",
+        );
+    };
+    let Some(ts) = parse_timestamp(p("Timestamp")) else {
+        return rpc_error(st, 400, "InvalidTimeStamp.Format", "Timestamp");
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    if (now - ts).abs() > 15 * 60 {
+        return rpc_error(
+            st,
+            400,
+            "InvalidTimeStamp.Expired",
+            "Timestamp too far from now",
+        );
+    }
+    let mut sorted: Vec<(String, String)> = params
+        .iter()
+        .filter(|(k, _)| k.as_str() != "Signature")
+        .map(|(k, v)| (openapi_encode(k), openapi_encode(v)))
+        .collect();
+    sorted.sort();
+    let canonical = sorted
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let sts = format!(
+        "POST&{}&{}",
+        openapi_encode("/"),
+        openapi_encode(&canonical)
+    );
+    let expected = {
+        use openssl::{hash::MessageDigest, pkey::PKey, sign::Signer};
+        let key = PKey::hmac(format!("{secret}&").as_bytes()).expect("hmac key");
+        let mut s = Signer::new(MessageDigest::sha1(), &key).expect("signer");
+        s.update(sts.as_bytes()).expect("hmac");
+        base64::engine::general_purpose::STANDARD.encode(s.sign_to_vec().expect("hmac"))
+    };
+    let given = p("Signature").as_bytes();
+    if given.len() != expected.len() || !openssl::memcmp::eq(given, expected.as_bytes()) {
+        return rpc_error(
+            st,
+            400,
+            "SignatureDoesNotMatch",
+            "the signature does not match",
+        );
+    }
+    // Nonces are remembered only for requests whose signature holds, so nobody without the
+    // secret can burn them.
+    let fresh = st
+        .nonces
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(p("SignatureNonce").to_string());
+    if !fresh {
+        return rpc_error(st, 400, "SignatureNonceUsed", "SignatureNonce already used");
+    }
+    if st.fail_next.load(Ordering::SeqCst) > 0 {
+        st.fail_next.fetch_sub(1, Ordering::SeqCst);
+        return rpc_error(st, 503, "ServiceUnavailable", "try later");
+    }
+    let Some(value) = st.secrets.get(p("SecretName")) else {
+        return rpc_error(st, 404, "Forbidden.ResourceNotFound", "no such secret");
+    };
+    st.served.fetch_add(1, Ordering::SeqCst);
+    HttpResponse::Ok().content_type("application/json").body(
+        serde_json::json!({
+            "RequestId": "emulator-request-id",
+            "SecretName": p("SecretName"),
+            "SecretData": value,
+            "SecretDataType": "text",
+            "SecretType": "Generic",
+            "VersionId": "v1",
+            "VersionStages": {"VersionStage": ["ACSCurrent"]},
+            "CreateTime": "2024-01-01T00:00:00Z",
+        })
+        .to_string(),
+    )
+}
+
 /// Starts the emulator (TLS with the fixture's synthetic server certificate) in a thread.
 pub fn start(data: &Path, secrets: HashMap<String, String>) -> Emulator {
+    start_with_access_keys(data, secrets, HashMap::new())
+}
+
+/// As [`start`], also accepting OpenAPI (AccessKey) requests signed with one of
+/// `access_keys` (id → secret).
+pub fn start_with_access_keys(
+    data: &Path,
+    secrets: HashMap<String, String>,
+    access_keys: HashMap<String, String>,
+) -> Emulator {
     let public = openssl::pkey::PKey::public_key_from_pem(
         &std::fs::read(data.join("clientkey_test-id.pubkey.pem")).unwrap(),
     )
@@ -266,7 +519,11 @@ pub fn start(data: &Path, secrets: HashMap<String, String>) -> Emulator {
     let served = Arc::new(AtomicUsize::new(0));
     let fail_next = Arc::new(AtomicUsize::new(0));
     let crypto_calls = Arc::new(AtomicUsize::new(0));
+    let rpc_rejections = Arc::new(Mutex::new(Vec::new()));
     let state = web::Data::new(State {
+        access_keys,
+        nonces: Mutex::new(HashSet::new()),
+        rpc_rejections: rpc_rejections.clone(),
         key_id: "test-id".into(),
         sym_key: rand::random(),
         crypto_calls: crypto_calls.clone(),
@@ -294,5 +551,6 @@ pub fn start(data: &Path, secrets: HashMap<String, String>) -> Emulator {
         served,
         fail_next,
         crypto_calls,
+        rpc_rejections,
     }
 }

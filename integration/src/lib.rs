@@ -42,12 +42,18 @@ pub struct Server {
     pub data_dir: PathBuf,
     port: u16,
     extra_args: Vec<String>,
+    env: Vec<(String, String)>,
     log_path: PathBuf,
 }
 
 impl Server {
     /// Starts a server with a data directory inside `root` and optional TOML config text.
     pub fn start(root: &Path, config: Option<&str>) -> Server {
+        Self::start_with_env(root, config, &[])
+    }
+
+    /// As [`Server::start`], with extra environment variables for the server process.
+    pub fn start_with_env(root: &Path, config: Option<&str>, env: &[(&str, &str)]) -> Server {
         let data_dir = root.join("data");
         let mut extra_args = Vec::new();
         if let Some(text) = config {
@@ -64,6 +70,10 @@ impl Server {
             data_dir,
             port: 0,
             extra_args,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             log_path,
         };
         s.spawn();
@@ -104,6 +114,7 @@ impl Server {
             data_dir: data_dir.to_path_buf(),
             port: 0,
             extra_args,
+            env: Vec::new(),
             log_path,
         };
         s.spawn();
@@ -114,6 +125,7 @@ impl Server {
         let log = std::fs::File::create(&self.log_path).expect("log file");
         let child = Command::new(binary("coffer-server"))
             .args(&self.extra_args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--data-dir")

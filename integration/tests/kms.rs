@@ -304,3 +304,232 @@ fn replicas_starting_together_agree_on_one_kek() {
     let out = servers[1].coffer(&["get-resource", "default/test/k"]);
     assert_eq!(out.stdout, b"agreed", "{}", servers[1].log());
 }
+
+const AK_ID: &str = "LTAI5tCofferTestKey";
+const AK_SECRET: &str = "access-key-secret-never-logged";
+
+fn access_key_config(port: u16) -> String {
+    format!(
+        "[aliyun_kms]\nregion_id = \"cn-hangzhou\"\ncert_pem_file = {:?}\nendpoint = \"127.0.0.1:{port}\"\n",
+        data().join("PrivateKmsCA_kst-tst00000000000000000.pem"),
+    )
+}
+
+fn access_key_emulator(secrets: &[(&str, &str)]) -> kms_emulator::Emulator {
+    kms_emulator::start_with_access_keys(
+        &data(),
+        secrets
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        HashMap::from([(AK_ID.to_string(), AK_SECRET.to_string())]),
+    )
+}
+
+#[test]
+fn access_key_mode_reads_secrets_through_the_openapi() {
+    let emu = access_key_emulator(&[("model-decryption-key", "kms-held-password")]);
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with_env(
+        dir.path(),
+        Some(&access_key_config(emu.port)),
+        &[
+            ("ALIYUN_KMS_ACCESS_KEY_ID", AK_ID),
+            ("ALIYUN_KMS_ACCESS_KEY_SECRET", AK_SECRET),
+        ],
+    );
+    s.admin(&["set-resource-policy", "--allow-all"]);
+    let out = s.coffer(&["get-resource", "kbs:///default/aliyun/model-decryption-key"]);
+    assert_eq!(
+        out.stdout,
+        b"kms-held-password",
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        s.log()
+    );
+    // Each attempt is signed afresh (new nonce), so retried 503s go through.
+    emu.fail_next.store(1, std::sync::atomic::Ordering::SeqCst);
+    let out = s.coffer(&["get-resource", "default/aliyun/model-decryption-key"]);
+    assert_eq!(out.stdout, b"kms-held-password", "{}", s.log());
+    let out = s.coffer(&["get-resource", "default/aliyun/nope"]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        *emu.rpc_rejections.lock().unwrap(),
+        ["ServiceUnavailable", "Forbidden.ResourceNotFound"]
+    );
+    let log = s.log();
+    assert!(
+        log.contains("AccessKey LTAI5tCofferTestKey in cn-hangzhou"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(AK_SECRET) && !log.contains("kms-held-password"),
+        "{log}"
+    );
+}
+
+#[test]
+fn access_key_with_a_wrong_secret_is_refused_with_a_clear_error() {
+    let emu = access_key_emulator(&[("k", "v")]);
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with_env(
+        dir.path(),
+        Some(&access_key_config(emu.port)),
+        &[
+            ("ALIYUN_KMS_ACCESS_KEY_ID", AK_ID),
+            ("ALIYUN_KMS_ACCESS_KEY_SECRET", "the-wrong-secret"),
+        ],
+    );
+    s.admin(&["set-resource-policy", "--allow-all"]);
+    let out = s.coffer(&["get-resource", "default/aliyun/k"]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SignatureDoesNotMatch") && err.contains("AccessKey secret does not match"),
+        "{err}"
+    );
+    assert!(!err.contains("the-wrong-secret") && !s.log().contains("the-wrong-secret"));
+    assert_eq!(emu.served.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[test]
+fn access_key_mode_without_a_secret_in_the_environment_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, access_key_config(1)).unwrap();
+    let out = std::process::Command::new(coffer_integration::binary("coffer-server"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .env("ALIYUN_KMS_ACCESS_KEY_ID", AK_ID)
+        .env_remove("ALIYUN_KMS_ACCESS_KEY_SECRET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ALIYUN_KMS_ACCESS_KEY_SECRET"), "{err}");
+}
+
+/// The emulator's checks themselves, with requests signed by coffer's signer and then broken
+/// one way at a time.
+#[test]
+fn emulator_enforces_the_openapi_signature_rules() {
+    use coffer_server::secrets::aliyun_rpc::{self, AccessKey};
+    let emu = access_key_emulator(&[("model-decryption-key", "kms-held-password")]);
+    let ca = std::fs::read(data().join("PrivateKmsCA_kst-tst00000000000000000.pem")).unwrap();
+    let mut b = ::reqwest::Client::builder().tls_built_in_root_certs(false);
+    for c in ::reqwest::Certificate::from_pem_bundle(&ca).unwrap() {
+        b = b.add_root_certificate(c);
+    }
+    let http = b.build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let send = |query: String| -> (u16, serde_json::Value) {
+        rt.block_on(async {
+            let r = http
+                .post(format!("https://127.0.0.1:{}/?{query}", emu.port))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json().await.unwrap())
+        })
+    };
+    let key = AccessKey::new(AK_ID, AK_SECRET.to_string().into()).unwrap();
+    let now = aliyun_rpc::timestamp(time::OffsetDateTime::now_utc());
+    let stale =
+        aliyun_rpc::timestamp(time::OffsetDateTime::now_utc() - time::Duration::minutes(20));
+    // (what to change, expected status, expected code)
+    type Edit = fn(&mut Vec<(&'static str, String)>);
+    let cases: [(&str, Edit, u16, &str); 5] = [
+        (
+            "method",
+            |p| set(p, "SignatureMethod", "HMAC-SHA256"),
+            400,
+            "InvalidSignatureMethod",
+        ),
+        (
+            "version",
+            |p| set(p, "SignatureVersion", "2.0"),
+            400,
+            "InvalidSignatureVersion",
+        ),
+        (
+            "api version",
+            |p| set(p, "Version", "2017-01-01"),
+            400,
+            "InvalidVersion",
+        ),
+        (
+            "no nonce",
+            |p| p.retain(|(k, _)| *k != "SignatureNonce"),
+            400,
+            "MissingSignatureNonce",
+        ),
+        (
+            "unknown id",
+            |p| set(p, "AccessKeyId", "LTAIunknown"),
+            404,
+            "InvalidAccessKeyId.NotFound",
+        ),
+    ];
+    fn set(p: &mut [(&'static str, String)], k: &str, v: &str) {
+        if let Some(e) = p.iter_mut().find(|(n, _)| *n == k) {
+            e.1 = v.to_string();
+        }
+    }
+    let params = |ts: &str, nonce: &str| -> Vec<(&'static str, String)> {
+        aliyun_rpc::get_secret_value_params(AK_ID, "cn-hangzhou", "model-decryption-key", ts, nonce)
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string()))
+            .collect()
+    };
+    let sign = |p: &[(&'static str, String)], key: &AccessKey| {
+        let borrowed: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        aliyun_rpc::signed_query(key, &borrowed).unwrap()
+    };
+    for (what, edit, status, code) in cases {
+        let mut p = params(&now, &aliyun_rpc::nonce());
+        edit(&mut p);
+        let (s, body) = send(sign(&p, &key));
+        assert_eq!((s, body["Code"].as_str()), (status, Some(code)), "{what}");
+    }
+    // A valid request is served once; the same nonce again is refused.
+    let valid = sign(&params(&now, &aliyun_rpc::nonce()), &key);
+    let (s, body) = send(valid.clone());
+    assert_eq!(
+        (s, body["SecretData"].as_str()),
+        (200, Some("kms-held-password"))
+    );
+    let (s, body) = send(valid.clone());
+    assert_eq!(
+        (s, body["Code"].as_str()),
+        (400, Some("SignatureNonceUsed"))
+    );
+    // A parameter changed after signing, or a wrong secret: the HMAC does not match.
+    let tampered = sign(&params(&now, &aliyun_rpc::nonce()), &key)
+        .replace("SecretName=model-decryption-key", "SecretName=other");
+    assert_eq!(send(tampered).1["Code"], "SignatureDoesNotMatch");
+    let wrong = AccessKey::new(AK_ID, "not-the-secret".to_string().into()).unwrap();
+    assert_eq!(
+        send(sign(&params(&now, &aliyun_rpc::nonce()), &wrong)).1["Code"],
+        "SignatureDoesNotMatch"
+    );
+    // An old timestamp is refused even with a valid signature.
+    let (s, body) = send(sign(&params(&stale, &aliyun_rpc::nonce()), &key));
+    assert_eq!(
+        (s, body["Code"].as_str()),
+        (400, Some("InvalidTimeStamp.Expired"))
+    );
+    assert_eq!(emu.served.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

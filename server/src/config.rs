@@ -294,11 +294,23 @@ impl Config {
                 "attestation TTLs must be positive".into(),
             ));
         }
+        let kms_mode = match &self.aliyun_kms {
+            Some(k) => Some(k.mode().map_err(|e| ConfigError::Invalid(e.to_string()))?),
+            None => None,
+        };
         if self.keys.kek_kms_key_id.is_some() {
-            if self.aliyun_kms.is_none() {
-                return Err(ConfigError::Invalid(
-                    "keys.kek_kms_key_id needs an [aliyun_kms] table (the KMS client)".into(),
-                ));
+            match kms_mode {
+                None => {
+                    return Err(ConfigError::Invalid(
+                        "keys.kek_kms_key_id needs an [aliyun_kms] table (the KMS client)".into(),
+                    ))
+                }
+                Some(crate::secrets::aliyun::KmsMode::AccessKey) => {
+                    return Err(ConfigError::Invalid(
+                        "keys.kek_kms_key_id needs the ClientKey mode of [aliyun_kms] (KMS Encrypt/Decrypt); the AccessKey mode only reads secrets".into(),
+                    ))
+                }
+                Some(crate::secrets::aliyun::KmsMode::ClientKey { .. }) => {}
             }
             if self.keys.kek_file.is_some() || self.keys.kek_env.is_some() {
                 return Err(ConfigError::Invalid(
@@ -359,6 +371,43 @@ mod tests {
         let with_kms = "[keys]\nkek_kms_key_id = \"key-1\"\nkek_env = \"K\"\n[aliyun_kms]\nkms_instance_id = \"kst-x\"\nclient_key_file = \"a\"\npassword_file = \"b\"\ncert_pem_file = \"c\"\n";
         let c = Config::parse(with_kms, Path::new("c")).unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("excludes"));
+        let access_key =
+            "[keys]\nkek_kms_key_id = \"key-1\"\n[aliyun_kms]\nregion_id = \"cn-hangzhou\"\n";
+        let c = Config::parse(access_key, Path::new("c")).unwrap();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("ClientKey mode"));
+    }
+
+    #[test]
+    fn kms_modes_are_chosen_from_the_keys_present() {
+        use crate::secrets::aliyun::KmsMode;
+        let c = Config::parse(
+            "[aliyun_kms]\nregion_id = \"cn-hangzhou\"\naccess_key_id = \"LTAI\"\n",
+            Path::new("c"),
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert!(matches!(
+            c.aliyun_kms.as_ref().map(|k| k.mode()),
+            Some(Ok(KmsMode::AccessKey))
+        ));
+        let partial = "[aliyun_kms]\nkms_instance_id = \"kst-x\"\nclient_key_file = \"a\"\n";
+        let e = Config::parse(partial, Path::new("c"))
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("password_file, cert_pem_file"), "{e}");
+        let mixed = "[aliyun_kms]\nkms_instance_id = \"kst-x\"\nclient_key_file = \"a\"\npassword_file = \"b\"\ncert_pem_file = \"c\"\naccess_key_id = \"LTAI\"\n";
+        let e = Config::parse(mixed, Path::new("c"))
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not both"), "{e}");
     }
 
     #[test]

@@ -116,11 +116,10 @@ pub fn load_or_create(cfg: &Config) -> Result<ServerKeys, KeyError> {
             })?;
         write_private_file(&path, pem.as_bytes())?;
     }
-    let token_signing =
-        p256::ecdsa::SigningKey::from_pkcs8_pem(&read(&path)?).map_err(|_| KeyError::Format {
-            path: path.clone(),
-            what: "expected a PKCS#8 PEM P-256 private key",
-        })?;
+    let token_signing = parse_token_signing_key(&read(&path)?).ok_or(KeyError::Format {
+        path: path.clone(),
+        what: "expected a P-256 private key in PEM (PKCS#8 or SEC1)",
+    })?;
 
     let (path, default) = pick(&cfg.admin.public_key, dir, "admin.pub");
     let mut generated_admin_key = None;
@@ -144,13 +143,10 @@ pub fn load_or_create(cfg: &Config) -> Result<ServerKeys, KeyError> {
         std::fs::write(&path, public).map_err(io(&path))?;
         generated_admin_key = Some(key_path);
     }
-    let admin_public =
-        ed25519_dalek::VerifyingKey::from_public_key_pem(&read(&path)?).map_err(|_| {
-            KeyError::Format {
-                path: path.clone(),
-                what: "expected an Ed25519 public key in PEM (SPKI)",
-            }
-        })?;
+    let admin_public = parse_admin_public_key(&read(&path)?).ok_or(KeyError::Format {
+        path: path.clone(),
+        what: "expected an Ed25519 public key in PEM (SPKI, or an X.509 certificate carrying one)",
+    })?;
 
     Ok(ServerKeys {
         kek,
@@ -158,6 +154,27 @@ pub fn load_or_create(cfg: &Config) -> Result<ServerKeys, KeyError> {
         admin_public,
         generated_admin_key,
     })
+}
+
+/// PKCS#8, or SEC1 (`EC PRIVATE KEY`): the form Helm's `genPrivateKey "ecdsa"` writes, so a
+/// chart can generate the key without a job.
+fn parse_token_signing_key(pem: &str) -> Option<p256::ecdsa::SigningKey> {
+    p256::ecdsa::SigningKey::from_pkcs8_pem(pem)
+        .ok()
+        .or_else(|| p256::SecretKey::from_sec1_pem(pem).ok().map(Into::into))
+}
+
+/// SPKI PEM, or an X.509 certificate whose key is Ed25519: Helm has no function that prints
+/// a bare public key, but `genSelfSignedCertWithKey` wraps one from `genPrivateKey "ed25519"`
+/// in a certificate, which is how the chart generates the admin key pair. Only the key is
+/// used; the certificate's names and dates mean nothing here.
+fn parse_admin_public_key(pem: &str) -> Option<ed25519_dalek::VerifyingKey> {
+    if let Ok(k) = ed25519_dalek::VerifyingKey::from_public_key_pem(pem) {
+        return Some(k);
+    }
+    let cert = openssl::x509::X509::from_pem(pem.as_bytes()).ok()?;
+    let der = cert.public_key().ok()?.public_key_to_der().ok()?;
+    ed25519_dalek::VerifyingKey::from_public_key_der(&der).ok()
 }
 
 fn pick(configured: &Option<PathBuf>, dir: &Path, name: &str) -> (PathBuf, bool) {
@@ -194,6 +211,49 @@ mod tests {
             b.token_signing.verifying_key()
         );
         assert!(admin_key.exists());
+    }
+
+    /// The forms Helm's `genPrivateKey "ecdsa"` and `genSelfSignedCertWithKey` (over an
+    /// Ed25519 key) produce, which the chart writes into its generated Secret.
+    #[test]
+    fn sec1_token_key_and_certificate_wrapped_admin_key_are_accepted() {
+        use openssl::{ec, nid::Nid, pkey::PKey, x509};
+        let group = ec::EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let sec1 = ec::EcKey::generate(&group)
+            .unwrap()
+            .private_key_to_pem()
+            .unwrap();
+        let sec1 = String::from_utf8(sec1).unwrap();
+        assert!(sec1.starts_with("-----BEGIN EC PRIVATE KEY-----"));
+        assert!(parse_token_signing_key(&sec1).is_some());
+
+        let admin = PKey::generate_ed25519().unwrap();
+        let mut name = x509::X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "coffer-admin").unwrap();
+        let name = name.build();
+        let mut b = x509::X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&admin).unwrap();
+        b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        b.sign(&admin, openssl::hash::MessageDigest::null())
+            .unwrap();
+        let pem = String::from_utf8(b.build().to_pem().unwrap()).unwrap();
+        let k = parse_admin_public_key(&pem).unwrap();
+        assert_eq!(k.as_bytes().as_slice(), admin.raw_public_key().unwrap());
+
+        // A certificate over another key type is not an admin key.
+        let rsa = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        let mut b = x509::X509Builder::new().unwrap();
+        b.set_pubkey(&rsa).unwrap();
+        b.sign(&rsa, openssl::hash::MessageDigest::sha256())
+            .unwrap();
+        let pem = String::from_utf8(b.build().to_pem().unwrap()).unwrap();
+        assert!(parse_admin_public_key(&pem).is_none());
     }
 
     #[test]

@@ -151,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
         let backend = coffer_server::secrets::aliyun::AliyunKms::new(kms)
             .context("Aliyun KMS backend")?
             .with_metrics(metrics.kms_requests.clone());
-        tracing::info!(repository = %kms.repository, resource_type = %kms.resource_type, instance = %kms.kms_instance_id, "resources routed to Aliyun KMS");
+        tracing::info!(repository = %kms.repository, resource_type = %kms.resource_type, kms = %backend.describe(), "resources routed to Aliyun KMS");
         routes.push((
             kms.repository.clone(),
             kms.resource_type.clone(),

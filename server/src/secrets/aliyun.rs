@@ -1,5 +1,6 @@
 //! Aliyun KMS instance API (ClientKey authentication): credential loading, protobuf request
-//! bodies and the RSA_PKCS1_SHA_256 request signature.
+//! bodies and the RSA_PKCS1_SHA_256 request signature; and the choice between that and the
+//! AccessKey mode of [`super::aliyun_rpc`].
 //!
 //! [`AliyunKms`] is the `SecretBackend` for `default/aliyun/<secret name>`: the tag is the
 //! KMS secret name, read with GetSecretValue (current version); the backend is read-only.
@@ -12,6 +13,9 @@ use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
 use sha2::{Digest, Sha256};
 
+use super::aliyun_rpc::{
+    self, AccessKey, AccessKeyError, ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET, ENV_REGION_ID,
+};
 use super::SecretError;
 use zeroize::Zeroizing;
 
@@ -202,21 +206,35 @@ fn decode_fields(mut b: &[u8]) -> Option<std::collections::HashMap<u32, Vec<u8>>
     Some(out)
 }
 
-/// Settings of the KMS instance (the PAI-EAS guide's values).
+/// `[aliyun_kms]`: how to reach Aliyun KMS. Two modes, as in Alibaba's Trustee:
+/// ClientKey (the KMS instance API; the PAI-EAS guide's values) when any of
+/// `kms_instance_id`, `client_key_file`, `password_file` is set, otherwise AccessKey (the
+/// public KMS OpenAPI, GetSecretValue only; see [`super::aliyun_rpc`]).
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AliyunKmsConfig {
-    /// Region, e.g. `cn-hangzhou` (informational; the instance endpoint is regional).
+    /// Region, e.g. `cn-hangzhou`. AccessKey mode sends it as `RegionId` and derives the
+    /// endpoint `kms.<region>.aliyuncs.com` from it; empty there means `$ALIYUN_KMS_REGION_ID`.
     #[serde(default)]
     pub region_id: String,
-    /// KMS instance id, `kst-...`; the endpoint is `<id>.cryptoservice.kms.aliyuncs.com`.
-    pub kms_instance_id: String,
-    /// `clientKey_<KeyId>.json`.
-    pub client_key_file: std::path::PathBuf,
-    /// Password file (plain text or `{"ClientKeyPassword": ...}`).
-    pub password_file: std::path::PathBuf,
-    /// `PrivateKmsCA_<instance id>.pem`: the only CAs trusted for the endpoint.
-    pub cert_pem_file: std::path::PathBuf,
+    /// ClientKey mode: KMS instance id, `kst-...`; the endpoint is
+    /// `<id>.cryptoservice.kms.aliyuncs.com`.
+    #[serde(default)]
+    pub kms_instance_id: Option<String>,
+    /// ClientKey mode: `clientKey_<KeyId>.json`.
+    #[serde(default)]
+    pub client_key_file: Option<std::path::PathBuf>,
+    /// ClientKey mode: password file (plain text or `{"ClientKeyPassword": ...}`).
+    #[serde(default)]
+    pub password_file: Option<std::path::PathBuf>,
+    /// `PrivateKmsCA_<instance id>.pem`. ClientKey mode: required, the only CAs trusted.
+    /// AccessKey mode: optional extra CAs beside the public roots (private cloud, tests).
+    #[serde(default)]
+    pub cert_pem_file: Option<std::path::PathBuf>,
+    /// AccessKey mode: the AccessKey id; empty means `$ALIYUN_KMS_ACCESS_KEY_ID`. The secret
+    /// is only ever read from `$ALIYUN_KMS_ACCESS_KEY_SECRET`.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
     /// `host:port` override of the endpoint (private cloud, tests).
     #[serde(default)]
     pub endpoint: Option<String>,
@@ -226,6 +244,78 @@ pub struct AliyunKmsConfig {
     /// Type routed to KMS (default `aliyun`).
     #[serde(default = "default_type")]
     pub resource_type: String,
+}
+
+/// Which authentication an `[aliyun_kms]` table selects, with the ClientKey files resolved.
+#[derive(Debug, Clone, Copy)]
+pub enum KmsMode<'a> {
+    /// The KMS instance API with an application access point's ClientKey.
+    ClientKey {
+        /// `kst-...`.
+        instance: &'a str,
+        /// `clientKey_<KeyId>.json`.
+        client_key: &'a Path,
+        /// Its password file.
+        password: &'a Path,
+        /// The instance CA bundle.
+        ca: &'a Path,
+    },
+    /// The public OpenAPI with a RAM AccessKey (GetSecretValue only).
+    AccessKey,
+}
+
+impl AliyunKmsConfig {
+    /// The mode these settings select; an incomplete ClientKey set or a ClientKey set mixed
+    /// with `access_key_id` is an error naming the keys, not a silent switch of mode.
+    pub fn mode(&self) -> Result<KmsMode<'_>, KmsModeError> {
+        let instance = self.kms_instance_id.as_deref().filter(|s| !s.is_empty());
+        let client_key = self.client_key_file.as_deref();
+        let password = self.password_file.as_deref();
+        if instance.is_none() && client_key.is_none() && password.is_none() {
+            return Ok(KmsMode::AccessKey);
+        }
+        if self.access_key_id.is_some() {
+            return Err(KmsModeError::Mixed);
+        }
+        match (
+            instance,
+            client_key,
+            password,
+            self.cert_pem_file.as_deref(),
+        ) {
+            (Some(instance), Some(client_key), Some(password), Some(ca)) => {
+                Ok(KmsMode::ClientKey {
+                    instance,
+                    client_key,
+                    password,
+                    ca,
+                })
+            }
+            _ => Err(KmsModeError::Incomplete(
+                [
+                    ("kms_instance_id", instance.is_none()),
+                    ("client_key_file", client_key.is_none()),
+                    ("password_file", password.is_none()),
+                    ("cert_pem_file", self.cert_pem_file.is_none()),
+                ]
+                .iter()
+                .filter(|(_, missing)| *missing)
+                .map(|(k, _)| *k)
+                .collect(),
+            )),
+        }
+    }
+}
+
+/// An `[aliyun_kms]` table that selects no mode.
+#[derive(Debug, thiserror::Error)]
+pub enum KmsModeError {
+    /// ClientKey keys beside `access_key_id`.
+    #[error("aliyun_kms: set either the ClientKey keys (kms_instance_id, client_key_file, password_file, cert_pem_file) or access_key_id, not both")]
+    Mixed,
+    /// Some ClientKey keys are set, these are not.
+    #[error("aliyun_kms: ClientKey mode needs {} as well", .0.join(", "))]
+    Incomplete(Vec<&'static str>),
 }
 
 fn default_repository() -> String {
@@ -241,16 +331,28 @@ pub enum KmsSetupError {
     /// Credentials.
     #[error(transparent)]
     Credential(#[from] KmsCredentialError),
+    /// AccessKey mode settings.
+    #[error(transparent)]
+    AccessKey(#[from] AccessKeyError),
+    /// The `[aliyun_kms]` table selects no usable mode.
+    #[error(transparent)]
+    Mode(#[from] KmsModeError),
     /// CA bundle or HTTP client.
     #[error("{0}")]
     Tls(String),
+}
+
+/// How requests are authenticated.
+enum Auth {
+    ClientKey(ClientKey),
+    AccessKey { key: AccessKey, region_id: String },
 }
 
 /// The Aliyun KMS secret backend.
 pub struct AliyunKms {
     http: reqwest::Client,
     url: String,
-    key: ClientKey,
+    auth: Auth,
     outcomes: Option<prometheus::IntCounterVec>,
 }
 
@@ -258,37 +360,97 @@ pub struct AliyunKms {
 const ATTEMPTS: u32 = 3;
 
 impl AliyunKms {
-    /// Loads credentials and the CA bundle.
+    /// Loads credentials and the CA bundle (AccessKey mode: from the environment).
     pub fn new(cfg: &AliyunKmsConfig) -> Result<Self, KmsSetupError> {
-        let key = ClientKey::load(&cfg.client_key_file, &cfg.password_file)?;
-        let pem = std::fs::read(&cfg.cert_pem_file)
-            .map_err(|e| KmsSetupError::Tls(format!("{}: {e}", cfg.cert_pem_file.display())))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| KmsSetupError::Tls(format!("{}: {e}", cfg.cert_pem_file.display())))?;
-        if certs.is_empty() {
-            return Err(KmsSetupError::Tls(format!(
-                "{}: no certificate",
-                cfg.cert_pem_file.display()
-            )));
-        }
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let (auth, host, ca, public_roots) = match cfg.mode()? {
+            KmsMode::ClientKey {
+                instance,
+                client_key,
+                password,
+                ca,
+            } => (
+                Auth::ClientKey(ClientKey::load(client_key, password)?),
+                format!("{instance}.cryptoservice.kms.aliyuncs.com"),
+                Some(ca),
+                false,
+            ),
+            KmsMode::AccessKey => {
+                let id = cfg
+                    .access_key_id
+                    .clone()
+                    .filter(|v| !v.trim().is_empty())
+                    .or_else(|| env(ENV_ACCESS_KEY_ID))
+                    .ok_or(AccessKeyError::Missing {
+                        what: "the AccessKey id",
+                        key: "access_key_id",
+                        env: ENV_ACCESS_KEY_ID,
+                    })?;
+                let missing_secret = AccessKeyError::Missing {
+                    what: "the AccessKey secret",
+                    key: "-",
+                    env: ENV_ACCESS_KEY_SECRET,
+                };
+                let secret = Zeroizing::new(env(ENV_ACCESS_KEY_SECRET).ok_or(missing_secret)?);
+                let key = AccessKey::new(&id, secret).ok_or(AccessKeyError::Missing {
+                    what: "the AccessKey id",
+                    key: "access_key_id",
+                    env: ENV_ACCESS_KEY_ID,
+                })?;
+                let region_id = Some(cfg.region_id.trim().to_string())
+                    .filter(|r| !r.is_empty())
+                    .or_else(|| env(ENV_REGION_ID))
+                    .ok_or(AccessKeyError::Missing {
+                        what: "the region",
+                        key: "region_id",
+                        env: ENV_REGION_ID,
+                    })?;
+                let host = format!("kms.{region_id}.aliyuncs.com");
+                (
+                    Auth::AccessKey { key, region_id },
+                    host,
+                    cfg.cert_pem_file.as_deref(),
+                    true,
+                )
+            }
+        };
         let mut b = reqwest::Client::builder()
-            .tls_built_in_root_certs(false)
+            .tls_built_in_root_certs(public_roots)
             .timeout(std::time::Duration::from_secs(10))
             .https_only(true);
-        for c in certs {
-            b = b.add_root_certificate(c);
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca)
+                .map_err(|e| KmsSetupError::Tls(format!("{}: {e}", ca.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| KmsSetupError::Tls(format!("{}: {e}", ca.display())))?;
+            if certs.is_empty() {
+                return Err(KmsSetupError::Tls(format!(
+                    "{}: no certificate",
+                    ca.display()
+                )));
+            }
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
         }
         let http = b.build().map_err(|e| KmsSetupError::Tls(e.to_string()))?;
-        let host = cfg
-            .endpoint
-            .clone()
-            .unwrap_or_else(|| format!("{}.cryptoservice.kms.aliyuncs.com", cfg.kms_instance_id));
+        let host = cfg.endpoint.clone().unwrap_or(host);
         Ok(AliyunKms {
             http,
             url: format!("https://{host}/"),
-            key,
+            auth,
             outcomes: None,
         })
+    }
+
+    /// What the server logs about this client: mode and the public half of the credential.
+    pub fn describe(&self) -> String {
+        match &self.auth {
+            Auth::ClientKey(k) => format!("ClientKey {} at {}", k.key_id, self.url),
+            Auth::AccessKey { key, region_id } => {
+                format!("AccessKey {} in {region_id} at {}", key.id(), self.url)
+            }
+        }
     }
 
     /// Counts request outcomes in `counter` (label `outcome`).
@@ -319,6 +481,9 @@ impl AliyunKms {
     }
 
     async fn fetch(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, SecretError> {
+        if let Auth::AccessKey { key, region_id } = &self.auth {
+            return self.fetch_rpc(key, region_id, name).await;
+        }
         let body = get_secret_value_request(name, "", "");
         Ok(self
             .call("GetSecretValue", body)
@@ -377,13 +542,17 @@ impl AliyunKms {
         api: &str,
         body: Vec<u8>,
     ) -> Result<Option<std::collections::HashMap<u32, Vec<u8>>>, SecretError> {
+        let Auth::ClientKey(key) = &self.auth else {
+            return Err(SecretError::Refused(format!(
+                "KMS {api} needs the ClientKey mode (the AccessKey mode only reads secrets)"
+            )));
+        };
         let sha = content_sha256(&body);
         let mut delay = std::time::Duration::from_millis(100);
         for attempt in 1..=ATTEMPTS {
             let date = httpdate::fmt_http_date(std::time::SystemTime::now());
-            let sig = self
-                .key
-                .sign(&string_to_sign(&sha, &date, &self.key.key_id, api))
+            let sig = key
+                .sign(&string_to_sign(&sha, &date, &key.key_id, api))
                 .ok_or_else(|| SecretError::Refused("cannot sign the KMS request".into()))?;
             let resp = self
                 .http
@@ -395,7 +564,7 @@ impl AliyunKms {
                 .header("x-kms-apiversion", API_VERSION)
                 .header("x-kms-apiname", api)
                 .header("x-kms-signaturemethod", SIGNATURE_METHOD)
-                .header("x-kms-acccesskeyid", &self.key.key_id)
+                .header("x-kms-acccesskeyid", &key.key_id)
                 .header("authorization", format!("Bearer {sig}"))
                 .body(body.clone())
                 .send()
@@ -429,6 +598,103 @@ impl AliyunKms {
                             return Err(SecretError::Refused(format!(
                                 "KMS {status} {code} (request {request_id})"
                             )))
+                        }
+                    }
+                }
+            };
+            if attempt == ATTEMPTS {
+                return Err(SecretError::Unavailable(retry));
+            }
+            self.count("retry");
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+        Err(SecretError::Unavailable("KMS retries exhausted".into()))
+    }
+}
+
+impl AliyunKms {
+    /// GetSecretValue through the OpenAPI (AccessKey mode), with the same retry rules as the
+    /// instance API; a fresh timestamp and nonce per attempt, since the service refuses a
+    /// reused nonce.
+    async fn fetch_rpc(
+        &self,
+        key: &AccessKey,
+        region_id: &str,
+        name: &str,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, SecretError> {
+        let mut delay = std::time::Duration::from_millis(100);
+        for attempt in 1..=ATTEMPTS {
+            let ts = aliyun_rpc::timestamp(time::OffsetDateTime::now_utc());
+            let nonce = aliyun_rpc::nonce();
+            let params =
+                aliyun_rpc::get_secret_value_params(key.id(), region_id, name, &ts, &nonce);
+            let query = aliyun_rpc::signed_query(key, &params)
+                .map_err(|e| SecretError::Refused(e.to_string()))?;
+            let resp = self
+                .http
+                .post(format!("{}?{query}", self.url))
+                .header(
+                    "user-agent",
+                    concat!("coffer-server/", env!("CARGO_PKG_VERSION")),
+                )
+                .header("x-acs-version", aliyun_rpc::API_VERSION)
+                .header("x-acs-action", "GetSecretValue")
+                .header("x-sdk-invoke-type", "normal")
+                .send()
+                .await;
+            let retry = match resp {
+                Err(e) => format!("KMS unreachable: {e}"),
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let bytes = r.bytes().await.unwrap_or_default();
+                    let json: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
+                    if (200..300).contains(&status) {
+                        let data = json
+                            .as_ref()
+                            .and_then(|v| v.get("SecretData"))
+                            .and_then(|v| v.as_str())
+                            .ok_or_else(|| {
+                                SecretError::Unavailable(
+                                    "KMS answer is not JSON with a SecretData string".into(),
+                                )
+                            })?;
+                        return Ok(Some(Zeroizing::new(data.as_bytes().to_vec())));
+                    }
+                    let Some(json) = json else {
+                        return Err(SecretError::Unavailable(format!(
+                            "KMS answered HTTP {status} without a JSON error body"
+                        )));
+                    };
+                    let text = |k: &str| {
+                        json.get(k)
+                            .and_then(|v| v.as_str())
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    let (code, request_id) = (text("Code"), text("RequestId"));
+                    tracing::warn!(status, code = %code, request_id = %request_id, attempt, "KMS error");
+                    match status {
+                        404 if code == "Forbidden.ResourceNotFound" => return Ok(None),
+                        429 | 500 | 503 => format!("KMS {status} {code} (request {request_id})"),
+                        _ => {
+                            // The service's Message can quote the string to sign; only the
+                            // code goes out, with a hint for the usual credential mistakes.
+                            let hint = match code.as_str() {
+                                "SignatureDoesNotMatch" | "IncompleteSignature" => {
+                                    ": the AccessKey secret does not match the AccessKey id"
+                                }
+                                c if c.starts_with("InvalidAccessKeyId") => {
+                                    ": unknown or disabled AccessKey id"
+                                }
+                                c if c.starts_with("InvalidTimeStamp") => {
+                                    ": the server clock is off"
+                                }
+                                _ => "",
+                            };
+                            return Err(SecretError::Refused(format!(
+                                "KMS {status} {code} (request {request_id}){hint}"
+                            )));
                         }
                     }
                 }

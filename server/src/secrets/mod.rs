@@ -2,6 +2,7 @@
 //! keeps resources in the database, sealed with AES-256-GCM under a key-encryption key.
 
 pub mod aliyun;
+pub mod aliyun_rpc;
 pub mod kek_kms;
 mod sealed_db;
 
