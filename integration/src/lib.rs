@@ -54,8 +54,22 @@ impl Server {
 
     /// As [`Server::start`], with extra environment variables for the server process.
     pub fn start_with_env(root: &Path, config: Option<&str>, env: &[(&str, &str)]) -> Server {
+        Self::start_full(root, config, &[], env)
+    }
+
+    /// Like [`Server::start`], with extra command-line arguments for `coffer-server`.
+    pub fn start_with_args(root: &Path, config: Option<&str>, args: &[&str]) -> Server {
+        Self::start_full(root, config, args, &[])
+    }
+
+    fn start_full(
+        root: &Path,
+        config: Option<&str>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let data_dir = root.join("data");
-        let mut extra_args = Vec::new();
+        let mut extra_args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         if let Some(text) = config {
             let cfg = root.join("coffer-server.toml");
             std::fs::write(&cfg, text).expect("write config");
@@ -74,29 +88,6 @@ impl Server {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            log_path,
-        };
-        s.spawn();
-        s
-    }
-
-    /// Like [`Server::start`], with extra command-line arguments for `coffer-server`.
-    pub fn start_with_args(root: &Path, config: Option<&str>, args: &[&str]) -> Server {
-        let data_dir = root.join("data");
-        let mut extra_args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        if let Some(text) = config {
-            let cfg = root.join("coffer-server.toml");
-            std::fs::write(&cfg, text).expect("write config");
-            extra_args.push("--config".to_string());
-            extra_args.push(cfg.display().to_string());
-        }
-        let log_path = data_dir.with_extension("log");
-        let mut s = Server {
-            child: None,
-            url: String::new(),
-            data_dir,
-            port: 0,
-            extra_args,
             log_path,
         };
         s.spawn();

@@ -196,7 +196,8 @@ kinds = validate_all("guide", rendered)
 cm = config_of(kinds)
 cfg = tomllib.loads(cm)
 check(cfg["server"]["insecure_http"] is True, "guide: the chart opts in to plain HTTP (Trustee chart values)")
-check("path_prefixes" not in cfg["server"], "guide: no path_prefixes unless kbs.pathPrefixes is set")
+check(cfg["server"].get("path_prefixes") == ["/api", "/trustee"],
+      f"guide: KBS also under /api and /<release> (got {cfg['server'].get('path_prefixes')})")
 kms = cfg.get("aliyun_kms", {})
 check(kms.get("kms_instance_id") == "kst-xxx" and kms.get("region_id") == "cn-hangzhou",
       "guide: kmsIntanceId (the guide's spelling) and regionId reach [aliyun_kms]")
@@ -244,14 +245,14 @@ check("insecure_http = false" in tls and "[server.tls]" in tls, "guide+tls: HTTP
 # values.schema.json is applied (a misspelt enum is refused before templates run).
 refused("schema", merge(deep(guide), {"alb": {"addressType": "Public"}}), "addressType")
 
-# 6. Path prefixes (server.path_prefixes lands with the server side separately): rendered only
-#    when set; each entry a template. Written to OUT/pending/ (see check-deploy.sh).
-pp = merge(deep(guide), {"kbs": {"pathPrefixes": ["/api", "/{{ .Release.Name }}"]}})
-ppk = validate_all("path-prefixes", render(pp, release))
-ppc = tomllib.loads(config_of(ppk))
-check(ppc["server"].get("path_prefixes") == ["/api", "/trustee"], f"path-prefixes: {ppc['server'].get('path_prefixes')}")
-os.makedirs(f"{OUT}/pending", exist_ok=True)
-open(f"{OUT}/pending/path-prefixes.toml", "w").write(config_of(ppk))
+# 6. Path prefixes: each entry a template; [] renders none (the KBS at the root only).
+pp = merge(deep(guide), {"kbs": {"pathPrefixes": ["/gw", "/{{ .Release.Name }}-kbs"]}})
+ppc = tomllib.loads(config_of(validate_all("path-prefixes", render(pp, release))))
+check(ppc["server"].get("path_prefixes") == ["/gw", "/trustee-kbs"], f"path-prefixes: {ppc['server'].get('path_prefixes')}")
+none = merge(deep(guide), {"kbs": {"pathPrefixes": []}})
+nonec = config_of(validate_all("no-path-prefixes", render(none, release)))
+check(tomllib.loads(nonec)["server"]["path_prefixes"] == [], "pathPrefixes=[]: no prefix (not the server's /api default)")
+open(f"{OUT}/path-prefixes.toml", "w").write(config_of(validate_all("path-prefixes", render(pp, release))))
 
 # 7. The ACK profile (ci/ack-alb-values.yaml) with the guide's KMS files.
 ack = yaml.safe_load(open(f"{CHART}/ci/ack-alb-values.yaml"))

@@ -108,8 +108,11 @@ pub fn path_prefix_problem(prefix: &str) -> Option<&'static str> {
             return Some("segments may only contain ASCII letters, digits, '-', '.', '_', '~'");
         }
     }
-    if prefix == "/kbs" || prefix.starts_with("/kbs/") || prefix.starts_with("/coffer/") {
-        return Some("must not shadow coffer's own /kbs or /coffer paths");
+    // A prefix inside /kbs/ or /coffer/ would capture requests those routes serve (e.g.
+    // /kbs/v0/resource/kbs/v0/x is a resource path). Exactly /kbs or /coffer is fine (a
+    // helm release named `kbs`): /kbs/kbs/v0/... is no route of its own.
+    if prefix.starts_with("/kbs/") || prefix.starts_with("/coffer/") {
+        return Some("must not lie inside coffer's own /kbs/ or /coffer/ paths");
     }
     None
 }
@@ -413,7 +416,7 @@ mod tests {
     #[test]
     fn path_prefixes_are_validated() {
         assert_eq!(Config::default().server.path_prefixes, vec!["/api"]);
-        for good in ["/api", "/trustee", "/a/b-c_1"] {
+        for good in ["/api", "/trustee", "/a/b-c_1", "/kbs", "/coffer"] {
             assert_eq!(path_prefix_problem(good), None, "{good}");
         }
         for bad in [
@@ -425,7 +428,6 @@ mod tests {
             "/..",
             "/a/.",
             "/a b",
-            "/kbs",
             "/kbs/v0",
             "/coffer/v1",
         ] {

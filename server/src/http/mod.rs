@@ -220,6 +220,12 @@ mod tests {
             Some("/kbs/v0/resource/a/b/c?x=1")
         );
         assert_eq!(map("/rel/x/kbs/v0/auth").as_deref(), Some("/kbs/v0/auth"));
+        // A release named `kbs`: its prefix does not capture the root API.
+        let k = vec!["/kbs".to_string()];
+        let kmap = |u: &str| unprefixed_uri(&u.parse().unwrap(), &k).map(|u| u.to_string());
+        assert_eq!(kmap("/kbs/kbs/v0/auth").as_deref(), Some("/kbs/v0/auth"));
+        assert_eq!(kmap("/kbs/v0/auth"), None);
+        assert_eq!(kmap("/kbs/v0/resource/kbs/v0/x"), None);
         assert_eq!(
             map("/api/rvps/query").as_deref(),
             Some("/kbs/v0/rvps/query")
