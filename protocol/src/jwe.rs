@@ -298,7 +298,7 @@ pub fn decrypt_legacy(
     buf.truncate(split);
     let cipher = Aes256Gcm::new_from_slice(&cek).map_err(|_| JweError::Decrypt)?;
     cipher
-        .decrypt_in_place_detached(&Nonce::from(iv), &[], &mut *buf, &tag)
+        .decrypt_in_place_detached(&Nonce::from(iv), &[], &mut buf, &tag)
         .map_err(|_| JweError::Decrypt)?;
     Ok(buf)
 }

@@ -111,6 +111,6 @@ pub(crate) fn decrypt(
     ctx.decrypt_init().ok()?;
     configure(&mut ctx, alg)?;
     let mut out = Zeroizing::new(Vec::new());
-    ctx.decrypt_to_vec(data, &mut *out).ok()?;
+    ctx.decrypt_to_vec(data, &mut out).ok()?;
     Some(out)
 }
