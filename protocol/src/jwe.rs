@@ -93,7 +93,7 @@ fn ec_xy(key: &p256::PublicKey) -> Value {
     json!({"crv": "P-256", "kty": "EC", "x": x, "y": y})
 }
 
-/// Encrypts `plaintext` to `key`.
+/// Encrypts `plaintext` to `key` in the RFC 7516 layout (protocol 0.2.0 and later).
 pub fn encrypt(key: &TeePubKey, plaintext: &[u8]) -> Result<FlattenedJwe, JweError> {
     let mut rng = rand::rngs::OsRng;
     let mut cek = Zeroizing::new([0u8; 32]);
@@ -145,7 +145,7 @@ fn field(v: &str, what: &'static str) -> Result<Vec<u8>, JweError> {
     b64::url_decode(v).map_err(|_| JweError::Malformed(what))
 }
 
-/// Decrypts a JWE with the TEE's private key.
+/// Decrypts an RFC 7516 (protocol 0.2.0 and later) JWE with the TEE's private key.
 pub fn decrypt(key: &TeeKeyPair, jwe: &FlattenedJwe) -> Result<Zeroizing<Vec<u8>>, JweError> {
     let header: Value = serde_json::from_slice(&field(&jwe.protected, "protected")?)
         .map_err(|_| JweError::Malformed("protected header is not JSON"))?;

@@ -112,11 +112,13 @@ pub const SESSION_COOKIE: &str = "kbs-session-id";
 /// `POST /kbs/v0/auth` body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
-    /// Protocol version; must be exactly [`PROTOCOL_VERSION`].
+    /// Protocol version; one of [`ProtocolVersion::ALL`] (kept as text so that an unknown
+    /// version gets a precise answer rather than a parse error).
     pub version: String,
     /// Evidence type, e.g. `sample` or `tdx`.
     pub tee: String,
-    /// Free-form parameters; clients list `supported-hash-algorithms` here.
+    /// Free-form parameters: a string in 0.1.0 (PAI-EAS probes with `"foo"`), later an
+    /// object listing `supported-hash-algorithms`.
     #[serde(rename = "extra-params", default)]
     pub extra_params: Value,
 }
@@ -191,7 +193,7 @@ pub struct TeeEvidence {
     pub additional_evidence: String,
 }
 
-/// `POST /kbs/v0/attest` body.
+/// `POST /kbs/v0/attest` body of protocol 0.4.0 (see [`AttestationParts`] for all versions).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Attestation {
     /// Launch-time initial data, if any.

@@ -125,6 +125,7 @@ impl Kbs {
             expires_at: now + self.session_ttl_secs,
         };
         self.store.create_session(&session).await?;
+        tracing::debug!(session = %session.id, protocol = %version, tee = %session.tee, "handshake opened");
         let SessionState::Authed { nonce } = &session.state else {
             unreachable!("just built")
         };
