@@ -571,3 +571,38 @@ async fn unknown_versions_name_the_accepted_set() {
     .await;
     assert!(p.detail.contains("invalid request body"), "{}", p.detail);
 }
+
+#[tokio::test]
+async fn v0_1_0_handshake_spans_postgres_replicas() {
+    // The version lives in the session row, so each step may land on another replica.
+    let dir = tempfile::tempdir().unwrap();
+    let db = Server::fresh_postgres();
+    let data = dir.path().join("shared-keys");
+    let a = Server::start_replica(&data, &db, "a");
+    let b = Server::start_replica(&data, &db, "b");
+    let f = dir.path().join("secret.bin");
+    std::fs::write(&f, SECRET).unwrap();
+    a.admin(&[
+        "set-resource",
+        "default/test/key1",
+        "--file",
+        f.to_str().unwrap(),
+    ]);
+    b.admin(&["set-resource-policy", "--allow-all"]);
+
+    let (key, jwk, sorted) = rsa1_5_key();
+    let mut on_a = Guest::new(&a.url);
+    let nonce = on_a.auth("0.1.0").await;
+    let on_b = Guest {
+        cookie: on_a.cookie.clone(),
+        ..Guest::new(&b.url)
+    };
+    let body = json!({"tee-pubkey": jwk,
+        "tee-evidence": sample(&old_binding(&nonce, &sorted)).to_string()});
+    assert_eq!(on_b.attest(&body).await.status(), 200);
+    // Released in the legacy layout by either replica.
+    let jwe = on_a.get_jwe(None).await;
+    assert_eq!(open_legacy(&key, &jwe), SECRET);
+    let jwe = on_b.get_jwe(None).await;
+    assert_eq!(open_legacy(&key, &jwe), SECRET);
+}
