@@ -1,12 +1,13 @@
-//! The guest side of the KBS protocol: RCAR handshake and resource retrieval.
+//! The guest side of the KBS protocol: RCAR handshake and resource retrieval, in any
+//! protocol version from 0.1.0 to 0.4.0 so that older KBSes can be reached too.
 
-use coffer_protocol::jwe::{self, FlattenedJwe};
+use coffer_protocol::jwe::{self, FlattenedJwe, JweShape};
+use coffer_protocol::jwk::ALG_RSA1_5;
 use coffer_protocol::messages::{
-    Attestation, AttestationToken, Challenge, InitData, Request, RuntimeData, TeeEvidence,
-    SESSION_COOKIE,
+    AttestationParts, AttestationToken, Challenge, InitData, Request, SESSION_COOKIE,
 };
-use coffer_protocol::runtime_data::runtime_data_hash;
-use coffer_protocol::{HashAlgorithm, ResourcePath, TeeKeyPair};
+use coffer_protocol::runtime_data::binding_hash;
+use coffer_protocol::{HashAlgorithm, ProtocolVersion, ResourcePath, TeeKeyPair};
 use zeroize::Zeroizing;
 
 use crate::error::check;
@@ -25,6 +26,7 @@ pub struct KbsClient {
     cookie: Option<String>,
     token: Option<String>,
     init_data: Option<InitData>,
+    version: ProtocolVersion,
 }
 
 impl KbsClient {
@@ -43,7 +45,16 @@ impl KbsClient {
             cookie: None,
             token: None,
             init_data: None,
+            version: ProtocolVersion::default(),
         }
+    }
+
+    /// Speaks KBS protocol `version` (default: the newest, 0.4.0). 0.1.x servers release
+    /// only to an RSA key used with `RSA1_5`, which the key given to [`KbsClient::new`]
+    /// must then be.
+    pub fn with_protocol_version(mut self, version: ProtocolVersion) -> Self {
+        self.version = version;
+        self
     }
 
     /// Sends this init-data (TOML) with the evidence; a TD's MRCONFIGID must carry its
@@ -91,12 +102,25 @@ impl KbsClient {
 
     /// Runs the RCAR handshake (`/auth` then `/attest`) and returns the attestation token.
     pub async fn attest(&mut self) -> Result<String, ClientError> {
+        if self.version.jwe_shape() == JweShape::Legacy && self.key.alg() != ALG_RSA1_5 {
+            return Err(ClientError::Config(format!(
+                "KBS protocol {} releases secrets only to an RSA key used with RSA1_5, not {}",
+                self.version,
+                self.key.alg()
+            )));
+        }
+        if self.init_data.is_some() && !self.version.has_runtime_data() {
+            return Err(ClientError::Config(format!(
+                "init-data needs KBS protocol 0.4.0; protocol {} has no place for it",
+                self.version
+            )));
+        }
         let url = self.url("auth");
         let resp = self
             .with_cookie(
                 self.http
                     .post(&url)
-                    .json(&Request::new(self.provider.tee())),
+                    .json(&Request::for_version(self.version, self.provider.tee())),
             )
             .send()
             .await
@@ -107,26 +131,28 @@ impl KbsClient {
             .json()
             .await
             .map_err(|e| ClientError::Protocol(format!("invalid challenge: {e}")))?;
-        let alg = match challenge.selected_hash_algorithm() {
+        // 0.1.0 had no negotiation: its servers always hash with SHA-384.
+        let selected = match self.version {
+            ProtocolVersion::V0_1_0 => None,
+            _ => challenge.selected_hash_algorithm(),
+        };
+        let alg = match selected {
             None => HashAlgorithm::Sha384,
             Some(name) => HashAlgorithm::from_name(name).ok_or_else(|| {
                 ClientError::Protocol(format!("server selected unsupported hash {name}"))
             })?,
         };
         let tee_pubkey = self.key.public_jwk();
-        let hash = runtime_data_hash(alg, &challenge.nonce, &tee_pubkey, "");
+        let hash = binding_hash(self.version, alg, &challenge.nonce, &tee_pubkey, "");
         let evidence = self.provider.evidence(&hash).await?;
-        let body = Attestation {
+        let body = AttestationParts {
+            tee_pubkey,
+            evidence,
+            additional_evidence: String::new(),
+            nonce: Some(challenge.nonce),
             init_data: self.init_data.clone(),
-            runtime_data: RuntimeData {
-                nonce: challenge.nonce,
-                tee_pubkey,
-            },
-            tee_evidence: TeeEvidence {
-                primary_evidence: evidence,
-                additional_evidence: String::new(),
-            },
-        };
+        }
+        .to_body(self.version);
         let url = self.url("attest");
         let resp = self
             .with_cookie(self.http.post(&url).json(&body))
@@ -166,7 +192,7 @@ impl KbsClient {
                     let jwe: FlattenedJwe = resp.json().await.map_err(|e| {
                         ClientError::Protocol(format!("resource answer is not a JWE: {e}"))
                     })?;
-                    return Ok(jwe::decrypt(&self.key, &jwe)?);
+                    return Ok(jwe::decrypt_as(self.version.jwe_shape(), &self.key, &jwe)?);
                 }
                 Err(e) if e.status() == Some(401) => last = Some(e),
                 Err(e) => return Err(e),

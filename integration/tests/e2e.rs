@@ -388,7 +388,7 @@ async fn malformed_requests_get_problem_bodies() {
     let p = problem(
         g.post(
             "auth",
-            r#"{"version":"0.3.0","tee":"sample","extra-params":{}}"#,
+            r#"{"version":"0.5.0","tee":"sample","extra-params":{}}"#,
         )
         .await,
         401,

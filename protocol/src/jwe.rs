@@ -1,20 +1,26 @@
 //! The flattened JSON JWE in which a resource travels to the TEE.
 //!
-//! `ECDH-ES+A256KW` (Concat KDF with SHA-256, RFC 7518 §4.6, then AES Key Wrap) for EC
-//! P-256 keys, RSA-OAEP-256 / RSA-OAEP / RSA1_5 for RSA keys; content is always `A256GCM`
-//! with the ASCII of the `protected` member as additional authenticated data.
+//! Two layouts share the same five members (`protected`, `encrypted_key`, `iv`,
+//! `ciphertext`, `tag`):
+//!
+//! * RFC 7516 ([`JweShape::Rfc7516`], protocol 0.2.0 and later): `ECDH-ES+A256KW` (Concat
+//!   KDF with SHA-256, RFC 7518 §4.6, then AES Key Wrap) for EC P-256 keys,
+//!   RSA-OAEP-256 / RSA-OAEP / RSA1_5 for RSA keys; content is `A256GCM` with the ASCII of
+//!   the base64url `protected` member as additional authenticated data and the tag apart.
+//! * Legacy ([`JweShape::Legacy`], protocol 0.1.0 and 0.1.1): `protected` is the raw JSON
+//!   text `{"alg":"RSA1_5","enc":"A256GCM"}`, the content key is wrapped with RSA PKCS#1
+//!   v1.5, AES-256-GCM runs without AAD, `ciphertext` is ciphertext‖tag and `tag` is empty.
 
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
 use rand::RngCore;
-use rsa::{Oaep, Pkcs1v15Encrypt};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::b64;
-use crate::jwk::{ec_coordinates, TeeKeyPair, TeePubKey, ALG_ECDH_ES_A256KW};
+use crate::jwk::{ec_coordinates, TeeKeyPair, TeePubKey, ALG_ECDH_ES_A256KW, ALG_RSA1_5, RSA_ALGS};
 
 /// Content encryption algorithm.
 pub const ENC_A256GCM: &str = "A256GCM";
@@ -37,7 +43,22 @@ pub enum JweError {
     /// Encrypting failed (RSA error).
     #[error("JWE encryption failed")]
     Encrypt,
+    /// The legacy (0.1.x) layout can only wrap to an `RSA1_5` key.
+    #[error("protocol 0.1.x responses can only be encrypted to an RSA1_5 tee-pubkey, not {0}")]
+    LegacyKey(String),
 }
+
+/// Which Response layout the peer's protocol version expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JweShape {
+    /// Protocol 0.1.0 and 0.1.1: raw JSON header, RSA1_5, no AAD, tag inside `ciphertext`.
+    Legacy,
+    /// Protocol 0.2.0 and later: RFC 7516 flattened JSON.
+    Rfc7516,
+}
+
+/// The exact `protected` member of a legacy Response.
+pub const LEGACY_PROTECTED: &str = r#"{"alg":"RSA1_5","enc":"A256GCM"}"#;
 
 /// A flattened JSON JWE, member names and order as Trustee sends them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,7 +93,7 @@ fn ec_xy(key: &p256::PublicKey) -> Value {
     json!({"crv": "P-256", "kty": "EC", "x": x, "y": y})
 }
 
-/// Encrypts `plaintext` to `key`.
+/// Encrypts `plaintext` to `key` in the RFC 7516 layout (protocol 0.2.0 and later).
 pub fn encrypt(key: &TeePubKey, plaintext: &[u8]) -> Result<FlattenedJwe, JweError> {
     let mut rng = rand::rngs::OsRng;
     let mut cek = Zeroizing::new([0u8; 32]);
@@ -95,13 +116,10 @@ pub fn encrypt(key: &TeePubKey, plaintext: &[u8]) -> Result<FlattenedJwe, JweErr
             (header, wrapped)
         }
         TeePubKey::Rsa { key, alg } => {
-            let ek = match alg.as_str() {
-                "RSA-OAEP-256" => key.encrypt(&mut rng, Oaep::new::<Sha256>(), cek.as_ref()),
-                "RSA-OAEP" => key.encrypt(&mut rng, Oaep::new::<sha1::Sha1>(), cek.as_ref()),
-                "RSA1_5" => key.encrypt(&mut rng, Pkcs1v15Encrypt, cek.as_ref()),
-                other => return Err(JweError::Unsupported(other.to_string())),
+            if !RSA_ALGS.contains(&alg.as_str()) {
+                return Err(JweError::Unsupported(alg.clone()));
             }
-            .map_err(|_| JweError::Encrypt)?;
+            let ek = crate::rsa_ops::encrypt(key, alg, cek.as_ref()).ok_or(JweError::Encrypt)?;
             (json!({"alg": alg, "enc": ENC_A256GCM}), ek)
         }
     };
@@ -127,7 +145,7 @@ fn field(v: &str, what: &'static str) -> Result<Vec<u8>, JweError> {
     b64::url_decode(v).map_err(|_| JweError::Malformed(what))
 }
 
-/// Decrypts a JWE with the TEE's private key.
+/// Decrypts an RFC 7516 (protocol 0.2.0 and later) JWE with the TEE's private key.
 pub fn decrypt(key: &TeeKeyPair, jwe: &FlattenedJwe) -> Result<Zeroizing<Vec<u8>>, JweError> {
     let header: Value = serde_json::from_slice(&field(&jwe.protected, "protected")?)
         .map_err(|_| JweError::Malformed("protected header is not JSON"))?;
@@ -174,18 +192,9 @@ pub fn decrypt(key: &TeeKeyPair, jwe: &FlattenedJwe) -> Result<Zeroizing<Vec<u8>
                     .map_err(|_| JweError::Decrypt)?,
             )
         }
-        ("RSA-OAEP-256", TeeKeyPair::Rsa(sk, _)) => Zeroizing::new(
-            sk.decrypt(Oaep::new::<Sha256>(), &ek)
-                .map_err(|_| JweError::Decrypt)?,
-        ),
-        ("RSA-OAEP", TeeKeyPair::Rsa(sk, _)) => Zeroizing::new(
-            sk.decrypt(Oaep::new::<sha1::Sha1>(), &ek)
-                .map_err(|_| JweError::Decrypt)?,
-        ),
-        ("RSA1_5", TeeKeyPair::Rsa(sk, _)) => Zeroizing::new(
-            sk.decrypt(Pkcs1v15Encrypt, &ek)
-                .map_err(|_| JweError::Decrypt)?,
-        ),
+        ("RSA-OAEP-256" | "RSA-OAEP" | "RSA1_5", TeeKeyPair::Rsa(sk, _)) => {
+            crate::rsa_ops::decrypt(sk, alg, &ek).ok_or(JweError::Decrypt)?
+        }
         (ALG_ECDH_ES_A256KW | "RSA-OAEP-256" | "RSA-OAEP" | "RSA1_5", _) => {
             return Err(JweError::KeyMismatch(alg.to_string()))
         }
@@ -213,9 +222,211 @@ pub fn decrypt(key: &TeeKeyPair, jwe: &FlattenedJwe) -> Result<Zeroizing<Vec<u8>
     Ok(buf)
 }
 
+/// Encrypts `plaintext` to `key` in the legacy (protocol 0.1.x) layout.
+pub fn encrypt_legacy(key: &TeePubKey, plaintext: &[u8]) -> Result<FlattenedJwe, JweError> {
+    let TeePubKey::Rsa { key, alg } = key else {
+        return Err(JweError::LegacyKey(key.alg().to_string()));
+    };
+    if alg != ALG_RSA1_5 {
+        return Err(JweError::LegacyKey(alg.clone()));
+    }
+    let mut rng = rand::rngs::OsRng;
+    let mut cek = Zeroizing::new([0u8; 32]);
+    rng.fill_bytes(cek.as_mut());
+    let encrypted_key =
+        crate::rsa_ops::encrypt(key, ALG_RSA1_5, cek.as_ref()).ok_or(JweError::Encrypt)?;
+    let mut iv = [0u8; 12];
+    rng.fill_bytes(&mut iv);
+    let cipher = Aes256Gcm::new_from_slice(cek.as_ref()).map_err(|_| JweError::Encrypt)?;
+    let mut buf = plaintext.to_vec();
+    let tag = cipher
+        .encrypt_in_place_detached(&Nonce::from(iv), &[], &mut buf)
+        .map_err(|_| JweError::Encrypt)?;
+    // 0.1.x clients hand ciphertext and tag to AES-GCM as one buffer.
+    buf.extend_from_slice(&tag);
+    Ok(FlattenedJwe {
+        protected: LEGACY_PROTECTED.to_string(),
+        encrypted_key: b64::url_encode(encrypted_key),
+        iv: b64::url_encode(iv),
+        ciphertext: b64::url_encode(buf),
+        tag: String::new(),
+    })
+}
+
+/// Decrypts a legacy (protocol 0.1.x) Response with the TEE's private key.
+pub fn decrypt_legacy(
+    key: &TeeKeyPair,
+    jwe: &FlattenedJwe,
+) -> Result<Zeroizing<Vec<u8>>, JweError> {
+    let header: Value = serde_json::from_str(&jwe.protected).map_err(|_| {
+        JweError::Malformed("protected is not raw JSON (a protocol 0.2.0+ server?)")
+    })?;
+    let alg = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .ok_or(JweError::Malformed("alg"))?;
+    let enc = header
+        .get("enc")
+        .and_then(Value::as_str)
+        .ok_or(JweError::Malformed("enc"))?;
+    if enc != ENC_A256GCM {
+        return Err(JweError::Unsupported(enc.to_string()));
+    }
+    if !RSA_ALGS.contains(&alg) {
+        return Err(JweError::Unsupported(alg.to_string()));
+    }
+    let TeeKeyPair::Rsa(sk, _) = key else {
+        return Err(JweError::KeyMismatch(alg.to_string()));
+    };
+    let ek = field(&jwe.encrypted_key, "encrypted_key")?;
+    let cek = crate::rsa_ops::decrypt(sk, alg, &ek).ok_or(JweError::Decrypt)?;
+    if cek.len() != 32 {
+        return Err(JweError::Decrypt);
+    }
+    let iv: [u8; 12] = field(&jwe.iv, "iv")?
+        .try_into()
+        .map_err(|_| JweError::Malformed("iv length"))?;
+    let mut buf = Zeroizing::new(field(&jwe.ciphertext, "ciphertext")?);
+    if buf.len() < 16 {
+        return Err(JweError::Malformed("ciphertext shorter than the GCM tag"));
+    }
+    let split = buf.len() - 16;
+    let tag: [u8; 16] = buf[split..]
+        .try_into()
+        .map_err(|_| JweError::Malformed("tag length"))?;
+    let tag = Tag::from(tag);
+    buf.truncate(split);
+    let cipher = Aes256Gcm::new_from_slice(&cek).map_err(|_| JweError::Decrypt)?;
+    cipher
+        .decrypt_in_place_detached(&Nonce::from(iv), &[], &mut buf, &tag)
+        .map_err(|_| JweError::Decrypt)?;
+    Ok(buf)
+}
+
+/// Encrypts in the layout `shape`.
+pub fn encrypt_as(
+    shape: JweShape,
+    key: &TeePubKey,
+    plaintext: &[u8],
+) -> Result<FlattenedJwe, JweError> {
+    match shape {
+        JweShape::Legacy => encrypt_legacy(key, plaintext),
+        JweShape::Rfc7516 => encrypt(key, plaintext),
+    }
+}
+
+/// Decrypts a Response in the layout `shape`.
+pub fn decrypt_as(
+    shape: JweShape,
+    key: &TeeKeyPair,
+    jwe: &FlattenedJwe,
+) -> Result<Zeroizing<Vec<u8>>, JweError> {
+    match shape {
+        JweShape::Legacy => decrypt_legacy(key, jwe),
+        JweShape::Rfc7516 => decrypt(key, jwe),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn legacy_shape_is_exact_and_round_trips() {
+        let k = TeeKeyPair::generate_rsa(2048, ALG_RSA1_5).unwrap();
+        let jwe = encrypt_legacy(&k.public(), b"anchor-test-secret").unwrap();
+        assert_eq!(jwe.protected, r#"{"alg":"RSA1_5","enc":"A256GCM"}"#);
+        assert_eq!(jwe.tag, "");
+        assert_eq!(b64::url_decode(&jwe.iv).unwrap().len(), 12);
+        assert_eq!(b64::url_decode(&jwe.encrypted_key).unwrap().len(), 256);
+        assert_eq!(b64::url_decode(&jwe.ciphertext).unwrap().len(), 18 + 16);
+        assert_eq!(
+            &decrypt_legacy(&k, &jwe).unwrap()[..],
+            b"anchor-test-secret"
+        );
+        assert_eq!(
+            &decrypt_as(JweShape::Legacy, &k, &jwe).unwrap()[..],
+            b"anchor-test-secret"
+        );
+        // The RFC decoder refuses it (raw JSON is not base64url), and vice versa.
+        assert!(decrypt(&k, &jwe).is_err());
+        let rfc = encrypt(&k.public(), b"x").unwrap();
+        assert!(matches!(
+            decrypt_legacy(&k, &rfc),
+            Err(JweError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn legacy_decrypts_with_plain_openssl() {
+        // Decrypt by hand with OpenSSL's own primitives: PKCS#1 v1.5 unwrap, then
+        // AES-256-GCM with no AAD and the tag at the end of `ciphertext`.
+        let k = TeeKeyPair::generate_rsa(2048, ALG_RSA1_5).unwrap();
+        let jwe = encrypt_legacy(&k.public(), b"independent check").unwrap();
+        let TeeKeyPair::Rsa(sk, _) = &k else {
+            unreachable!()
+        };
+        let rsa = sk.rsa().unwrap();
+        let mut cek = vec![0u8; 256];
+        let n = rsa
+            .private_decrypt(
+                &b64::url_decode(&jwe.encrypted_key).unwrap(),
+                &mut cek,
+                openssl::rsa::Padding::PKCS1,
+            )
+            .unwrap();
+        assert_eq!(n, 32);
+        let ct = b64::url_decode(&jwe.ciphertext).unwrap();
+        let (body, tag) = ct.split_at(ct.len() - 16);
+        let pt = openssl::symm::decrypt_aead(
+            openssl::symm::Cipher::aes_256_gcm(),
+            &cek[..32],
+            Some(&b64::url_decode(&jwe.iv).unwrap()),
+            &[],
+            body,
+            tag,
+        )
+        .unwrap();
+        assert_eq!(pt, b"independent check");
+    }
+
+    #[test]
+    fn legacy_refuses_other_keys_and_tampering() {
+        let ec = TeeKeyPair::generate();
+        assert!(matches!(
+            encrypt_legacy(&ec.public(), b"x"),
+            Err(JweError::LegacyKey(a)) if a == "ECDH-ES+A256KW"
+        ));
+        let oaep = TeeKeyPair::generate_rsa(2048, "RSA-OAEP-256").unwrap();
+        assert!(matches!(
+            encrypt_as(JweShape::Legacy, &oaep.public(), b"x"),
+            Err(JweError::LegacyKey(_))
+        ));
+        let k = TeeKeyPair::generate_rsa(2048, ALG_RSA1_5).unwrap();
+        let jwe = encrypt_legacy(&k.public(), b"secret bytes").unwrap();
+        let mut ct = b64::url_decode(&jwe.ciphertext).unwrap();
+        let last = ct.len() - 1;
+        ct[last] ^= 1;
+        let bad = FlattenedJwe {
+            ciphertext: b64::url_encode(ct),
+            ..jwe.clone()
+        };
+        assert!(matches!(decrypt_legacy(&k, &bad), Err(JweError::Decrypt)));
+        let other = TeeKeyPair::generate_rsa(2048, ALG_RSA1_5).unwrap();
+        assert!(decrypt_legacy(&other, &jwe).is_err());
+        assert!(matches!(
+            decrypt_legacy(&ec, &jwe),
+            Err(JweError::KeyMismatch(_))
+        ));
+        let short = FlattenedJwe {
+            ciphertext: b64::url_encode([0u8; 5]),
+            ..jwe
+        };
+        assert!(matches!(
+            decrypt_legacy(&k, &short),
+            Err(JweError::Malformed(_))
+        ));
+    }
 
     #[test]
     fn ec_round_trip_and_header_shape() {

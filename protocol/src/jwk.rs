@@ -1,9 +1,8 @@
 //! The TEE's public key (`tee-pubkey`, a JWK) and the matching private half held in the TEE.
 
+use openssl::pkey::{PKey, Private, Public};
 use p256::elliptic_curve::sec1::{FromEncodedPoint, ToEncodedPoint};
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
-use rsa::traits::PublicKeyParts;
-use rsa::{BigUint, RsaPrivateKey, RsaPublicKey};
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
@@ -31,18 +30,33 @@ pub enum JwkError {
     PrivateKey(String),
 }
 
+/// JWE key-management algorithm of the 0.1.x protocol (RSA PKCS#1 v1.5).
+pub const ALG_RSA1_5: &str = "RSA1_5";
+
 /// A TEE public key that a secret can be encrypted to.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum TeePubKey {
     /// EC P-256, used with `ECDH-ES+A256KW`.
     EcP256(p256::PublicKey),
     /// RSA with one of [`RSA_ALGS`].
     Rsa {
-        /// The key.
-        key: RsaPublicKey,
+        /// The key (OpenSSL, the workspace's one RSA provider).
+        key: PKey<Public>,
         /// `RSA-OAEP-256`, `RSA-OAEP` or `RSA1_5`.
         alg: String,
     },
+}
+
+impl PartialEq for TeePubKey {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (TeePubKey::EcP256(a), TeePubKey::EcP256(b)) => a == b,
+            (TeePubKey::Rsa { key: a, alg: x }, TeePubKey::Rsa { key: b, alg: y }) => {
+                x == y && a.public_eq(b)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// base64url x and y coordinates of a P-256 public key.
@@ -96,20 +110,48 @@ impl TeePubKey {
                 if !RSA_ALGS.contains(&alg) {
                     return Err(JwkError::Unsupported(format!("RSA algorithm {alg}")));
                 }
-                let n = BigUint::from_bytes_be(&b64_member(jwk, "n")?);
-                let e = BigUint::from_bytes_be(&b64_member(jwk, "e")?);
-                let key = RsaPublicKey::new(n, e).map_err(|_| JwkError::InvalidKey)?;
-                if key.size() < 256 {
-                    return Err(JwkError::Unsupported(
-                        "RSA key shorter than 2048 bits".into(),
-                    ));
-                }
-                Ok(TeePubKey::Rsa {
-                    key,
-                    alg: alg.to_string(),
-                })
+                Self::rsa_from_jwk(jwk, alg)
             }
             other => Err(JwkError::Unsupported(format!("key type {other}"))),
+        }
+    }
+
+    /// Parses a protocol 0.1.0 `tee-pubkey`: `{kty, alg, n, e}`, always RSA. The 0.1.0
+    /// server read these four strings into a struct and never looked at `kty`, so neither
+    /// does this.
+    pub fn from_legacy_jwk(jwk: &Value) -> Result<Self, JwkError> {
+        member(jwk, "kty")?;
+        let alg = member(jwk, "alg")?;
+        if !RSA_ALGS.contains(&alg) {
+            return Err(JwkError::Unsupported(format!("RSA algorithm {alg}")));
+        }
+        Self::rsa_from_jwk(jwk, alg)
+    }
+
+    fn rsa_from_jwk(jwk: &Value, alg: &str) -> Result<Self, JwkError> {
+        use crate::rsa_ops::{public_from_components, KeySize, MAX_BITS, MIN_BITS};
+        let key = public_from_components(&b64_member(jwk, "n")?, &b64_member(jwk, "e")?).map_err(
+            |e| match e {
+                KeySize::TooSmall => {
+                    JwkError::Unsupported(format!("RSA key shorter than {MIN_BITS} bits"))
+                }
+                KeySize::TooLarge => {
+                    JwkError::Unsupported(format!("RSA key longer than {MAX_BITS} bits"))
+                }
+                KeySize::BadExponent => JwkError::InvalidKey,
+            },
+        )?;
+        Ok(TeePubKey::Rsa {
+            key,
+            alg: alg.to_string(),
+        })
+    }
+
+    /// The JWE key-management algorithm this key is used with.
+    pub fn alg(&self) -> &str {
+        match self {
+            TeePubKey::EcP256(_) => ALG_ECDH_ES_A256KW,
+            TeePubKey::Rsa { alg, .. } => alg,
         }
     }
 
@@ -120,12 +162,15 @@ impl TeePubKey {
                 let (x, y) = ec_coordinates(key);
                 json!({"kty": "EC", "crv": "P-256", "alg": ALG_ECDH_ES_A256KW, "x": x, "y": y})
             }
-            TeePubKey::Rsa { key, alg } => json!({
-                "kty": "RSA",
-                "alg": alg,
-                "n": b64::url_encode(key.n().to_bytes_be()),
-                "e": b64::url_encode(key.e().to_bytes_be()),
-            }),
+            TeePubKey::Rsa { key, alg } => {
+                let (n, e) = crate::rsa_ops::components(key).unwrap_or_default();
+                json!({
+                    "kty": "RSA",
+                    "alg": alg,
+                    "n": b64::url_encode(n),
+                    "e": b64::url_encode(e),
+                })
+            }
         }
     }
 }
@@ -161,7 +206,7 @@ pub enum TeeKeyPair {
     /// EC P-256 (default).
     EcP256(Box<EcKeyPair>),
     /// RSA, with its JWE algorithm.
-    Rsa(Box<RsaPrivateKey>, String),
+    Rsa(Box<PKey<Private>>, String),
 }
 
 impl std::fmt::Debug for TeeKeyPair {
@@ -193,13 +238,16 @@ impl TeeKeyPair {
         }
     }
 
-    /// A fresh RSA key (tests and RSA-only peers).
-    pub fn generate_rsa(bits: usize, alg: &str) -> Result<Self, JwkError> {
+    /// A fresh RSA key (0.1.x peers, which only know `RSA1_5`, and RSA-only peers).
+    pub fn generate_rsa(bits: u32, alg: &str) -> Result<Self, JwkError> {
         if !RSA_ALGS.contains(&alg) {
             return Err(JwkError::Unsupported(format!("RSA algorithm {alg}")));
         }
-        let key = RsaPrivateKey::new(&mut rand::rngs::OsRng, bits)
-            .map_err(|e| JwkError::PrivateKey(e.to_string()))?;
+        if !(crate::rsa_ops::MIN_BITS..=crate::rsa_ops::MAX_BITS).contains(&bits) {
+            return Err(JwkError::Unsupported(format!("RSA key size {bits}")));
+        }
+        let key = crate::rsa_ops::generate(bits)
+            .ok_or_else(|| JwkError::PrivateKey("RSA key generation failed".into()))?;
         Ok(TeeKeyPair::Rsa(Box::new(key), alg.to_string()))
     }
 
@@ -208,28 +256,72 @@ impl TeeKeyPair {
         if let Ok(k) = p256::SecretKey::from_pkcs8_pem(pem) {
             return Ok(TeeKeyPair::EcP256(Box::new(EcKeyPair::from_secret(k)?)));
         }
-        RsaPrivateKey::from_pkcs8_pem(pem)
-            .map(|k| TeeKeyPair::Rsa(Box::new(k), "RSA-OAEP-256".to_string()))
-            .map_err(|e| JwkError::PrivateKey(e.to_string()))
+        let key = PKey::private_key_from_pem(pem.as_bytes())
+            .map_err(|_| JwkError::PrivateKey("neither a P-256 nor an RSA private key".into()))?;
+        let bits = key
+            .rsa()
+            .map(|r| r.size() * 8)
+            .map_err(|_| JwkError::PrivateKey("neither a P-256 nor an RSA private key".into()))?;
+        if !(crate::rsa_ops::MIN_BITS..=crate::rsa_ops::MAX_BITS).contains(&bits) {
+            return Err(JwkError::Unsupported(format!("RSA key size {bits}")));
+        }
+        Ok(TeeKeyPair::Rsa(Box::new(key), "RSA-OAEP-256".to_string()))
+    }
+
+    /// The same RSA key used with another JWE algorithm (protocol 0.1.x needs `RSA1_5`).
+    /// EC keys have a single algorithm and are refused.
+    pub fn with_rsa_alg(self, alg: &str) -> Result<Self, JwkError> {
+        if !RSA_ALGS.contains(&alg) {
+            return Err(JwkError::Unsupported(format!("RSA algorithm {alg}")));
+        }
+        match self {
+            TeeKeyPair::Rsa(k, _) => Ok(TeeKeyPair::Rsa(k, alg.to_string())),
+            TeeKeyPair::EcP256(_) => Err(JwkError::Unsupported(format!(
+                "algorithm {alg} for an EC key (an RSA key is needed)"
+            ))),
+        }
+    }
+
+    /// The JWE key-management algorithm this key is used with.
+    pub fn alg(&self) -> &str {
+        match self {
+            TeeKeyPair::EcP256(_) => ALG_ECDH_ES_A256KW,
+            TeeKeyPair::Rsa(_, alg) => alg,
+        }
     }
 
     /// PKCS#8 PEM of the private key.
     pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>, JwkError> {
-        let pem = match self {
-            TeeKeyPair::EcP256(k) => k.secret.to_pkcs8_pem(LineEnding::LF),
-            TeeKeyPair::Rsa(k, _) => k.to_pkcs8_pem(LineEnding::LF),
-        };
-        pem.map_err(|e| JwkError::PrivateKey(e.to_string()))
+        match self {
+            TeeKeyPair::EcP256(k) => k
+                .secret
+                .to_pkcs8_pem(LineEnding::LF)
+                .map_err(|e| JwkError::PrivateKey(e.to_string())),
+            TeeKeyPair::Rsa(k, _) => {
+                let pem = Zeroizing::new(
+                    k.private_key_to_pem_pkcs8()
+                        .map_err(|_| JwkError::PrivateKey("PEM encoding failed".into()))?,
+                );
+                String::from_utf8(pem.to_vec())
+                    .map(Zeroizing::new)
+                    .map_err(|_| JwkError::PrivateKey("PEM encoding failed".into()))
+            }
+        }
     }
 
     /// The public half.
     pub fn public(&self) -> TeePubKey {
         match self {
             TeeKeyPair::EcP256(k) => TeePubKey::EcP256(k.public),
-            TeeKeyPair::Rsa(k, alg) => TeePubKey::Rsa {
-                key: k.to_public_key(),
-                alg: alg.clone(),
-            },
+            TeeKeyPair::Rsa(k, alg) => {
+                // Re-deriving the public key from a valid private key cannot fail short of
+                // an allocation failure inside OpenSSL.
+                let key = crate::rsa_ops::public_half(k).expect("the public half of an RSA key");
+                TeePubKey::Rsa {
+                    key,
+                    alg: alg.clone(),
+                }
+            }
         }
     }
 
@@ -270,6 +362,51 @@ mod tests {
         assert!(matches!(
             TeePubKey::from_jwk(&json!({"crv":"P-256"})),
             Err(JwkError::Member("kty"))
+        ));
+    }
+
+    #[test]
+    fn rsa_keys_round_trip_and_are_bounded() {
+        let k = TeeKeyPair::generate_rsa(2048, ALG_RSA1_5).unwrap();
+        let jwk = k.public_jwk();
+        assert_eq!(jwk["kty"], "RSA");
+        assert_eq!(jwk["alg"], "RSA1_5");
+        assert_eq!(jwk["e"], "AQAB");
+        assert_eq!(
+            b64::url_decode(jwk["n"].as_str().unwrap()).unwrap().len(),
+            256
+        );
+        assert_eq!(TeePubKey::from_jwk(&jwk).unwrap(), k.public());
+        let mut legacy = jwk.clone();
+        legacy["kty"] = json!("whatever");
+        assert_eq!(TeePubKey::from_legacy_jwk(&legacy).unwrap(), k.public());
+        assert!(
+            TeePubKey::from_legacy_jwk(&json!({"alg":"RSA1_5","n":"AQAB","e":"AQAB"})).is_err()
+        );
+
+        let pem = k.to_pkcs8_pem().unwrap();
+        let back = TeeKeyPair::from_pkcs8_pem(&pem).unwrap();
+        assert_eq!(back.alg(), "RSA-OAEP-256");
+        let back = back.with_rsa_alg(ALG_RSA1_5).unwrap();
+        assert_eq!(back.public(), k.public());
+        assert!(TeeKeyPair::generate().with_rsa_alg(ALG_RSA1_5).is_err());
+
+        let small =
+            json!({"kty":"RSA","alg":"RSA1_5","n": b64::url_encode([0xffu8; 128]),"e":"AQAB"});
+        assert!(matches!(
+            TeePubKey::from_jwk(&small),
+            Err(JwkError::Unsupported(_))
+        ));
+        let huge =
+            json!({"kty":"RSA","alg":"RSA1_5","n": b64::url_encode([0xffu8; 1025]),"e":"AQAB"});
+        assert!(matches!(
+            TeePubKey::from_jwk(&huge),
+            Err(JwkError::Unsupported(_))
+        ));
+        let even_e = json!({"kty":"RSA","alg":"RSA1_5","n": jwk["n"],"e":"AQAA"});
+        assert!(matches!(
+            TeePubKey::from_jwk(&even_e),
+            Err(JwkError::InvalidKey)
         ));
     }
 

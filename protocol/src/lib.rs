@@ -17,10 +17,13 @@ pub mod jwk;
 pub mod jwt;
 pub mod messages;
 pub mod resource;
+mod rsa_ops;
 pub mod runtime_data;
 
 pub use error::{ErrorKind, Problem};
 pub use jwk::{TeeKeyPair, TeePubKey};
-pub use messages::{Attestation, AttestationToken, Challenge, Request, PROTOCOL_VERSION};
+pub use messages::{
+    Attestation, AttestationToken, Challenge, ProtocolVersion, Request, PROTOCOL_VERSION,
+};
 pub use resource::ResourcePath;
 pub use runtime_data::HashAlgorithm;

@@ -12,9 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use coffer::{evidence, http_client, ClientError, KbsClient};
-use coffer_protocol::{ResourcePath, TeeKeyPair};
+use coffer_protocol::jwe::JweShape;
+use coffer_protocol::jwk::ALG_RSA1_5;
+use coffer_protocol::{ProtocolVersion, ResourcePath, TeeKeyPair};
 
 use admin::AdminArgs;
 use model::ModelCommand;
@@ -40,8 +42,50 @@ struct Cli {
     /// Extra PEM root certificate for an HTTPS KBS.
     #[arg(long, global = true, env = "COFFER_CERT_FILE")]
     cert_file: Option<PathBuf>,
+    /// KBS protocol version to speak (for older KBSes). 0.1.x uses an RSA-2048 TEE key
+    /// with RSA1_5 and the legacy JWE; 0.1.0 sends the evidence as a JSON string.
+    #[arg(
+        long,
+        global = true,
+        env = "COFFER_PROTOCOL_VERSION",
+        value_enum,
+        default_value = "0.4.0"
+    )]
+    protocol_version: CliProtocolVersion,
     #[command(subcommand)]
     cmd: Command,
+}
+
+/// `--protocol-version` values (clap needs its own enum; the protocol crate has no clap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum CliProtocolVersion {
+    /// Trustee ≤ v0.9.0, Alibaba Trustee ≤ v1.5 (PAI-EAS).
+    #[value(name = "0.1.0")]
+    V010,
+    /// Trustee v0.10 – v0.11.
+    #[value(name = "0.1.1")]
+    V011,
+    /// Trustee v0.12 – v0.13.
+    #[value(name = "0.2.0")]
+    V020,
+    /// Trustee main of June 2025 (composite evidence).
+    #[value(name = "0.3.0")]
+    V030,
+    /// Trustee v0.14 on, Alibaba Trustee v1.6 on.
+    #[value(name = "0.4.0")]
+    V040,
+}
+
+impl From<CliProtocolVersion> for ProtocolVersion {
+    fn from(v: CliProtocolVersion) -> Self {
+        match v {
+            CliProtocolVersion::V010 => ProtocolVersion::V0_1_0,
+            CliProtocolVersion::V011 => ProtocolVersion::V0_1_1,
+            CliProtocolVersion::V020 => ProtocolVersion::V0_2_0,
+            CliProtocolVersion::V030 => ProtocolVersion::V0_3_0,
+            CliProtocolVersion::V040 => ProtocolVersion::V0_4_0,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -64,7 +108,8 @@ struct TeeArgs {
     /// Legacy TDX guest device, used with the host's QGS over vsock when configfs-tsm is absent.
     #[arg(long, env = "COFFER_TDX_GUEST", default_value = coffer::tdx::TDX_GUEST_DEV)]
     tdx_guest: PathBuf,
-    /// PKCS#8 PEM private key to use as the TEE key (default: a fresh P-256 key).
+    /// PKCS#8 PEM private key to use as the TEE key (default: a fresh P-256 key, or RSA-2048
+    /// for protocol 0.1.x, which must be RSA).
     #[arg(long)]
     tee_key_file: Option<PathBuf>,
 }
@@ -104,11 +149,18 @@ fn read_text(path: &Path) -> anyhow::Result<String> {
 }
 
 fn tee_client(cli: &Cli, http: reqwest::Client, tee: &TeeArgs) -> anyhow::Result<KbsClient> {
-    let key = match &tee.tee_key_file {
-        Some(p) => {
+    let version = ProtocolVersion::from(cli.protocol_version);
+    // 0.1.x KBSes wrap the secret with RSA PKCS#1 v1.5 and nothing else.
+    let legacy = version.jwe_shape() == JweShape::Legacy;
+    let key = match (&tee.tee_key_file, legacy) {
+        (Some(p), false) => {
             TeeKeyPair::from_pkcs8_pem(&read_text(p)?).with_context(|| p.display().to_string())?
         }
-        None => TeeKeyPair::generate(),
+        (Some(p), true) => TeeKeyPair::from_pkcs8_pem(&read_text(p)?)
+            .and_then(|k| k.with_rsa_alg(ALG_RSA1_5))
+            .with_context(|| format!("{} (protocol {version})", p.display()))?,
+        (None, false) => TeeKeyPair::generate(),
+        (None, true) => TeeKeyPair::generate_rsa(2048, ALG_RSA1_5)?,
     };
     let client = KbsClient::new(
         http,
@@ -123,7 +175,8 @@ fn tee_client(cli: &Cli, http: reqwest::Client, tee: &TeeArgs) -> anyhow::Result
             },
         )?,
         key,
-    );
+    )
+    .with_protocol_version(version);
     Ok(match &tee.initdata {
         Some(p) => client.with_init_data(read_text(p)?),
         None => client,
@@ -231,5 +284,29 @@ mod tests {
     fn cli_definition_is_valid() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn protocol_versions_are_listed_and_default_to_the_newest() {
+        use clap::{CommandFactory, Parser};
+        let help = super::Cli::command().render_long_help().to_string();
+        for v in ["0.1.0", "0.1.1", "0.2.0", "0.3.0", "0.4.0"] {
+            assert!(help.contains(v), "{v} missing from --help: {help}");
+        }
+        let cli = super::Cli::try_parse_from(["coffer", "attest"]).unwrap();
+        assert_eq!(
+            coffer_protocol::ProtocolVersion::from(cli.protocol_version),
+            coffer_protocol::ProtocolVersion::V0_4_0
+        );
+        let cli = super::Cli::try_parse_from(["coffer", "attest", "--protocol-version", "0.1.0"])
+            .unwrap();
+        assert_eq!(
+            coffer_protocol::ProtocolVersion::from(cli.protocol_version),
+            coffer_protocol::ProtocolVersion::V0_1_0
+        );
+        assert!(
+            super::Cli::try_parse_from(["coffer", "--protocol-version", "0.5.0", "attest"])
+                .is_err()
+        );
     }
 }

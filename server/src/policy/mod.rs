@@ -4,4 +4,4 @@
 mod token;
 
 pub use coffer_policy::*;
-pub use token::TokenIssuer;
+pub use token::{TokenIssuer, PROTOCOL_VERSION_CLAIM};

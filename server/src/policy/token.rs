@@ -3,7 +3,13 @@
 
 use coffer_policy::Appraisal;
 use coffer_protocol::jwt::{self, SigningKey, VerifyingKey};
+use coffer_protocol::ProtocolVersion;
 use serde_json::{json, Map, Value};
+
+/// Private claim naming the KBS protocol version of the handshake that earned the token.
+/// A resource request with `Authorization: Bearer` has no session, and the version decides
+/// the layout of the JWE it gets back (legacy for 0.1.x).
+pub const PROTOCOL_VERSION_CLAIM: &str = "coffer.kbs-protocol-version";
 
 /// Issues and verifies this server's attestation tokens.
 pub struct TokenIssuer {
@@ -36,8 +42,15 @@ impl TokenIssuer {
         json!({ "keys": [jwk] })
     }
 
-    /// Signs an EAR token for `annotated_evidence` appraised as `appraisal`.
-    pub fn issue(&self, annotated_evidence: Value, appraisal: &Appraisal, now: i64) -> String {
+    /// Signs an EAR token for `annotated_evidence` appraised as `appraisal`, earned by a
+    /// handshake of protocol `version`.
+    pub fn issue(
+        &self,
+        annotated_evidence: Value,
+        appraisal: &Appraisal,
+        now: i64,
+        version: ProtocolVersion,
+    ) -> String {
         let submod = appraisal.submod(annotated_evidence);
         let claims = json!({
             "eat_profile": "tag:github.com,2024:confidential-containers/Trustee",
@@ -49,6 +62,7 @@ impl TokenIssuer {
             "submods": { "cpu0": submod },
             "exp": now + self.ttl_secs,
             "iss": self.issuer,
+            (PROTOCOL_VERSION_CLAIM): version.as_str(),
         });
         let mut header = Map::new();
         header.insert("kid".into(), json!(self.kid));
@@ -76,8 +90,9 @@ mod tests {
         let issuer = TokenIssuer::new(k, "coffer".into(), 300);
         let a = Appraisal::from_policy_output(json!({"hardware": 2}), json!([])).unwrap();
         let evidence = json!({"sample": {"svn": "1"}});
-        let t = issuer.issue(evidence, &a, 1000);
+        let t = issuer.issue(evidence, &a, 1000, ProtocolVersion::V0_1_1);
         let claims = issuer.verify(&t, 1100).unwrap();
+        assert_eq!(claims[PROTOCOL_VERSION_CLAIM], "0.1.1");
         assert_eq!(claims["submods"]["cpu0"]["ear.status"], "affirming");
         assert_eq!(claims["exp"], 1300);
         assert!(issuer.verify(&t, 1300).is_err());

@@ -1,14 +1,18 @@
-//! `/auth`, `/attest` and resource release.
+//! `/auth`, `/attest` and resource release, for every KBS protocol version at once: the
+//! version named at `/auth` is stored in the session and decides how `/attest` is read,
+//! which object the evidence is bound to and the layout of the released JWE.
 
-use coffer_protocol::jwe::{self, FlattenedJwe};
-use coffer_protocol::messages::{Attestation, Challenge, Request, PROTOCOL_VERSION};
-use coffer_protocol::runtime_data::{runtime_data_claims, runtime_data_hash};
-use coffer_protocol::{b64, ErrorKind, HashAlgorithm, TeePubKey};
+use coffer_protocol::jwe::{self, FlattenedJwe, JweShape};
+use coffer_protocol::jwk::ALG_RSA1_5;
+use coffer_protocol::messages::{AttestationParts, Challenge, Request};
+use coffer_protocol::runtime_data::{binding_claims, binding_hash};
+use coffer_protocol::{b64, ErrorKind, HashAlgorithm, ProtocolVersion, TeePubKey};
 use rand::RngCore;
 use serde_json::{json, Map, Value};
 
 use super::{claims_digest, now_ms, parse_resource_path, Kbs, KbsError};
 use crate::attestation::{Binding, VerifyError};
+use crate::policy::PROTOCOL_VERSION_CLAIM;
 use crate::store::{AuditEntry, Session, SessionState};
 
 fn auth_err(detail: impl std::fmt::Display) -> KbsError {
@@ -37,6 +41,36 @@ const TEE_PUBKEY_POINTERS: [&str; 5] = [
 /// Keys of the annotated evidence that are not a TEE's claims.
 const NON_TEE_KEYS: [&str; 3] = ["report_data", "runtime_data_claims", "init_data_claims"];
 
+/// Parses a `tee-pubkey` as the protocol `version` defines it: 0.1.0 knew only RSA and
+/// never read `kty`.
+fn parse_tee_key(
+    version: ProtocolVersion,
+    jwk: &Value,
+) -> Result<TeePubKey, coffer_protocol::jwk::JwkError> {
+    if version == ProtocolVersion::V0_1_0 {
+        TeePubKey::from_legacy_jwk(jwk)
+    } else {
+        TeePubKey::from_jwk(jwk)
+    }
+}
+
+/// The protocol version a token was earned with, from the private claim this server adds.
+fn version_of_claims(claims: &Value) -> Option<ProtocolVersion> {
+    claims.get(PROTOCOL_VERSION_CLAIM)?.as_str()?.parse().ok()
+}
+
+/// JWE layout for a release without a session and without the version claim (a token from
+/// an older coffer): guest-components exports `RSA1_5` keys only in 0.1.x, so such a key is
+/// the best hint for the legacy layout.
+fn shape_hint(jwk: &Value) -> JweShape {
+    let is = |member: &str, want: &str| jwk.get(member).and_then(Value::as_str) == Some(want);
+    if is("kty", "RSA") && is("alg", ALG_RSA1_5) {
+        JweShape::Legacy
+    } else {
+        JweShape::Rfc7516
+    }
+}
+
 fn tee_of_claims(claims: &Value) -> Option<String> {
     claims
         .pointer("/submods/cpu0/ear.veraison.annotated-evidence")?
@@ -49,23 +83,26 @@ fn tee_of_claims(claims: &Value) -> Option<String> {
 impl Kbs {
     /// `POST /auth`: validates the request and opens a session with a fresh nonce.
     pub async fn auth(&self, body: &[u8]) -> Result<(Session, Challenge), KbsError> {
+        // `extra-params` is read as any JSON value: 0.1.0 guests send a string (PAI-EAS's
+        // probe sends "foo"), later ones an object.
         let req: Request = serde_json::from_slice(body)
             .map_err(|e| auth_err(format!("invalid request body: {e}")))?;
-        if req.version != PROTOCOL_VERSION {
+        let version: ProtocolVersion = req.version.parse().map_err(|_| {
+            let list = ProtocolVersion::accepted_list();
             let parses = req.version.split('.').count() == 3
                 && req
                     .version
                     .split('.')
                     .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
-            return Err(auth_err(if parses {
+            auth_err(if parses {
                 format!(
-                    "KBS Client Protocol Version Mismatch: expect ={PROTOCOL_VERSION} while the request is {}",
+                    "KBS Client Protocol Version Mismatch: expect one of {list} while the request is {}",
                     req.version
                 )
             } else {
-                "failed to parse KBS version".to_string()
-            }));
-        }
+                format!("failed to parse KBS version {:?} (accepted: {list})", req.version)
+            })
+        })?;
         if self.verifiers.get(&req.tee).is_none() {
             return Err(auth_err(format!(
                 "unsupported TEE {:?} (this server verifies: {})",
@@ -80,6 +117,7 @@ impl Kbs {
             id: uuid::Uuid::new_v4().simple().to_string(),
             tee: req.tee,
             hash_alg: HashAlgorithm::Sha384.name().to_string(),
+            protocol_version: version,
             state: SessionState::Authed {
                 nonce: b64::std_encode(nonce),
             },
@@ -87,9 +125,11 @@ impl Kbs {
             expires_at: now + self.session_ttl_secs,
         };
         self.store.create_session(&session).await?;
+        tracing::debug!(session = %session.id, protocol = %version, tee = %session.tee, "handshake opened");
         let SessionState::Authed { nonce } = &session.state else {
             unreachable!("just built")
         };
+        // `""` means SHA-384 to every version, and is the only form a 0.1.0 guest parses.
         let challenge = Challenge {
             nonce: nonce.clone(),
             extra_params: json!(""),
@@ -151,15 +191,16 @@ impl Kbs {
         body: &[u8],
         now: i64,
     ) -> Result<String, KbsError> {
-        let att: Attestation = serde_json::from_slice(body)
-            .map_err(|e| attest_err(format!("invalid attestation body: {e}")))?;
-        if att.runtime_data.nonce != nonce {
+        let version = session.protocol_version;
+        let att = AttestationParts::parse(version, body).map_err(attest_err)?;
+        // Only 0.4.0 echoes the nonce; older versions bind it through the evidence alone.
+        if att.nonce.as_deref().is_some_and(|n| n != nonce) {
             return Err(attest_err(
                 "nonce mismatch: runtime-data does not carry this session's challenge",
             ));
         }
-        TeePubKey::from_jwk(&att.runtime_data.tee_pubkey).map_err(attest_err)?;
-        let additional = &att.tee_evidence.additional_evidence;
+        parse_tee_key(version, &att.tee_pubkey).map_err(attest_err)?;
+        let additional = &att.additional_evidence;
         if !additional.is_empty() {
             let extra: Value = serde_json::from_str(additional).map_err(|_| {
                 attest_err("additional_evidence must be a JSON object serialised as a string")
@@ -175,13 +216,13 @@ impl Kbs {
             .get(&session.tee)
             .ok_or_else(|| attest_err(format!("unsupported TEE {:?}", session.tee)))?;
         let alg = HashAlgorithm::from_name(&session.hash_alg).unwrap_or_default();
-        let hash = runtime_data_hash(alg, nonce, &att.runtime_data.tee_pubkey, additional);
+        let hash = binding_hash(version, alg, nonce, &att.tee_pubkey, additional);
         let binding = Binding {
             report_data: &hash,
             init_data: att.init_data.as_ref(),
         };
         let tee_claims = verifier
-            .verify(&att.tee_evidence.primary_evidence, &binding)
+            .verify(&att.evidence, &binding)
             .await
             .map_err(|e| match e {
                 VerifyError::Unavailable { .. } => {
@@ -195,7 +236,7 @@ impl Kbs {
         annotated.insert("report_data".into(), json!(b64::std_encode(&hash)));
         annotated.insert(
             "runtime_data_claims".into(),
-            runtime_data_claims(nonce, &att.runtime_data.tee_pubkey, additional),
+            binding_claims(version, nonce, &att.tee_pubkey, additional),
         );
         if let Some(init) = &att.init_data {
             if init.format != "toml" {
@@ -234,7 +275,7 @@ impl Kbs {
             snapshot.cpu_policy_id,
             &appraisal,
         );
-        Ok(self.tokens.issue(annotated, &appraisal, now))
+        Ok(self.tokens.issue(annotated, &appraisal, now, version))
     }
 
     /// `GET /resource/...`: checks the token (session or bearer) and the resource policy,
@@ -252,15 +293,16 @@ impl Kbs {
             Some(id) => self.store.load_session(id, now).await?,
             None => None,
         };
-        let token = match (&session, bearer) {
+        let (token, session_version) = match (&session, bearer) {
             (
                 Some(Session {
                     state: SessionState::Attested { token },
+                    protocol_version,
                     ..
                 }),
                 _,
-            ) => token.clone(),
-            (_, Some(b)) => b.to_string(),
+            ) => (token.clone(), Some(*protocol_version)),
+            (_, Some(b)) => (b.to_string(), None),
             _ => {
                 return Err(KbsError::new(
                     ErrorKind::TokenNotFound,
@@ -283,12 +325,24 @@ impl Kbs {
                     "Tee public key not found in Attestation Token",
                 )
             })?;
-        let tee_key = TeePubKey::from_jwk(tee_key).map_err(|_| {
+        let version = session_version.or_else(|| version_of_claims(&claims));
+        let shape = version.map_or_else(|| shape_hint(tee_key), ProtocolVersion::jwe_shape);
+        let tee_key = parse_tee_key(version.unwrap_or_default(), tee_key).map_err(|_| {
             KbsError::new(
                 ErrorKind::TokenVerifierError,
                 "Failed to parse Tee public key",
             )
         })?;
+        // Refused before the secret is read: a 0.1.x guest cannot open anything else.
+        if shape == JweShape::Legacy && tee_key.alg() != ALG_RSA1_5 {
+            return Err(KbsError::new(
+                ErrorKind::JweError,
+                format!(
+                    "JWE failed: {}",
+                    jwe::JweError::LegacyKey(tee_key.alg().to_string())
+                ),
+            ));
+        }
 
         let snapshot = self.snapshot().await?;
         let request = crate::policy::ResourceRequest {
@@ -358,7 +412,7 @@ impl Kbs {
                 format!("resource {path} not found"),
             ));
         };
-        let jwe = jwe::encrypt(&tee_key, &secret)
+        let jwe = jwe::encrypt_as(shape, &tee_key, &secret)
             .map_err(|e| KbsError::new(ErrorKind::JweError, format!("JWE failed: {e}")))?;
         self.metrics.releases.with_label_values(&["allow"]).inc();
         self.audit(AuditEntry {

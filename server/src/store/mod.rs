@@ -52,6 +52,8 @@ pub struct Session {
     pub tee: String,
     /// Hash algorithm for the runtime-data binding.
     pub hash_alg: String,
+    /// KBS protocol version named at `/auth`; decides the `/attest` body and the JWE shape.
+    pub protocol_version: coffer_protocol::ProtocolVersion,
     /// Where the handshake is.
     pub state: SessionState,
     /// Unix seconds.

@@ -81,6 +81,7 @@ mod tests {
             id: "race".into(),
             tee: "sample".into(),
             hash_alg: "sha384".into(),
+            protocol_version: coffer_protocol::ProtocolVersion::V0_2_0,
             state: SessionState::Authed { nonce: "n".into() },
             created_at: 0,
             expires_at: i64::MAX,

@@ -26,6 +26,12 @@ macro_rules! sql_store {
                 id: row.get("id"),
                 tee: row.get("tee"),
                 hash_alg: row.get("hash_alg"),
+                // Rows are written by this server from a parsed version; a value it does
+                // not know (a newer replica's) falls back to the newest version.
+                protocol_version: row
+                    .get::<String, _>("protocol_version")
+                    .parse()
+                    .unwrap_or_default(),
                 state,
                 created_at: row.get("created_at"),
                 expires_at: row.get("expires_at"),
@@ -49,12 +55,13 @@ macro_rules! sql_store {
                     ));
                 };
                 sqlx::query(
-                    "INSERT INTO sessions (id, tee, nonce, hash_alg, state, created_at, expires_at) VALUES ($1, $2, $3, $4, 0, $5, $6)",
+                    "INSERT INTO sessions (id, tee, nonce, hash_alg, protocol_version, state, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, 0, $6, $7)",
                 )
                 .bind(&s.id)
                 .bind(&s.tee)
                 .bind(nonce)
                 .bind(&s.hash_alg)
+                .bind(s.protocol_version.as_str())
                 .bind(s.created_at)
                 .bind(s.expires_at)
                 .execute(&self.pool)

@@ -12,6 +12,7 @@ pub(crate) async fn conformance(s: &dyn Store) {
         id: "abc".into(),
         tee: "sample".into(),
         hash_alg: "sha384".into(),
+        protocol_version: coffer_protocol::ProtocolVersion::V0_1_0,
         state: SessionState::Authed { nonce: "n1".into() },
         created_at: 0,
         expires_at: 100,
@@ -32,6 +33,11 @@ pub(crate) async fn conformance(s: &dyn Store) {
         }
     );
     assert_eq!((loaded.tee.as_str(), loaded.expires_at), ("sample", 100));
+    // The version survives the round trip (and the nonce consumption).
+    assert_eq!(
+        loaded.protocol_version,
+        coffer_protocol::ProtocolVersion::V0_1_0
+    );
     assert!(s.load_session("abc", 100).await.unwrap().is_none());
     assert!(s.load_session("nope", 0).await.unwrap().is_none());
     assert_eq!(s.purge_expired_sessions(100).await.unwrap(), 1);
