@@ -107,6 +107,17 @@ fn run(s: &Setup, cmd: &[&str], tee: &[String]) -> std::process::Output {
     s.server.coffer(&args)
 }
 
+/// `coffer attest` as the TD; the token it printed.
+fn attest(s: &Setup, tee: &[String]) -> String {
+    let out = run(s, &["attest"], tee);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn claims_of(token: &str) -> Value {
     let payload = token.trim().split('.').nth(1).unwrap();
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -148,13 +159,7 @@ fn pai_default_policy_releases_to_a_td_that_loaded_the_registered_model() {
 
     let (tsm, aael) = td_with_events(&s, "good", &[model_load(MODEL_HASH)]);
     let tee = tdx_args(&s, &tsm, &aael);
-    let out = run(&s, &["attest"], &tee);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout).unwrap();
+    let token = attest(&s, &tee);
     let cpu = &claims_of(&token)["submods"]["cpu0"];
     assert_eq!(
         cpu["ear.trustworthiness-vector"],
@@ -222,13 +227,7 @@ fn pai_default_policy_releases_to_a_td_that_loaded_the_registered_model() {
     // refuses.
     let (tsm, aael) = td_with_events(&s, "other", &[model_load("ffff")]);
     let tee = tdx_args(&s, &tsm, &aael);
-    let out = run(&s, &["attest"], &tee);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cpu = &claims_of(&String::from_utf8(out.stdout).unwrap())["submods"]["cpu0"];
+    let cpu = &claims_of(&attest(&s, &tee))["submods"]["cpu0"];
     assert_eq!(cpu["ear.trustworthiness-vector"]["executables"], 33);
     let out = run(&s, &["get-resource", RES], &tee);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -263,13 +262,7 @@ fn chart_default_policy_and_a_string_path_resource_policy() {
 
     let (tsm, aael) = td_with_events(&s, "td", &[model_load(MODEL_HASH)]);
     let tee = tdx_args(&s, &tsm, &aael);
-    let out = run(&s, &["attest"], &tee);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cpu = &claims_of(&String::from_utf8(out.stdout).unwrap())["submods"]["cpu0"];
+    let cpu = &claims_of(&attest(&s, &tee))["submods"]["cpu0"];
     // No boot events or reference values: Alibaba's engine gives exactly this.
     assert_eq!(
         cpu["ear.trustworthiness-vector"],

@@ -145,21 +145,27 @@ fn field(v: &str, what: &'static str) -> Result<Vec<u8>, JweError> {
     b64::url_decode(v).map_err(|_| JweError::Malformed(what))
 }
 
+/// The key-management `alg` of a protected header whose `enc` is A256GCM, the only content
+/// encryption either JWE shape uses.
+fn content_alg(header: &Value) -> Result<&str, JweError> {
+    let member = |name: &'static str| {
+        header
+            .get(name)
+            .and_then(Value::as_str)
+            .ok_or(JweError::Malformed(name))
+    };
+    let enc = member("enc")?;
+    if enc != ENC_A256GCM {
+        return Err(JweError::Unsupported(enc.to_string()));
+    }
+    member("alg")
+}
+
 /// Decrypts an RFC 7516 (protocol 0.2.0 and later) JWE with the TEE's private key.
 pub fn decrypt(key: &TeeKeyPair, jwe: &FlattenedJwe) -> Result<Zeroizing<Vec<u8>>, JweError> {
     let header: Value = serde_json::from_slice(&field(&jwe.protected, "protected")?)
         .map_err(|_| JweError::Malformed("protected header is not JSON"))?;
-    let alg = header
-        .get("alg")
-        .and_then(Value::as_str)
-        .ok_or(JweError::Malformed("alg"))?;
-    let enc = header
-        .get("enc")
-        .and_then(Value::as_str)
-        .ok_or(JweError::Malformed("enc"))?;
-    if enc != ENC_A256GCM {
-        return Err(JweError::Unsupported(enc.to_string()));
-    }
+    let alg = content_alg(&header)?;
     let ek = field(&jwe.encrypted_key, "encrypted_key")?;
     let cek: Zeroizing<Vec<u8>> = match (alg, key) {
         (ALG_ECDH_ES_A256KW, TeeKeyPair::EcP256(own)) => {
@@ -261,17 +267,7 @@ pub fn decrypt_legacy(
     let header: Value = serde_json::from_str(&jwe.protected).map_err(|_| {
         JweError::Malformed("protected is not raw JSON (a protocol 0.2.0+ server?)")
     })?;
-    let alg = header
-        .get("alg")
-        .and_then(Value::as_str)
-        .ok_or(JweError::Malformed("alg"))?;
-    let enc = header
-        .get("enc")
-        .and_then(Value::as_str)
-        .ok_or(JweError::Malformed("enc"))?;
-    if enc != ENC_A256GCM {
-        return Err(JweError::Unsupported(enc.to_string()));
-    }
+    let alg = content_alg(&header)?;
     if !RSA_ALGS.contains(&alg) {
         return Err(JweError::Unsupported(alg.to_string()));
     }
