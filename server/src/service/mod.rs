@@ -17,7 +17,10 @@ use crate::policy::{defaults, PolicyEngine, TokenIssuer, CPU_POLICY_ID, RESOURCE
 use crate::secrets::{SecretBackend, SecretError};
 use crate::store::{AuditEntry, PolicyKind, Store, StoreError};
 
-pub use admin::{AdminAuth, ResourceListEntry, RvListError, ALIBABA_TOKEN_ACTOR};
+pub use admin::{
+    AdminAuth, ResourceListEntry, RvListError, ALIBABA_TOKEN_ACTOR,
+    DEFAULT_ADMIN_TOKEN_MAX_TTL_SECS,
+};
 pub use snapshot::{PolicySnapshot, SnapshotCache};
 
 /// An error answer: a Trustee error kind and a detail that is safe to show the caller.
@@ -95,6 +98,8 @@ pub struct Kbs {
     pub admin: AdminAuth,
     /// Session lifetime, seconds.
     pub session_ttl_secs: i64,
+    /// Most sessions the database may hold; `/auth` answers 429 beyond (0: no bound).
+    pub max_sessions: u64,
     /// How resource policies see the resource path (upstream array or Alibaba string).
     pub resource_path_dialect: crate::policy::ResourcePathDialect,
     /// Prometheus metrics.
