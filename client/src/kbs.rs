@@ -143,6 +143,13 @@ impl KbsClient {
                 self.version
             )));
         }
+        // Before /auth: the handshake that follows carries the evidence.
+        if !self.warned_plain_http {
+            if let Some(w) = plain_http_warning(&self.base) {
+                eprintln!("{w}");
+            }
+            self.warned_plain_http = true;
+        }
         let url = self.url("auth");
         let resp = self
             .with_cookie(
@@ -170,12 +177,6 @@ impl KbsClient {
                 ClientError::Protocol(format!("server selected unsupported hash {name}"))
             })?,
         };
-        if !self.warned_plain_http {
-            if let Some(w) = plain_http_warning(&self.base) {
-                eprintln!("{w}");
-            }
-            self.warned_plain_http = true;
-        }
         let tee_pubkey = self.key.public_jwk();
         let hash = binding_hash(self.version, alg, &challenge.nonce, &tee_pubkey, "");
         let evidence = self.provider.evidence(&hash).await?;

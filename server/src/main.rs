@@ -253,6 +253,9 @@ async fn main() -> anyhow::Result<()> {
             .context("installing policies from server.policy_dir")?;
         tracing::info!(dir = %dir.display(), ?ids, "policies installed from files");
     }
+    kbs.warn_if_unmeasured()
+        .await
+        .context("reading the resource policy")?;
 
     let sweeper = kbs.clone();
     actix_web::rt::spawn(async move {

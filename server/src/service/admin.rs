@@ -835,7 +835,7 @@ mod tests {
             .authorize(Some(&token(&sk, json!({"iat": 0}))), 1000)
             .is_err());
         assert!(lax
-            .authorize(Some(&token(&sk, json!({"exp": 1000 + 86401}))), 1000)
+            .authorize(Some(&token(&sk, json!({"exp": 1000 + 86400 + 31}))), 1000)
             .unwrap_err()
             .contains("at most"));
         // a role other than admin is refused either way
