@@ -34,7 +34,11 @@ async fn sgx_is_refused_unless_configured() {
     let s = Server::start(dir.path(), None);
     let p = problem(auth(&s.url, "sgx").await, 401, "AttestationError").await;
     assert!(p.detail.contains("unsupported TEE \"sgx\""), "{}", p.detail);
-    assert!(!p.detail.contains("sgx,") && p.detail.contains("tdx"), "{}", p.detail);
+    assert!(
+        !p.detail.contains("sgx,") && p.detail.contains("tdx"),
+        "{}",
+        p.detail
+    );
     assert_eq!(auth(&s.url, "tdx").await.status(), 200);
     drop(s);
 

@@ -514,7 +514,12 @@ fn default_resource_policy_refuses_debug_tds_and_needs_no_reference_values() {
 
     let tsm = td(&s.root, pki.clone(), TdFields::default(), unchanged);
     let out = get(&s, &tsm, None);
-    assert_eq!(out.stdout, SECRET, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.stdout,
+        SECRET,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let mut debug = TdFields::default();
     debug.td_attributes |= 1;
@@ -522,7 +527,10 @@ fn default_resource_policy_refuses_debug_tds_and_needs_no_reference_values() {
     let out = get(&s, &tsm, None);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "debug TD released: {err}");
-    assert!(err.contains("PolicyDeny") || err.contains("denied"), "{err}");
+    assert!(
+        err.contains("PolicyDeny") || err.contains("denied"),
+        "{err}"
+    );
     assert!(out.stdout.is_empty());
 
     let old = TdFields {
@@ -536,7 +544,12 @@ fn default_resource_policy_refuses_debug_tds_and_needs_no_reference_values() {
         "OutOfDate"
     );
     let out = get(&s, &tsm, None);
-    assert_eq!(out.stdout, SECRET, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.stdout,
+        SECRET,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The documented one-line change refuses OutOfDate too.
     let strict = coffer_server::policy::defaults::RESOURCE.replace(
@@ -612,7 +625,10 @@ fn unreachable_pccs_is_not_named_to_clients() {
         let out = get(&s, &t, None);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(5), "{err}");
-        assert!(!err.contains(pccs.url.trim_start_matches("http://")), "{err}");
+        assert!(
+            !err.contains(pccs.url.trim_start_matches("http://")),
+            "{err}"
+        );
     }
     assert_eq!(pccs.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
 }

@@ -177,27 +177,54 @@ fn default_resource_policy_refuses_what_the_host_could_exploit() {
     assert!(allows(tdx_claims(false, "UpToDate"), "contraindicated"));
     assert!(allows(tdx_claims(false, "OutOfDate"), "warning"));
     assert!(allows(tdx_claims(false, "SWHardeningNeeded"), "warning"));
-    assert!(!allows(tdx_claims(true, "UpToDate"), "affirming"), "debug TD");
-    assert!(!allows(tdx_claims(false, "Revoked"), "affirming"), "revoked");
+    assert!(
+        !allows(tdx_claims(true, "UpToDate"), "affirming"),
+        "debug TD"
+    );
+    assert!(
+        !allows(tdx_claims(false, "Revoked"), "affirming"),
+        "revoked"
+    );
     let mut no_status = tdx_claims(false, "x");
-    no_status["tdx"].as_object_mut().unwrap().remove("tcb_status");
+    no_status["tdx"]
+        .as_object_mut()
+        .unwrap()
+        .remove("tcb_status");
     assert!(!allows(no_status, "affirming"), "no TCB status");
     let mut no_attrs = tdx_claims(false, "UpToDate");
-    no_attrs["tdx"].as_object_mut().unwrap().remove("td_attributes");
+    no_attrs["tdx"]
+        .as_object_mut()
+        .unwrap()
+        .remove("td_attributes");
     assert!(!allows(no_attrs, "affirming"), "no TD attributes");
 
     // SGX: ATTRIBUTES.DEBUG is bit 1 of the first byte.
-    assert!(allows(sgx_claims("0500000000000000", "UpToDate"), "warning"));
-    assert!(allows(sgx_claims("0100000000000000", "OutOfDate"), "warning"));
+    assert!(allows(
+        sgx_claims("0500000000000000", "UpToDate"),
+        "warning"
+    ));
+    assert!(allows(
+        sgx_claims("0100000000000000", "OutOfDate"),
+        "warning"
+    ));
     for debug in ["0700000000000000", "0300000000000000", "0f00000000000000"] {
-        assert!(!allows(sgx_claims(debug, "UpToDate"), "affirming"), "{debug}");
+        assert!(
+            !allows(sgx_claims(debug, "UpToDate"), "affirming"),
+            "{debug}"
+        );
     }
-    assert!(!allows(sgx_claims("0500000000000000", "Revoked"), "affirming"));
+    assert!(!allows(
+        sgx_claims("0500000000000000", "Revoked"),
+        "affirming"
+    ));
     assert!(!allows(sgx_claims("05", "UpToDate"), "affirming"));
 
     // Never the sample TEE, never an unknown TEE, never another plugin.
     assert!(!allows(sample_evidence(), "affirming"));
-    assert!(!allows(json!({"snp": {"tcb_status": "UpToDate"}}), "affirming"));
+    assert!(!allows(
+        json!({"snp": {"tcb_status": "UpToDate"}}),
+        "affirming"
+    ));
     let mut both = sample_evidence();
     both["tdx"] = tdx_claims(false, "UpToDate")["tdx"].clone();
     assert!(!allows(both, "affirming"), "sample claims alongside tdx");

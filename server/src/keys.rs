@@ -96,7 +96,10 @@ pub fn create_data_dir(dir: &Path) -> Result<(), KeyError> {
         // `mode` is filtered by the umask; make sure of the result.
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
     }
-    let mode = std::fs::metadata(dir).map_err(io(dir))?.permissions().mode();
+    let mode = std::fs::metadata(dir)
+        .map_err(io(dir))?
+        .permissions()
+        .mode();
     if mode & 0o077 != 0 {
         tracing::warn!(
             dir = %dir.display(),

@@ -34,7 +34,10 @@ const CLOCK_SKEW_SECS: i64 = 30;
 /// `max_ttl`.
 fn lifetime_problem(claims: &Value, now: i64, max_ttl: i64, setting: &str) -> Option<String> {
     // verify() has already required a future `exp`.
-    let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(i64::MAX);
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_i64)
+        .unwrap_or(i64::MAX);
     let minted_for = claims
         .get("iat")
         .and_then(Value::as_i64)
@@ -114,8 +117,7 @@ impl AdminAuth {
         if claims.get("role").and_then(Value::as_str) != Some("admin") {
             return Err("admin token rejected: role claim is not \"admin\"".into());
         }
-        if let Some(why) = lifetime_problem(claims, now, self.max_ttl, "admin.token_max_ttl_secs")
-        {
+        if let Some(why) = lifetime_problem(claims, now, self.max_ttl, "admin.token_max_ttl_secs") {
             return Err(why);
         }
         let iss = claims.get("iss").and_then(Value::as_str).unwrap_or("");
@@ -788,12 +790,17 @@ mod tests {
         };
         let now = 10_000;
         // What `coffer admin token` mints by default fits.
-        assert!(auth.authorize(Some(&claims(Some(now), now + 3600)), now).is_ok());
+        assert!(auth
+            .authorize(Some(&claims(Some(now), now + 3600)), now)
+            .is_ok());
         assert!(auth.authorize(Some(&claims(None, now + 3600)), now).is_ok());
         let e = auth
             .authorize(Some(&claims(Some(now), now + 3601)), now)
             .unwrap_err();
-        assert!(e.contains("at most 3600 s") && e.contains("token_max_ttl_secs"), "{e}");
+        assert!(
+            e.contains("at most 3600 s") && e.contains("token_max_ttl_secs"),
+            "{e}"
+        );
         // minted a day ago for two days: still too long though half of it is left
         let e = auth
             .authorize(Some(&claims(Some(now - 86_400), now + 3000)), now)
@@ -807,7 +814,9 @@ mod tests {
         // configurable
         let long = AdminAuth::new(sk.verifying_key(), "coffer".into(), "kbs".into(), false)
             .with_max_ttl(86_400);
-        assert!(long.authorize(Some(&claims(Some(now), now + 7200)), now).is_ok());
+        assert!(long
+            .authorize(Some(&claims(Some(now), now + 7200)), now)
+            .is_ok());
     }
 
     #[test]
