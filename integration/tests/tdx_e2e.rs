@@ -632,3 +632,25 @@ fn unreachable_pccs_is_not_named_to_clients() {
     }
     assert_eq!(pccs.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+/// A quote whose PCK chain does not lead to the trusted root never makes the server fetch
+/// collateral, whatever platform (FMSPC) it claims.
+#[test]
+fn invented_platforms_cost_no_collateral_fetch() {
+    let trusted = Arc::new(TestPki::new());
+    let pccs = Pccs::start(trusted.pcs_responses(&CollateralOptions::current()));
+    let s = server(&trusted, None, &format!("pccs_url = \"{}\"\n", pccs.url));
+    for fmspc in [
+        [0x00, 0x80, 0x6f, 0x05, 0, 0],
+        [0x11, 0x22, 0x33, 0x44, 0x55, 0x66],
+    ] {
+        let forger = Arc::new(TestPki::with_fmspc(fmspc));
+        let t = td(&s.root, forger, TdFields::default(), unchanged);
+        refused_with(
+            &s,
+            &t,
+            "does not lead to the trusted root CA; no collateral fetched",
+        );
+    }
+    assert_eq!(pccs.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
