@@ -163,6 +163,9 @@ fn unmeasured_resource_policy_is_warned_about_at_start() {
     s.restart();
     assert!(!s.log().contains(warning), "{}", s.log());
     s.admin(&["set-resource-policy", "--allow-all"]);
+    assert!(s
+        .log()
+        .contains("the new resource policy releases secrets without checking"));
     s.restart();
     assert!(s.log().contains(warning));
 }

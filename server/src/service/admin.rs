@@ -451,6 +451,13 @@ impl Kbs {
             .await?;
         self.audit_admin(actor, "set-resource-policy", RESOURCE_POLICY_ID)
             .await;
+        if let Some(why) = super::unmeasured_release(&text) {
+            tracing::warn!(
+                policy = RESOURCE_POLICY_ID,
+                actor,
+                "the new resource policy releases secrets without checking any measurement: {why}"
+            );
+        }
         Ok(())
     }
 
