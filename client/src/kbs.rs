@@ -27,6 +27,33 @@ pub struct KbsClient {
     token: Option<String>,
     init_data: Option<InitData>,
     version: ProtocolVersion,
+    warned_plain_http: bool,
+}
+
+/// Why sending evidence to `url` deserves a warning: plain HTTP to a host that is not this
+/// machine, where anyone on the path (the host among them) reads and can alter the exchange.
+/// The released secret stays JWE-encrypted to the TEE key, but the token, the evidence and
+/// the server's identity are not protected. `None` for HTTPS and for loopback.
+pub fn plain_http_warning(url: &str) -> Option<String> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    if parsed.scheme() != "http" {
+        return None;
+    }
+    let host = parsed.host_str()?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => {
+            let d = bare.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+    };
+    if loopback {
+        return None;
+    }
+    Some(format!(
+        "warning: sending evidence to {url} over plain HTTP: the network (and the host) can read and alter the handshake and impersonate the KBS; use https://"
+    ))
 }
 
 impl KbsClient {
@@ -46,6 +73,7 @@ impl KbsClient {
             token: None,
             init_data: None,
             version: ProtocolVersion::default(),
+            warned_plain_http: false,
         }
     }
 
@@ -114,6 +142,13 @@ impl KbsClient {
                 "init-data needs KBS protocol 0.4.0; protocol {} has no place for it",
                 self.version
             )));
+        }
+        // Before /auth: the handshake that follows carries the evidence.
+        if !self.warned_plain_http {
+            if let Some(w) = plain_http_warning(&self.base) {
+                eprintln!("{w}");
+            }
+            self.warned_plain_http = true;
         }
         let url = self.url("auth");
         let resp = self
@@ -199,5 +234,33 @@ impl KbsClient {
             }
         }
         Err(last.unwrap_or_else(|| ClientError::Protocol("no attempt made".into())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_http_warning;
+
+    #[test]
+    fn plain_http_off_this_machine_is_warned_about() {
+        for quiet in [
+            "https://kbs.example.com",
+            "http://127.0.0.1:8080",
+            "http://127.1.2.3",
+            "http://[::1]:8080/api",
+            "http://localhost:8080",
+            "http://kbs.localhost",
+        ] {
+            assert_eq!(plain_http_warning(quiet), None, "{quiet}");
+        }
+        for loud in [
+            "http://kbs.example.com",
+            "http://10.0.0.5:8080/trustee",
+            "http://[fd00::1]",
+            "http://localhost.example.com",
+        ] {
+            let w = plain_http_warning(loud).expect(loud);
+            assert!(w.contains("plain HTTP") && w.contains(loud), "{w}");
+        }
     }
 }

@@ -77,7 +77,14 @@ pub struct CollateralOptions {
     pub revoke_pck: bool,
     /// FMSPC written into the TCB info.
     pub fmspc: [u8; 6],
+    /// Status of the TCB info's older level, which a quote with
+    /// [`OLD_TEE_TCB_SVN`] matches (`OutOfDate` unless changed, e.g. `Revoked`).
+    pub old_level_status: &'static str,
 }
+
+/// A TEE_TCB_SVN below the current level's: such a quote matches the TCB info's older
+/// level, whose status is [`CollateralOptions::old_level_status`].
+pub const OLD_TEE_TCB_SVN: [u8; 16] = [3, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 
 impl CollateralOptions {
     /// Valid from a day ago for 30 days.
@@ -88,6 +95,7 @@ impl CollateralOptions {
             next_update: now + 29 * DAY,
             revoke_pck: false,
             fmspc: FMSPC,
+            old_level_status: "OutOfDate",
         }
     }
 }
@@ -356,8 +364,7 @@ impl TestPki {
         };
         let mut old_sgx = CPU_SVN;
         old_sgx[0] = 2;
-        let mut old_tdx = TEE_TCB_SVN;
-        old_tdx[0] = 3;
+        let old_tdx = OLD_TEE_TCB_SVN;
         json!({
             "id": "TDX", "version": 3,
             "issueDate": rfc3339(o.issued), "nextUpdate": rfc3339(o.next_update),
@@ -371,7 +378,7 @@ impl TestPki {
                  "tcbDate": "2024-03-13T00:00:00Z", "tcbStatus": "UpToDate"},
                 {"tcb": {"sgxtcbcomponents": comps(&old_sgx), "pcesvn": 5,
                          "tdxtcbcomponents": comps(&old_tdx)},
-                 "tcbDate": "2018-01-04T00:00:00Z", "tcbStatus": "OutOfDate",
+                 "tcbDate": "2018-01-04T00:00:00Z", "tcbStatus": o.old_level_status,
                  "advisoryIDs": ["INTEL-SA-00106"]}
             ]
         })

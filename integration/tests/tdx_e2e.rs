@@ -9,7 +9,7 @@ use std::sync::Arc;
 use base64::Engine;
 use coffer_integration::fake_tsm::{FakeTsm, FakeTsmOptions};
 use coffer_integration::pccs_emulator::Pccs;
-use coffer_integration::tdx_mint::{CollateralOptions, TdFields, TestPki};
+use coffer_integration::tdx_mint::{CollateralOptions, TdFields, TestPki, OLD_TEE_TCB_SVN};
 use coffer_integration::Server;
 use coffer_tdx::eventlog::EventLog;
 use serde_json::Value;
@@ -473,4 +473,184 @@ fn init_data_is_bound_through_mrconfigid() {
         err.contains("does not match the supplied init-data"),
         "{err}"
     );
+}
+
+/// A server with the shipped resource policy and no reference values (the PAI-EAS flow):
+/// offline collateral from `coll`, the secret stored, nothing else configured.
+fn default_policy_server(pki: &TestPki, coll: &CollateralOptions) -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    std::fs::write(root.join("root.der"), pki.root_der()).unwrap();
+    let dir = root.join("collateral");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("test.json"), pki.collateral_json(coll)).unwrap();
+    let dcap = format!(
+        "[dcap]\nroot_ca_file = \"{}\"\ncollateral_dir = \"{}\"\npccs_url = \"\"\n",
+        root.join("root.der").display(),
+        dir.display()
+    );
+    let server = Server::start(&root, Some(&dcap));
+    let f = root.join("secret");
+    std::fs::write(&f, SECRET).unwrap();
+    server.admin(&["set-resource", RES, "--file", f.to_str().unwrap()]);
+    Setup {
+        _tmp: tmp,
+        root,
+        server,
+    }
+}
+
+/// The host can start a debug TD and read its memory: the default resource policy never
+/// releases to one, while a production TD gets the key without any reference value
+/// registered, and an out-of-date TCB (cloud hosts lag on microcode) is accepted.
+#[test]
+fn default_resource_policy_refuses_debug_tds_and_needs_no_reference_values() {
+    let pki = Arc::new(TestPki::new());
+    let s = default_policy_server(&pki, &CollateralOptions::current());
+    assert!(s
+        .server
+        .log()
+        .contains("releases secrets without checking any measurement"));
+
+    let tsm = td(&s.root, pki.clone(), TdFields::default(), unchanged);
+    let out = get(&s, &tsm, None);
+    assert_eq!(
+        out.stdout,
+        SECRET,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut debug = TdFields::default();
+    debug.td_attributes |= 1;
+    let tsm = td(&s.root, pki.clone(), debug, unchanged);
+    let out = get(&s, &tsm, None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "debug TD released: {err}");
+    assert!(
+        err.contains("PolicyDeny") || err.contains("denied"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+
+    let old = TdFields {
+        tee_tcb_svn: OLD_TEE_TCB_SVN,
+        ..Default::default()
+    };
+    let tsm = td(&s.root, pki.clone(), old, unchanged);
+    let claims = token_claims(&s, &tsm, &[]);
+    assert_eq!(
+        claims["submods"]["cpu0"]["ear.veraison.annotated-evidence"]["tdx"]["tcb_status"],
+        "OutOfDate"
+    );
+    let out = get(&s, &tsm, None);
+    assert_eq!(
+        out.stdout,
+        SECRET,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The documented one-line change refuses OutOfDate too.
+    let strict = coffer_server::policy::defaults::RESOURCE.replace(
+        "refused_tcb_statuses := {\"Revoked\"}",
+        "refused_tcb_statuses := {\"Revoked\", \"OutOfDate\"}",
+    );
+    let f = s.root.join("strict.rego");
+    std::fs::write(&f, strict).unwrap();
+    s.server
+        .admin(&["set-resource-policy", "--file", f.to_str().unwrap()]);
+    let out = get(&s, &tsm, None);
+    assert_eq!(out.status.code(), Some(3), "out-of-date TCB released");
+}
+
+/// A TD on a platform whose TCB level is revoked never gets the key.
+#[test]
+fn revoked_tcb_is_refused_by_default() {
+    let pki = Arc::new(TestPki::new());
+    let coll = CollateralOptions {
+        old_level_status: "Revoked",
+        ..CollateralOptions::current()
+    };
+    let s = default_policy_server(&pki, &coll);
+    let revoked = TdFields {
+        tee_tcb_svn: OLD_TEE_TCB_SVN,
+        ..Default::default()
+    };
+    let tsm = td(&s.root, pki.clone(), revoked, unchanged);
+    let out = get(&s, &tsm, None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "revoked TCB released: {err}");
+    assert!(out.stdout.is_empty());
+    // The same platform at its current level is fine.
+    let tsm = td(&s.root, pki.clone(), TdFields::default(), unchanged);
+    assert_eq!(get(&s, &tsm, None).stdout, SECRET);
+}
+
+/// `/attest` needs no credentials, and the FMSPC comes from the caller's quote: a burst of
+/// attestations for a platform the PCCS does not know makes one fetch, whose failure is
+/// remembered, and no answer names the PCCS.
+#[test]
+fn collateral_failures_are_fetched_once_and_never_name_the_pccs() {
+    let served = TestPki::new();
+    let pccs = Pccs::start(served.pcs_responses(&CollateralOptions::current()));
+    let pki = Arc::new(TestPki::with_fmspc([0x00, 0x80, 0x6f, 0x05, 0, 0]));
+    let s = server(&pki, None, &format!("pccs_url = \"{}\"\n", pccs.url));
+    let t = td(&s.root, pki.clone(), TdFields::default(), unchanged);
+    let outs: Vec<std::process::Output> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8).map(|_| scope.spawn(|| get(&s, &t, None))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let pccs_addr = pccs.url.trim_start_matches("http://");
+    for out in &outs {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{err}");
+        assert!(err.contains("no collateral: TCB info"), "{err}");
+        assert!(!err.contains(pccs_addr), "PCCS address leaked: {err}");
+    }
+    assert_eq!(pccs.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // The server log keeps the address for the operator.
+    assert!(s.server.log().contains(pccs_addr));
+}
+
+/// An unreachable PCCS's address stays out of the 503 answer as well.
+#[test]
+fn unreachable_pccs_is_not_named_to_clients() {
+    let pki = Arc::new(TestPki::new());
+    let pccs = Pccs::start(pki.pcs_responses(&CollateralOptions::current()));
+    pccs.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let s = server(&pki, None, &format!("pccs_url = \"{}\"\n", pccs.url));
+    let t = td(&s.root, pki.clone(), TdFields::default(), unchanged);
+    for _ in 0..3 {
+        let out = get(&s, &t, None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(5), "{err}");
+        assert!(
+            !err.contains(pccs.url.trim_start_matches("http://")),
+            "{err}"
+        );
+    }
+    assert_eq!(pccs.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// A quote whose PCK chain does not lead to the trusted root never makes the server fetch
+/// collateral, whatever platform (FMSPC) it claims.
+#[test]
+fn invented_platforms_cost_no_collateral_fetch() {
+    let trusted = Arc::new(TestPki::new());
+    let pccs = Pccs::start(trusted.pcs_responses(&CollateralOptions::current()));
+    let s = server(&trusted, None, &format!("pccs_url = \"{}\"\n", pccs.url));
+    for fmspc in [
+        [0x00, 0x80, 0x6f, 0x05, 0, 0],
+        [0x11, 0x22, 0x33, 0x44, 0x55, 0x66],
+    ] {
+        let forger = Arc::new(TestPki::with_fmspc(fmspc));
+        let t = td(&s.root, forger, TdFields::default(), unchanged);
+        refused_with(
+            &s,
+            &t,
+            "does not lead to the trusted root CA; no collateral fetched",
+        );
+    }
+    assert_eq!(pccs.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
 }

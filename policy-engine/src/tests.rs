@@ -106,7 +106,7 @@ fn rego_v0_policies_compile() {
 fn shipped_resource_policies() {
     let e = PolicyEngine::default();
     let sample = token_claims(sample_evidence(), "affirming");
-    let tdx = token_claims(json!({"tdx": {"quote": {}}}), "warning");
+    let tdx = token_claims(tdx_claims(false, "UpToDate"), "warning");
     let d = data(["default", "aliyun", "model-decryption-key"]);
     assert!(!e.allow(defaults::RESOURCE, &sample, &d).unwrap());
     assert!(e.allow(defaults::RESOURCE, &tdx, &d).unwrap());
@@ -145,4 +145,106 @@ fn status_tiers() {
     assert!(a.extensions.is_empty());
     assert_eq!(Value::Object(a.trust_vector), json!({"hardware": 2}));
     assert!(Appraisal::from_policy_output(json!({"hardware": 2}), json!("x")).is_err());
+}
+
+fn tdx_claims(debug: bool, tcb_status: &str) -> Value {
+    json!({"tdx": {
+        "quote": {"body": {"mr_td": "22"}},
+        "td_attributes": {"debug": debug, "septve_disable": true},
+        "tcb_status": tcb_status,
+    }})
+}
+
+fn sgx_claims(flags: &str, tcb_status: &str) -> Value {
+    json!({"sgx": {
+        "body": {"attributes.flags": flags, "mr_enclave": "00"},
+        "tcb_status": tcb_status,
+    }})
+}
+
+/// The host can start a debug TEE and read its memory, so the default policy never
+/// releases to one; nor to `sample`, a revoked TCB, or a TEE it does not know. It needs no
+/// reference values (the PAI-EAS flow registers none) and accepts an out-of-date TCB.
+#[test]
+fn default_resource_policy_refuses_what_the_host_could_exploit() {
+    let e = PolicyEngine::default();
+    let d = data(["default", "aliyun", "model-decryption-key"]);
+    let allows = |evidence: Value, status: &str| {
+        e.allow(defaults::RESOURCE, &token_claims(evidence, status), &d)
+            .unwrap()
+    };
+    // Released without reference values (contraindicated appraisal): the PAI-EAS flow.
+    assert!(allows(tdx_claims(false, "UpToDate"), "contraindicated"));
+    assert!(allows(tdx_claims(false, "OutOfDate"), "warning"));
+    assert!(allows(tdx_claims(false, "SWHardeningNeeded"), "warning"));
+    assert!(
+        !allows(tdx_claims(true, "UpToDate"), "affirming"),
+        "debug TD"
+    );
+    assert!(
+        !allows(tdx_claims(false, "Revoked"), "affirming"),
+        "revoked"
+    );
+    let mut no_status = tdx_claims(false, "x");
+    no_status["tdx"]
+        .as_object_mut()
+        .unwrap()
+        .remove("tcb_status");
+    assert!(!allows(no_status, "affirming"), "no TCB status");
+    let mut no_attrs = tdx_claims(false, "UpToDate");
+    no_attrs["tdx"]
+        .as_object_mut()
+        .unwrap()
+        .remove("td_attributes");
+    assert!(!allows(no_attrs, "affirming"), "no TD attributes");
+
+    // SGX: ATTRIBUTES.DEBUG is bit 1 of the first byte.
+    assert!(allows(
+        sgx_claims("0500000000000000", "UpToDate"),
+        "warning"
+    ));
+    assert!(allows(
+        sgx_claims("0100000000000000", "OutOfDate"),
+        "warning"
+    ));
+    for debug in ["0700000000000000", "0300000000000000", "0f00000000000000"] {
+        assert!(
+            !allows(sgx_claims(debug, "UpToDate"), "affirming"),
+            "{debug}"
+        );
+    }
+    assert!(!allows(
+        sgx_claims("0500000000000000", "Revoked"),
+        "affirming"
+    ));
+    assert!(!allows(sgx_claims("05", "UpToDate"), "affirming"));
+
+    // Never the sample TEE, never an unknown TEE, never another plugin.
+    assert!(!allows(sample_evidence(), "affirming"));
+    assert!(!allows(
+        json!({"snp": {"tcb_status": "UpToDate"}}),
+        "affirming"
+    ));
+    let mut both = sample_evidence();
+    both["tdx"] = tdx_claims(false, "UpToDate")["tdx"].clone();
+    assert!(!allows(both, "affirming"), "sample claims alongside tdx");
+    let other = json!({"plugin": "other", "resource-path": ["a", "b", "c"], "query": {}});
+    let tdx = token_claims(tdx_claims(false, "UpToDate"), "affirming");
+    assert!(!e.allow(defaults::RESOURCE, &tdx, &other).unwrap());
+}
+
+/// The one-line change the policy's comment documents makes `OutOfDate` refused.
+#[test]
+fn default_resource_policy_can_refuse_out_of_date() {
+    let strict = defaults::RESOURCE.replace(
+        "refused_tcb_statuses := {\"Revoked\"}",
+        "refused_tcb_statuses := {\"Revoked\", \"OutOfDate\", \"OutOfDateConfigurationNeeded\"}",
+    );
+    assert_ne!(strict, defaults::RESOURCE);
+    let e = PolicyEngine::default();
+    let d = data(["default", "aliyun", "model-decryption-key"]);
+    let c = token_claims(tdx_claims(false, "OutOfDate"), "warning");
+    assert!(!e.allow(&strict, &c, &d).unwrap());
+    let c = token_claims(tdx_claims(false, "UpToDate"), "warning");
+    assert!(e.allow(&strict, &c, &d).unwrap());
 }

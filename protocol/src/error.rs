@@ -54,6 +54,7 @@ kinds! {
     PayloadTooLarge => 413,
     StorageUnavailable => 503,
     InternalError => 500,
+    TooManyRequests => 429,
 }
 
 /// The JSON body of every error answer: `{"type": "<prefix><Kind>", "detail": "..."}`.

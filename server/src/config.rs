@@ -191,9 +191,20 @@ pub struct AdminConfig {
     /// a token says nothing about who it is for, so one minted with the same key for another
     /// service would be accepted too.
     pub accept_alibaba_tokens: bool,
-    /// Longest remaining lifetime (`exp` minus now, seconds) accepted for such role-less
-    /// tokens; Alibaba's generator uses 2 hours.
-    pub alibaba_token_max_ttl_secs: u64,
+    /// Longest lifetime of an admin token, seconds: both `exp - iat` and `exp - now` must
+    /// be within it (plus 30 s of clock skew for the latter).
+    pub token_max_ttl_secs: u64,
+    /// The same bound for role-less (Alibaba-style) tokens; default: `token_max_ttl_secs`.
+    /// Alibaba's generator mints 2-hour tokens, so set 7200 to accept them unchanged.
+    pub alibaba_token_max_ttl_secs: Option<u64>,
+}
+
+impl AdminConfig {
+    /// The lifetime bound for role-less tokens.
+    pub fn alibaba_max_ttl(&self) -> u64 {
+        self.alibaba_token_max_ttl_secs
+            .unwrap_or(self.token_max_ttl_secs)
+    }
 }
 
 impl Default for AdminConfig {
@@ -204,7 +215,8 @@ impl Default for AdminConfig {
             audience: "kbs".into(),
             deny_all: false,
             accept_alibaba_tokens: false,
-            alibaba_token_max_ttl_secs: 24 * 3600,
+            token_max_ttl_secs: crate::service::DEFAULT_ADMIN_TOKEN_MAX_TTL_SECS,
+            alibaba_token_max_ttl_secs: None,
         }
     }
 }
@@ -227,7 +239,15 @@ pub struct AttestationConfig {
     /// policy that cannot be evaluated with it, such as Alibaba's `split(...)`, gets
     /// Alibaba's string `resource/<repo>/<type>/<tag>`), `upstream` or `alibaba`.
     pub resource_path_dialect: crate::policy::ResourcePathDialect,
+    /// Most handshake sessions the database holds at once (live and not yet purged);
+    /// beyond it `/auth` answers 429 `TooManyRequests`. Expired sessions are purged every
+    /// minute, and at once when the bound is reached. 0 disables the bound.
+    pub max_sessions: u64,
 }
+
+/// Default of `attestation.max_sessions`: with the default 300 s session lifetime, room for
+/// about 33 new handshakes a second, and a table of at most a few tens of megabytes.
+pub const DEFAULT_MAX_SESSIONS: u64 = 10_000;
 
 impl Default for AttestationConfig {
     fn default() -> Self {
@@ -237,6 +257,7 @@ impl Default for AttestationConfig {
             token_issuer: "coffer".into(),
             policy_cache_ms: 1000,
             resource_path_dialect: Default::default(),
+            max_sessions: DEFAULT_MAX_SESSIONS,
         }
     }
 }
@@ -286,9 +307,10 @@ impl Config {
                 )));
             }
         }
-        if self.admin.accept_alibaba_tokens && self.admin.alibaba_token_max_ttl_secs == 0 {
+        if self.admin.token_max_ttl_secs == 0 || self.admin.alibaba_max_ttl() == 0 {
             return Err(ConfigError::Invalid(
-                "admin.alibaba_token_max_ttl_secs must be positive".into(),
+                "admin.token_max_ttl_secs and admin.alibaba_token_max_ttl_secs must be positive"
+                    .into(),
             ));
         }
         let a = &self.attestation;

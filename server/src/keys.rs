@@ -82,10 +82,38 @@ fn parse_kek(text: &str, path: &Path) -> Result<Kek, KeyError> {
     })
 }
 
+/// Creates the data directory (and missing parents) readable by the owner only. An existing
+/// directory keeps its mode (it may be a mounted volume whose group access is deliberate),
+/// with a warning when others can enter it.
+pub fn create_data_dir(dir: &Path) -> Result<(), KeyError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io(dir))?;
+        // `mode` is filtered by the umask; make sure of the result.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
+    }
+    let mode = std::fs::metadata(dir)
+        .map_err(io(dir))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            dir = %dir.display(),
+            mode = format!("{:o}", mode & 0o777),
+            "the data directory (database, keys) is accessible to other users; chmod 700 it"
+        );
+    }
+    Ok(())
+}
+
 /// Loads every key, generating the ones whose path was left at its data-directory default.
 pub fn load_or_create(cfg: &Config) -> Result<ServerKeys, KeyError> {
     let dir = &cfg.server.data_dir;
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    create_data_dir(dir)?;
 
     let kek = match &cfg.keys.kek_env {
         _ if cfg.keys.kek_kms_key_id.is_some() => None,
@@ -140,7 +168,8 @@ pub fn load_or_create(cfg: &Config) -> Result<ServerKeys, KeyError> {
                 path: path.clone(),
                 what: "cannot encode key",
             })?;
-        std::fs::write(&path, public).map_err(io(&path))?;
+        // Public, but everything the server writes is owner-only: nothing to reason about.
+        write_private_file(&path, public.as_bytes())?;
         generated_admin_key = Some(key_path);
     }
     let admin_public = parse_admin_public_key(&read(&path)?).ok_or(KeyError::Format {
@@ -196,13 +225,18 @@ mod tests {
         cfg.server.data_dir = dir.path().join("data");
         let a = load_or_create(&cfg).unwrap();
         let admin_key = a.generated_admin_key.clone().unwrap();
-        for f in ["kek.hex", "token-signing.pem", "admin.key"] {
+        for f in ["kek.hex", "token-signing.pem", "admin.key", "admin.pub"] {
             let mode = std::fs::metadata(cfg.server.data_dir.join(f))
                 .unwrap()
                 .permissions()
                 .mode();
             assert_eq!(mode & 0o777, 0o600, "{f}");
         }
+        let dir_mode = std::fs::metadata(&cfg.server.data_dir)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
         let b = load_or_create(&cfg).unwrap();
         assert!(b.generated_admin_key.is_none());
         assert_eq!(a.admin_public, b.admin_public);

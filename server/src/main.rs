@@ -169,14 +169,20 @@ async fn main() -> anyhow::Result<()> {
             pccs = %cfg.dcap.pccs_url,
             offline_bundles = provider.offline_count(),
             custom_root = cfg.dcap.root_ca_file.is_some(),
-            "tdx and sgx verifiers enabled"
+            sgx = cfg.dcap.sgx,
+            "tdx verifier enabled{}",
+            if cfg.dcap.sgx { ", and sgx (dcap.sgx)" } else { "" }
         );
         let dcap = coffer_tdx::dcap::DcapVerifier::with_root(root);
         verifiers.add(Arc::new(DcapTeeVerifier::tdx(
             dcap.clone(),
             provider.clone(),
         )));
-        verifiers.add(Arc::new(DcapTeeVerifier::sgx(dcap, provider)));
+        // SGX is a second attack surface (another quote format, other claims) that most
+        // deployments never use: only on request.
+        if cfg.dcap.sgx {
+            verifiers.add(Arc::new(DcapTeeVerifier::sgx(dcap, provider)));
+        }
     }
     let kek = match keys.kek.clone() {
         Some(k) => k,
@@ -222,12 +228,14 @@ async fn main() -> anyhow::Result<()> {
             cfg.admin.audience.clone(),
             cfg.admin.deny_all,
         )
+        .with_max_ttl(cfg.admin.token_max_ttl_secs.min(i64::MAX as u64) as i64)
         .with_alibaba_tokens(
             cfg.admin
                 .accept_alibaba_tokens
-                .then_some(cfg.admin.alibaba_token_max_ttl_secs as i64),
+                .then_some(cfg.admin.alibaba_max_ttl().min(i64::MAX as u64) as i64),
         ),
         session_ttl_secs: cfg.attestation.session_ttl_secs as i64,
+        max_sessions: cfg.attestation.max_sessions,
         resource_path_dialect: cfg.attestation.resource_path_dialect,
         metrics,
         snapshots: SnapshotCache::new(std::time::Duration::from_millis(
@@ -245,6 +253,9 @@ async fn main() -> anyhow::Result<()> {
             .context("installing policies from server.policy_dir")?;
         tracing::info!(dir = %dir.display(), ?ids, "policies installed from files");
     }
+    kbs.warn_if_unmeasured()
+        .await
+        .context("reading the resource policy")?;
 
     let sweeper = kbs.clone();
     actix_web::rt::spawn(async move {

@@ -11,7 +11,7 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// `coffer_http_request_duration_seconds{route}`.
     pub latency: HistogramVec,
-    /// `coffer_attestations_total{tee,outcome}` (issued, refused, replay).
+    /// `coffer_attestations_total{tee,outcome}` (issued, refused, replay, session_limit).
     pub attestations: IntCounterVec,
     /// `coffer_resource_releases_total{decision}` (allow, deny, not_found).
     pub releases: IntCounterVec,

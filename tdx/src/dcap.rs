@@ -160,6 +160,11 @@ impl DcapVerifier {
         }
     }
 
+    /// The trust anchor (DER) quotes must chain to.
+    pub fn root_der(&self) -> &[u8] {
+        &self.root_der
+    }
+
     /// Which collateral `quote` needs; remembered per PCK chain.
     pub fn collateral_key_for(&self, quote: &Quote<'_>) -> Result<CollateralKey, DcapError> {
         let id: [u8; 32] = Sha256::digest(quote.pck_chain_pem()).into();

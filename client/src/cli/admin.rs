@@ -32,8 +32,9 @@ pub(crate) struct AdminArgs {
 pub(crate) enum AdminCommand {
     /// Print an admin token (for Trustee's kbs-client `--admin-token-file`, or scripts).
     Token {
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = 3600)]
+        /// Lifetime in seconds. coffer-server refuses tokens that live longer than its
+        /// admin.token_max_ttl_secs (default 3600).
+        #[arg(long, default_value_t = 1800)]
         ttl: i64,
     },
     /// Store a resource from a file.

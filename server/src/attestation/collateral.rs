@@ -31,6 +31,13 @@ pub struct DcapConfig {
     pub refresh_secs: i64,
     /// HTTP timeout for one PCS/PCCS request, seconds.
     pub timeout_secs: u64,
+    /// Also verify SGX enclaves (`tee: "sgx"`). Off by default: only TDX is accepted.
+    pub sgx: bool,
+    /// How long a failed collateral fetch for one platform (FMSPC) is remembered and
+    /// answered from memory instead of asking the PCS/PCCS again, seconds.
+    pub failure_cache_secs: u64,
+    /// Most collateral fetches in flight at once (all platforms together).
+    pub max_concurrent_fetches: usize,
 }
 
 impl Default for DcapConfig {
@@ -43,6 +50,9 @@ impl Default for DcapConfig {
             root_ca_file: None,
             refresh_secs: 24 * 3600,
             timeout_secs: 10,
+            sgx: false,
+            failure_cache_secs: 60,
+            max_concurrent_fetches: 4,
         }
     }
 }
@@ -51,8 +61,9 @@ impl Default for DcapConfig {
 pub const INTEL_PCS: &str = "https://api.trustedservices.intel.com";
 const INTEL_ROOT_CRL: &str = "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der";
 
-/// Why no usable collateral could be produced.
-#[derive(Debug, thiserror::Error)]
+/// Why no usable collateral could be produced. The texts reach clients (in `/attest`
+/// answers), so they never name the PCS/PCCS address; that goes to the server log.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CollateralSourceError {
     /// Nothing configured holds collateral for this platform.
     #[error("no collateral: {0}")]
@@ -91,13 +102,30 @@ pub fn root_ca(cfg: &DcapConfig) -> Result<Vec<u8>, CollateralSourceError> {
 /// A cached bundle with its `not_after` and fetch time (unix seconds).
 type Cached = (Arc<Collateral>, i64, i64);
 
+/// Most platforms whose last fetch failure is remembered; the FMSPC comes from the quote,
+/// which anyone can send, so the map must not grow with what callers invent.
+const FAILURE_CACHE_LIMIT: usize = 1024;
+
+/// Number of locks that serialise fetches per platform (a key hashes to one of them).
+const FETCH_LOCK_STRIPES: usize = 64;
+
 /// Collateral lookup with caching.
+///
+/// `/attest` is unauthenticated, so every path to the network is bounded: one fetch per
+/// platform at a time (concurrent requests wait for it and share its result), a failed
+/// fetch is remembered for `failure_cache_secs`, and at most `max_concurrent_fetches` run
+/// at once overall.
 pub struct CollateralProvider {
     files: HashMap<CollateralKey, Arc<Collateral>>,
     cfg: DcapConfig,
     http: Option<reqwest::Client>,
     store: Arc<dyn Store>,
     memory: Mutex<HashMap<CollateralKey, Cached>>,
+    /// Platform -> (unix seconds until which the failure stands, the failure).
+    failures: Mutex<HashMap<CollateralKey, (i64, CollateralSourceError)>>,
+    fetch_locks: Vec<tokio::sync::Mutex<()>>,
+    fetch_slots: tokio::sync::Semaphore,
+    fetches: std::sync::atomic::AtomicU64,
 }
 
 fn key_text(k: &CollateralKey) -> String {
@@ -150,7 +178,82 @@ impl CollateralProvider {
             http,
             store,
             memory: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+            fetch_locks: (0..FETCH_LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            fetch_slots: tokio::sync::Semaphore::new(cfg.max_concurrent_fetches.max(1)),
+            fetches: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// How many collateral fetches from the PCS/PCCS were started (tests, metrics).
+    pub fn fetch_count(&self) -> u64 {
+        self.fetches.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn fetch_lock(&self, key: &CollateralKey) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        &self.fetch_locks[(h.finish() as usize) % FETCH_LOCK_STRIPES]
+    }
+
+    fn recent_failure(&self, key: &CollateralKey, now: i64) -> Option<CollateralSourceError> {
+        let m = self.failures.lock().ok()?;
+        m.get(key)
+            .filter(|(until, _)| *until > now)
+            .map(|(_, e)| e.clone())
+    }
+
+    fn remember_failure(&self, key: &CollateralKey, e: &CollateralSourceError, now: i64) {
+        let ttl = self.cfg.failure_cache_secs as i64;
+        if ttl <= 0 {
+            return;
+        }
+        if let Ok(mut m) = self.failures.lock() {
+            if m.len() >= FAILURE_CACHE_LIMIT {
+                m.retain(|_, (until, _)| *until > now);
+                if m.len() >= FAILURE_CACHE_LIMIT {
+                    m.clear();
+                }
+            }
+            m.insert(key.clone(), (now.saturating_add(ttl), e.clone()));
+        }
+    }
+
+    fn forget_failure(&self, key: &CollateralKey) {
+        if let Ok(mut m) = self.failures.lock() {
+            m.remove(key);
+        }
+    }
+
+    /// One network fetch, unless one failed recently; bounded by the fetch slots.
+    async fn fetch_bounded(
+        &self,
+        key: &CollateralKey,
+        now: i64,
+    ) -> Result<Collateral, CollateralSourceError> {
+        if let Some(e) = self.recent_failure(key, now) {
+            return Err(e);
+        }
+        let wait = std::time::Duration::from_secs(self.cfg.timeout_secs.max(1));
+        let _slot = match tokio::time::timeout(wait, self.fetch_slots.acquire()).await {
+            Ok(Ok(slot)) => slot,
+            _ => {
+                return Err(CollateralSourceError::Unavailable(
+                    "too many collateral fetches in progress".into(),
+                ))
+            }
+        };
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let r = self.fetch(key).await;
+        match &r {
+            Ok(_) => self.forget_failure(key),
+            Err(e) => self.remember_failure(key, e, now),
+        }
+        r
     }
 
     /// Number of offline bundles loaded.
@@ -172,18 +275,30 @@ impl CollateralProvider {
             }
         }
         let fresh = |fetched: i64| now - fetched < self.cfg.refresh_secs;
-        let cached = self.memory.lock().ok().and_then(|m| m.get(key).cloned());
-        if let Some((c, not_after, fetched)) = &cached {
-            if *not_after > now && (fresh(*fetched) || self.http.is_none()) {
-                return Ok(c.clone());
+        let usable = |c: &Option<Cached>| match c {
+            Some((c, not_after, fetched))
+                if *not_after > now && (fresh(*fetched) || self.http.is_none()) =>
+            {
+                Some(c.clone())
             }
+            _ => None,
+        };
+        let cached = self.memory.lock().ok().and_then(|m| m.get(key).cloned());
+        if let Some(c) = usable(&cached) {
+            return Ok(c);
+        }
+        // Requests for one platform queue here; the first fetches, the others then find its
+        // result (or its remembered failure) instead of asking the PCCS again.
+        let _one_at_a_time = self.fetch_lock(key).lock().await;
+        let cached = self.memory.lock().ok().and_then(|m| m.get(key).cloned());
+        if let Some(c) = usable(&cached) {
+            return Ok(c);
         }
         let k = key_text(key);
-        let stored = self
-            .store
-            .get_collateral(&k, now)
-            .await
-            .map_err(|e| CollateralSourceError::Unavailable(e.to_string()))?;
+        let stored = self.store.get_collateral(&k, now).await.map_err(|e| {
+            tracing::error!(collateral = %k, error = %e, "collateral cache read failed");
+            CollateralSourceError::Unavailable("collateral cache unavailable".into())
+        })?;
         let stored = match stored {
             Some((body, not_after, fetched)) => {
                 let c = Collateral::from_json(&body)
@@ -197,13 +312,16 @@ impl CollateralProvider {
             }
             None => None,
         };
-        match self.fetch(key).await {
+        match self.fetch_bounded(key, now).await {
             Ok(c) => {
                 let w = c.window();
                 self.store
                     .put_collateral(&k, &c.to_json(), w.not_after, now)
                     .await
-                    .map_err(|e| CollateralSourceError::Unavailable(e.to_string()))?;
+                    .map_err(|e| {
+                        tracing::error!(collateral = %k, error = %e, "collateral cache write failed");
+                        CollateralSourceError::Unavailable("collateral cache unavailable".into())
+                    })?;
                 let c = Arc::new(c);
                 self.remember(key, &c, w.not_after, now);
                 tracing::info!(collateral = %k, not_after = w.not_after, "DCAP collateral fetched");
@@ -234,19 +352,28 @@ impl CollateralProvider {
         let http = self.http.as_ref().ok_or_else(|| {
             CollateralSourceError::Missing(format!("{what}: no pccs_url configured"))
         })?;
-        let r =
-            http.get(url).send().await.map_err(|e| {
-                CollateralSourceError::Unavailable(format!("{what}: GET {url}: {e}"))
-            })?;
+        let r = http.get(url).send().await.map_err(|e| {
+            tracing::warn!(%url, error = %e, "collateral request failed");
+            let why = if e.is_timeout() {
+                "timed out"
+            } else if e.is_connect() {
+                "cannot be reached"
+            } else {
+                "request failed"
+            };
+            CollateralSourceError::Unavailable(format!("{what}: the collateral service {why}"))
+        })?;
         if r.status() == reqwest::StatusCode::NOT_FOUND {
+            tracing::warn!(%url, "collateral service answered 404");
             // The service is up but has nothing for this platform: not worth retrying.
             return Err(CollateralSourceError::Missing(format!(
-                "{what}: {url} answered 404 (unknown platform?)"
+                "{what}: the collateral service has none for this platform (404; unknown platform?)"
             )));
         }
         if !r.status().is_success() {
+            tracing::warn!(%url, status = %r.status(), "collateral service answered an error");
             return Err(CollateralSourceError::Unavailable(format!(
-                "{what}: GET {url}: HTTP {}",
+                "{what}: the collateral service answered HTTP {}",
                 r.status()
             )));
         }
@@ -257,15 +384,18 @@ impl CollateralProvider {
             .unwrap_or("")
             .to_string();
         if !header.is_empty() && chain.is_empty() {
+            tracing::warn!(%url, header = header[0], "collateral answer lacks its issuer chain");
             return Err(CollateralSourceError::Invalid(format!(
-                "{what}: response from {url} has no {} header",
+                "{what}: the collateral service's answer has no {} header",
                 header[0]
             )));
         }
-        let body = r
-            .bytes()
-            .await
-            .map_err(|e| CollateralSourceError::Unavailable(format!("{what}: {e}")))?;
+        let body = r.bytes().await.map_err(|e| {
+            tracing::warn!(%url, error = %e, "collateral body read failed");
+            CollateralSourceError::Unavailable(format!(
+                "{what}: the collateral service's answer was cut short"
+            ))
+        })?;
         Ok((body.to_vec(), chain))
     }
 
@@ -326,6 +456,9 @@ impl CollateralProvider {
             pck_crl_chain: &pck_chain,
             root_ca_crl: &root_crl,
         })
-        .map_err(|e| CollateralSourceError::Invalid(format!("collateral from {base}: {e}")))
+        .map_err(|e| {
+            tracing::warn!(pccs = %base, error = %e, "fetched collateral is unusable");
+            CollateralSourceError::Invalid(format!("collateral from the collateral service: {e}"))
+        })
     }
 }

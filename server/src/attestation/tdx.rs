@@ -20,25 +20,63 @@ pub struct DcapTeeVerifier {
     tee: &'static str,
     dcap: DcapVerifier,
     collateral: Arc<CollateralProvider>,
+    /// The trust anchor, parsed once; `None` when it does not parse (DCAP verification then
+    /// fails on its own).
+    anchor: Option<openssl::x509::X509>,
+}
+
+/// Whether the quote's PCK certificates chain, signature by signature, to `anchor`.
+///
+/// The FMSPC that decides which collateral to fetch comes from the PCK leaf, and `/attest`
+/// is unauthenticated: without this check anyone could make the server fetch collateral
+/// for platforms they invent. Only signatures are checked here (cheap); dates, CRLs and
+/// the rest are DCAP verification's, after collateral is at hand.
+fn pck_chain_anchored(chain_pem: &[u8], anchor: &openssl::x509::X509) -> Result<(), String> {
+    use openssl::x509::X509;
+    let certs = coffer_tdx::pem::certificates(chain_pem)
+        .iter()
+        .map(|der| X509::from_der(der))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| "a PCK chain certificate does not parse".to_string())?;
+    if certs.len() < 2 {
+        return Err("the PCK chain needs the PCK certificate and its CA".into());
+    }
+    let signed_by = |cert: &X509, issuer: &X509| {
+        issuer
+            .public_key()
+            .and_then(|k| cert.verify(&k))
+            .unwrap_or(false)
+    };
+    for pair in certs.windows(2) {
+        if !signed_by(&pair[0], &pair[1]) {
+            return Err("the PCK chain's signatures do not verify".into());
+        }
+    }
+    match certs.last() {
+        Some(last) if signed_by(last, anchor) => Ok(()),
+        _ => Err("the PCK chain does not lead to the trusted root CA".into()),
+    }
 }
 
 impl DcapTeeVerifier {
     /// The `tdx` verifier.
     pub fn tdx(dcap: DcapVerifier, collateral: Arc<CollateralProvider>) -> Self {
+        Self::named("tdx", dcap, collateral)
+    }
+
+    fn named(tee: &'static str, dcap: DcapVerifier, collateral: Arc<CollateralProvider>) -> Self {
+        let anchor = openssl::x509::X509::from_der(dcap.root_der()).ok();
         DcapTeeVerifier {
-            tee: "tdx",
+            tee,
             dcap,
             collateral,
+            anchor,
         }
     }
 
     /// The `sgx` verifier (quote v3, same chain and collateral logic).
     pub fn sgx(dcap: DcapVerifier, collateral: Arc<CollateralProvider>) -> Self {
-        DcapTeeVerifier {
-            tee: "sgx",
-            dcap,
-            collateral,
-        }
+        Self::named("sgx", dcap, collateral)
     }
 
     fn malformed(&self, reason: impl Into<String>) -> VerifyError {
@@ -89,6 +127,10 @@ impl Verifier for DcapTeeVerifier {
             Some(_) => return Err(self.malformed("`cc_eventlog` must be a base64 string")),
         };
 
+        if let Some(anchor) = &self.anchor {
+            pck_chain_anchored(quote.pck_chain_pem(), anchor)
+                .map_err(|why| self.rejected(format!("{why}; no collateral fetched")))?;
+        }
         let key = self
             .dcap
             .collateral_key_for(&quote)

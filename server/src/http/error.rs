@@ -13,8 +13,12 @@ impl ResponseError for KbsError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut res =
-            HttpResponse::build(self.status_code()).json(Problem::new(self.kind, &self.detail));
+        let mut builder = HttpResponse::build(self.status_code());
+        if self.kind == ErrorKind::TooManyRequests {
+            // Expired sessions are purged every minute, so room appears within one.
+            builder.insert_header((actix_web::http::header::RETRY_AFTER, "60"));
+        }
+        let mut res = builder.json(Problem::new(self.kind, &self.detail));
         // Read back by the logging middleware, which knows the request (one line per refusal).
         res.extensions_mut().insert(self.clone());
         res

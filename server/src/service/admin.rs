@@ -17,8 +17,39 @@ pub struct AdminAuth {
     issuer: String,
     audience: String,
     deny_all: bool,
-    /// `Some(max remaining lifetime, seconds)` when role-less tokens are accepted.
+    /// Longest lifetime of an admin token, seconds.
+    max_ttl: i64,
+    /// `Some(max lifetime, seconds)` when role-less tokens are accepted.
     alibaba_max_ttl: Option<i64>,
+}
+
+/// Default longest lifetime of an admin token: a leaked token is useful for an hour at most.
+pub const DEFAULT_ADMIN_TOKEN_MAX_TTL_SECS: u64 = 3600;
+
+/// Clock skew tolerated between the minting machine and the server, seconds (as for `exp`).
+const CLOCK_SKEW_SECS: i64 = 30;
+
+/// Why a token's lifetime is too long, or `None`: both the lifetime it was minted with
+/// (`exp - iat`, when it has an `iat`) and what is left of it (`exp - now`) must be within
+/// `max_ttl`.
+fn lifetime_problem(claims: &Value, now: i64, max_ttl: i64, setting: &str) -> Option<String> {
+    // verify() has already required a future `exp`.
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_i64)
+        .unwrap_or(i64::MAX);
+    let minted_for = claims
+        .get("iat")
+        .and_then(Value::as_i64)
+        .map(|iat| exp.saturating_sub(iat));
+    let left = exp.saturating_sub(now);
+    if minted_for.is_some_and(|t| t > max_ttl) || left > max_ttl.saturating_add(CLOCK_SKEW_SECS) {
+        let lived = minted_for.unwrap_or(left);
+        return Some(format!(
+            "admin token rejected: its lifetime ({lived} s) is too long: an admin token may live at most {max_ttl} s ({setting}); mint a shorter one (coffer admin token --ttl)"
+        ));
+    }
+    None
 }
 
 /// The identity recorded in the audit log for a role-less (Alibaba-style) admin token.
@@ -37,8 +68,15 @@ impl AdminAuth {
             issuer,
             audience,
             deny_all,
+            max_ttl: DEFAULT_ADMIN_TOKEN_MAX_TTL_SECS as i64,
             alibaba_max_ttl: None,
         }
+    }
+
+    /// Refuses tokens that live longer than `max_ttl` seconds (`exp - iat`, or `exp - now`).
+    pub fn with_max_ttl(mut self, max_ttl: i64) -> Self {
+        self.max_ttl = max_ttl;
+        self
     }
 
     /// With `Some(max_ttl)`, also accepts tokens that carry no `role` claim (Alibaba's
@@ -66,15 +104,10 @@ impl AdminAuth {
             .map_err(|e| format!("admin token rejected: {e}"))?;
         let claims = &d.claims;
         if let (None, Some(max_ttl)) = (claims.get("role"), self.alibaba_max_ttl) {
-            // verify() has already required a future `exp`.
-            let exp = claims
-                .get("exp")
-                .and_then(Value::as_i64)
-                .unwrap_or(i64::MAX);
-            if exp.saturating_sub(now) > max_ttl {
-                return Err(format!(
-                    "admin token rejected: a token without a role claim may live at most {max_ttl} s (admin.alibaba_token_max_ttl_secs)"
-                ));
+            if let Some(why) =
+                lifetime_problem(claims, now, max_ttl, "admin.alibaba_token_max_ttl_secs")
+            {
+                return Err(why);
             }
             return Ok(ALIBABA_TOKEN_ACTOR.to_string());
         }
@@ -83,6 +116,9 @@ impl AdminAuth {
         }
         if claims.get("role").and_then(Value::as_str) != Some("admin") {
             return Err("admin token rejected: role claim is not \"admin\"".into());
+        }
+        if let Some(why) = lifetime_problem(claims, now, self.max_ttl, "admin.token_max_ttl_secs") {
+            return Err(why);
         }
         let iss = claims.get("iss").and_then(Value::as_str).unwrap_or("");
         if !self.issuer.is_empty() && iss != self.issuer {
@@ -415,6 +451,13 @@ impl Kbs {
             .await?;
         self.audit_admin(actor, "set-resource-policy", RESOURCE_POLICY_ID)
             .await;
+        if let Some(why) = super::unmeasured_release(&text) {
+            tracing::warn!(
+                policy = RESOURCE_POLICY_ID,
+                actor,
+                "the new resource policy releases secrets without checking any measurement: {why}"
+            );
+        }
         Ok(())
     }
 
@@ -739,6 +782,50 @@ mod tests {
         assert!(deny.authorize(None, 0).is_err());
     }
 
+    /// A leaked long-lived admin token is a standing key to the server: lifetimes are
+    /// bounded (default one hour), by what the token was minted for and by what is left.
+    #[test]
+    fn admin_token_lifetime_is_bounded() {
+        let sk = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let auth = AdminAuth::new(sk.verifying_key(), "coffer".into(), "kbs".into(), false);
+        let claims = |iat: Option<i64>, exp: i64| {
+            let mut c = json!({"iss": "coffer", "aud": ["kbs"], "role": "admin", "exp": exp});
+            if let Some(iat) = iat {
+                c["iat"] = json!(iat);
+            }
+            token(&sk, c)
+        };
+        let now = 10_000;
+        // What `coffer admin token` mints by default fits.
+        assert!(auth
+            .authorize(Some(&claims(Some(now), now + 3600)), now)
+            .is_ok());
+        assert!(auth.authorize(Some(&claims(None, now + 3600)), now).is_ok());
+        let e = auth
+            .authorize(Some(&claims(Some(now), now + 3601)), now)
+            .unwrap_err();
+        assert!(
+            e.contains("at most 3600 s") && e.contains("token_max_ttl_secs"),
+            "{e}"
+        );
+        // minted a day ago for two days: still too long though half of it is left
+        let e = auth
+            .authorize(Some(&claims(Some(now - 86_400), now + 3000)), now)
+            .unwrap_err();
+        assert!(e.contains("(89400 s)"), "{e}");
+        // no iat: what is left counts
+        assert!(auth
+            .authorize(Some(&claims(None, now + 7200)), now)
+            .unwrap_err()
+            .contains("at most 3600 s"));
+        // configurable
+        let long = AdminAuth::new(sk.verifying_key(), "coffer".into(), "kbs".into(), false)
+            .with_max_ttl(86_400);
+        assert!(long
+            .authorize(Some(&claims(Some(now), now + 7200)), now)
+            .is_ok());
+    }
+
     #[test]
     fn alibaba_tokens_only_when_enabled() {
         let sk = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
@@ -764,7 +851,7 @@ mod tests {
             .authorize(Some(&token(&sk, json!({"iat": 0}))), 1000)
             .is_err());
         assert!(lax
-            .authorize(Some(&token(&sk, json!({"exp": 1000 + 86401}))), 1000)
+            .authorize(Some(&token(&sk, json!({"exp": 1000 + 86400 + 31}))), 1000)
             .unwrap_err()
             .contains("at most"));
         // a role other than admin is refused either way

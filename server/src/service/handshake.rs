@@ -110,9 +110,10 @@ impl Kbs {
                 self.verifiers.names().join(", ")
             )));
         }
+        let now = crate::now_secs();
+        self.check_session_room(now, &req.tee).await?;
         let mut nonce = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let now = crate::now_secs();
         let session = Session {
             id: uuid::Uuid::new_v4().simple().to_string(),
             tee: req.tee,
@@ -135,6 +136,34 @@ impl Kbs {
             extra_params: json!(""),
         };
         Ok((session, challenge))
+    }
+
+    /// `/auth` is unauthenticated and each call stores a row: refuses a new session while
+    /// the table is full, after purging what has expired. Concurrent calls may overshoot
+    /// the bound by the number of requests in flight, never more.
+    async fn check_session_room(&self, now: i64, tee: &str) -> Result<(), KbsError> {
+        if self.max_sessions == 0 {
+            return Ok(());
+        }
+        if self.store.count_sessions().await? < self.max_sessions {
+            return Ok(());
+        }
+        self.store.purge_expired_sessions(now).await?;
+        if self.store.count_sessions().await? < self.max_sessions {
+            return Ok(());
+        }
+        self.metrics
+            .attestations
+            .with_label_values(&[tee, "session_limit"])
+            .inc();
+        tracing::warn!(
+            max_sessions = self.max_sessions,
+            "session limit reached; /auth refused (attestation.max_sessions)"
+        );
+        Err(KbsError::new(
+            ErrorKind::TooManyRequests,
+            "too many handshakes in progress; retry later",
+        ))
     }
 
     /// `POST /attest`: verifies evidence bound to the session's nonce, appraises it and

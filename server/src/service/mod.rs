@@ -17,7 +17,10 @@ use crate::policy::{defaults, PolicyEngine, TokenIssuer, CPU_POLICY_ID, RESOURCE
 use crate::secrets::{SecretBackend, SecretError};
 use crate::store::{AuditEntry, PolicyKind, Store, StoreError};
 
-pub use admin::{AdminAuth, ResourceListEntry, RvListError, ALIBABA_TOKEN_ACTOR};
+pub use admin::{
+    AdminAuth, ResourceListEntry, RvListError, ALIBABA_TOKEN_ACTOR,
+    DEFAULT_ADMIN_TOKEN_MAX_TTL_SECS,
+};
 pub use snapshot::{PolicySnapshot, SnapshotCache};
 
 /// An error answer: a Trustee error kind and a detail that is safe to show the caller.
@@ -95,6 +98,8 @@ pub struct Kbs {
     pub admin: AdminAuth,
     /// Session lifetime, seconds.
     pub session_ttl_secs: i64,
+    /// Most sessions the database may hold; `/auth` answers 429 beyond (0: no bound).
+    pub max_sessions: u64,
     /// How resource policies see the resource path (upstream array or Alibaba string).
     pub resource_path_dialect: crate::policy::ResourcePathDialect,
     /// Prometheus metrics.
@@ -111,6 +116,45 @@ pub(crate) fn parse_resource_path(path: &str) -> Result<coffer_protocol::Resourc
             format!("Plugin internal error: illegal resource path: {e}"),
         )
     })
+}
+
+/// Words in a resource policy that show it looks at what runs in the TEE (the appraisal's
+/// verdict, which uses reference values, or measurements directly).
+const MEASUREMENT_WORDS: &[&str] = &[
+    "ear.status",
+    "ear.trustworthiness-vector",
+    "mr_td",
+    "rtmr",
+    "mr_enclave",
+    "mr_signer",
+    "launch_digest",
+    "reference",
+    "init_data",
+];
+
+/// Why the resource policy `body` releases without checking any measurement, or `None`
+/// when it appears to check one (or never releases). A heuristic for a start-up warning,
+/// not a verdict: a policy may name a measurement and still not constrain it.
+pub fn unmeasured_release(body: &str) -> Option<&'static str> {
+    let trimmed = body.trim();
+    if trimmed == defaults::RESOURCE.trim() {
+        return Some("it is the shipped default, which releases to any non-debug TDX TD on a genuine platform whatever it runs");
+    }
+    if trimmed == defaults::RESOURCE_ALLOW_ALL.trim() {
+        return Some("it allows every request");
+    }
+    if trimmed == defaults::RESOURCE_DENY_ALL.trim() {
+        return None;
+    }
+    let code: String = body
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    if MEASUREMENT_WORDS.iter().any(|w| code.contains(w)) {
+        return None;
+    }
+    Some("it mentions no measurement, appraisal status or reference value")
 }
 
 /// Hex SHA-256 of the canonical JSON of `claims` (what the audit log records).
@@ -176,6 +220,21 @@ impl Kbs {
         Ok(ids)
     }
 
+    /// Logs a warning when the active resource policy releases without any measurement
+    /// check (see [`unmeasured_release`]).
+    pub async fn warn_if_unmeasured(&self) -> Result<(), StoreError> {
+        let Some(p) = self.store.get_policy(RESOURCE_POLICY_ID).await? else {
+            return Ok(());
+        };
+        if let Some(why) = unmeasured_release(&p.body) {
+            tracing::warn!(
+                policy = RESOURCE_POLICY_ID,
+                "the resource policy releases secrets without checking any measurement: {why}. Register reference values and set a policy that checks them (coffer admin set-resource-policy --affirming)"
+            );
+        }
+        Ok(())
+    }
+
     /// Appends to the audit log; a failure is logged and counted but does not undo the
     /// operation it describes (the operation already happened).
     pub(crate) async fn audit(&self, entry: AuditEntry) {
@@ -192,4 +251,22 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unmeasured_resource_policies_are_recognised() {
+        assert!(unmeasured_release(defaults::RESOURCE).is_some());
+        assert!(unmeasured_release(&format!("\n{}\n", defaults::RESOURCE)).is_some());
+        assert!(unmeasured_release(defaults::RESOURCE_ALLOW_ALL).is_some());
+        assert!(unmeasured_release(defaults::RESOURCE_DENY_ALL).is_none());
+        assert!(unmeasured_release(defaults::RESOURCE_AFFIRMING).is_none());
+        let path_only = "package policy\n# checks ear.status? no\nallow if { data[\"resource-path\"][0] == \"default\" }\n";
+        assert!(unmeasured_release(path_only).is_some());
+        let pinned = "package policy\nallow if { input.submods.cpu0[\"ear.veraison.annotated-evidence\"].tdx.quote.body.mr_td == \"ab\" }\n";
+        assert!(unmeasured_release(pinned).is_none());
+    }
 }

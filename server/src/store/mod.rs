@@ -141,6 +141,8 @@ pub trait Store: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Deletes sessions expired at `now`; returns how many.
     async fn purge_expired_sessions(&self, now: i64) -> Result<u64, StoreError>;
+    /// Number of stored sessions, expired or not (what the table holds).
+    async fn count_sessions(&self) -> Result<u64, StoreError>;
 
     /// Inserts or replaces a policy.
     async fn put_policy(

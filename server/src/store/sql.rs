@@ -110,6 +110,14 @@ macro_rules! sql_store {
                 Ok(r.rows_affected())
             }
 
+            async fn count_sessions(&self) -> Result<u64, StoreError> {
+                let row = sqlx::query("SELECT COUNT(*) AS n FROM sessions")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(row.get::<i64, _>("n").max(0) as u64)
+            }
+
             async fn put_policy(
                 &self,
                 id: &str,

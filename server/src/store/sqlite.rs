@@ -21,6 +21,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and runs migrations.
     pub async fn open(path: &str, max_connections: u32) -> Result<Self, StoreError> {
+        create_private(path)?;
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
             .map_err(unavailable)?
             .create_if_missing(true)
@@ -42,6 +43,29 @@ impl SqliteStore {
     }
 }
 
+/// Creates the database file readable by the owner only before SQLite opens it: SQLite
+/// gives its `-wal` and `-shm` files the mode of the database file, so all three are 0600
+/// whatever the umask.
+fn create_private(path: &str) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = path.split('?').next().unwrap_or(path);
+    if file.is_empty() || file.starts_with(':') || file.starts_with("file:") {
+        return Ok(());
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Unavailable(format!(
+            "cannot create the database file {file}: {e}"
+        ))),
+    }
+}
+
 super::sql::sql_store!(SqliteStore, sqlx::sqlite::SqliteRow);
 
 #[cfg(test)]
@@ -54,6 +78,13 @@ mod tests {
         let path = dir.path().join("t.db");
         let s = SqliteStore::open(path.to_str().unwrap(), 2).await.unwrap();
         crate::store::tests::conformance(&s).await;
+        // The database and its WAL companions are the owner's only.
+        use std::os::unix::fs::PermissionsExt;
+        for suffix in ["", "-wal", "-shm"] {
+            let f = dir.path().join(format!("t.db{suffix}"));
+            let mode = std::fs::metadata(&f).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", f.display());
+        }
         assert!(sqlx::query("DELETE FROM audit")
             .execute(&s.pool)
             .await

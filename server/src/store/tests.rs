@@ -40,7 +40,20 @@ pub(crate) async fn conformance(s: &dyn Store) {
     );
     assert!(s.load_session("abc", 100).await.unwrap().is_none());
     assert!(s.load_session("nope", 0).await.unwrap().is_none());
+    // Expired rows still occupy the table until purged; purging keeps live ones.
+    let live = Session {
+        id: "live".into(),
+        state: SessionState::Authed { nonce: "n2".into() },
+        expires_at: 200,
+        ..sess.clone()
+    };
+    s.create_session(&live).await.unwrap();
+    assert_eq!(s.count_sessions().await.unwrap(), 2);
     assert_eq!(s.purge_expired_sessions(100).await.unwrap(), 1);
+    assert_eq!(s.count_sessions().await.unwrap(), 1);
+    assert!(s.load_session("live", 150).await.unwrap().is_some());
+    assert_eq!(s.purge_expired_sessions(200).await.unwrap(), 1);
+    assert_eq!(s.count_sessions().await.unwrap(), 0);
 
     // audit: ordered, newest `limit` rows after a sequence number
     for i in 0..3 {
