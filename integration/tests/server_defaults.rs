@@ -85,8 +85,10 @@ fn data_directory_and_files_are_private() {
     }
 }
 
-/// `/auth` stores a row per call and needs no credentials: the table is bounded, a full
-/// table answers 429 with a problem body, and expired sessions make room again.
+/// `/auth` stores a row per call and needs no credentials: the table is bounded. A flood of
+/// bare `/auth` calls only evicts its own kind (the oldest sessions that never attested);
+/// a table full of attested sessions answers 429 with a problem body, and expired sessions
+/// make room again.
 #[tokio::test]
 async fn auth_beyond_the_session_bound_is_429() {
     let dir = tempfile::tempdir().unwrap();
@@ -94,8 +96,30 @@ async fn auth_beyond_the_session_bound_is_429() {
         dir.path(),
         Some("[attestation]\nmax_sessions = 3\nsession_ttl_secs = 2\n"),
     );
+    let mut first_cookie = None;
+    for _ in 0..5 {
+        let r = auth(&s.url, "sample").await;
+        assert_eq!(r.status(), 200);
+        first_cookie.get_or_insert(r.headers()["set-cookie"].to_str().unwrap().to_string());
+    }
+    // The oldest pending session made room: its cookie no longer attests.
+    let r = reqwest::Client::new()
+        .post(format!("{}/kbs/v0/attest", s.url))
+        .header("cookie", first_cookie.unwrap().split(';').next().unwrap())
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let p = problem(r, 401, "AttestationError").await;
+    assert!(p.detail.contains("session not found"), "{}", p.detail);
+    // Three attested sessions fill the table: nothing may be evicted.
     for _ in 0..3 {
-        assert_eq!(auth(&s.url, "sample").await.status(), 200);
+        let out = s.coffer(&["attest", "--tee", "sample"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let r = auth(&s.url, "sample").await;
     assert_eq!(r.headers()["retry-after"], "60");

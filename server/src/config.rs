@@ -239,9 +239,10 @@ pub struct AttestationConfig {
     /// policy that cannot be evaluated with it, such as Alibaba's `split(...)`, gets
     /// Alibaba's string `resource/<repo>/<type>/<tag>`), `upstream` or `alibaba`.
     pub resource_path_dialect: crate::policy::ResourcePathDialect,
-    /// Most handshake sessions the database holds at once (live and not yet purged);
-    /// beyond it `/auth` answers 429 `TooManyRequests`. Expired sessions are purged every
-    /// minute, and at once when the bound is reached. 0 disables the bound.
+    /// Most handshake sessions the database holds at once (live and not yet purged). When
+    /// full, `/auth` purges expired sessions, then evicts the oldest never-attested ones,
+    /// and answers 429 `TooManyRequests` only when all are live and attested. Expired
+    /// sessions are also purged every minute. 0 disables the bound.
     pub max_sessions: u64,
 }
 

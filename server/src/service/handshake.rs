@@ -138,18 +138,31 @@ impl Kbs {
         Ok((session, challenge))
     }
 
-    /// `/auth` is unauthenticated and each call stores a row: refuses a new session while
-    /// the table is full, after purging what has expired. Concurrent calls may overshoot
-    /// the bound by the number of requests in flight, never more.
+    /// `/auth` is unauthenticated and each call stores a row, so the table is bounded: when
+    /// it is full, expired sessions go first, then the oldest sessions that never attested
+    /// (what a flood of bare `/auth` calls leaves), so a flood cannot lock real guests out —
+    /// their auth → attest takes far less time than the flood needs to cycle the whole
+    /// table. Only a table full of attested, unexpired sessions refuses (429). Concurrent
+    /// calls may overshoot the bound by the number of requests in flight, never more.
     async fn check_session_room(&self, now: i64, tee: &str) -> Result<(), KbsError> {
         if self.max_sessions == 0 {
             return Ok(());
         }
-        if self.store.count_sessions().await? < self.max_sessions {
+        let n = self.store.count_sessions().await?;
+        if n < self.max_sessions {
             return Ok(());
         }
         self.store.purge_expired_sessions(now).await?;
         if self.store.count_sessions().await? < self.max_sessions {
+            return Ok(());
+        }
+        // A batch, so a sustained flood pays one eviction per ~1% of the table, not per call.
+        let batch = (self.max_sessions / 100).max(1) + (n - self.max_sessions);
+        if self.store.evict_pending_sessions(batch).await? > 0 {
+            self.metrics
+                .attestations
+                .with_label_values(&[tee, "evicted_pending"])
+                .inc();
             return Ok(());
         }
         self.metrics

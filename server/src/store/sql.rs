@@ -110,6 +110,18 @@ macro_rules! sql_store {
                 Ok(r.rows_affected())
             }
 
+            async fn evict_pending_sessions(&self, limit: u64) -> Result<u64, StoreError> {
+                let r = sqlx::query(
+                    "DELETE FROM sessions WHERE id IN \
+                     (SELECT id FROM sessions WHERE state = 0 ORDER BY created_at LIMIT $1)",
+                )
+                .bind(limit.min(i64::MAX as u64) as i64)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                Ok(r.rows_affected())
+            }
+
             async fn count_sessions(&self) -> Result<u64, StoreError> {
                 let row = sqlx::query("SELECT COUNT(*) AS n FROM sessions")
                     .fetch_one(&self.pool)

@@ -54,6 +54,29 @@ pub(crate) async fn conformance(s: &dyn Store) {
     assert!(s.load_session("live", 150).await.unwrap().is_some());
     assert_eq!(s.purge_expired_sessions(200).await.unwrap(), 1);
     assert_eq!(s.count_sessions().await.unwrap(), 0);
+    // Eviction takes the oldest sessions that never attested, and never an attested one.
+    for (i, id) in ["p1", "p2", "p3"].iter().enumerate() {
+        s.create_session(&Session {
+            id: id.to_string(),
+            state: SessionState::Authed {
+                nonce: format!("n{id}"),
+            },
+            created_at: 1000 + i as i64,
+            expires_at: 5000,
+            ..sess.clone()
+        })
+        .await
+        .unwrap();
+    }
+    assert!(s.consume_nonce("p1", "np1", "tok", 1500).await.unwrap());
+    assert_eq!(s.evict_pending_sessions(1).await.unwrap(), 1);
+    assert!(s.load_session("p1", 1500).await.unwrap().is_some());
+    assert!(s.load_session("p2", 1500).await.unwrap().is_none());
+    assert!(s.load_session("p3", 1500).await.unwrap().is_some());
+    assert_eq!(s.evict_pending_sessions(10).await.unwrap(), 1);
+    assert_eq!(s.evict_pending_sessions(10).await.unwrap(), 0);
+    assert_eq!(s.count_sessions().await.unwrap(), 1);
+    s.purge_expired_sessions(5000).await.unwrap();
 
     // audit: ordered, newest `limit` rows after a sequence number
     for i in 0..3 {
