@@ -12,6 +12,7 @@ pub mod config;
 pub mod content;
 mod eme;
 mod encrypt_tree;
+mod fsat;
 mod gcm;
 pub mod keys;
 pub mod names;
