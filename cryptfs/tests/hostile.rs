@@ -12,7 +12,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use coffer_cryptfs::names::{encrypt_name, on_disk_name};
-use coffer_cryptfs::tree::{decrypt_tree, verify_tree, Summary};
+use coffer_cryptfs::tree::{
+    decrypt_tree, decrypt_tree_with, verify_tree, verify_tree_with, DecryptOptions, Summary,
+};
 use coffer_cryptfs::{encrypt_tree, Config, MasterKey};
 
 /// A plaintext tree encrypted into `cipher`, a destination, and a directory outside both
@@ -423,15 +425,8 @@ fn extended_attributes_and_acls_are_not_copied_by_default() {
         basic(p);
         xattr::set(p.join("a"), "user.note", b"v").unwrap();
     });
-    // An ACL planted on the ciphertext (stored unauthenticated) granting others write.
-    let acl: Vec<u8> = [
-        2u32.to_le_bytes().to_vec(),
-        entry(1, 6),
-        entry(4, 4),
-        entry(0x20, 6),
-    ]
-    .concat();
-    xattr::set(c.centry("a"), "system.posix_acl_access", &acl).unwrap();
+    // An ACL planted on the ciphertext (stored unauthenticated) granting user 1000 write.
+    xattr::set(c.centry("a"), "system.posix_acl_access", &extended_acl()).unwrap();
     let s = c.decrypt();
     assert!(s.failures.is_empty(), "{:?}", s.failures);
     assert_eq!(xattr::get(c.dest.join("a"), "user.note").unwrap(), None);
@@ -439,6 +434,20 @@ fn extended_attributes_and_acls_are_not_copied_by_default() {
         xattr::get(c.dest.join("a"), "system.posix_acl_access").unwrap(),
         None
     );
+}
+
+/// An ACL the kernel stores as an attribute (a named user and a mask, not just mode bits).
+fn extended_acl() -> Vec<u8> {
+    [
+        2u32.to_le_bytes().to_vec(),
+        entry(1, 6),
+        [2u16.to_le_bytes(), 6u16.to_le_bytes()].concat(),
+        1000u32.to_le_bytes().to_vec(),
+        entry(4, 4),
+        entry(0x10, 6),
+        entry(0x20, 4),
+    ]
+    .concat()
 }
 
 fn entry(tag: u16, perm: u16) -> Vec<u8> {
@@ -492,4 +501,103 @@ fn oversized_config_is_refused() {
         .unwrap();
     let e = Config::load(&conf).unwrap_err().to_string();
     assert!(e.contains("1073741824 bytes"), "{e}");
+}
+
+fn run_with(c: &Case, verify: bool, opts: DecryptOptions) -> Summary {
+    let cfg = Config::load_from_dir(&c.cipher).unwrap();
+    let keys = MasterKey::from_slice(&c.master).unwrap().keys();
+    if verify {
+        verify_tree_with(&cfg, &keys, &c.cipher, &opts, &|_| {}).unwrap()
+    } else {
+        decrypt_tree_with(&cfg, &keys, &c.cipher, &c.dest, &opts, &|_| {}).unwrap()
+    }
+}
+
+#[test]
+fn special_files_are_reported_and_created_only_when_asked() {
+    let c = Case::new(|p| {
+        basic(p);
+        mkfifo(&p.join("pipe"));
+    });
+    std::fs::set_permissions(c.centry("pipe"), std::fs::Permissions::from_mode(0o4777)).unwrap();
+    for verify in [false, true] {
+        let s = run_with(&c, verify, DecryptOptions::default());
+        assert_eq!(s.skipped.len(), 1, "{:?}", s.skipped);
+        assert!(s.skipped[0].reason.contains("FIFO"), "{:?}", s.skipped);
+        assert!(
+            s.skipped[0].reason.contains("--special-files"),
+            "{:?}",
+            s.skipped
+        );
+        assert_eq!(s.special, 0);
+    }
+    let opts = DecryptOptions {
+        special_files: true,
+        ..DecryptOptions::default()
+    };
+    let s = run_with(&c, false, opts);
+    assert!(s.failures.is_empty() && s.skipped.is_empty(), "{s:?}");
+    assert_eq!(s.special, 1);
+    let meta = std::fs::symlink_metadata(c.dest.join("pipe")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&meta.file_type()));
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o775, "mode masked");
+}
+
+/// The format reads an all-zero ciphertext block as a hole without authenticating it;
+/// strict mode refuses it.
+#[test]
+fn strict_mode_refuses_zeroed_blocks() {
+    let c = Case::new(|p| std::fs::write(p.join("w"), vec![7u8; 3 * 4096]).unwrap());
+    let f = c.centry("w");
+    let mut b = std::fs::read(&f).unwrap();
+    b[18 + 4128..18 + 2 * 4128].fill(0);
+    std::fs::write(&f, &b).unwrap();
+    for verify in [false, true] {
+        let s = run_with(&c, verify, DecryptOptions::default());
+        assert!(s.failures.is_empty(), "{:?}", s.failures);
+    }
+    let got = std::fs::read(c.dest.join("w")).unwrap();
+    assert!(
+        got[4096..8192].iter().all(|x| *x == 0),
+        "hole read as zeros"
+    );
+    std::fs::remove_file(c.dest.join("w")).unwrap();
+    let strict = DecryptOptions {
+        strict: true,
+        ..DecryptOptions::default()
+    };
+    for verify in [false, true] {
+        let s = run_with(&c, verify, strict);
+        assert_eq!(s.failures.len(), 1, "{:?}", s.failures);
+        assert!(s.failures[0].error.contains("block 1"), "{:?}", s.failures);
+        assert!(s.failures[0].error.contains("all-zero"), "{:?}", s.failures);
+    }
+    assert!(!c.dest.join("w").exists(), "no partial plaintext");
+    assert_eq!(std::fs::read_dir(&c.dest).unwrap().count(), 0);
+}
+
+#[test]
+fn xattrs_flag_copies_attributes_and_acls() {
+    let c = Case::new(|p| {
+        basic(p);
+        xattr::set(p.join("a"), "user.note", b"v").unwrap();
+    });
+    let acl = extended_acl();
+    xattr::set(c.centry("a"), "system.posix_acl_access", &acl).unwrap();
+    let opts = DecryptOptions {
+        xattrs: true,
+        ..DecryptOptions::default()
+    };
+    let s = run_with(&c, false, opts);
+    assert!(s.failures.is_empty(), "{:?}", s.failures);
+    assert_eq!(
+        xattr::get(c.dest.join("a"), "user.note")
+            .unwrap()
+            .as_deref(),
+        Some(&b"v"[..])
+    );
+    assert_eq!(
+        xattr::get(c.dest.join("a"), "system.posix_acl_access").unwrap(),
+        Some(acl)
+    );
 }
