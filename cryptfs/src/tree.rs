@@ -158,6 +158,8 @@ pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TreeError + '_ {
     }
 }
 
+// `struct stat` field types differ between architectures, so the casts are not always no-ops.
+#[allow(clippy::unnecessary_cast)]
 fn mtime_of(st: &rustix::fs::Stat) -> SystemTime {
     let (sec, nsec) = (st.st_mtime as i64, st.st_mtime_nsec as u32);
     u64::try_from(sec)

@@ -300,6 +300,30 @@ async fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    /// `-o FILE` never writes through a symlink planted at FILE or at the temporary name the
+    /// previous version used (`FILE.coffer-tmp`), and leaves FILE private.
+    #[test]
+    fn secrets_are_not_written_through_planted_symlinks() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let victim = t.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let out = t.path().join("secret.bin");
+        std::os::unix::fs::symlink(&victim, &out).unwrap();
+        std::os::unix::fs::symlink(&victim, t.path().join("secret.coffer-tmp")).unwrap();
+        super::write_secret(&out, b"s3cret").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        let meta = std::fs::symlink_metadata(&out).unwrap();
+        assert!(meta.is_file());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read(&out).unwrap(), b"s3cret");
+        let names: Vec<_> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 3, "no temporary left: {names:?}");
+    }
+
     #[test]
     fn cli_definition_is_valid() {
         use clap::CommandFactory;

@@ -291,3 +291,22 @@ fn print_report(verb: &str, report: &coffer::model::RunReport, json: bool) -> an
 #[derive(Debug, thiserror::Error)]
 #[error("{0} entries failed")]
 pub(crate) struct ModelFailures(usize);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn master_keys_are_read_from_the_first_line_and_never_echoed() {
+        let hex = "fd890dab-86bf61cf-ec5ad460-ad3ed01f-9c52d546-2a31783d-a56b088d-3d05232e";
+        let ok = master_key(format!("{hex}\n").as_bytes(), "--masterkey-file k").unwrap();
+        assert!(matches!(ok, KeySource::MasterKey(_)));
+        let bad = "fd890dab-86bf61cf-ec5ad460-NOT-HEX";
+        let e = master_key(bad.as_bytes(), "$COFFER_MASTERKEY")
+            .err()
+            .unwrap();
+        let shown = format!("{e:#}");
+        assert!(shown.contains("$COFFER_MASTERKEY"), "{shown}");
+        assert!(!shown.contains("fd890dab"), "{shown}");
+    }
+}
