@@ -144,7 +144,11 @@ fn safe_defaults_and_opt_in_flags() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(stderr(&o).contains("SKIPPED"), "{}", stderr(&o));
     assert!(std::fs::symlink_metadata(dest.join("pipe")).is_err());
-    let mode = std::fs::metadata(dest.join("suid")).unwrap().permissions().mode() & 0o7777;
+    let mode = std::fs::metadata(dest.join("suid"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777;
     assert_eq!(mode, 0o775, "setuid and other-write masked");
     assert_eq!(xattr::get(dest.join("a"), "user.note").unwrap(), None);
     assert_eq!(std::fs::read(dest.join("d/f")).unwrap(), b"file d/f");
@@ -168,7 +172,9 @@ fn safe_defaults_and_opt_in_flags() {
     for (i, env) in [false, true].into_iter().enumerate() {
         let out = t.path(&format!("mk-out{i}"));
         let mut cmd = Command::new(binary("coffer"));
-        cmd.args(["model", "decrypt", "-q"]).arg(&t.cipher).arg(&out);
+        cmd.args(["model", "decrypt", "-q"])
+            .arg(&t.cipher)
+            .arg(&out);
         if env {
             cmd.env("COFFER_MASTERKEY", &t.master);
         } else {

@@ -152,6 +152,10 @@ pub(crate) struct KeyArgs {
     tee: TeeArgs,
 }
 
+/// What `verify` cannot tell, printed after its summary (the format does not protect it).
+const VERIFY_LIMITS: &str = "checked: names, symlink targets, encrypted xattrs, every content block (holes pass unless --strict); \
+not checkable from the format: whole files swapped between paths, rolled back, deleted or added, or cut at a 4 KiB block boundary";
+
 /// Environment variable holding the master key in hex (when no key option is given).
 pub(crate) const MASTERKEY_ENV: &str = "COFFER_MASTERKEY";
 
@@ -217,7 +221,11 @@ pub(crate) async fn run(
                 ..DecryptOptions::default()
             };
             let report = coffer::model::decrypt(cipher_dir, None, source, out.options(tree))?;
-            print_report("verified", &report, out.json)?;
+            let r = print_report("authenticated", &report, out.json);
+            if !out.json {
+                eprintln!("{VERIFY_LIMITS}");
+            }
+            r?;
         }
         ModelCommand::Encrypt {
             src,
