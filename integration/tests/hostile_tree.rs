@@ -46,17 +46,23 @@ impl Tree {
         std::fs::create_dir(&mnt).unwrap();
         let pw = tmp.path().join("pw");
         std::fs::write(&pw, "hostile host\n").unwrap();
-        let init = ok(Command::new("gocryptfs")
-            .args(["-init", "-scryptn", "10", "-passfile"])
+        ok(Command::new("gocryptfs")
+            .args(["-init", "-q", "-scryptn", "10", "-passfile"])
             .arg(&pw)
             .arg(&cipher));
-        // gocryptfs prints the master key as 8 dash-separated groups of 8 hex digits.
-        let text = String::from_utf8_lossy(&init.stdout).into_owned();
-        let master = text
-            .split_whitespace()
-            .find(|w| w.len() == 71 && w.split('-').count() == 8)
-            .unwrap_or_else(|| panic!("no master key in: {text}"))
-            .to_string();
+        // gocryptfs shows the master key only on a terminal; its xray tool prints it in hex.
+        let mut xray = Command::new("gocryptfs-xray")
+            .arg("-dumpmasterkey")
+            .arg(cipher.join("gocryptfs.conf"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("gocryptfs-xray (installed with gocryptfs)");
+        std::io::Write::write_all(xray.stdin.as_mut().unwrap(), b"hostile host\n").unwrap();
+        let out = xray.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let master = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        assert_eq!(master.len(), 64, "{master}");
         ok(Command::new("gocryptfs")
             .args(["-q", "-passfile"])
             .arg(&pw)
