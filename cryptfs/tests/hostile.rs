@@ -601,3 +601,28 @@ fn xattrs_flag_copies_attributes_and_acls() {
         Some(acl)
     );
 }
+
+/// A ciphertext directory swapped for a symlink to a copy of it elsewhere: the walk does not
+/// follow it (it is a symlink entry whose "target" is no sealed value), on both paths.
+#[test]
+fn symlinked_cipher_directory_is_not_followed() {
+    let c = Case::new(basic);
+    let d = c.centry("d");
+    let elsewhere = c.outside.join("copy");
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&d)
+        .arg(&elsewhere)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::remove_dir_all(&d).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &d).unwrap();
+    for verify in [false, true] {
+        let s = c.run(verify);
+        assert_eq!(s.failures.len(), 1, "{:?}", s.failures);
+        assert!(failed(&s, "symlink target"), "{:?}", s.failures);
+    }
+    assert!(std::fs::symlink_metadata(c.dest.join("d")).is_err());
+    assert_eq!(std::fs::read(c.dest.join("a")).unwrap(), b"file a");
+}
