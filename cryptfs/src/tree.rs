@@ -438,7 +438,7 @@ impl Walk<'_> {
                             cipher_path: cpath,
                             plain_path: out,
                             reason: format!(
-                                "{}: special files are not created unless asked (--special-files)",
+                                "{}: not created without --special-files (type, mode and device number are not authenticated)",
                                 crate::special::kind_name(kind)
                             ),
                         });
