@@ -4,7 +4,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use coffer_cryptfs::tree::{decrypt_tree, verify_tree, Progress, Summary};
+use coffer_cryptfs::tree::{
+    decrypt_tree_with, verify_tree_with, DecryptOptions, Progress, Summary,
+};
 use coffer_cryptfs::{Config, MasterKey};
 use zeroize::Zeroizing;
 
@@ -40,6 +42,8 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Worker threads (each handles one 256 KiB chunk at a time).
     pub threads: usize,
+    /// What decrypt and verify accept and create beyond the safe default.
+    pub tree: DecryptOptions,
 }
 
 /// Two workers per core: while one waits for a chunk from a cold disk, the other decrypts.
@@ -85,8 +89,10 @@ pub fn decrypt(
     let bar = TreeBar::new(total, files, opts.quiet);
     let started = Instant::now();
     let summary = in_pool(opts.threads, || match dest {
-        Some(dest) => decrypt_tree(&cfg, &keys, cipher_dir, dest, &|p| bar.update(p)),
-        None => verify_tree(&cfg, &keys, cipher_dir, &|p| bar.update(p)),
+        Some(dest) => decrypt_tree_with(&cfg, &keys, cipher_dir, dest, &opts.tree, &|p| {
+            bar.update(p)
+        }),
+        None => verify_tree_with(&cfg, &keys, cipher_dir, &opts.tree, &|p| bar.update(p)),
     })?
     .map_err(|e| ClientError::Config(e.to_string()))?;
     bar.finish();

@@ -21,6 +21,17 @@ const SUPPORTED: [&str; 6] = [
 /// Flags a filesystem must have for the content/name formats implemented here.
 const REQUIRED: [&str; 5] = ["HKDF", "GCMIV128", "EMENames", "LongNames", "Raw64"];
 
+/// Highest scrypt cost accepted, as log2(N) (what `gocryptfs -init -scryptn` allows).
+pub const MAX_SCRYPT_LOG_N: u8 = 28;
+/// Accepted scrypt block sizes R (gocryptfs writes 8).
+pub const SCRYPT_R: std::ops::RangeInclusive<u32> = 8..=32;
+/// Accepted scrypt parallelism P (gocryptfs writes 1).
+pub const SCRYPT_P: std::ops::RangeInclusive<u32> = 1..=16;
+/// Most memory scrypt may take (128 · R · N bytes): 32 GiB, what N = 2^28 with R = 8 needs.
+pub const MAX_SCRYPT_MEMORY: u64 = 32 << 30;
+/// Largest `gocryptfs.conf` read (real ones are under 1 KiB).
+pub const MAX_CONFIG_SIZE: u64 = 64 << 10;
+
 /// Configuration problems; each names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -133,12 +144,31 @@ impl Config {
         Self::load(&path)
     }
 
-    /// Reads and validates a config file.
+    /// Reads and validates a config file. It must be a regular file (not a FIFO, device or
+    /// symlink, which could block or never end) of at most [`MAX_CONFIG_SIZE`] bytes.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read(path).map_err(|source| ConfigError::Io {
+        let io = |source| ConfigError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let (dir, name) = match (path.parent(), path.file_name()) {
+            (Some(d), Some(n)) => (
+                if d.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    d
+                },
+                n,
+            ),
+            _ => {
+                return Err(io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "not a file path",
+                )))
+            }
+        };
+        let dir = crate::fsat::open_root(dir).map_err(io)?;
+        let text = crate::fsat::read_small_at(&dir, name, 0, MAX_CONFIG_SIZE).map_err(io)?;
         Self::parse(&text, path)
     }
 
@@ -174,6 +204,8 @@ impl Config {
                 return Err(invalid(format!("feature flag {f} is missing (filesystems older than gocryptfs 1.3 are not supported)")));
             }
         }
+        // The host can edit this file: bound the work it can make unlocking cost before
+        // anything is allocated.
         let s = &raw.scrypt_object;
         if s.n < 1024 || !s.n.is_power_of_two() {
             return Err(invalid(format!(
@@ -181,10 +213,40 @@ impl Config {
                 s.n
             )));
         }
-        if s.r < 8 || s.p < 1 || s.key_len != 32 {
-            return Err(invalid(
-                "scrypt parameters R >= 8, P >= 1, KeyLen = 32 required".into(),
-            ));
+        if s.n.trailing_zeros() > u32::from(MAX_SCRYPT_LOG_N) {
+            return Err(invalid(format!(
+                "scrypt N = 2^{} exceeds the ceiling 2^{MAX_SCRYPT_LOG_N}: refused (a tampered config could make unlocking take unbounded memory and time)",
+                s.n.trailing_zeros()
+            )));
+        }
+        if !SCRYPT_R.contains(&s.r) {
+            return Err(invalid(format!(
+                "scrypt R = {} is outside {}..={}: refused",
+                s.r,
+                SCRYPT_R.start(),
+                SCRYPT_R.end()
+            )));
+        }
+        if !SCRYPT_P.contains(&s.p) {
+            return Err(invalid(format!(
+                "scrypt P = {} is outside {}..={}: refused",
+                s.p,
+                SCRYPT_P.start(),
+                SCRYPT_P.end()
+            )));
+        }
+        let memory = 128u64.saturating_mul(u64::from(s.r)).saturating_mul(s.n);
+        if memory > MAX_SCRYPT_MEMORY {
+            return Err(invalid(format!(
+                "scrypt N = 2^{} with R = {} needs {} GiB, over the ceiling of {} GiB: refused",
+                s.n.trailing_zeros(),
+                s.r,
+                memory >> 30,
+                MAX_SCRYPT_MEMORY >> 30
+            )));
+        }
+        if s.key_len != 32 {
+            return Err(invalid(format!("scrypt KeyLen = {} (need 32)", s.key_len)));
         }
         let salt = STANDARD
             .decode(&s.salt)

@@ -87,6 +87,8 @@ pub fn plain_size(c: u64) -> Option<u64> {
 /// Decrypts file contents and symlink targets with one content key.
 pub struct ContentCipher {
     key: Zeroizing<[u8; 32]>,
+    /// Refuse all-zero blocks instead of reading them as holes.
+    strict: bool,
 }
 
 impl ContentCipher {
@@ -94,7 +96,16 @@ impl ContentCipher {
     pub fn new(key: &[u8; 32]) -> Self {
         ContentCipher {
             key: Zeroizing::new(*key),
+            strict: false,
         }
+    }
+
+    /// With `strict`, an all-zero ciphertext block is an error instead of a hole: the
+    /// format leaves holes unauthenticated, so whoever holds the storage could zero any
+    /// full block of a file.
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
     }
 
     /// Decrypts one on-disk block into `out` (its plaintext length); all-zero blocks are
@@ -108,6 +119,10 @@ impl ContentCipher {
         file_id: &[u8; 16],
     ) -> Result<(), &'static str> {
         if cblock.len() == CBLOCK && cblock.iter().all(|b| *b == 0) {
+            if self.strict {
+                out.fill(0);
+                return Err("all-zero block (a hole, or a block zeroed on the storage): refused in strict mode");
+            }
             out.fill(0);
             return Ok(());
         }

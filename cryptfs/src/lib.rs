@@ -3,7 +3,9 @@
 //!
 //! Layers: [`config`] (gocryptfs.conf, scrypt key unwrap) → [`keys`] (HKDF working keys) →
 //! [`names`] (EME + base64url + long names) and [`content`] (AES-256-GCM 4 KiB blocks with
-//! 128-bit nonces) → [`tree`] (walks a cipher directory and writes plaintext).
+//! 128-bit nonces) → [`tree`] (walks a cipher directory and writes plaintext). The cipher
+//! directory is treated as hostile (the host controls its storage): see [`tree`] for what
+//! decryption does and does not trust.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -12,6 +14,7 @@ pub mod config;
 pub mod content;
 mod eme;
 mod encrypt_tree;
+mod fsat;
 mod gcm;
 pub mod keys;
 pub mod names;

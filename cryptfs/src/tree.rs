@@ -3,20 +3,80 @@
 //! Directories and symlinks are created while walking; regular files are decrypted in
 //! parallel, each into a temporary name that is renamed on success and removed on failure,
 //! so a destination path either holds the complete authenticated plaintext or nothing.
+//!
+//! # The ciphertext tree is hostile
+//!
+//! The host controls the storage the cipher directory lives on, and gocryptfs authenticates
+//! only names (per directory), symlink targets, xattr values and file contents (per file).
+//! Everything else is treated as attacker-chosen:
+//!
+//! - Both trees are walked through directory handles, one component at a time, never
+//!   following a symlink ([`crate::fsat`]); nothing is created, written, chmod-ed or
+//!   truncated outside the destination.
+//! - `gocryptfs.diriv` and long-name `.name` files are read only when they are regular files
+//!   of legal size; content files only when regular, and no more than `fstat` reports. A
+//!   FIFO or a symlink to `/dev/zero` cannot block or exhaust the run.
+//! - A `gocryptfs.longname.*` entry is accepted only when its hash matches its `.name` and
+//!   that name is long; two entries that decrypt to the same name are both refused.
+//! - Modes are masked with [`FILE_MODE_MASK`] (no setuid, setgid, sticky or world-writable
+//!   bit); special files and extended attributes are created only when asked
+//!   ([`DecryptOptions`]).
+//!
+//! # A destination that is not empty
+//!
+//! An existing non-directory where the tree has a file, symlink or special file is replaced
+//! atomically by rename (the entry itself; a symlink there is never followed). An existing
+//! directory is reused where the tree has a directory; an existing symlink or other
+//! non-directory where the tree has a directory is an error naming it, and that subtree is
+//! left out. An existing directory where the tree has a non-directory is an error naming it.
+//! Entries of DEST that the tree does not have are left alone.
 
-use std::ffi::OsStr;
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use rayon::prelude::*;
+use rustix::fs::{statat, AtFlags, FileType};
 
 use crate::config::Config;
 use crate::content::ContentCipher;
+use crate::fsat;
 use crate::keys::Keys;
-use crate::names::{self, CONF_NAME, DIRIV_NAME, LONGNAME_PREFIX, LONGNAME_SUFFIX};
+use crate::names::{self, CONF_NAME, DIRIV_NAME, LONGNAME_PREFIX, LONGNAME_SUFFIX, NAME_MAX};
+use crate::xattrs::Handle;
+
+/// Permission bits a decrypted file keeps from the (unauthenticated) ciphertext tree: no
+/// setuid, setgid or sticky bit and no write permission for others.
+pub const FILE_MODE_MASK: u32 = 0o775;
+/// Bits every decrypted directory gets on top of its masked mode, so its owner can always
+/// replace or remove what was decrypted into it.
+pub const DIR_MODE_FORCED: u32 = 0o700;
+/// Largest `gocryptfs.longname.*.name` file read (gocryptfs writes at most a few hundred
+/// bytes: the encrypted form of a 255-byte name).
+pub const MAX_LONGNAME_FILE: u64 = 4096;
+/// Deepest directory nesting decrypted (bounds recursion and open handles).
+pub const MAX_DEPTH: usize = 256;
+
+/// What a decryption creates beyond names, directories, regular files and symlinks. The
+/// default creates nothing else: none of it is authenticated by the format.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DecryptOptions {
+    /// Create FIFOs, sockets and device nodes (type, mode and device number come from the
+    /// unauthenticated tree; modes are still masked). Without it they are reported in
+    /// [`Summary::skipped`].
+    pub special_files: bool,
+    /// Copy user extended attributes (authenticated values) and POSIX ACLs (stored
+    /// unencrypted and unauthenticated, as gocryptfs does) onto the output.
+    pub xattrs: bool,
+    /// Refuse all-zero ciphertext blocks in regular files, which the format reads as holes
+    /// without authentication (so whoever holds the storage can zero any block).
+    pub strict: bool,
+}
 
 /// One entry that could not be decrypted.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -27,6 +87,17 @@ pub struct Failure {
     pub plain_path: Option<PathBuf>,
     /// Why.
     pub error: String,
+}
+
+/// One entry deliberately not created (not an error).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Skipped {
+    /// Ciphertext path.
+    pub cipher_path: PathBuf,
+    /// Plaintext path it would have had.
+    pub plain_path: PathBuf,
+    /// Why.
+    pub reason: String,
 }
 
 /// What a run did.
@@ -44,6 +115,9 @@ pub struct Summary {
     pub bytes: u64,
     /// Entries that failed.
     pub failures: Vec<Failure>,
+    /// Entries left out on purpose (special files without
+    /// [`DecryptOptions::special_files`]).
+    pub skipped: Vec<Skipped>,
 }
 
 /// Fatal errors (the run could not start or the destination is unusable).
@@ -59,7 +133,7 @@ pub enum TreeError {
     },
 }
 
-/// A regular file to process, with the metadata to give its output.
+/// A regular file to encrypt, with the metadata to give its output.
 pub(crate) struct FileJob {
     pub(crate) src: PathBuf,
     pub(crate) dst: PathBuf,
@@ -67,15 +141,14 @@ pub(crate) struct FileJob {
     pub(crate) mtime: SystemTime,
 }
 
-struct Walk<'a> {
-    keys: &'a Keys,
-    cipher: ContentCipher,
-    dir_iv: bool,
-    /// Check only: create nothing, write nothing.
-    verify_only: bool,
-    files: Vec<FileJob>,
-    dirs: Vec<(PathBuf, u32, SystemTime)>,
-    summary: Summary,
+/// A regular file to decrypt: directories relative to the two roots plus entry names.
+struct DecJob {
+    src_dir: PathBuf,
+    src_name: OsString,
+    dst_dir: PathBuf,
+    dst_name: OsString,
+    mode: u32,
+    mtime: SystemTime,
 }
 
 pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TreeError + '_ {
@@ -83,6 +156,41 @@ pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TreeError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+// `struct stat` field types differ between architectures, so the casts are not always no-ops.
+#[allow(clippy::unnecessary_cast)]
+fn mtime_of(st: &rustix::fs::Stat) -> SystemTime {
+    let (sec, nsec) = (st.st_mtime as i64, st.st_mtime_nsec as u32);
+    u64::try_from(sec)
+        .ok()
+        .and_then(|s| SystemTime::UNIX_EPOCH.checked_add(Duration::new(s, nsec.min(999_999_999))))
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// Roots and settings shared by the walk and the parallel file workers.
+struct Ctx<'a> {
+    keys: &'a Keys,
+    cipher: ContentCipher,
+    opts: DecryptOptions,
+    cipher_root: &'a Path,
+    cipher_fd: File,
+    /// `None`: check only, create nothing.
+    dest: Option<(&'a Path, File)>,
+}
+
+struct Walk<'a> {
+    ctx: &'a Ctx<'a>,
+    dir_iv: bool,
+    files: Vec<DecJob>,
+    dirs: Vec<(PathBuf, u32, SystemTime)>,
+    summary: Summary,
+}
+
+/// A named entry of one cipher directory, with what its name decrypted to.
+struct Entry {
+    name: OsString,
+    plain: Vec<u8>,
 }
 
 impl Walk<'_> {
@@ -99,19 +207,130 @@ impl Walk<'_> {
         });
     }
 
-    fn walk(&mut self, src: &Path, dst: &Path, root: bool) -> Result<(), TreeError> {
-        let iv: [u8; 16] = if self.dir_iv {
-            let p = src.join(DIRIV_NAME);
-            match std::fs::read(&p)
-                .ok()
-                .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())
+    fn dest_path(&self, rel: &Path) -> PathBuf {
+        self.ctx
+            .dest
+            .as_ref()
+            .map_or_else(|| rel.to_path_buf(), |(d, _)| d.join(rel))
+    }
+
+    /// Reads the names of `src` and decrypts them, reporting every entry that does not
+    /// decrypt or whose name is claimed by more than one entry.
+    fn entries(
+        &mut self,
+        src: &File,
+        src_rel: &Path,
+        dst_rel: &Path,
+        iv: &[u8; 16],
+        root: bool,
+    ) -> Result<Vec<Entry>, std::io::Error> {
+        let mut names = Vec::new();
+        let mut dir = rustix::fs::Dir::read_from(src)?;
+        while let Some(e) = dir.read() {
+            let e = e?;
+            let n = e.file_name().to_bytes();
+            if n != b"." && n != b".." {
+                names.push(OsString::from_vec(n.to_vec()));
+            }
+        }
+        names.sort();
+        let cdir = self.ctx.cipher_root.join(src_rel);
+        let mut out = Vec::new();
+        for name in names {
+            let bytes = name.as_bytes();
+            if bytes == DIRIV_NAME.as_bytes() || (root && bytes == CONF_NAME.as_bytes()) {
+                continue;
+            }
+            if bytes.starts_with(LONGNAME_PREFIX.as_bytes())
+                && bytes.ends_with(LONGNAME_SUFFIX.as_bytes())
             {
-                Some(iv) if iv != [0; 16] => iv,
-                _ => {
+                continue;
+            }
+            let cpath = cdir.join(&name);
+            let s = String::from_utf8_lossy(bytes).into_owned();
+            let cname = if s.starts_with(LONGNAME_PREFIX) {
+                match self.long_name(src, &s) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.fail(cpath, None, e);
+                        continue;
+                    }
+                }
+            } else {
+                s
+            };
+            match names::decrypt_name(&self.ctx.keys.names, iv, &cname) {
+                Ok(plain) => out.push(Entry { name, plain }),
+                Err(e) => self.fail(cpath, None, format!("name: {e}")),
+            }
+        }
+        // EME is a permutation, so only forged long names can collide; refuse every claimant
+        // rather than let the attacker's choice of order pick the winner.
+        let mut count: HashMap<&[u8], usize> = HashMap::new();
+        for e in &out {
+            *count.entry(&e.plain).or_default() += 1;
+        }
+        let dup: Vec<bool> = out.iter().map(|e| count[e.plain.as_slice()] > 1).collect();
+        let mut kept = Vec::new();
+        for (e, d) in out.into_iter().zip(dup) {
+            if d {
+                let plain = dst_rel.join(OsStr::from_bytes(&e.plain));
+                self.fail(
+                    cdir.join(&e.name),
+                    Some(self.dest_path(&plain)),
+                    "decrypts to the same name as another entry of its directory: refused, none of them is written",
+                );
+            } else {
+                kept.push(e);
+            }
+        }
+        Ok(kept)
+    }
+
+    /// The encrypted name a `gocryptfs.longname.<hash>` entry stands for, checked against
+    /// its hash and required to be long (short names are stored as they are).
+    fn long_name(&self, src: &File, entry: &str) -> Result<String, String> {
+        let sidecar = format!("{entry}{LONGNAME_SUFFIX}");
+        let bytes = fsat::read_small_at(src, OsStr::new(&sidecar), 1, MAX_LONGNAME_FILE)
+            .map_err(|e| format!("long name file {sidecar}: {e}"))?;
+        let c =
+            String::from_utf8(bytes).map_err(|_| format!("long name file {sidecar}: not text"))?;
+        if c.len() <= NAME_MAX {
+            return Err(format!(
+                "long name file {sidecar}: holds a short name ({} characters), which gocryptfs never stores as a long name",
+                c.len()
+            ));
+        }
+        if names::on_disk_name(&c) != entry {
+            return Err(format!(
+                "long name file {sidecar}: its content does not hash to the entry's name (swapped or forged)"
+            ));
+        }
+        Ok(c)
+    }
+
+    fn walk(
+        &mut self,
+        src: &File,
+        dst: Option<&File>,
+        src_rel: &Path,
+        dst_rel: &Path,
+        depth: usize,
+    ) -> Result<(), std::io::Error> {
+        let iv: [u8; 16] = if self.dir_iv {
+            match fsat::read_small_at(src, OsStr::new(DIRIV_NAME), 16, 16)
+                .map_err(|e| e.to_string())
+                .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).map_err(|_| "short".into()))
+            {
+                Ok(iv) if iv != [0; 16] => iv,
+                r => {
+                    let why = r.err().unwrap_or_else(|| "all zero".into());
+                    let p = self.ctx.cipher_root.join(src_rel).join(DIRIV_NAME);
+                    let d = self.dest_path(dst_rel);
                     self.fail(
                         p,
-                        Some(dst.to_path_buf()),
-                        "missing or invalid gocryptfs.diriv: directory cannot be decrypted",
+                        Some(d),
+                        format!("invalid gocryptfs.diriv ({why}): directory cannot be decrypted"),
                     );
                     return Ok(());
                 }
@@ -119,94 +338,145 @@ impl Walk<'_> {
         } else {
             [0; 16]
         };
-        let mut entries: Vec<_> = std::fs::read_dir(src)
-            .map_err(io(src))?
-            .collect::<Result<_, _>>()
-            .map_err(io(src))?;
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            let name = entry.file_name();
-            let bytes = name.as_bytes();
-            if bytes == DIRIV_NAME.as_bytes() || (root && bytes == CONF_NAME.as_bytes()) {
-                continue;
-            }
-            let s = String::from_utf8_lossy(bytes).into_owned();
-            if s.starts_with(LONGNAME_PREFIX) && s.ends_with(LONGNAME_SUFFIX) {
-                continue;
-            }
-            let cpath = entry.path();
-            let cname = if s.starts_with(LONGNAME_PREFIX) {
-                match std::fs::read_to_string(src.join(format!("{s}{LONGNAME_SUFFIX}"))) {
-                    Ok(c) if !c.is_empty() => c,
-                    _ => {
-                        self.fail(cpath, None, "long name without a readable .name file");
-                        continue;
-                    }
-                }
-            } else {
-                s
-            };
-            let plain_name = match names::decrypt_name(&self.keys.names, &iv, &cname) {
-                Ok(n) => n,
-                Err(e) => {
-                    self.fail(cpath, None, format!("name: {e}"));
-                    continue;
-                }
-            };
-            let out = dst.join(OsStr::from_bytes(&plain_name));
-            let meta = match std::fs::symlink_metadata(&cpath) {
-                Ok(m) => m,
+        let entries = self.entries(src, src_rel, dst_rel, &iv, depth == 0)?;
+        for Entry { name, plain } in entries {
+            let plain = OsString::from_vec(plain);
+            let crel = src_rel.join(&name);
+            let prel = dst_rel.join(&plain);
+            let cpath = self.ctx.cipher_root.join(&crel);
+            let out = self.dest_path(&prel);
+            let st = match statat(src, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
                 Err(e) => {
                     self.fail(cpath, Some(out), e.to_string());
                     continue;
                 }
             };
-            let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            let mode = meta.permissions().mode() & 0o7777;
-            let ft = meta.file_type();
-            if ft.is_dir() {
-                if !self.verify_only {
-                    std::fs::create_dir_all(&out).map_err(io(&out))?;
-                }
-                let xdst = (!self.verify_only).then_some(out.as_path());
-                if let Err(e) =
-                    crate::xattrs::decrypt_onto(&self.keys.names, &self.cipher, &cpath, xdst)
-                {
-                    self.fail(cpath.clone(), Some(out.clone()), e);
-                }
-                self.summary.dirs += 1;
-                self.walk(&cpath, &out, false)?;
-                self.dirs.push((out, mode, mtime));
-            } else if ft.is_symlink() {
-                let target = std::fs::read_link(&cpath).map_err(io(&cpath))?;
-                match self.cipher.decrypt_symlink(target.as_os_str().as_bytes()) {
-                    Ok(t) => {
-                        let _ = std::fs::remove_file(&out);
-                        std::os::unix::fs::symlink(std::ffi::OsString::from_vec(t), &out)
-                            .map_err(io(&out))?;
-                        self.summary.symlinks += 1;
+            let mode = st.st_mode & 0o7777;
+            let mtime = mtime_of(&st);
+            match FileType::from_raw_mode(st.st_mode) {
+                FileType::Directory => {
+                    if depth + 1 >= MAX_DEPTH {
+                        self.fail(
+                            cpath,
+                            Some(out),
+                            format!("nested deeper than {MAX_DEPTH} directories"),
+                        );
+                        continue;
                     }
-                    Err(e) => self.fail(cpath, Some(out), e),
+                    let sub = match fsat::open_dir_at(src, &name) {
+                        Ok(f) => f,
+                        Err(e) => {
+                            self.fail(cpath, Some(out), e.to_string());
+                            continue;
+                        }
+                    };
+                    let dsub = match dst.map(|d| fsat::ensure_dir_at(d, &plain)).transpose() {
+                        Ok(d) => d,
+                        Err(e) => {
+                            let msg = format!("{}: {e}", out.display());
+                            self.fail(cpath, Some(out), msg);
+                            continue;
+                        }
+                    };
+                    // Checking authenticates attributes too; decrypting copies them only
+                    // when asked.
+                    let copy = self.ctx.opts.xattrs && dsub.is_some();
+                    if copy || dsub.is_none() {
+                        let target = dsub.as_ref().filter(|_| copy).map(|f| Handle(f, &out));
+                        if let Err(e) = crate::xattrs::decrypt_onto(
+                            &self.ctx.keys.names,
+                            &self.ctx.cipher,
+                            &Handle(&sub, &cpath),
+                            target.as_ref(),
+                        ) {
+                            self.fail(cpath.clone(), Some(out.clone()), e);
+                        }
+                    }
+                    self.summary.dirs += 1;
+                    if let Err(e) = self.walk(&sub, dsub.as_ref(), &crel, &prel, depth + 1) {
+                        self.fail(cpath, Some(out), e.to_string());
+                        continue;
+                    }
+                    if dsub.is_some() {
+                        self.dirs.push((prel, mode, mtime));
+                    }
                 }
-            } else if ft.is_file() {
-                self.files.push(FileJob {
-                    src: cpath,
-                    dst: out,
+                FileType::Symlink => {
+                    let r = rustix::fs::readlinkat(src, name.as_os_str(), Vec::new())
+                        .map_err(|e| e.to_string())
+                        .and_then(|t| {
+                            self.ctx
+                                .cipher
+                                .decrypt_symlink(t.as_bytes())
+                                .map_err(String::from)
+                        })
+                        .and_then(|t| match dst {
+                            Some(d) => symlink_at(d, &plain, &t, &out),
+                            None => Ok(()),
+                        });
+                    match r {
+                        Ok(()) => self.summary.symlinks += 1,
+                        Err(e) => self.fail(cpath, Some(out), e),
+                    }
+                }
+                FileType::RegularFile => self.files.push(DecJob {
+                    src_dir: src_rel.to_path_buf(),
+                    src_name: name,
+                    dst_dir: dst_rel.to_path_buf(),
+                    dst_name: plain,
                     mode,
                     mtime,
-                });
-            } else if self.verify_only {
-                // Nothing to authenticate but the name, which decrypted.
-                self.summary.special += 1;
-            } else {
-                match crate::special::recreate(&meta, &out) {
-                    Ok(()) => self.summary.special += 1,
-                    Err(e) => self.fail(cpath, Some(out), e),
+                }),
+                ft => {
+                    let Some(kind) = crate::special::special_kind(st.st_mode) else {
+                        self.fail(cpath, Some(out), format!("unsupported file type {ft:?}"));
+                        continue;
+                    };
+                    if !self.ctx.opts.special_files {
+                        self.summary.skipped.push(Skipped {
+                            cipher_path: cpath,
+                            plain_path: out,
+                            reason: format!(
+                                "{}: not created without --special-files (type, mode and device number are not authenticated)",
+                                crate::special::kind_name(kind)
+                            ),
+                        });
+                        continue;
+                    }
+                    let r = match dst {
+                        Some(d) => crate::special::recreate_at(
+                            d,
+                            &plain,
+                            kind,
+                            mode & FILE_MODE_MASK,
+                            st.st_rdev as u64,
+                            &out,
+                        ),
+                        // Nothing to authenticate but the name, which decrypted.
+                        None => Ok(()),
+                    };
+                    match r {
+                        Ok(()) => self.summary.special += 1,
+                        Err(e) => self.fail(cpath, Some(out), e),
+                    }
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Creates the symlink `name` → `target` in `dir` under a fresh temporary name renamed over
+/// `name` (replacing an existing non-directory, never following it).
+fn symlink_at(dir: &File, name: &OsStr, target: &[u8], shown: &Path) -> Result<(), String> {
+    let tmp = fsat::temp_name();
+    rustix::fs::symlinkat(OsStr::from_bytes(target), dir, tmp.as_str())
+        .map_err(|e| format!("{}: {e}", shown.display()))?;
+    fsat::rename_into_place(dir, &tmp, name).map_err(|e| {
+        fsat::remove_at(dir, &tmp);
+        format!("{}: {e}", shown.display())
+    })
 }
 
 /// Sets directory modes and times last, innermost first, so writing inside them does not
@@ -220,58 +490,84 @@ pub(crate) fn restore_dirs(dirs: &[(PathBuf, u32, SystemTime)]) {
     }
 }
 
-fn verify_one(
-    keys: &Keys,
-    cipher: &ContentCipher,
-    job: &FileJob,
-    report: &(dyn Fn(u64) + Sync),
-) -> Result<u64, String> {
-    let mut src = std::fs::File::open(&job.src).map_err(|e| e.to_string())?;
-    let n = cipher
-        .verify_file(&mut src, report)
-        .map_err(|e| e.to_string())?;
-    crate::xattrs::decrypt_onto(&keys.names, cipher, &job.src, None)?;
-    Ok(n)
-}
-
-/// A short hidden temporary name beside `dst` (plaintext names may already be 255 bytes).
-fn temp_name(dst: &Path, index: usize) -> PathBuf {
-    dst.with_file_name(format!(".coffer-partial.{}.{index}", std::process::id()))
-}
-
-fn decrypt_one(
-    keys: &Keys,
-    cipher: &ContentCipher,
-    job: &FileJob,
-    index: usize,
-    report: &(dyn Fn(u64) + Sync),
-) -> Result<u64, String> {
-    let tmp = temp_name(&job.dst, index);
-    let run = || -> Result<u64, String> {
-        let mut src = std::fs::File::open(&job.src).map_err(|e| e.to_string())?;
-        // Private until the final mode is set.
-        let out = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| format!("{}: {e}", tmp.display()))?;
-        let n = cipher
-            .decrypt_file(&mut src, &out, report)
-            .map_err(|e| e.to_string())?;
-        crate::xattrs::decrypt_onto(&keys.names, cipher, &job.src, Some(&tmp))?;
-        out.set_permissions(std::fs::Permissions::from_mode(job.mode))
-            .map_err(|e| e.to_string())?;
-        out.set_modified(job.mtime).map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, &job.dst).map_err(|e| e.to_string())?;
-        Ok(n)
-    };
-    let r = run();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+/// [`restore_dirs`] for the decryptor: relative to the destination handle, modes masked.
+fn restore_dirs_at(root: &File, dirs: &[(PathBuf, u32, SystemTime)]) {
+    for (rel, mode, mtime) in dirs.iter().rev() {
+        if let Ok(f) = fsat::open_dir_beneath(root, rel) {
+            let mode = (mode & FILE_MODE_MASK) | DIR_MODE_FORCED;
+            let _ = f.set_permissions(std::fs::Permissions::from_mode(mode));
+            let _ = f.set_modified(*mtime);
+        }
     }
-    r
+}
+
+impl Ctx<'_> {
+    fn src_path(&self, job: &DecJob) -> PathBuf {
+        self.cipher_root.join(&job.src_dir).join(&job.src_name)
+    }
+
+    /// Opens a job's ciphertext (regular files only) and its size.
+    fn open_src(&self, job: &DecJob) -> Result<(File, u64), String> {
+        let dir =
+            fsat::open_dir_beneath(&self.cipher_fd, &job.src_dir).map_err(|e| e.to_string())?;
+        fsat::open_regular_at(&dir, &job.src_name).map_err(|e| e.to_string())
+    }
+
+    fn verify_one(&self, job: &DecJob, report: &(dyn Fn(u64) + Sync)) -> Result<u64, String> {
+        let (mut src, len) = self.open_src(job)?;
+        let n = self
+            .cipher
+            .verify_file(&mut src, report)
+            .map_err(|e| e.to_string())?;
+        fsat::same_size(&src, len).map_err(|e| e.to_string())?;
+        crate::xattrs::decrypt_onto::<Handle>(
+            &self.keys.names,
+            &self.cipher,
+            &Handle(&src, &self.src_path(job)),
+            None,
+        )?;
+        Ok(n)
+    }
+
+    fn decrypt_one(
+        &self,
+        dest: &(&Path, File),
+        job: &DecJob,
+        report: &(dyn Fn(u64) + Sync),
+    ) -> Result<u64, String> {
+        let (mut src, len) = self.open_src(job)?;
+        let shown = dest.0.join(&job.dst_dir).join(&job.dst_name);
+        let dir = fsat::open_dir_beneath(&dest.1, &job.dst_dir)
+            .map_err(|e| format!("{}: {e}", shown.display()))?;
+        let (tmp, out) = fsat::create_temp_at(&dir)
+            .map_err(|e| format!("{}: creating a temporary: {e}", shown.display()))?;
+        let mut run = || -> Result<u64, String> {
+            let n = self
+                .cipher
+                .decrypt_file(&mut src, &out, report)
+                .map_err(|e| e.to_string())?;
+            fsat::same_size(&src, len).map_err(|e| e.to_string())?;
+            if self.opts.xattrs {
+                crate::xattrs::decrypt_onto(
+                    &self.keys.names,
+                    &self.cipher,
+                    &Handle(&src, &self.src_path(job)),
+                    Some(&Handle(&out, &shown)),
+                )?;
+            }
+            out.set_permissions(std::fs::Permissions::from_mode(job.mode & FILE_MODE_MASK))
+                .map_err(|e| e.to_string())?;
+            out.set_modified(job.mtime).map_err(|e| e.to_string())?;
+            fsat::rename_into_place(&dir, &tmp, &job.dst_name)
+                .map_err(|e| format!("{}: {e}", shown.display()))?;
+            Ok(n)
+        };
+        let r = run();
+        if r.is_err() {
+            fsat::remove_at(&dir, &tmp);
+        }
+        r
+    }
 }
 
 /// What a tree run reports while it works (for progress displays).
@@ -283,9 +579,7 @@ pub enum Progress {
     FileDone,
 }
 
-/// Decrypts `cipher_dir` into `dest` (created if missing). `progress` hears of every
-/// finished chunk and file. Per-entry failures are collected in the summary;
-/// only destination-level I/O problems abort.
+/// [`decrypt_tree_with`] with the default (safest) [`DecryptOptions`].
 pub fn decrypt_tree(
     config: &Config,
     keys: &Keys,
@@ -293,40 +587,90 @@ pub fn decrypt_tree(
     dest: &Path,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Summary, TreeError> {
-    std::fs::create_dir_all(dest).map_err(io(dest))?;
-    run(config, keys, cipher_dir, Some(dest), progress)
+    decrypt_tree_with(
+        config,
+        keys,
+        cipher_dir,
+        dest,
+        &DecryptOptions::default(),
+        progress,
+    )
 }
 
-/// Authenticates every name, symlink target and content block of `cipher_dir` without
-/// writing any plaintext; every failing entry is reported.
+/// Decrypts `cipher_dir` into `dest` (created if missing; see the module documentation for
+/// what happens to entries already there). `progress` hears of every finished chunk and
+/// file. Per-entry failures are collected in the summary; only problems with the two roots
+/// abort.
+pub fn decrypt_tree_with(
+    config: &Config,
+    keys: &Keys,
+    cipher_dir: &Path,
+    dest: &Path,
+    opts: &DecryptOptions,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<Summary, TreeError> {
+    std::fs::create_dir_all(dest).map_err(io(dest))?;
+    let fd = fsat::open_root(dest).map_err(io(dest))?;
+    run(config, keys, cipher_dir, Some((dest, fd)), opts, progress)
+}
+
+/// [`verify_tree_with`] with the default [`DecryptOptions`].
 pub fn verify_tree(
     config: &Config,
     keys: &Keys,
     cipher_dir: &Path,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Summary, TreeError> {
-    run(config, keys, cipher_dir, None, progress)
+    verify_tree_with(
+        config,
+        keys,
+        cipher_dir,
+        &DecryptOptions::default(),
+        progress,
+    )
+}
+
+/// Authenticates every name, symlink target, encrypted extended attribute and content block
+/// of `cipher_dir` without writing anything, and applies the same structural checks as a
+/// decryption (diriv and long-name files, duplicate names, file types; `opts.strict`
+/// refuses holes). Every failing entry is reported; special files are reported as skipped
+/// unless `opts.special_files`.
+pub fn verify_tree_with(
+    config: &Config,
+    keys: &Keys,
+    cipher_dir: &Path,
+    opts: &DecryptOptions,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<Summary, TreeError> {
+    run(config, keys, cipher_dir, None, opts, progress)
 }
 
 fn run(
     config: &Config,
     keys: &Keys,
     cipher_dir: &Path,
-    dest: Option<&Path>,
+    dest: Option<(&Path, File)>,
+    opts: &DecryptOptions,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Summary, TreeError> {
-    let verify_only = dest.is_none();
-    let dest = dest.unwrap_or(Path::new(""));
-    let mut w = Walk {
+    let ctx = Ctx {
         keys,
-        cipher: ContentCipher::new(&keys.content),
+        cipher: ContentCipher::new(&keys.content).strict(opts.strict),
+        opts: *opts,
+        cipher_root: cipher_dir,
+        cipher_fd: fsat::open_root(cipher_dir).map_err(io(cipher_dir))?,
+        dest,
+    };
+    let mut w = Walk {
+        ctx: &ctx,
         dir_iv: config.dir_iv,
-        verify_only,
         files: Vec::new(),
         dirs: Vec::new(),
         summary: Summary::default(),
     };
-    w.walk(cipher_dir, dest, true)?;
+    let root_dst = ctx.dest.as_ref().map(|(_, f)| f);
+    w.walk(&ctx.cipher_fd, root_dst, Path::new(""), Path::new(""), 0)
+        .map_err(io(cipher_dir))?;
     let bytes = AtomicU64::new(0);
     let results: Vec<(usize, Result<u64, String>)> = w
         .files
@@ -334,10 +678,9 @@ fn run(
         .enumerate()
         .map(|(i, job)| {
             let report = |n| progress(Progress::Bytes(n));
-            let r = if verify_only {
-                verify_one(keys, &w.cipher, job, &report)
-            } else {
-                decrypt_one(keys, &w.cipher, job, i, &report)
+            let r = match &ctx.dest {
+                None => ctx.verify_one(job, &report),
+                Some(dest) => ctx.decrypt_one(dest, job, &report),
             };
             if let Ok(n) = r {
                 bytes.fetch_add(n, Ordering::Relaxed);
@@ -351,16 +694,17 @@ fn run(
             Ok(_) => w.summary.files += 1,
             Err(e) => {
                 let job = &w.files[i];
+                let plain = job.dst_dir.join(&job.dst_name);
                 w.summary.failures.push(Failure {
-                    cipher_path: job.src.clone(),
-                    plain_path: Some(job.dst.clone()),
+                    cipher_path: ctx.src_path(job),
+                    plain_path: Some(w.dest_path(&plain)),
                     error: e,
                 });
             }
         }
     }
-    if !verify_only {
-        restore_dirs(&w.dirs);
+    if let Some((_, root)) = &ctx.dest {
+        restore_dirs_at(root, &w.dirs);
     }
     w.summary.bytes = bytes.into_inner();
     Ok(w.summary)

@@ -8,6 +8,8 @@ use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
+use xattr::FileExt;
+
 use crate::content::ContentCipher;
 use crate::names::{decrypt_name, encrypt_name};
 
@@ -36,15 +38,67 @@ pub fn decrypt_xattr_name(
     Some(decrypt_name(names_key, &XATTR_NAME_TWEAK, rest))
 }
 
-fn list(path: &Path) -> Result<Vec<OsString>, String> {
-    match xattr::list(path) {
-        Ok(names) => Ok(names.collect()),
+/// Something attributes are read from or written to: a path (the encryptor's trusted
+/// source and output) or an open handle (the decryptor, which names nothing by path in the
+/// untrusted tree or in the destination).
+pub(crate) trait Node {
+    /// For messages.
+    fn show(&self) -> String;
+    /// Attribute names.
+    fn names(&self) -> std::io::Result<Vec<OsString>>;
+    /// One attribute's value.
+    fn get(&self, name: &std::ffi::OsStr) -> std::io::Result<Option<Vec<u8>>>;
+    /// Sets one attribute.
+    fn set(&self, name: &std::ffi::OsStr, value: &[u8]) -> std::io::Result<()>;
+    /// Removes one attribute.
+    fn remove(&self, name: &std::ffi::OsStr) -> std::io::Result<()>;
+}
+
+impl Node for &Path {
+    fn show(&self) -> String {
+        self.display().to_string()
+    }
+    fn names(&self) -> std::io::Result<Vec<OsString>> {
+        Ok(xattr::list(self)?.collect())
+    }
+    fn get(&self, name: &std::ffi::OsStr) -> std::io::Result<Option<Vec<u8>>> {
+        xattr::get(self, name)
+    }
+    fn set(&self, name: &std::ffi::OsStr, value: &[u8]) -> std::io::Result<()> {
+        xattr::set(self, name, value)
+    }
+    fn remove(&self, name: &std::ffi::OsStr) -> std::io::Result<()> {
+        xattr::remove(self, name)
+    }
+}
+
+/// An open file or directory with the path it was opened as (for messages).
+pub(crate) struct Handle<'a>(pub &'a std::fs::File, pub &'a Path);
+
+impl Node for Handle<'_> {
+    fn show(&self) -> String {
+        self.1.display().to_string()
+    }
+    fn names(&self) -> std::io::Result<Vec<OsString>> {
+        Ok(self.0.list_xattr()?.collect())
+    }
+    fn get(&self, name: &std::ffi::OsStr) -> std::io::Result<Option<Vec<u8>>> {
+        self.0.get_xattr(name)
+    }
+    fn set(&self, name: &std::ffi::OsStr, value: &[u8]) -> std::io::Result<()> {
+        self.0.set_xattr(name, value)
+    }
+    fn remove(&self, name: &std::ffi::OsStr) -> std::io::Result<()> {
+        self.0.remove_xattr(name)
+    }
+}
+
+fn list(node: &impl Node) -> Result<Vec<OsString>, String> {
+    match node.names() {
+        Ok(names) => Ok(names),
         // A filesystem without xattrs simply has none.
         Err(e) if e.raw_os_error() == Some(libc_enotsup()) => Ok(Vec::new()),
-        Err(e) => Err(format!(
-            "{}: listing extended attributes: {e}",
-            path.display()
-        )),
+        Err(e) => Err(format!("{}: listing extended attributes: {e}", node.show())),
     }
 }
 
@@ -59,29 +113,31 @@ const fn libc_enodata() -> i32 {
 /// Copies the POSIX ACLs of `src` (whose attribute names are `names`) to `dst` unchanged,
 /// and removes from `dst` an ACL that `src` lacks (one `dst` inherited from its directory's
 /// default ACL at creation), so both sides carry the same ACLs. Returns how many were set.
-fn copy_acls(names: &[OsString], src: &Path, dst: &Path) -> Result<usize, String> {
+fn copy_acls(names: &[OsString], src: &impl Node, dst: &impl Node) -> Result<usize, String> {
     let mut n = 0;
     for acl in ACL_NAMES {
+        let acl_os = std::ffi::OsStr::new(acl);
         let value = if names.iter().any(|x| x == acl) {
-            xattr::get(src, acl).map_err(|e| format!("{}: reading {acl}: {e}", src.display()))?
+            src.get(acl_os)
+                .map_err(|e| format!("{}: reading {acl}: {e}", src.show()))?
         } else {
             None
         };
         match value {
             Some(value) => {
-                xattr::set(dst, acl, &value).map_err(|e| {
+                dst.set(acl_os, &value).map_err(|e| {
                     format!(
                         "{}: setting {acl} (does the destination support POSIX ACLs?): {e}",
-                        dst.display()
+                        dst.show()
                     )
                 })?;
                 n += 1;
             }
-            None => match xattr::remove(dst, acl) {
+            None => match dst.remove(acl_os) {
                 Ok(()) => {}
                 Err(e) if matches!(e.raw_os_error(), Some(c) if c == libc_enodata() || c == libc_enotsup()) =>
                     {}
-                Err(e) => return Err(format!("{}: removing inherited {acl}: {e}", dst.display())),
+                Err(e) => return Err(format!("{}: removing inherited {acl}: {e}", dst.show())),
             },
         }
     }
@@ -96,8 +152,8 @@ pub(crate) fn encrypt_onto(
     src: &Path,
     dst: &Path,
 ) -> Result<usize, String> {
-    let names = list(src)?;
-    let mut n = copy_acls(&names, src, dst)?;
+    let names = list(&src)?;
+    let mut n = copy_acls(&names, &src, &dst)?;
     for name in names {
         if !name.as_bytes().starts_with(b"user.") {
             continue;
@@ -127,11 +183,11 @@ pub(crate) fn encrypt_onto(
 /// Decrypts the managed attributes of `src` onto `dst` and copies its POSIX ACLs (or only
 /// authenticates the encrypted attributes when `dst` is `None`); any bad attribute fails
 /// the entry.
-pub(crate) fn decrypt_onto(
+pub(crate) fn decrypt_onto<D: Node>(
     names_key: &[u8; 32],
     cipher: &ContentCipher,
-    src: &Path,
-    dst: Option<&Path>,
+    src: &impl Node,
+    dst: Option<&D>,
 ) -> Result<usize, String> {
     let names = list(src)?;
     let mut n = match dst {
@@ -143,8 +199,9 @@ pub(crate) fn decrypt_onto(
             continue;
         };
         let name = name.map_err(|e| format!("extended attribute name: {e}"))?;
-        let Some(blob) = xattr::get(src, &stored)
-            .map_err(|e| format!("{}: reading attribute: {e}", src.display()))?
+        let Some(blob) = src
+            .get(&stored)
+            .map_err(|e| format!("{}: reading attribute: {e}", src.show()))?
         else {
             continue;
         };
@@ -157,10 +214,10 @@ pub(crate) fn decrypt_onto(
         };
         if let Some(dst) = dst {
             let name = OsString::from_vec(name);
-            xattr::set(dst, &name, &value).map_err(|e| {
+            dst.set(&name, &value).map_err(|e| {
                 format!(
                     "{}: setting extended attribute {}: {e}",
-                    dst.display(),
+                    dst.show(),
                     name.to_string_lossy()
                 )
             })?;

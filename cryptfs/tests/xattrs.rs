@@ -1,8 +1,15 @@
 //! Extended attributes through coffer's own encryptor and decryptor: stored encrypted,
 //! restored on decrypt, and a tampered value fails its file without leaving plaintext.
 
-use coffer_cryptfs::tree::decrypt_tree;
+use coffer_cryptfs::tree::{decrypt_tree_with, DecryptOptions};
 use coffer_cryptfs::{encrypt_tree, Config, MasterKey};
+
+/// Attributes are copied only when asked.
+const XATTRS: DecryptOptions = DecryptOptions {
+    xattrs: true,
+    special_files: false,
+    strict: false,
+};
 
 #[test]
 fn xattrs_round_trip_and_tampering_fails_the_file() {
@@ -36,7 +43,7 @@ fn xattrs_round_trip_and_tampering_fails_the_file() {
     assert_eq!(sval.len(), 16 + 3 + 16);
 
     let config = Config::load_from_dir(&cipher).unwrap();
-    let s = decrypt_tree(&config, &keys, &cipher, &out, &|_| {}).unwrap();
+    let s = decrypt_tree_with(&config, &keys, &cipher, &out, &XATTRS, &|_| {}).unwrap();
     assert!(s.failures.is_empty(), "{:?}", s.failures);
     assert_eq!(
         xattr::get(out.join("w.bin"), "user.model-id")
@@ -49,7 +56,7 @@ fn xattrs_round_trip_and_tampering_fails_the_file() {
     bad[20] ^= 1;
     xattr::set(&cfile, &stored[0], &bad).unwrap();
     let out2 = t.path().join("o2");
-    let s = decrypt_tree(&config, &keys, &cipher, &out2, &|_| {}).unwrap();
+    let s = decrypt_tree_with(&config, &keys, &cipher, &out2, &XATTRS, &|_| {}).unwrap();
     assert_eq!(s.failures.len(), 1);
     assert!(
         s.failures[0].error.contains("extended attribute"),
@@ -139,7 +146,7 @@ fn posix_acls_pass_through_and_inherited_ones_are_dropped() {
     assert_eq!(seen, want, "exactly the source's ACLs, unencrypted");
 
     let config = Config::load_from_dir(&cipher).unwrap();
-    let s = decrypt_tree(&config, &keys, &cipher, &out, &|_| {}).unwrap();
+    let s = decrypt_tree_with(&config, &keys, &cipher, &out, &XATTRS, &|_| {}).unwrap();
     assert!(s.failures.is_empty(), "{:?}", s.failures);
     let get = |rel: &str, name: &str| xattr::get(out.join(rel), name).unwrap();
     assert_eq!(get("f", ACCESS), Some(access));

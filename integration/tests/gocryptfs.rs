@@ -181,7 +181,15 @@ fn gocryptfs_written_tree_decrypts_with_coffer() {
             .arg(&mnt));
     }
     let o = run(Command::new(binary("coffer"))
-        .args(["model", "decrypt", "-q", "--password-file"])
+        // The FIFO, xattrs and ACLs are restored only when asked (none is authenticated).
+        .args([
+            "model",
+            "decrypt",
+            "-q",
+            "--special-files",
+            "--xattrs",
+            "--password-file",
+        ])
         .arg(&pw)
         .arg(&cipher)
         .arg(&out));

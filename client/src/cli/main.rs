@@ -183,20 +183,40 @@ fn tee_client(cli: &Cli, http: reqwest::Client, tee: &TeeArgs) -> anyhow::Result
     })
 }
 
+/// Writes `bytes` to `path` with mode 0600: into a new file under an unpredictable name
+/// beside it (`O_EXCL | O_NOFOLLOW`, so a planted file or symlink is never opened or
+/// followed), then renamed over `path` (which replaces an existing entry, a symlink
+/// included, instead of writing through it).
 fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("coffer-tmp");
+    use rand::RngCore;
+    let name = path
+        .file_name()
+        .with_context(|| format!("{}: not a file name", path.display()))?;
+    let mut suffix = [0u8; 12];
+    rand::thread_rng().fill_bytes(&mut suffix);
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.coffer-tmp", hex::encode(suffix)));
+    let tmp = path.with_file_name(tmp_name);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(bytes)
+    let done = f
+        .write_all(bytes)
         .and_then(|_| f.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+        .with_context(|| format!("cannot write {}", tmp.display()))
+        .and_then(|_| {
+            std::fs::rename(&tmp, path)
+                .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+        });
+    if done.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    done
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -280,6 +300,30 @@ async fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    /// `-o FILE` never writes through a symlink planted at FILE or at the temporary name the
+    /// previous version used (`FILE.coffer-tmp`), and leaves FILE private.
+    #[test]
+    fn secrets_are_not_written_through_planted_symlinks() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let victim = t.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let out = t.path().join("secret.bin");
+        std::os::unix::fs::symlink(&victim, &out).unwrap();
+        std::os::unix::fs::symlink(&victim, t.path().join("secret.coffer-tmp")).unwrap();
+        super::write_secret(&out, b"s3cret").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        let meta = std::fs::symlink_metadata(&out).unwrap();
+        assert!(meta.is_file());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read(&out).unwrap(), b"s3cret");
+        let names: Vec<_> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 3, "no temporary left: {names:?}");
+    }
+
     #[test]
     fn cli_definition_is_valid() {
         use clap::CommandFactory;

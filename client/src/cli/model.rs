@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use coffer::model::{password_from_bytes, KeySource, RunOptions};
+use coffer_cryptfs::tree::DecryptOptions;
 use coffer_cryptfs::MasterKey;
 use coffer_protocol::ResourcePath;
 use zeroize::Zeroizing;
@@ -34,6 +35,12 @@ pub(crate) enum ModelCommand {
     /// Each file is written under a temporary name and renamed when every block has
     /// authenticated; a corrupt file is reported (with the block) and left out. Exit code 6
     /// when any entry failed.
+    ///
+    /// The cipher directory is untrusted: only regular files, directories and symlinks are
+    /// created (FIFOs, sockets, device nodes are reported and skipped), modes are masked to
+    /// 0775, extended attributes are not copied, and nothing outside DEST is touched. Files
+    /// already in DEST are replaced atomically; an existing symlink or non-directory where a
+    /// directory is needed is an error naming it (never followed).
     Decrypt {
         /// The cipher directory (holds gocryptfs.conf).
         cipher_dir: PathBuf,
@@ -42,15 +49,26 @@ pub(crate) enum ModelCommand {
         #[command(flatten)]
         key: KeyArgs,
         #[command(flatten)]
+        tree: TreeArgs,
+        #[command(flatten)]
         out: RunArgs,
     },
-    /// Authenticate every name, symlink and content block without writing plaintext;
-    /// report every corrupt entry. Exit code 6 when any entry fails.
+    /// Check a cipher directory without writing anything: authenticate every name, symlink
+    /// target, encrypted extended attribute and content block, and apply the checks decrypt
+    /// applies (gocryptfs.diriv and long-name files, duplicate names, file types). Exit code
+    /// 6 when any entry fails.
+    ///
+    /// It cannot tell whether whole files were swapped between paths, rolled back to older
+    /// versions, deleted or added, or cut at a block boundary: the format does not protect
+    /// that. All-zero blocks pass as holes unless --strict.
     Verify {
         /// The cipher directory (holds gocryptfs.conf).
         cipher_dir: PathBuf,
         #[command(flatten)]
         key: KeyArgs,
+        /// Refuse all-zero (hole) blocks in regular files.
+        #[arg(long)]
+        strict: bool,
         #[command(flatten)]
         out: RunArgs,
     },
@@ -71,12 +89,38 @@ pub(crate) struct RunArgs {
 }
 
 impl RunArgs {
-    fn options(&self) -> RunOptions {
+    fn options(&self, tree: DecryptOptions) -> RunOptions {
         RunOptions {
             quiet: self.quiet || self.json,
             threads: self
                 .threads
                 .map_or_else(coffer::model::default_threads, usize::from),
+            tree,
+        }
+    }
+}
+
+/// What `decrypt` creates beyond regular files, directories and symlinks (none of it is
+/// authenticated by gocryptfs, so each is opt-in).
+#[derive(Args)]
+pub(crate) struct TreeArgs {
+    /// Also create FIFOs, sockets and device nodes found in the tree (modes still masked).
+    #[arg(long)]
+    special_files: bool,
+    /// Copy user extended attributes and POSIX ACLs onto the output.
+    #[arg(long)]
+    xattrs: bool,
+    /// Refuse all-zero (hole) blocks in regular files.
+    #[arg(long)]
+    strict: bool,
+}
+
+impl TreeArgs {
+    fn options(&self) -> DecryptOptions {
+        DecryptOptions {
+            special_files: self.special_files,
+            xattrs: self.xattrs,
+            strict: self.strict,
         }
     }
 }
@@ -85,11 +129,16 @@ impl RunArgs {
 #[derive(Args)]
 pub(crate) struct KeyArgs {
     /// File whose first line is the gocryptfs password.
-    #[arg(long, group = "keysource", required = true)]
+    #[arg(long, group = "keysource")]
     password_file: Option<PathBuf>,
-    /// The master key in hex (dashes allowed), as gocryptfs -init printed it.
+    /// The master key in hex (dashes allowed), as gocryptfs -init printed it. Visible to
+    /// every process in the argument list: prefer --masterkey-file or $COFFER_MASTERKEY
+    /// (used when no other key source is given).
     #[arg(long, group = "keysource")]
     masterkey: Option<String>,
+    /// File holding the master key in hex (first line).
+    #[arg(long, group = "keysource")]
+    masterkey_file: Option<PathBuf>,
     /// Fetch the password from the KBS at --url after attesting (kbs:///repo/type/tag);
     /// it never touches disk.
     #[arg(long, group = "keysource")]
@@ -103,14 +152,37 @@ pub(crate) struct KeyArgs {
     tee: TeeArgs,
 }
 
+/// What `verify` cannot tell, printed after its summary (the format does not protect it).
+const VERIFY_LIMITS: &str = "checked: names, symlink targets, encrypted xattrs, every content block (holes pass unless --strict); \
+not checkable from the format: whole files swapped between paths, rolled back, deleted or added, or cut at a 4 KiB block boundary";
+
+/// Environment variable holding the master key in hex (when no key option is given).
+pub(crate) const MASTERKEY_ENV: &str = "COFFER_MASTERKEY";
+
+fn master_key(hex: &[u8], from: &str) -> anyhow::Result<KeySource> {
+    let line = password_from_bytes(hex);
+    let text = std::str::from_utf8(&line)
+        .ok()
+        .map(str::trim)
+        .with_context(|| format!("{from}: expected 64 hex digits"))?;
+    // The message names the source only: the key itself never goes into an error.
+    Ok(KeySource::MasterKey(
+        MasterKey::from_hex(text).with_context(|| format!("{from}: expected 64 hex digits"))?,
+    ))
+}
+
 async fn key_source(cli: &Cli, http: reqwest::Client, k: &KeyArgs) -> anyhow::Result<KeySource> {
+    if let Some(f) = &k.masterkey_file {
+        let bytes = Zeroizing::new(
+            std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?,
+        );
+        return master_key(&bytes, &format!("--masterkey-file {}", f.display()));
+    }
     Ok(match (&k.password_file, &k.masterkey, &k.key) {
         (Some(f), ..) => KeySource::Password(password_from_bytes(&Zeroizing::new(
             std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?,
         ))),
-        (_, Some(hex), _) => KeySource::MasterKey(
-            MasterKey::from_hex(hex).context("--masterkey: expected 64 hex digits")?,
-        ),
+        (_, Some(hex), _) => master_key(hex.as_bytes(), "--masterkey")?,
         (_, _, Some(path)) => {
             let secret = match &k.cdh {
                 Some(cdh) => coffer::cdh::get_resource(&http, cdh, path).await?,
@@ -118,7 +190,15 @@ async fn key_source(cli: &Cli, http: reqwest::Client, k: &KeyArgs) -> anyhow::Re
             };
             KeySource::Password(password_from_bytes(&secret))
         }
-        _ => bail!("give --password-file, --masterkey or --key"),
+        _ => match std::env::var_os(MASTERKEY_ENV) {
+            Some(v) => master_key(
+                &Zeroizing::new(v.into_encoded_bytes()),
+                &format!("${MASTERKEY_ENV}"),
+            )?,
+            None => bail!(
+                "give --password-file, --masterkey-file, --masterkey, --key or ${MASTERKEY_ENV}"
+            ),
+        },
     })
 }
 
@@ -132,11 +212,20 @@ pub(crate) async fn run(
         ModelCommand::Verify {
             cipher_dir,
             key,
+            strict,
             out,
         } => {
             let source = key_source(cli, http, key).await?;
-            let report = coffer::model::decrypt(cipher_dir, None, source, out.options())?;
-            print_report("verified", &report, out.json)?;
+            let tree = DecryptOptions {
+                strict: *strict,
+                ..DecryptOptions::default()
+            };
+            let report = coffer::model::decrypt(cipher_dir, None, source, out.options(tree))?;
+            let r = print_report("authenticated", &report, out.json);
+            if !out.json {
+                eprintln!("{VERIFY_LIMITS}");
+            }
+            r?;
         }
         ModelCommand::Encrypt {
             src,
@@ -149,17 +238,29 @@ pub(crate) async fn run(
                 std::fs::read(password_file)
                     .with_context(|| format!("cannot read {}", password_file.display()))?,
             ));
-            let report = coffer::model::encrypt(src, cipher_dir, &pw, *scryptn, out.options())?;
+            let report = coffer::model::encrypt(
+                src,
+                cipher_dir,
+                &pw,
+                *scryptn,
+                out.options(DecryptOptions::default()),
+            )?;
             print_report("encrypted", &report, out.json)?;
         }
         ModelCommand::Decrypt {
             cipher_dir,
             dest,
             key,
+            tree,
             out,
         } => {
             let source = key_source(cli, http, key).await?;
-            let report = coffer::model::decrypt(cipher_dir, Some(dest), source, out.options())?;
+            let report = coffer::model::decrypt(
+                cipher_dir,
+                Some(dest),
+                source,
+                out.options(tree.options()),
+            )?;
             print_report("decrypted", &report, out.json)?;
         }
     }
@@ -174,13 +275,16 @@ fn print_report(verb: &str, report: &coffer::model::RunReport, json: bool) -> an
         println!(
             "{}",
             serde_json::json!({"files": s.files, "dirs": s.dirs, "symlinks": s.symlinks, "special": s.special, "bytes": s.bytes,
-                "seconds": report.seconds, "mb_per_s": rate, "failures": s.failures})
+                "seconds": report.seconds, "mb_per_s": rate, "failures": s.failures, "skipped": s.skipped})
         );
     } else {
         eprintln!(
             "{verb} {} files, {} dirs, {} symlinks, {} special files, {} bytes in {:.2} s ({rate:.0} MB/s)",
             s.files, s.dirs, s.symlinks, s.special, s.bytes, report.seconds
         );
+        for k in &s.skipped {
+            eprintln!("SKIPPED {}: {}", k.cipher_path.display(), k.reason);
+        }
         for f in &s.failures {
             eprintln!("FAILED {}: {}", f.cipher_path.display(), f.error);
         }
@@ -195,3 +299,22 @@ fn print_report(verb: &str, report: &coffer::model::RunReport, json: bool) -> an
 #[derive(Debug, thiserror::Error)]
 #[error("{0} entries failed")]
 pub(crate) struct ModelFailures(usize);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn master_keys_are_read_from_the_first_line_and_never_echoed() {
+        let hex = "fd890dab-86bf61cf-ec5ad460-ad3ed01f-9c52d546-2a31783d-a56b088d-3d05232e";
+        let ok = master_key(format!("{hex}\n").as_bytes(), "--masterkey-file k").unwrap();
+        assert!(matches!(ok, KeySource::MasterKey(_)));
+        let bad = "fd890dab-86bf61cf-ec5ad460-NOT-HEX";
+        let e = master_key(bad.as_bytes(), "$COFFER_MASTERKEY")
+            .err()
+            .unwrap();
+        let shown = format!("{e:#}");
+        assert!(shown.contains("$COFFER_MASTERKEY"), "{shown}");
+        assert!(!shown.contains("fd890dab"), "{shown}");
+    }
+}
