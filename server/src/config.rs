@@ -240,8 +240,9 @@ pub struct AttestationConfig {
     /// Alibaba's string `resource/<repo>/<type>/<tag>`), `upstream` or `alibaba`.
     pub resource_path_dialect: crate::policy::ResourcePathDialect,
     /// Most handshake sessions the database holds at once (live and not yet purged). When
-    /// full, `/auth` purges expired sessions, then evicts the oldest never-attested ones,
-    /// and answers 429 `TooManyRequests` only when all are live and attested. Expired
+    /// full, `/auth` purges expired sessions, then evicts sessions older than 5 s
+    /// (never-attested ones first), and answers 429 `TooManyRequests` only when all were
+    /// created in the last 5 s. Expired
     /// sessions are also purged every minute. 0 disables the bound.
     pub max_sessions: u64,
 }

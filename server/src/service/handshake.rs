@@ -80,6 +80,10 @@ fn tee_of_claims(claims: &Value) -> Option<String> {
         .cloned()
 }
 
+/// How long a session is kept even when the table is full: a guest attests within seconds of
+/// `/auth`, and its resource requests follow its attestation within seconds.
+const SESSION_GRACE_SECS: i64 = 5;
+
 impl Kbs {
     /// `POST /auth`: validates the request and opens a session with a fresh nonce.
     pub async fn auth(&self, body: &[u8]) -> Result<(Session, Challenge), KbsError> {
@@ -139,11 +143,12 @@ impl Kbs {
     }
 
     /// `/auth` is unauthenticated and each call stores a row, so the table is bounded: when
-    /// it is full, expired sessions go first, then the oldest sessions that never attested
-    /// (what a flood of bare `/auth` calls leaves), so a flood cannot lock real guests out —
-    /// their auth → attest takes far less time than the flood needs to cycle the whole
-    /// table. Only a table full of attested, unexpired sessions refuses (429). Concurrent
-    /// calls may overshoot the bound by the number of requests in flight, never more.
+    /// it is full, expired sessions go first, then sessions older than [`SESSION_GRACE_SECS`]
+    /// — never-attested ones (what a flood of bare `/auth` calls leaves) before attested ones
+    /// (their guest fetched its resources long ago, or re-attests on 401 as guest-components
+    /// does). A guest's own handshake finishes within the grace period, so neither a flood
+    /// nor a busy hour breaks it; only a table filled within the grace period refuses (429).
+    /// Concurrent calls may overshoot the bound by the number in flight.
     async fn check_session_room(&self, now: i64, tee: &str) -> Result<(), KbsError> {
         if self.max_sessions == 0 {
             return Ok(());
@@ -158,10 +163,15 @@ impl Kbs {
         }
         // A batch, so a sustained flood pays one eviction per ~1% of the table, not per call.
         let batch = (self.max_sessions / 100).max(1) + (n - self.max_sessions);
-        if self.store.evict_pending_sessions(batch).await? > 0 {
+        if self
+            .store
+            .evict_sessions(batch, now - SESSION_GRACE_SECS)
+            .await?
+            > 0
+        {
             self.metrics
                 .attestations
-                .with_label_values(&[tee, "evicted_pending"])
+                .with_label_values(&[tee, "evicted"])
                 .inc();
             return Ok(());
         }

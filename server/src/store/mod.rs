@@ -143,9 +143,10 @@ pub trait Store: Send + Sync {
     async fn purge_expired_sessions(&self, now: i64) -> Result<u64, StoreError>;
     /// Number of stored sessions, expired or not (what the table holds).
     async fn count_sessions(&self) -> Result<u64, StoreError>;
-    /// Deletes up to `limit` of the oldest sessions that never attested (a flood of bare
-    /// `/auth` calls leaves only such rows); returns how many.
-    async fn evict_pending_sessions(&self, limit: u64) -> Result<u64, StoreError>;
+    /// Deletes up to `limit` sessions created before `before` to make room: those that never
+    /// attested first (a flood of bare `/auth` calls leaves only such rows), oldest first,
+    /// then attested ones; returns how many.
+    async fn evict_sessions(&self, limit: u64, before: i64) -> Result<u64, StoreError>;
 
     /// Inserts or replaces a policy.
     async fn put_policy(

@@ -110,12 +110,13 @@ macro_rules! sql_store {
                 Ok(r.rows_affected())
             }
 
-            async fn evict_pending_sessions(&self, limit: u64) -> Result<u64, StoreError> {
+            async fn evict_sessions(&self, limit: u64, before: i64) -> Result<u64, StoreError> {
                 let r = sqlx::query(
-                    "DELETE FROM sessions WHERE id IN \
-                     (SELECT id FROM sessions WHERE state = 0 ORDER BY created_at LIMIT $1)",
+                    "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
+                     WHERE created_at < $2 ORDER BY state, created_at LIMIT $1)",
                 )
                 .bind(limit.min(i64::MAX as u64) as i64)
+                .bind(before)
                 .execute(&self.pool)
                 .await
                 .map_err(unavailable)?;

@@ -54,7 +54,8 @@ pub(crate) async fn conformance(s: &dyn Store) {
     assert!(s.load_session("live", 150).await.unwrap().is_some());
     assert_eq!(s.purge_expired_sessions(200).await.unwrap(), 1);
     assert_eq!(s.count_sessions().await.unwrap(), 0);
-    // Eviction takes the oldest sessions that never attested, and never an attested one.
+    // Eviction takes sessions created before the given time: never-attested ones first,
+    // oldest first, then attested ones.
     for (i, id) in ["p1", "p2", "p3"].iter().enumerate() {
         s.create_session(&Session {
             id: id.to_string(),
@@ -69,13 +70,16 @@ pub(crate) async fn conformance(s: &dyn Store) {
         .unwrap();
     }
     assert!(s.consume_nonce("p1", "np1", "tok", 1500).await.unwrap());
-    assert_eq!(s.evict_pending_sessions(1).await.unwrap(), 1);
+    assert_eq!(s.evict_sessions(10, 1000).await.unwrap(), 0);
+    assert_eq!(s.evict_sessions(1, 1003).await.unwrap(), 1);
     assert!(s.load_session("p1", 1500).await.unwrap().is_some());
     assert!(s.load_session("p2", 1500).await.unwrap().is_none());
     assert!(s.load_session("p3", 1500).await.unwrap().is_some());
-    assert_eq!(s.evict_pending_sessions(10).await.unwrap(), 1);
-    assert_eq!(s.evict_pending_sessions(10).await.unwrap(), 0);
-    assert_eq!(s.count_sessions().await.unwrap(), 1);
+    // p3 (created at 1002) is not older than 1002.
+    assert_eq!(s.evict_sessions(10, 1002).await.unwrap(), 1);
+    assert!(s.load_session("p3", 1500).await.unwrap().is_some());
+    assert_eq!(s.evict_sessions(10, 1003).await.unwrap(), 1);
+    assert_eq!(s.count_sessions().await.unwrap(), 0);
     s.purge_expired_sessions(5000).await.unwrap();
 
     // audit: ordered, newest `limit` rows after a sequence number
