@@ -416,6 +416,20 @@ impl TestPki {
         }
     }
 
+    /// Writes this PKI's root and an offline collateral bundle (`o`) under `dir` and
+    /// returns the `[dcap]` table of a server that verifies with them and fetches nothing.
+    pub fn offline_dcap_config(&self, dir: &std::path::Path, o: &CollateralOptions) -> String {
+        let coll = dir.join("collateral");
+        std::fs::create_dir_all(&coll).expect("collateral dir");
+        std::fs::write(dir.join("root.der"), self.root_der()).expect("root.der");
+        std::fs::write(coll.join("test.json"), self.collateral_json(o)).expect("bundle");
+        format!(
+            "[dcap]\nroot_ca_file = \"{}\"\ncollateral_dir = \"{}\"\npccs_url = \"\"\n",
+            dir.join("root.der").display(),
+            coll.display()
+        )
+    }
+
     /// Collateral JSON in dcap-qvl's `QuoteCollateralV3` form.
     pub fn collateral_json(&self, o: &CollateralOptions) -> String {
         let i = self.signed_items(o);

@@ -35,19 +35,7 @@ fn setup() -> Setup {
     let pki = Arc::new(TestPki::new());
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
-    std::fs::write(root.join("root.der"), pki.root_der()).unwrap();
-    let dir = root.join("collateral");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("test.json"),
-        pki.collateral_json(&CollateralOptions::current()),
-    )
-    .unwrap();
-    let config = format!(
-        "[dcap]\nroot_ca_file = \"{}\"\ncollateral_dir = \"{}\"\npccs_url = \"\"\n",
-        root.join("root.der").display(),
-        dir.display()
-    );
+    let config = pki.offline_dcap_config(&root, &CollateralOptions::current());
     let server = Server::start(&root, Some(&config));
     let f = root.join("secret");
     std::fs::write(&f, SECRET).unwrap();

@@ -480,16 +480,7 @@ fn init_data_is_bound_through_mrconfigid() {
 fn default_policy_server(pki: &TestPki, coll: &CollateralOptions) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
-    std::fs::write(root.join("root.der"), pki.root_der()).unwrap();
-    let dir = root.join("collateral");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("test.json"), pki.collateral_json(coll)).unwrap();
-    let dcap = format!(
-        "[dcap]\nroot_ca_file = \"{}\"\ncollateral_dir = \"{}\"\npccs_url = \"\"\n",
-        root.join("root.der").display(),
-        dir.display()
-    );
-    let server = Server::start(&root, Some(&dcap));
+    let server = Server::start(&root, Some(&pki.offline_dcap_config(&root, coll)));
     let f = root.join("secret");
     std::fs::write(&f, SECRET).unwrap();
     server.admin(&["set-resource", RES, "--file", f.to_str().unwrap()]);
