@@ -171,6 +171,7 @@ fn pai_default_policy_releases_to_a_td_that_loaded_the_registered_model() {
         .find(|l| l.contains("attestation appraised") && l.contains("policy=default "))
         .unwrap_or_else(|| panic!("no appraisal log line in:\n{log}"));
     assert!(line.contains("policy_form=per-claim"), "{line}");
+    assert!(line.contains("protocol=0.4.0"), "{line}");
     assert!(line.contains("status=affirming"), "{line}");
     assert!(line.contains("tcb_status="), "{line}");
 

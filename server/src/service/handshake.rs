@@ -323,6 +323,7 @@ impl Kbs {
             })?;
         log_appraisal(
             verifier.tee(),
+            version,
             &annotated,
             snapshot.cpu_policy_id,
             &appraisal,
@@ -482,6 +483,7 @@ impl Kbs {
 /// verdict. Only public values (measurements, claims); never keys or secrets.
 fn log_appraisal(
     tee: &str,
+    version: ProtocolVersion,
     annotated: &Value,
     policy_id: &str,
     appraisal: &crate::policy::Appraisal,
@@ -497,6 +499,7 @@ fn log_appraisal(
     let vector = Value::Object(appraisal.trust_vector.clone()).to_string();
     tracing::info!(
         tee = %tee,
+        protocol = %version,
         mr_td = %field("/quote/body/mr_td"),
         rtmr_3 = %field("/quote/body/rtmr_3"),
         mr_enclave = %field("/quote/body/mr_enclave"),
