@@ -251,7 +251,8 @@ fn chart_default_policy_and_a_string_path_resource_policy() {
 
     let (tsm, aael) = td_with_events(&s, "td", &[model_load(MODEL_HASH)]);
     let tee = tdx_args(&s, &tsm, &aael);
-    let cpu = &claims_of(&attest(&s, &tee))["submods"]["cpu0"];
+    let token = attest(&s, &tee);
+    let cpu = &claims_of(&token)["submods"]["cpu0"];
     // No boot events or reference values: Alibaba's engine gives exactly this.
     assert_eq!(
         cpu["ear.trustworthiness-vector"],
@@ -267,6 +268,33 @@ fn chart_default_policy_and_a_string_path_resource_policy() {
     );
     assert_eq!(out.stdout, SECRET);
     assert!(s.server.log().contains("resource_path=alibaba"));
+    // `coffer policy test` decides the same way, and pinned to upstream's form it cannot
+    // evaluate the policy (exit 1), as the server would not.
+    let tok = s.root.join("token.jwt");
+    std::fs::write(&tok, &token).unwrap();
+    let test = |dialect: &str| {
+        s.server.coffer(&[
+            "policy",
+            "test",
+            "--input",
+            tok.to_str().unwrap(),
+            "--resource-policy",
+            policy.to_str().unwrap(),
+            "--resource",
+            RES,
+            "--resource-path-dialect",
+            dialect,
+            "--json",
+        ])
+    };
+    let out = test("auto");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["resource"],
+        json!({"path": RES, "allow": true, "resource_path": "alibaba"})
+    );
+    assert_eq!(test("upstream").status.code(), Some(1));
     // Another repository: the same policy refuses.
     s.server.admin(&[
         "set-resource",

@@ -174,14 +174,17 @@ async fn main() -> anyhow::Result<()> {
             if cfg.dcap.sgx { ", and sgx (dcap.sgx)" } else { "" }
         );
         let dcap = coffer_tdx::dcap::DcapVerifier::with_root(root);
-        verifiers.add(Arc::new(DcapTeeVerifier::tdx(
-            dcap.clone(),
-            provider.clone(),
-        )));
+        verifiers.add(Arc::new(
+            DcapTeeVerifier::tdx(dcap.clone(), provider.clone())
+                .context("dcap trust anchor is not a DER certificate")?,
+        ));
         // SGX is a second attack surface (another quote format, other claims) that most
         // deployments never use: only on request.
         if cfg.dcap.sgx {
-            verifiers.add(Arc::new(DcapTeeVerifier::sgx(dcap, provider)));
+            verifiers.add(Arc::new(
+                DcapTeeVerifier::sgx(dcap, provider)
+                    .context("dcap trust anchor is not a DER certificate")?,
+            ));
         }
     }
     let kek = match keys.kek.clone() {
@@ -236,6 +239,7 @@ async fn main() -> anyhow::Result<()> {
         ),
         session_ttl_secs: cfg.attestation.session_ttl_secs as i64,
         max_sessions: cfg.attestation.max_sessions,
+        auths_since_count: Default::default(),
         resource_path_dialect: cfg.attestation.resource_path_dialect,
         metrics,
         snapshots: SnapshotCache::new(std::time::Duration::from_millis(

@@ -20,9 +20,9 @@ pub struct DcapTeeVerifier {
     tee: &'static str,
     dcap: DcapVerifier,
     collateral: Arc<CollateralProvider>,
-    /// The trust anchor, parsed once; `None` when it does not parse (DCAP verification then
-    /// fails on its own).
-    anchor: Option<openssl::x509::X509>,
+    /// The trust anchor, parsed once: every quote's PCK chain is checked against it before
+    /// any collateral is fetched for the quote's platform.
+    anchor: openssl::x509::X509,
 }
 
 /// Whether the quote's PCK certificates chain, signature by signature, to `anchor`.
@@ -59,23 +59,34 @@ fn pck_chain_anchored(chain_pem: &[u8], anchor: &openssl::x509::X509) -> Result<
 }
 
 impl DcapTeeVerifier {
-    /// The `tdx` verifier.
-    pub fn tdx(dcap: DcapVerifier, collateral: Arc<CollateralProvider>) -> Self {
+    /// The `tdx` verifier; fails when the trust anchor is not a DER certificate.
+    pub fn tdx(
+        dcap: DcapVerifier,
+        collateral: Arc<CollateralProvider>,
+    ) -> Result<Self, openssl::error::ErrorStack> {
         Self::named("tdx", dcap, collateral)
     }
 
-    fn named(tee: &'static str, dcap: DcapVerifier, collateral: Arc<CollateralProvider>) -> Self {
-        let anchor = openssl::x509::X509::from_der(dcap.root_der()).ok();
-        DcapTeeVerifier {
+    fn named(
+        tee: &'static str,
+        dcap: DcapVerifier,
+        collateral: Arc<CollateralProvider>,
+    ) -> Result<Self, openssl::error::ErrorStack> {
+        // Without the anchor the pre-fetch chain check would silently disappear.
+        let anchor = openssl::x509::X509::from_der(dcap.root_der())?;
+        Ok(DcapTeeVerifier {
             tee,
             dcap,
             collateral,
             anchor,
-        }
+        })
     }
 
     /// The `sgx` verifier (quote v3, same chain and collateral logic).
-    pub fn sgx(dcap: DcapVerifier, collateral: Arc<CollateralProvider>) -> Self {
+    pub fn sgx(
+        dcap: DcapVerifier,
+        collateral: Arc<CollateralProvider>,
+    ) -> Result<Self, openssl::error::ErrorStack> {
         Self::named("sgx", dcap, collateral)
     }
 
@@ -127,10 +138,8 @@ impl Verifier for DcapTeeVerifier {
             Some(_) => return Err(self.malformed("`cc_eventlog` must be a base64 string")),
         };
 
-        if let Some(anchor) = &self.anchor {
-            pck_chain_anchored(quote.pck_chain_pem(), anchor)
-                .map_err(|why| self.rejected(format!("{why}; no collateral fetched")))?;
-        }
+        pck_chain_anchored(quote.pck_chain_pem(), &self.anchor)
+            .map_err(|why| self.rejected(format!("{why}; no collateral fetched")))?;
         let key = self
             .dcap
             .collateral_key_for(&quote)

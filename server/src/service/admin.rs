@@ -503,7 +503,7 @@ impl Kbs {
     /// `GET /attestation-policy/{id}`: the Rego text of an attestation policy.
     pub async fn admin_get_attestation_policy(&self, id: &str) -> Result<String, KbsError> {
         match self.store.get_policy(id).await? {
-            Some(p) if p.kind == "attestation" => Ok(p.body),
+            Some(p) if p.kind == PolicyKind::Attestation.as_str() => Ok(p.body),
             _ => Err(KbsError::new(
                 ErrorKind::ResourceNotFound,
                 format!("attestation policy {id} not found"),
@@ -565,10 +565,11 @@ impl Kbs {
     ) -> Result<Vec<ResourceListEntry>, KbsError> {
         let mut out = Vec::new();
         for path in self.store.list_resource_paths().await? {
-            let mut parts = path.splitn(3, '/');
-            let (Some(r), Some(t), Some(g)) = (parts.next(), parts.next(), parts.next()) else {
+            // Stored paths were validated on the way in; one that no longer parses is skipped.
+            let Ok(path) = path.parse::<coffer_protocol::ResourcePath>() else {
                 continue;
             };
+            let [r, t, g] = path.segments();
             if repository.is_some_and(|want| want != r) || kind.is_some_and(|want| want != t) {
                 continue;
             }

@@ -2,6 +2,8 @@
 //! version named at `/auth` is stored in the session and decides how `/attest` is read,
 //! which object the evidence is bound to and the layout of the released JWE.
 
+use std::sync::atomic::Ordering;
+
 use coffer_protocol::jwe::{self, FlattenedJwe, JweShape};
 use coffer_protocol::jwk::ALG_RSA1_5;
 use coffer_protocol::messages::{AttestationParts, Challenge, Request};
@@ -142,18 +144,39 @@ impl Kbs {
         Ok((session, challenge))
     }
 
+    /// About 1% of `max_sessions` (at least 1): how many `/auth` calls pass between counts
+    /// of the session table, and how many sessions one eviction removes.
+    fn session_batch(&self) -> u64 {
+        (self.max_sessions / 100).max(1)
+    }
+
     /// `/auth` is unauthenticated and each call stores a row, so the table is bounded: when
     /// it is full, expired sessions go first, then sessions older than [`SESSION_GRACE_SECS`]
     /// — never-attested ones (what a flood of bare `/auth` calls leaves) before attested ones
     /// (their guest fetched its resources long ago, or re-attests on 401 as guest-components
     /// does). A guest's own handshake finishes within the grace period, so neither a flood
     /// nor a busy hour breaks it; only a table filled within the grace period refuses (429).
-    /// Concurrent calls may overshoot the bound by the number in flight.
+    /// The table is counted once per [`Self::session_batch`] calls of this process, so the bound
+    /// may be overshot by one batch per replica plus the calls in flight.
     async fn check_session_room(&self, now: i64, tee: &str) -> Result<(), KbsError> {
         if self.max_sessions == 0 {
             return Ok(());
         }
+        let batch = self.session_batch();
+        let since = self.auths_since_count.fetch_add(1, Ordering::Relaxed) + 1;
+        if since < batch {
+            return Ok(());
+        }
         let n = self.store.count_sessions().await?;
+        if n < self.max_sessions.saturating_sub(batch) {
+            // Room for at least one more batch: count again only after it.
+            self.auths_since_count.store(0, Ordering::Relaxed);
+            return Ok(());
+        }
+        // Near or at the bound: count on every call until there is room again.
+        if n < self.max_sessions {
+            return Ok(());
+        }
         if n < self.max_sessions {
             return Ok(());
         }
@@ -162,10 +185,9 @@ impl Kbs {
             return Ok(());
         }
         // A batch, so a sustained flood pays one eviction per ~1% of the table, not per call.
-        let batch = (self.max_sessions / 100).max(1) + (n - self.max_sessions);
         if self
             .store
-            .evict_sessions(batch, now - SESSION_GRACE_SECS)
+            .evict_sessions(batch + (n - self.max_sessions), now - SESSION_GRACE_SECS)
             .await?
             > 0
         {

@@ -100,6 +100,9 @@ pub struct Kbs {
     pub session_ttl_secs: i64,
     /// Most sessions the database may hold; `/auth` answers 429 beyond (0: no bound).
     pub max_sessions: u64,
+    /// `/auth` calls since this process last counted the session table: the count is a
+    /// table scan, so it runs once per ~1% of `max_sessions` calls, not on every handshake.
+    pub auths_since_count: std::sync::atomic::AtomicU64,
     /// How resource policies see the resource path (upstream array or Alibaba string).
     pub resource_path_dialect: crate::policy::ResourcePathDialect,
     /// Prometheus metrics.

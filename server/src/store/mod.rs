@@ -72,7 +72,8 @@ pub enum PolicyKind {
 }
 
 impl PolicyKind {
-    fn as_str(self) -> &'static str {
+    /// The stored spelling (`StoredPolicy::kind`).
+    pub fn as_str(self) -> &'static str {
         match self {
             PolicyKind::Attestation => "attestation",
             PolicyKind::Resource => "resource",
