@@ -288,7 +288,11 @@ fn chart_default_policy_and_a_string_path_resource_policy() {
         ])
     };
     let out = test("auto");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         report["resource"],
