@@ -368,16 +368,15 @@ impl Kbs {
             Some(id) => self.store.load_session(id, now).await?,
             None => None,
         };
-        let (token, session_version) = match (&session, bearer) {
+        let claims = match (&session, bearer) {
             (
                 Some(Session {
                     state: SessionState::Attested { token },
-                    protocol_version,
                     ..
                 }),
                 _,
-            ) => (token.clone(), Some(*protocol_version)),
-            (_, Some(b)) => (b.to_string(), None),
+            ) => self.tokens.claims_of_stored(token, now),
+            (_, Some(b)) => self.tokens.verify(b, now),
             _ => {
                 return Err(KbsError::new(
                     ErrorKind::TokenNotFound,
@@ -385,7 +384,11 @@ impl Kbs {
                 ))
             }
         };
-        let claims = self.tokens.verify(&token, now).map_err(|e| {
+        let session_version = session
+            .as_ref()
+            .filter(|s| matches!(s.state, SessionState::Attested { .. }))
+            .map(|s| s.protocol_version);
+        let claims = claims.map_err(|e| {
             KbsError::new(
                 ErrorKind::TokenVerifierError,
                 format!("Token Verifier error: {e}"),

@@ -2,6 +2,7 @@
 //! resources and the audit log. Nothing the handshake needs lives in process memory, so any
 //! replica can serve any step.
 
+mod migrate;
 mod postgres;
 mod sql;
 mod sqlite;
