@@ -11,7 +11,10 @@ use sqlx::sqlite::{
 use sqlx::Row;
 
 use super::sql::unavailable;
-use super::{AuditEntry, PolicyKind, Session, SessionState, Store, StoreError, StoredPolicy};
+use super::{
+    AuditEntry, AuditFilter, AuditPage, PolicyKind, Session, SessionState, Store, StoreError,
+    StoredPolicy,
+};
 
 /// A SQLite-backed [`Store`].
 pub struct SqliteStore {
@@ -19,6 +22,9 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// SQL function giving a BLOB's length in bytes.
+    const BLOB_LENGTH: &'static str = "length";
+
     /// Opens (creating if needed) the database file at `path` and runs migrations.
     pub async fn open(path: &str, max_connections: u32) -> Result<Self, StoreError> {
         create_private(path)?;
@@ -68,6 +74,42 @@ fn create_private(path: &str) -> Result<(), StoreError> {
 
 super::sql::sql_store!(SqliteStore, sqlx::sqlite::SqliteRow);
 
+impl SqliteStore {
+    /// SQLite: the nonce update and the audit insert in one transaction (one commit).
+    async fn consume_nonce_audited_impl(
+        &self,
+        id: &str,
+        nonce: &str,
+        token: &str,
+        now: i64,
+        e: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let r = sqlx::query(super::sql::CONSUME_NONCE)
+            .bind(token)
+            .bind(id)
+            .bind(nonce)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        if r.rows_affected() != 1 {
+            return Ok(false);
+        }
+        let sql = format!(
+            "INSERT INTO audit ({}) VALUES ({})",
+            super::sql::AUDIT_COLUMNS,
+            super::sql::audit_placeholders(1)
+        );
+        super::sql::bind_audit!(sqlx::query(&sql), e)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(true)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,13 +127,14 @@ mod tests {
             let mode = std::fs::metadata(&f).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{}", f.display());
         }
-        assert!(sqlx::query("DELETE FROM audit")
-            .execute(&s.pool)
-            .await
-            .is_err());
+        // Recorded rows never change; removal is the retention's (audit.max_*).
         assert!(sqlx::query("UPDATE audit SET decision = 'x'")
             .execute(&s.pool)
             .await
             .is_err());
+        assert!(sqlx::query("DELETE FROM audit")
+            .execute(&s.pool)
+            .await
+            .is_ok());
     }
 }
