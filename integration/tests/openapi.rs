@@ -65,6 +65,10 @@ fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         .args(["run", &format!("{}/openapi.json", s.url), "--url", &s.url])
         .args(["-H", &format!("Authorization: Bearer {}", s.admin_token())])
         .args(["--checks", "not_a_server_error,response_schema_conformance"])
+        // Alibaba's GET attestation-policy answers bare base64 labelled application/json
+        // (kept for its tools; alibaba_api.rs checks it byte for byte), which no JSON
+        // schema can describe.
+        .args(["--exclude-operation-id", "getAttestationPolicy"])
         .args([
             "--max-examples",
             "25",
@@ -86,7 +90,16 @@ fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     );
     std::fs::write(reports.join("output.txt"), &text).unwrap();
     assert!(out.status.success(), "schemathesis failed:\n{text}");
-    // The summary names the operations it tested; all of them, none skipped for errors.
-    assert!(text.contains("No issues found"), "{text}");
+    // Every operation tested, and every generated case passed.
+    assert!(text.contains("Tested: 26"), "{text}");
+    let cases = text
+        .lines()
+        .find(|l| l.contains(" generated, "))
+        .unwrap_or_else(|| panic!("no test-case summary:\n{text}"));
+    let n: Vec<&str> = cases.split_whitespace().collect();
+    assert!(
+        n.len() == 4 && n[0] == n[2] && n[3] == "passed" && n[0].parse::<u32>().unwrap() > 500,
+        "{cases}"
+    );
     println!("{text}");
 }
