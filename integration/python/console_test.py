@@ -143,6 +143,8 @@ try:
     until_text("#editor-status", "compiles")
     driver.find_element(By.ID, "run-test").click()
     until_text("#test-table tbody tr .result", "allow")
+    driver.execute_script("document.getElementById('toast').style.display = 'none';"
+                          "document.getElementById('run-test').scrollIntoView()")
     shot("policy-test")
     driver.find_element(By.ID, "tab-diff").click()
     until_text("#diff-summary", "changed line")
@@ -174,18 +176,23 @@ try:
     driver.find_element(By.ID, "run-test").click()
     until_text("#test-table tbody tr .result", "contraindicated")
 
-    # Export the filtered rows as CSV.
+    # Export the matching rows as CSV: the filter is kept across pages; cleared, all rows.
     step = "export"
     driver.get(url_root + "#/audit")
     wait.until(EC.presence_of_element_located((By.ID, "export-csv")))
-    until_text("#range", "rows 1–")
+    assert Select(driver.find_element(By.ID, "action")).first_selected_option.text == "admin"
+    driver.find_element(By.ID, "clear").click()
+    wait.until(lambda d: "attest" in d.find_element(By.ID, "arows").text)
+    total = int(text("#range").rsplit(" ", 1)[1])
     driver.find_element(By.ID, "export-csv").click()
     csv_path = os.path.join(downloads, "coffer-audit.csv")
     wait.until(lambda d: os.path.exists(csv_path) and os.path.getsize(csv_path) > 0)
     with open(csv_path) as f:
         lines = f.read().splitlines()
     assert lines[0].startswith("seq,at_ms,time_utc,action,decision"), lines[0]
+    assert len(lines) == total + 1, (len(lines), total)
     assert any(",attest,allow," in l for l in lines[1:]), lines[:5]
+    assert any(",release,deny," in l and "no such resource" in l for l in lines[1:]), lines
 
     # Claims of one attestation.
     step = "claims"

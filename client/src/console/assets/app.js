@@ -298,8 +298,9 @@ function scheduleCheck() {
 
 /** Compiles the draft with regorus (in the console process); marks the error line. */
 async function checkNow() {
-  const st = $("#editor-status");
   const res = await call("POST", "/console/check", { text: policyState.editor.value });
+  const st = $("#editor-status");
+  if (!st) return res.ok; // the page was left meanwhile
   policyState.ok = res.ok;
   if (res.ok) {
     st.className = "ok";
@@ -328,8 +329,9 @@ async function uploadPolicy() {
       policyState.id = id;
     }
     toast(`Uploaded ${policyState.id}`);
-    location.hash = `#/policies/${encodeURIComponent(policyState.id)}`;
-    await policies(policyState.id);
+    const target = `#/policies/${encodeURIComponent(policyState.id)}`;
+    if (location.hash !== target) location.hash = target; // the router shows it
+    else await policies(policyState.id);
   } catch (e) { toast(e.message, true); }
 }
 
@@ -503,12 +505,18 @@ async function auditRow(seq) {
 
 const PAGES = { overview, policies, resources, "reference-values": referenceValues, audit };
 
+let routeGen = 0;
+
 async function route() {
+  const gen = ++routeGen;
   const [, page = "overview", arg] = (location.hash || "#/overview").split("/");
   document.querySelectorAll("header nav a").forEach(a => a.classList.toggle("active", a.dataset.page === page));
   const fn = PAGES[page] || overview;
   try { await fn(arg ? decodeURIComponent(arg) : undefined); }
-  catch (e) { main().innerHTML = `<h1>Error</h1><p class="bad" id="page-error">${esc(e.message)}</p>`; }
+  catch (e) {
+    // A page left before it finished loading does not report over its successor.
+    if (gen === routeGen) main().innerHTML = `<h1>Error</h1><p class="bad" id="page-error">${esc(e.message)}</p>`;
+  }
 }
 
 window.addEventListener("hashchange", route);
