@@ -114,17 +114,14 @@ fn same(a: &str, b: &str) -> bool {
 
 impl State {
     /// Refuses requests for another host name (DNS rebinding) and cross-site requests.
-    fn same_site(&self, req: &HttpRequest) -> Result<(), HttpResponse> {
+    fn same_site(&self, req: &HttpRequest) -> Result<(), String> {
         let host = req
             .headers()
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or("");
         if !self.hosts.iter().any(|h| h == host) {
-            return Err(problem(
-                403,
-                format!("the console answers only as {}", self.hosts[0]),
-            ));
+            return Err(format!("the console answers only as {}", self.hosts[0]));
         }
         if let Some(origin) = req.headers().get(header::ORIGIN) {
             let ok = origin
@@ -133,21 +130,21 @@ impl State {
                 .and_then(|o| o.strip_prefix("http://"))
                 .is_some_and(|o| self.hosts.iter().any(|h| h == o));
             if !ok {
-                return Err(problem(403, "cross-site request refused"));
+                return Err("cross-site request refused".into());
             }
         }
         Ok(())
     }
 
     /// Also requires the session cookie.
-    fn authorised(&self, req: &HttpRequest) -> Result<(), HttpResponse> {
+    fn authorised(&self, req: &HttpRequest) -> Result<(), String> {
         self.same_site(req)?;
         match req.cookie(COOKIE) {
             Some(c) if same(c.value(), &self.session) => Ok(()),
-            _ => Err(problem(
-                403,
-                "open the URL `coffer admin console` printed (it carries this session's token)",
-            )),
+            _ => Err(
+                "open the URL `coffer admin console` printed (it carries this session's token)"
+                    .into(),
+            ),
         }
     }
 
@@ -206,7 +203,7 @@ struct TokenQuery {
 
 async fn index(req: HttpRequest, st: web::Data<State>) -> HttpResponse {
     if let Err(r) = st.same_site(&req) {
-        return r;
+        return problem(403, r);
     }
     let q = web::Query::<TokenQuery>::from_query(req.query_string())
         .map(|q| q.into_inner().t)
@@ -227,7 +224,7 @@ async fn index(req: HttpRequest, st: web::Data<State>) -> HttpResponse {
             .finish();
     }
     if let Err(r) = st.authorised(&req) {
-        return r;
+        return problem(403, r);
     }
     with_security_headers(HttpResponse::Ok())
         .content_type("text/html; charset=utf-8")
@@ -236,7 +233,7 @@ async fn index(req: HttpRequest, st: web::Data<State>) -> HttpResponse {
 
 async fn asset(req: HttpRequest, st: web::Data<State>) -> HttpResponse {
     if let Err(r) = st.same_site(&req) {
-        return r;
+        return problem(403, r);
     }
     let (body, kind) = match req.path() {
         "/app.js" => (APP_JS, "text/javascript; charset=utf-8"),
@@ -250,7 +247,7 @@ async fn asset(req: HttpRequest, st: web::Data<State>) -> HttpResponse {
 /// `/api/<path>`: forwards to `<server>/<path>` with a freshly minted admin token.
 async fn forward(req: HttpRequest, body: web::Bytes, st: web::Data<State>) -> HttpResponse {
     if let Err(r) = st.authorised(&req) {
-        return r;
+        return problem(403, r);
     }
     // The raw path keeps the browser's percent-encoding of each segment.
     let tail = req.uri().path().trim_start_matches("/api/");
@@ -306,7 +303,7 @@ struct CheckBody {
 /// column.
 async fn check(req: HttpRequest, st: web::Data<State>, body: web::Json<CheckBody>) -> HttpResponse {
     if let Err(r) = st.authorised(&req) {
-        return r;
+        return problem(403, r);
     }
     match st.engine.check(&body.text) {
         Ok(()) => HttpResponse::Ok().json(json!({"ok": true, "errors": []})),
@@ -331,7 +328,7 @@ const MAX_TEST_ROWS: usize = 100;
 /// trust vector (with the server's reference values), a resource policy its `allow`.
 async fn test(req: HttpRequest, st: web::Data<State>, body: web::Json<TestBody>) -> HttpResponse {
     if let Err(r) = st.authorised(&req) {
-        return r;
+        return problem(403, r);
     }
     if body.seqs.len() > MAX_TEST_ROWS {
         return problem(
@@ -399,7 +396,7 @@ async fn test(req: HttpRequest, st: web::Data<State>, body: web::Json<TestBody>)
 
 async fn info(req: HttpRequest, st: web::Data<State>) -> HttpResponse {
     if let Err(r) = st.authorised(&req) {
-        return r;
+        return problem(403, r);
     }
     HttpResponse::Ok().json(json!({"server": st.cfg.server}))
 }
