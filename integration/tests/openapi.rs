@@ -69,18 +69,19 @@ fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         // (kept for its tools; alibaba_api.rs checks it byte for byte), which no JSON
         // schema can describe.
         .args(["--exclude-operation-id", "getAttestationPolicy"])
+        // One worker: hypothesis's source inspection is not thread-safe under CPython 3.11
+        // (a run with two crashed inside the tool, not the server).
         .args([
             "--max-examples",
             "25",
             "--seed",
             "20261202",
             "--workers",
-            "2",
+            "1",
         ])
         .args(["--request-timeout", "10", "--generation-database", "none"])
         .args(["--no-color", "--report", "junit", "--report-dir"])
         .arg(&reports)
-        .env("SCHEMATHESIS_HOOKS", "")
         .output()
         .unwrap();
     let text = format!(
