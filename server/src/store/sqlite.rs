@@ -14,9 +14,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension};
 
-use super::{AuditEntry, PolicyKind, Session, SessionState, Store, StoreError, StoredPolicy};
+use super::sql::{
+    audit_placeholders, audit_where, Arg, AUDIT_COLUMNS, CONSUME_NONCE, PRUNE_BATCH,
+};
+use super::{
+    AuditEntry, AuditFilter, AuditPage, PolicyKind, Session, SessionState, Store, StoreError,
+    StoredPolicy,
+};
 
 /// How often the background thread checkpoints the WAL into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
@@ -143,7 +149,15 @@ fn session_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
     })
 }
 
-fn audit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
+const AUDIT_SELECT: &str = "SELECT seq, at_ms, action, decision, session_id, tee, claims_digest, \
+     resource, actor, detail, client_addr, verdict, trust_vector, \
+     CASE WHEN claims IS NULL THEN 0 ELSE 1 END AS has_claims";
+
+fn audit_from_row(r: &rusqlite::Row<'_>, with_claims: bool) -> rusqlite::Result<AuditEntry> {
+    let json = |col: &str| -> rusqlite::Result<Option<serde_json::Value>> {
+        Ok(r.get::<_, Option<String>>(col)?
+            .and_then(|t| serde_json::from_str(&t).ok()))
+    };
     Ok(AuditEntry {
         seq: r.get("seq")?,
         at_ms: r.get("at_ms")?,
@@ -155,7 +169,66 @@ fn audit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
         resource: r.get("resource")?,
         actor: r.get("actor")?,
         detail: r.get("detail")?,
+        client_addr: r.get("client_addr")?,
+        verdict: r.get("verdict")?,
+        trust_vector: json("trust_vector")?,
+        claims: if with_claims { json("claims")? } else { None },
+        has_claims: r.get::<_, i64>("has_claims")? != 0,
     })
+}
+
+/// The shared SQL (`store/sql.rs`) numbers its parameters `$N`, which SQLite would read as
+/// names; `?N` are SQLite's numbered parameters.
+fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn arg_value(a: &Arg) -> rusqlite::types::Value {
+    match a {
+        Arg::Int(i) => rusqlite::types::Value::Integer(*i),
+        Arg::Text(t) => rusqlite::types::Value::Text(t.clone()),
+    }
+}
+
+/// An audit row's values in [`AUDIT_COLUMNS`] order.
+fn audit_values(e: &AuditEntry) -> [rusqlite::types::Value; 13] {
+    use rusqlite::types::Value;
+    let text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::Text);
+    let json = |v: &Option<serde_json::Value>| v.as_ref().map_or(Value::Null, |v| Value::Text(v.to_string()));
+    [
+        Value::Integer(e.at_ms),
+        Value::Text(e.action.clone()),
+        Value::Text(e.decision.clone()),
+        text(&e.session_id),
+        text(&e.tee),
+        text(&e.claims_digest),
+        text(&e.resource),
+        text(&e.actor),
+        text(&e.detail),
+        text(&e.client_addr),
+        text(&e.verdict),
+        json(&e.trust_vector),
+        json(&e.claims),
+    ]
+}
+
+fn insert_audit(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<()> {
+    let sql = numbered(&format!(
+        "INSERT INTO audit ({AUDIT_COLUMNS}) VALUES ({})",
+        audit_placeholders(1)
+    ));
+    conn.prepare_cached(&sql)?
+        .execute(params_from_iter(audit_values(e)))
+        .map(|_| ())
 }
 
 /// Row counts fit i64; SQLite reports them as usize.
@@ -212,10 +285,7 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<bool, StoreError> {
         self.conn()
-            .prepare_cached(
-                "UPDATE sessions SET state = 1, token = ?1, nonce = NULL \
-                 WHERE id = ?2 AND state = 0 AND nonce = ?3 AND expires_at > ?4",
-            )
+            .prepare_cached(&numbered(CONSUME_NONCE))
             .and_then(|mut st| st.execute(params![token, id, nonce, now]))
             .map(|n| n == 1)
             .map_err(unavailable)
@@ -391,6 +461,20 @@ impl Store for SqliteStore {
         Ok(paths)
     }
 
+    async fn list_resource_meta(&self) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        // length() of a BLOB is its size in bytes; the bytes are not read out.
+        let mut out: Vec<(String, i64, i64)> = self
+            .conn()
+            .prepare_cached("SELECT path, length(sealed), updated_at FROM resources")
+            .and_then(|mut st| {
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(unavailable)?;
+        out.sort();
+        Ok(out)
+    }
+
     async fn put_collateral(
         &self,
         key: &str,
@@ -450,36 +534,127 @@ impl Store for SqliteStore {
             .map_err(unavailable)
     }
 
+    async fn consume_nonce_audited(
+        &self,
+        id: &str,
+        nonce: &str,
+        token: &str,
+        now: i64,
+        entry: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        // The nonce update and the audit row in one transaction: one commit, and no
+        // attestation without its record.
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(unavailable)?;
+        let consumed = tx
+            .prepare_cached(&numbered(CONSUME_NONCE))
+            .and_then(|mut st| st.execute(params![token, id, nonce, now]))
+            .map_err(unavailable)?
+            == 1;
+        if !consumed {
+            return Ok(false);
+        }
+        insert_audit(&tx, entry).map_err(unavailable)?;
+        tx.commit().map_err(unavailable)?;
+        Ok(true)
+    }
+
     async fn append_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
-        self.conn()
-            .prepare_cached(
-                "INSERT INTO audit (at_ms, action, decision, session_id, tee, claims_digest, resource, actor, detail) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )
+        insert_audit(&self.conn(), e).map_err(unavailable)
+    }
+
+    async fn list_audit(&self, f: &AuditFilter) -> Result<AuditPage, StoreError> {
+        let (cond, args) = audit_where(f);
+        let mut values: Vec<rusqlite::types::Value> = args.iter().map(arg_value).collect();
+        let conn = self.conn();
+        let total: i64 = conn
+            .prepare(&numbered(&format!("SELECT COUNT(*) FROM audit{cond}")))
+            .and_then(|mut st| st.query_row(params_from_iter(values.iter()), |r| r.get(0)))
+            .map_err(unavailable)?;
+        let n = values.len();
+        let sql = numbered(&format!(
+            "{AUDIT_SELECT}{} FROM audit{cond} ORDER BY seq {} LIMIT ${} OFFSET ${}",
+            if f.with_claims { ", claims" } else { "" },
+            if f.oldest_first { "ASC" } else { "DESC" },
+            n + 1,
+            n + 2
+        ));
+        values.push(rusqlite::types::Value::Integer(f.limit.max(0)));
+        values.push(rusqlite::types::Value::Integer(f.offset.max(0)));
+        let entries = conn
+            .prepare(&sql)
             .and_then(|mut st| {
-                st.execute(params![
-                    e.at_ms,
-                    e.action,
-                    e.decision,
-                    e.session_id,
-                    e.tee,
-                    e.claims_digest,
-                    e.resource,
-                    e.actor,
-                    e.detail
-                ])
+                st.query_map(params_from_iter(values.iter()), |r| {
+                    audit_from_row(r, f.with_claims)
+                })?
+                .collect()
             })
-            .map(|_| ())
+            .map_err(unavailable)?;
+        Ok(AuditPage {
+            total,
+            offset: f.offset.max(0),
+            limit: f.limit.max(0),
+            entries,
+        })
+    }
+
+    async fn get_audit(&self, seq: i64) -> Result<Option<AuditEntry>, StoreError> {
+        self.conn()
+            .prepare_cached(&format!("{AUDIT_SELECT}, claims FROM audit WHERE seq = ?1"))
+            .and_then(|mut st| st.query_row(params![seq], |r| audit_from_row(r, true)).optional())
             .map_err(unavailable)
     }
 
-    async fn list_audit(&self, after: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+    async fn audit_counts(&self, since_ms: i64) -> Result<Vec<(String, String, i64)>, StoreError> {
         self.conn()
             .prepare_cached(
-                "SELECT * FROM (SELECT * FROM audit WHERE seq > ?1 ORDER BY seq DESC LIMIT ?2) ORDER BY seq ASC",
+                "SELECT CASE WHEN substr(action, 1, 6) = 'admin:' THEN 'admin' ELSE action END AS a, \
+                 decision, COUNT(*) FROM audit WHERE at_ms >= ?1 GROUP BY 1, 2 ORDER BY 1, 2",
             )
-            .and_then(|mut st| st.query_map(params![after, limit], audit_from_row)?.collect())
+            .and_then(|mut st| {
+                st.query_map(params![since_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
             .map_err(unavailable)
+    }
+
+    async fn prune_audit(
+        &self,
+        before_ms: Option<i64>,
+        keep_rows: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        // A batch per statement, the lock released in between, so a first pass over a large
+        // table does not stall handshakes.
+        let batch = |sql: &str, a: i64| -> Result<u64, StoreError> {
+            let mut removed = 0u64;
+            loop {
+                let n = self
+                    .conn()
+                    .prepare_cached(sql)
+                    .and_then(|mut st| st.execute(params![a, PRUNE_BATCH]))
+                    .map_err(unavailable)? as u64;
+                removed += n;
+                if n < PRUNE_BATCH as u64 {
+                    return Ok(removed);
+                }
+            }
+        };
+        let mut removed = 0;
+        if let Some(before) = before_ms {
+            removed += batch(
+                "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE at_ms < ?1 ORDER BY seq LIMIT ?2)",
+                before,
+            )?;
+        }
+        if let Some(keep) = keep_rows {
+            // The (keep+1)-th newest row and everything older.
+            removed += batch(
+                "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE seq <= \
+                 (SELECT seq FROM audit ORDER BY seq DESC LIMIT 1 OFFSET ?1) ORDER BY seq LIMIT ?2)",
+                keep.min(i64::MAX as u64) as i64,
+            )?;
+        }
+        Ok(removed)
     }
 }
 
@@ -500,8 +675,9 @@ mod tests {
             let mode = std::fs::metadata(&f).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{}", f.display());
         }
-        assert!(s.conn().execute("DELETE FROM audit", []).is_err());
+        // Recorded rows never change; removal is the retention's (audit.max_*).
         assert!(s.conn().execute("UPDATE audit SET decision = 'x'", []).is_err());
+        assert!(s.conn().execute("DELETE FROM audit", []).is_ok());
     }
 
     #[tokio::test]
