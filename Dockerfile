@@ -17,12 +17,14 @@ RUN cargo build --release --locked -p coffer-server -p coffer \
  && strip target/release/coffer-server target/release/coffer
 
 FROM ${RUNTIME_IMAGE} AS runtime-base
+# User and group 10001 (the USER below, and the chart's runAsUser / runAsGroup / fsGroup).
 # /var/lib/coffer is mode 0700 like a data directory the server creates itself; a new volume
 # mounted there takes this owner and mode.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates libssl3 curl \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home-dir /var/lib/coffer --shell /usr/sbin/nologin coffer \
+ && groupadd --system --gid 10001 coffer \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/coffer --shell /usr/sbin/nologin coffer \
  && mkdir -p /var/lib/coffer /etc/coffer \
  && chown coffer:coffer /var/lib/coffer \
  && chmod 0700 /var/lib/coffer

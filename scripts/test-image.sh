@@ -24,6 +24,10 @@ run="coffer-test-$$"
 say() { echo "test-image: $*" >&2; }
 fail() {
   echo "test-image: FAILED: $*" >&2
+  if [ -n "${srv:-}" ]; then
+    echo "test-image: coffer-server's last log lines:" >&2
+    podman logs --tail 15 "$srv" >&2 2>&1 || true
+  fi
   exit 1
 }
 
@@ -123,14 +127,20 @@ start_server() {
   podman run -d --name "$run-server" --label "coffer-test=$run" --read-only \
     -v "$run-data:/var/lib/coffer" \
     -v "$root/deploy/compose/coffer-server.toml:/etc/coffer/coffer-server.toml:ro" \
-    -p "127.0.0.1:$port:8080" "$img" >/dev/null
+    -p "127.0.0.1:$port:8080" "$img" >/dev/null 2>"$tmp/run.err" || {
+    cat "$tmp/run.err" >&2
+    fail "podman run of the image failed"
+  }
 }
 # The coffer CLI from the same image, read-only, with the data volume read-only for the
 # admin key.
 cli() {
-  podman run --rm --label "coffer-test=$run" --read-only --network host \
+  podman run --rm --label "coffer-test=$run" --read-only --network host --no-healthcheck \
     -v "$run-data:/var/lib/coffer:ro" -v "$tmp/work:/work:ro" \
-    --entrypoint coffer "$img" --url "http://127.0.0.1:$port" "$@"
+    --entrypoint coffer "$img" --url "http://127.0.0.1:$port" "$@" 2>"$tmp/cli.err" || {
+    cat "$tmp/cli.err" >&2
+    return 1
+  }
 }
 start_server
 wait_healthy "$run-server"
@@ -152,7 +162,7 @@ got=$(cli get-resource kbs:///default/test/key1)
 [ "$got" = model-key-0123456789 ] || fail "quick start: get-resource printed '$got'"
 
 # Modes the README promises: the data directory 0700, every file the server made 0600.
-modes=$(podman run --rm --label "coffer-test=$run" --network none -v "$run-data:/var/lib/coffer:ro" \
+modes=$(podman run --rm --label "coffer-test=$run" --network none --no-healthcheck -v "$run-data:/var/lib/coffer:ro" \
   --entrypoint sh "$img" -c 'cd /var/lib/coffer && stat -c "%a %u:%g %n" . *')
 [ "$(head -1 <<<"$modes")" = "700 10001:10001 ." ] || fail "data directory: $(head -1 <<<"$modes") (want 700 10001:10001)"
 for f in admin.key admin.pub kek.hex token-signing.pem coffer.db; do
@@ -164,14 +174,14 @@ bad=$(tail -n +2 <<<"$modes" | grep -v '^600 10001:10001 ' || true)
 
 # A new container on the same volume keeps keys, resources and policies.
 admin_pub=$(podman exec "$run-server" cat /var/lib/coffer/admin.pub)
-podman stop -t 10 "$run-server" >/dev/null
-podman rm "$run-server" >/dev/null
+podman stop -t 10 "$run-server" >/dev/null 2>&1
+podman rm "$run-server" >/dev/null 2>&1
 start_server
 wait_healthy "$run-server"
 [ "$(podman exec "$run-server" cat /var/lib/coffer/admin.pub)" = "$admin_pub" ] || fail "admin key changed across a restart"
 got=$(cli get-resource kbs:///default/test/key1)
 [ "$got" = model-key-0123456789 ] || fail "after a restart get-resource printed '$got'"
-podman rm -f -t 0 "$run-server" >/dev/null
+podman rm -f -t 0 "$run-server" >/dev/null 2>&1
 podman volume rm "$run-data" >/dev/null
 say "image: read-only, uid 10001, healthy, quick start, restart, volume modes: ok"
 
@@ -189,7 +199,7 @@ service_container() {
     --filter "label=com.docker.compose.service=$1" | head -1
 }
 stack_up() {
-  pc up -d >"$tmp/up.log" 2>&1 || {
+  pc up -d --no-build >"$tmp/up.log" 2>&1 || {
     cat "$tmp/up.log" >&2
     fail "podman-compose up failed"
   }
@@ -197,7 +207,13 @@ stack_up() {
   srv=$(service_container coffer-server)
   [ -n "$pg" ] && [ -n "$srv" ] || fail "podman-compose up did not create both services"
 }
-ccli() { pc --profile cli run --rm cli "$@"; }
+# The compose file's `cli` service (its stderr only shown when it fails).
+ccli() {
+  pc --profile cli run --rm -T cli "$@" 2>"$tmp/cli.err" || {
+    cat "$tmp/cli.err" >&2
+    return 1
+  }
+}
 touch "$tmp/compose-used"
 stack_up
 wait_healthy "$pg"
