@@ -22,12 +22,15 @@ profile="${COFFER_IMAGE_PROFILE:-release}"
 run="coffer-test-$$"
 
 say() { echo "test-image: $*" >&2; }
-fail() {
-  echo "test-image: FAILED: $*" >&2
+server_logs() {
   if [ -n "${srv:-}" ]; then
     echo "test-image: coffer-server's last log lines:" >&2
     podman logs --tail 15 "$srv" >&2 2>&1 || true
   fi
+}
+fail() {
+  echo "test-image: FAILED: $*" >&2
+  server_logs
   exit 1
 }
 
@@ -138,7 +141,9 @@ cli() {
   podman run --rm --label "coffer-test=$run" --read-only --network host --no-healthcheck \
     -v "$run-data:/var/lib/coffer:ro" -v "$tmp/work:/work:ro" \
     --entrypoint coffer "$img" --url "http://127.0.0.1:$port" "$@" 2>"$tmp/cli.err" || {
+    echo "test-image: FAILED: coffer $*:" >&2
     cat "$tmp/cli.err" >&2
+    podman logs --tail 15 "$run-server" >&2 2>&1 || true
     return 1
   }
 }
@@ -210,7 +215,9 @@ stack_up() {
 # The compose file's `cli` service (its stderr only shown when it fails).
 ccli() {
   pc --profile cli run --rm -T cli "$@" 2>"$tmp/cli.err" || {
-    cat "$tmp/cli.err" >&2
+    echo "test-image: FAILED: compose: coffer $*:" >&2
+    grep -v 'systemd connection' "$tmp/cli.err" >&2
+    server_logs
     return 1
   }
 }
