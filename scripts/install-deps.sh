@@ -36,3 +36,19 @@ if ! "$venv/bin/python" -c 'import openapi_spec_validator, schemathesis, seleniu
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${pins[@]}"
   echo "${pins[*]}" > "$venv/.pins"
 fi
+
+# Container tests (scripts/test-image.sh): root podman with runc, netavark + aardvark-dns for
+# compose networks (iptables for their NAT), mmdebstrap for the local Debian base image.
+need=()
+for t in podman:podman runc:runc mmdebstrap:mmdebstrap iptables:iptables \
+  /usr/lib/podman/netavark:netavark /usr/lib/podman/aardvark-dns:aardvark-dns; do
+  [ -e "${t%%:*}" ] || command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends "${need[@]}" >/dev/null 2>&1 || {
+    apt-get -o DPkg::Lock::Timeout=300 update >/dev/null &&
+      apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends "${need[@]}" >/dev/null
+  }
+fi

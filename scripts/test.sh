@@ -18,3 +18,5 @@ else
   cargo test --workspace --no-fail-fast
 fi
 ./scripts/check-deploy.sh
+# The container image and the compose stack, built and started with podman.
+./scripts/test-image.sh
