@@ -5,11 +5,10 @@
 use std::sync::OnceLock;
 
 use openssl::bn::{BigNum, BigNumContext};
-use openssl::derive::Deriver;
 use openssl::ec::{EcGroup, EcGroupRef, EcKey, EcKeyRef, EcPoint, PointConversionForm};
 use openssl::ecdsa::EcdsaSig;
 use openssl::nid::Nid;
-use openssl::pkey::{PKey, Private, Public};
+use openssl::pkey::{Private, Public};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -53,13 +52,28 @@ pub(crate) fn generate() -> Option<(EcKey<Private>, p256::SecretKey, p256::Publi
     Some((key, sk, pk))
 }
 
-/// ECDH shared secret (the x coordinate, 32 bytes).
+/// ECDH shared secret (the x coordinate of own·peer, 32 bytes).
+///
+/// One point multiplication on the `EC_KEY`s themselves: going through `EVP_PKEY_derive`
+/// made OpenSSL 3 export both keys to its provider on every call, which cost as much as the
+/// multiplication. The peer point was checked to be on the curve when it was decoded
+/// (`EcPoint::from_bytes`), and P-256 has cofactor 1, so there is no small subgroup to land in.
 pub(crate) fn ecdh(own: &EcKeyRef<Private>, peer: &EcKeyRef<Public>) -> Option<Zeroizing<Vec<u8>>> {
-    let own = PKey::from_ec_key(own.to_owned()).ok()?;
-    let peer = PKey::from_ec_key(peer.to_owned()).ok()?;
-    let mut d = Deriver::new(&own).ok()?;
-    d.set_peer(&peer).ok()?;
-    d.derive_to_vec().ok().map(Zeroizing::new)
+    let g = group();
+    let ctx = BigNumContext::new().ok()?;
+    let mut shared = EcPoint::new(g).ok()?;
+    shared
+        .mul(g, peer.public_key(), own.private_key(), &ctx)
+        .ok()?;
+    if shared.is_infinity(g) {
+        return None;
+    }
+    let (mut x, mut y) = (BigNum::new().ok()?, BigNum::new().ok()?);
+    let mut ctx = ctx;
+    shared.affine_coordinates(g, &mut x, &mut y, &mut ctx).ok()?;
+    let out = Zeroizing::new(x.to_vec_padded(32).ok()?);
+    x.clear();
+    Some(out)
 }
 
 /// ES256 signature (raw r || s) over `msg`.
