@@ -157,9 +157,7 @@ impl Service {
             message: message.to_string(),
         };
         let missing = |f: &str| field(f, "missing (required by coffer launch)");
-        let conf = raw
-            .confidential
-            .ok_or_else(|| missing("confidential"))?;
+        let conf = raw.confidential.ok_or_else(|| missing("confidential"))?;
         let trustee_endpoint = conf
             .trustee_endpoint
             .filter(|s| !s.trim().is_empty())
@@ -275,9 +273,9 @@ impl std::str::FromStr for SourceMap {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (prefix, local) = s
-            .split_once('=')
-            .ok_or_else(|| format!("{s:?}: expected PREFIX=LOCAL_DIR, e.g. oss://bucket/dir=/mnt/cipher"))?;
+        let (prefix, local) = s.split_once('=').ok_or_else(|| {
+            format!("{s:?}: expected PREFIX=LOCAL_DIR, e.g. oss://bucket/dir=/mnt/cipher")
+        })?;
         let prefix = prefix.trim_end_matches('/');
         if prefix.is_empty() || local.is_empty() {
             return Err(format!("{s:?}: both PREFIX and LOCAL_DIR are needed"));
@@ -370,9 +368,15 @@ mod tests {
         let e = Service::parse(v.to_string().as_bytes(), Path::new("svc.json"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("svc.json") && e.contains("confidential.decryption_key"), "{e}");
+        assert!(
+            e.contains("svc.json") && e.contains("confidential.decryption_key"),
+            "{e}"
+        );
         let mut v: serde_json::Value = serde_json::from_str(GUIDE).unwrap();
-        v["storage"][0].as_object_mut().unwrap().remove("mount_path");
+        v["storage"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("mount_path");
         let e = Service::parse(v.to_string().as_bytes(), Path::new("svc.json"))
             .unwrap_err()
             .to_string();

@@ -98,10 +98,8 @@ impl Walk<'_> {
                 let stored = self.cipher.encrypt_symlink(target.as_os_str().as_bytes());
                 std::os::unix::fs::symlink(stored, &out).map_err(io(&out))?;
                 self.summary.symlinks += 1;
-                self.leaves.push((
-                    rel,
-                    digest::symlink_leaf(target.as_os_str().as_bytes()),
-                ));
+                self.leaves
+                    .push((rel, digest::symlink_leaf(target.as_os_str().as_bytes())));
             } else if ft.is_file() {
                 self.jobs.push(FileJob {
                     src: spath,

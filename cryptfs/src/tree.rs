@@ -420,16 +420,16 @@ impl Walk<'_> {
                                 .map_err(String::from)
                         })
                         .and_then(|t| {
-                            match dst {
-                                Some(d) => symlink_at(d, &plain, &t, &out)?,
-                                None => (),
+                            if let Some(d) = dst {
+                                symlink_at(d, &plain, &t, &out)?;
                             }
                             Ok(digest::symlink_leaf(&t))
                         });
                     match r {
                         Ok(leaf) => {
                             self.summary.symlinks += 1;
-                            self.leaves.push((prel.as_os_str().as_bytes().to_vec(), leaf));
+                            self.leaves
+                                .push((prel.as_os_str().as_bytes().to_vec(), leaf));
                         }
                         Err(e) => self.fail(cpath, Some(out), e),
                     }
@@ -529,11 +529,7 @@ impl Ctx<'_> {
         fsat::open_regular_at(&dir, &job.src_name).map_err(|e| e.to_string())
     }
 
-    fn verify_one(
-        &self,
-        job: &DecJob,
-        report: &(dyn Fn(u64) + Sync),
-    ) -> Result<FileDone, String> {
+    fn verify_one(&self, job: &DecJob, report: &(dyn Fn(u64) + Sync)) -> Result<FileDone, String> {
         let (mut src, len) = self.open_src(job)?;
         let n = self
             .cipher

@@ -316,13 +316,22 @@ fn launch_serves_the_model_and_the_next_attestation_proves_it() {
         get(port, "/model/config.json").as_bytes(),
         std::fs::read(m.plain.join("config.json")).unwrap()
     );
+    assert_eq!(get(port, "/model/tokenizer/vocab.txt"), "hello\nworld\n");
     assert_eq!(
-        get(port, "/model/tokenizer/vocab.txt"),
-        "hello\nworld\n"
+        mounted_at(&mount).as_deref(),
+        Some("tmpfs"),
+        "mount_path is a tmpfs"
     );
-    assert_eq!(mounted_at(&mount).as_deref(), Some("tmpfs"), "mount_path is a tmpfs");
     let err = std::fs::read_to_string(&stderr_file).unwrap();
-    for step in ["tee ", "attest ", "key ", "decrypt ", "GB/s", "measure ", "time to serving"] {
+    for step in [
+        "tee ",
+        "attest ",
+        "key ",
+        "decrypt ",
+        "GB/s",
+        "measure ",
+        "time to serving",
+    ] {
         assert!(err.contains(step), "no {step:?} line in:\n{err}");
     }
     assert!(err.contains(&m.digest), "{err}");
@@ -340,7 +349,11 @@ fn launch_serves_the_model_and_the_next_attestation_proves_it() {
     while *rtmrs.values.lock().unwrap() != replayed && start.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(*rtmrs.values.lock().unwrap(), replayed, "RTMRs match the replayed log");
+    assert_eq!(
+        *rtmrs.values.lock().unwrap(),
+        replayed,
+        "RTMRs match the replayed log"
+    );
 
     // The next attestation of this instance shows the model; PAI's policy finds it
     // registered (executables 3).
@@ -348,10 +361,17 @@ fn launch_serves_the_model_and_the_next_attestation_proves_it() {
     args.extend(tee.iter().cloned());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = server.coffer(&args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let claims = claims_of(&String::from_utf8(out.stdout).unwrap());
     let cpu = &claims["submods"]["cpu0"];
-    assert_eq!(cpu["ear.trustworthiness-vector"]["executables"], 3, "{cpu:#}");
+    assert_eq!(
+        cpu["ear.trustworthiness-vector"]["executables"], 3,
+        "{cpu:#}"
+    );
     let events = cpu["ear.veraison.annotated-evidence"]["tdx"]["uefi_event_logs"]
         .as_array()
         .unwrap();
@@ -361,7 +381,10 @@ fn launch_serves_the_model_and_the_next_attestation_proves_it() {
         .unwrap_or_else(|| panic!("no pai/load-model event in {events:#?}"));
     assert_eq!(load["details"]["data"]["domain"], "trustiflux.alibaba.com");
     assert_eq!(load["details"]["data"]["content"]["model-id"], MODEL_ID);
-    assert_eq!(load["details"]["data"]["content"]["hash"], m.digest.as_str());
+    assert_eq!(
+        load["details"]["data"]["content"]["hash"],
+        m.digest.as_str()
+    );
 
     // Exit codes pass through: the script's exit is coffer's.
     assert_eq!(get(port, "/exit/42"), "bye");
@@ -432,7 +455,10 @@ fn each_failure_has_its_exit_code_and_leaves_mount_path_clean() {
     let mount = f.root.join("models/ok");
     let svc = f.root.join("ok.json");
     let mut v = service_json(&url, &mount, &f.root.join("ok.port"));
-    v["containers"][0]["script"] = json!(format!("test -f {}/config.json && exit 17", mount.display()));
+    v["containers"][0]["script"] = json!(format!(
+        "test -f {}/config.json && exit 17",
+        mount.display()
+    ));
     write_json(&svc, &v);
     let out = Command::new(binary("coffer"))
         .arg("launch")
@@ -442,27 +468,44 @@ fn each_failure_has_its_exit_code_and_leaves_mount_path_clean() {
         .args(sample)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(17), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(17),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // No TEE and no --tee sample: 10.
     let none = f.root.join("none").display().to_string();
     let (out, mount) = f.launch(
         "notee",
         &url,
-        &["--tsm-report-dir", &none, "--tdx-guest", &none, "--tmpfs", "never"],
+        &[
+            "--tsm-report-dir",
+            &none,
+            "--tdx-guest",
+            &none,
+            "--tmpfs",
+            "never",
+        ],
     );
     assert_fails(&out, 10, &["no TEE", "--tee sample"]);
     assert!(listing(&mount).is_empty());
 
     // KBS unreachable, after the bounded retries: 5.
-    let (out, mount) = f.launch("down", "http://127.0.0.1:9/eas", &[&sample[..], &["--retries", "1"]].concat());
+    let (out, mount) = f.launch(
+        "down",
+        "http://127.0.0.1:9/eas",
+        &[&sample[..], &["--retries", "1"]].concat(),
+    );
     assert_fails(&out, 5, &["attest", "retrying"]);
     assert!(listing(&mount).is_empty());
 
     // Policy refusal, with the KBS's reason: 3.
     let deny = f.root.join("deny.rego");
     std::fs::write(&deny, "package policy\ndefault allow := false\n").unwrap();
-    f.server.admin(&["set-resource-policy", "--file", deny.to_str().unwrap()]);
+    f.server
+        .admin(&["set-resource-policy", "--file", deny.to_str().unwrap()]);
     let (out, mount) = f.launch("refused", &url, &sample);
     assert_fails(&out, 3, &["key", "PolicyDeny"]);
     assert!(listing(&mount).is_empty());
@@ -471,11 +514,13 @@ fn each_failure_has_its_exit_code_and_leaves_mount_path_clean() {
     // Wrong key: 7.
     let wrong = f.root.join("wrong");
     std::fs::write(&wrong, "not the password\n").unwrap();
-    f.server.admin(&["set-resource", RES, "--file", wrong.to_str().unwrap()]);
+    f.server
+        .admin(&["set-resource", RES, "--file", wrong.to_str().unwrap()]);
     let (out, mount) = f.launch("wrongkey", &url, &sample);
     assert_fails(&out, 7, &["wrong password"]);
     assert!(listing(&mount).is_empty(), "{:?}", listing(&mount));
-    f.server.admin(&["set-resource", RES, "--file", f.m.pw_file.to_str().unwrap()]);
+    f.server
+        .admin(&["set-resource", RES, "--file", f.m.pw_file.to_str().unwrap()]);
 
     // No space: a 1 MiB tmpfs (already a mount point, so used as it is): 8.
     let small = f.root.join("models/small");
@@ -485,7 +530,10 @@ fn each_failure_has_its_exit_code_and_leaves_mount_path_clean() {
         .arg(&small));
     let _u = Unmount(small.clone());
     let svc = f.root.join("small.json");
-    write_json(&svc, &service_json(&url, &small, &f.root.join("small.port")));
+    write_json(
+        &svc,
+        &service_json(&url, &small, &f.root.join("small.port")),
+    );
     let out = Command::new(binary("coffer"))
         .arg("launch")
         .arg(&svc)
@@ -506,15 +554,26 @@ fn each_failure_has_its_exit_code_and_leaves_mount_path_clean() {
         .args(["launch", svc.to_str().unwrap(), "--tee", "sample"])
         .output()
         .unwrap();
-    assert_fails(&out, 1, &["storage[0]", "\"sam\"", "no public specification"]);
+    assert_fails(
+        &out,
+        1,
+        &["storage[0]", "\"sam\"", "no public specification"],
+    );
     v["storage"][0]["encryption"]["method"] = json!("gocryptfs");
-    v["confidential"].as_object_mut().unwrap().remove("trustee_endpoint");
+    v["confidential"]
+        .as_object_mut()
+        .unwrap()
+        .remove("trustee_endpoint");
     write_json(&svc, &v);
     let out = Command::new(binary("coffer"))
         .args(["launch", svc.to_str().unwrap(), "--tee", "sample"])
         .output()
         .unwrap();
-    assert_fails(&out, 1, &["sam.json", "confidential.trustee_endpoint", "missing"]);
+    assert_fails(
+        &out,
+        1,
+        &["sam.json", "confidential.trustee_endpoint", "missing"],
+    );
 
     // A swapped file: every block authenticates, the digest does not match: 9.
     let tree_files = |dir: &Path| -> Vec<PathBuf> {
@@ -524,14 +583,22 @@ fn each_failure_has_its_exit_code_and_leaves_mount_path_clean() {
             .map(|e| e.path())
             .filter(|p| {
                 p.is_file()
-                    && !p.file_name().unwrap().to_string_lossy().starts_with("gocryptfs.")
+                    && !p
+                        .file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with("gocryptfs.")
             })
             .collect();
         v.sort();
         v
     };
     let files = tree_files(&f.m.cipher);
-    assert_eq!(files.len(), 2, "config.json and model.safetensors at the top");
+    assert_eq!(
+        files.len(),
+        2,
+        "config.json and model.safetensors at the top"
+    );
     let (a, b) = (&files[0], &files[1]);
     let t = f.root.join("swap.tmp");
     std::fs::rename(a, &t).unwrap();
@@ -550,7 +617,12 @@ fn each_failure_has_its_exit_code_and_leaves_mount_path_clean() {
         &url,
         &["--tee", "sample", "--tmpfs", "never"],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!listing(&mount).is_empty());
     std::fs::rename(a, &t).unwrap();
     std::fs::rename(b, a).unwrap();
@@ -568,7 +640,11 @@ fn each_failure_has_its_exit_code_and_leaves_mount_path_clean() {
     let mount = f.root.join("models/tampered");
     let _u2 = Unmount(mount.clone());
     let (out, mount) = f.launch("tampered", &url, &["--tee", "sample"]);
-    assert_fails(&out, 6, &["block 300", &big.file_name().unwrap().to_string_lossy()]);
+    assert_fails(
+        &out,
+        6,
+        &["block 300", &big.file_name().unwrap().to_string_lossy()],
+    );
     assert!(listing(&mount).is_empty());
     assert_eq!(mounted_at(&mount), None, "the tmpfs was unmounted");
 }
@@ -588,40 +664,85 @@ fn model_digest_binds_the_whole_tree() {
     let coffer = |args: &[&str]| Command::new(binary("coffer")).args(args).output().unwrap();
     let (pw_s, cipher_s) = (pw.to_str().unwrap(), cipher.to_str().unwrap());
     let out = coffer(&[
-        "model", "encrypt", plain.to_str().unwrap(), cipher_s, "--password-file", pw_s, "--scryptn", "10", "-q",
+        "model",
+        "encrypt",
+        plain.to_str().unwrap(),
+        cipher_s,
+        "--password-file",
+        pw_s,
+        "--scryptn",
+        "10",
+        "-q",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let digest = |c: &str| {
         let out = coffer(&["model", "digest", c, "--password-file", pw_s, "-q"]);
-        (out.status.code(), String::from_utf8(out.stdout).unwrap().trim().to_string())
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap().trim().to_string(),
+        )
     };
     assert_eq!(digest(cipher_s), (Some(0), printed.clone()));
 
     let decrypt = |name: &str| {
         let dest = root.join(name);
         let out = coffer(&[
-            "model", "decrypt", cipher_s, dest.to_str().unwrap(), "--password-file", pw_s, "-q",
-            "--expect-digest", &printed,
+            "model",
+            "decrypt",
+            cipher_s,
+            dest.to_str().unwrap(),
+            "--password-file",
+            pw_s,
+            "-q",
+            "--expect-digest",
+            &printed,
         ]);
         (out, dest)
     };
     let (out, dest) = decrypt("ok");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(std::fs::read(dest.join("config.json")).unwrap(), std::fs::read(plain.join("config.json")).unwrap());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(dest.join("config.json")).unwrap(),
+        std::fs::read(plain.join("config.json")).unwrap()
+    );
 
     // Truncated at a block boundary (authenticates block by block), deleted, added.
     let files: Vec<PathBuf> = std::fs::read_dir(&cipher)
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.is_file() && !p.file_name().unwrap().to_string_lossy().starts_with("gocryptfs."))
+        .filter(|p| {
+            p.is_file()
+                && !p
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("gocryptfs.")
+        })
         .collect();
-    let big = files.iter().max_by_key(|p| std::fs::metadata(p).unwrap().len()).unwrap().clone();
+    let big = files
+        .iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap()
+        .clone();
     let original = std::fs::read(&big).unwrap();
     std::fs::write(&big, &original[..18 + 10 * (4096 + 32)]).unwrap();
     let (out, dest) = decrypt("truncated");
-    assert_eq!(out.status.code(), Some(9), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(9),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!dest.exists(), "output removed");
     std::fs::remove_file(&big).unwrap();
     let (out, dest) = decrypt("deleted");
@@ -634,13 +755,20 @@ fn model_digest_binds_the_whole_tree() {
     let mnt = root.join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
     let mount = |f: &dyn Fn()| {
-        run(Command::new("gocryptfs").args(["-q", "-passfile", pw_s, cipher_s]).arg(&mnt));
+        run(Command::new("gocryptfs")
+            .args(["-q", "-passfile", pw_s, cipher_s])
+            .arg(&mnt));
         let _m = FuseMount(&mnt);
         f();
     };
     mount(&|| std::fs::write(mnt.join("extra.bin"), b"not part of the model").unwrap());
     let (out, dest) = decrypt("added");
-    assert_eq!(out.status.code(), Some(9), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(9),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!dest.exists());
     mount(&|| std::fs::remove_file(mnt.join("extra.bin")).unwrap());
     assert_eq!(digest(cipher_s).1, printed, "restored again");

@@ -181,8 +181,8 @@ fn prepare(path: &Path, needed: u64, mode: TmpfsMode) -> Result<(Dest, String), 
         // Room for the tree's directories and rounding beyond the file contents.
         let size = needed + (needed / 50).max(64 << 20);
         let mounted = ["huge=within_size,", ""].iter().find_map(|huge| {
-            let data = std::ffi::CString::new(format!("size={size},mode=0755,{huge}nr_inodes=0"))
-                .ok()?;
+            let data =
+                std::ffi::CString::new(format!("size={size},mode=0755,{huge}nr_inodes=0")).ok()?;
             rustix::mount::mount(
                 "coffer",
                 path,
@@ -360,7 +360,10 @@ pub(crate) async fn run(cli: &Cli, http: reqwest::Client, a: &LaunchArgs) -> any
                     Ok(_) => break,
                     Err(e) if transient(&e) && attempt < a.retries => {
                         let wait = backoff(attempt);
-                        eprintln!("coffer launch: attest: {e}; retrying in {:.1} s", wait.as_secs_f64());
+                        eprintln!(
+                            "coffer launch: attest: {e}; retrying in {:.1} s",
+                            wait.as_secs_f64()
+                        );
                         tokio::time::sleep(wait).await;
                         attempt += 1;
                     }
@@ -439,15 +442,13 @@ pub(crate) async fn run(cli: &Cli, http: reqwest::Client, a: &LaunchArgs) -> any
                 coffer::measure::PAI_LOAD_MODEL,
                 &content,
             )
-            .map(|_| {
-                format!(
-                    "AAEL {} + RTMR3",
-                    a.tee.aael.display()
-                )
-            })
+            .map(|_| format!("AAEL {} + RTMR3", a.tee.aael.display()))
         };
         match r {
-            Ok(how) => recorded.push(format!("{} model-id {id} hash {digest}: {how}", entry.mount_path.display())),
+            Ok(how) => recorded.push(format!(
+                "{} model-id {id} hash {digest}: {how}",
+                entry.mount_path.display()
+            )),
             Err(e) => {
                 wipe_all(&done);
                 return Err(anyhow::Error::new(e).context("measure"));
@@ -482,7 +483,10 @@ where
             Ok(v) => return Ok(v),
             Err(e) if transient(&e) && attempt < retries => {
                 let wait = backoff(attempt);
-                eprintln!("coffer launch: {what}: {e}; retrying in {:.1} s", wait.as_secs_f64());
+                eprintln!(
+                    "coffer launch: {what}: {e}; retrying in {:.1} s",
+                    wait.as_secs_f64()
+                );
                 tokio::time::sleep(wait).await;
                 attempt += 1;
             }
@@ -505,9 +509,7 @@ fn decrypt_entry(
     let (dest, how) = prepare(mount_path, needed, a.tmpfs)?;
     let opts = RunOptions {
         quiet: true,
-        threads: a
-            .threads
-            .map_or_else(model::default_threads, usize::from),
+        threads: a.threads.map_or_else(model::default_threads, usize::from),
         tree: DecryptOptions::default(),
     };
     let report = match model::decrypt(
@@ -562,7 +564,11 @@ fn decrypt_entry(
             s.files,
             model::human_bytes(s.bytes),
             report.seconds,
-            if expected.is_some() { "; digest as expected" } else { "" }
+            if expected.is_some() {
+                "; digest as expected"
+            } else {
+                ""
+            }
         ),
     );
     Ok((dest, digest))
@@ -577,12 +583,15 @@ mod tests {
         let h = "ab".repeat(32);
         let d = ModelDigest::from_hex(&h).unwrap();
         assert_eq!(
-            expected_for(&[h.clone()], Path::new("/m"), 1).unwrap(),
+            expected_for(std::slice::from_ref(&h), Path::new("/m"), 1).unwrap(),
             Some(d)
         );
-        assert!(expected_for(&[h.clone()], Path::new("/m"), 2).is_err());
+        assert!(expected_for(std::slice::from_ref(&h), Path::new("/m"), 2).is_err());
         let targeted = vec![format!("/a={h}")];
-        assert_eq!(expected_for(&targeted, Path::new("/a"), 2).unwrap(), Some(d));
+        assert_eq!(
+            expected_for(&targeted, Path::new("/a"), 2).unwrap(),
+            Some(d)
+        );
         assert_eq!(expected_for(&targeted, Path::new("/b"), 2).unwrap(), None);
         assert!(expected_for(&["xyz".into()], Path::new("/m"), 1).is_err());
     }

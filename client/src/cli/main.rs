@@ -194,7 +194,12 @@ fn tee_client_for(
         (None, false) => TeeKeyPair::generate(),
         (None, true) => TeeKeyPair::generate_rsa(2048, ALG_RSA1_5)?,
     };
-    let client = KbsClient::new(http, url, evidence::provider(&tee.tee, &tdx_paths(tee))?, key)
+    let client = KbsClient::new(
+        http,
+        url,
+        evidence::provider(&tee.tee, &tdx_paths(tee))?,
+        key,
+    )
     .with_protocol_version(version);
     Ok(match &tee.initdata {
         Some(p) => client.with_init_data(read_text(p)?),

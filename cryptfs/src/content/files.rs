@@ -323,7 +323,9 @@ mod tests {
         assert_eq!(std::fs::read(&d).unwrap(), data);
         // Encryption, decryption and verification agree on the digest leaf.
         assert_eq!(dec_done, enc_done);
-        let ver_done = c.verify_file(&mut File::open(&e).unwrap(), &|_| {}).unwrap();
+        let ver_done = c
+            .verify_file(&mut File::open(&e).unwrap(), &|_| {})
+            .unwrap();
         assert_eq!(ver_done, enc_done);
 
         let bad_block = 11 * BLOCKS_PER_CHUNK as u64 + 7;
