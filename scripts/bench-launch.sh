@@ -6,15 +6,17 @@
 # launch's script is `exit 0`, so its time ends when the model could be served.
 # Needs root (tmpfs mounts, drop_caches, FUSE).
 # Usage: scripts/bench-launch.sh [SIZE_MIB]   (default 1024, in 256 MiB files; RUNS=3;
-#        the cipher directory is on the disk under ${BENCH_DIR:-/var/tmp})
+#        the cipher directory is on the disk under ${BENCH_DIR:-/var/tmp}; PROFILE=dev uses
+#        the debug build, whose AES, GHASH and SHA-2 are optimized all the same)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MIB=${1:-1024}
 RUNS=${RUNS:-3}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/coffer-target}"
 ./scripts/install-deps.sh
-cargo build --release -q -p coffer -p coffer-server
-BIN="$CARGO_TARGET_DIR/release"
+PROFILE=${PROFILE:-release}
+cargo build --profile "$PROFILE" -q -p coffer -p coffer-server
+if [ "$PROFILE" = dev ]; then BIN="$CARGO_TARGET_DIR/debug"; else BIN="$CARGO_TARGET_DIR/$PROFILE"; fi
 W=$(mktemp -d "${BENCH_DIR:-/var/tmp}/coffer-launch-bench.XXXXXX")
 SERVER_PID=
 cleanup() {

@@ -773,3 +773,64 @@ fn model_digest_binds_the_whole_tree() {
     mount(&|| std::fs::remove_file(mnt.join("extra.bin")).unwrap());
     assert_eq!(digest(cipher_s).1, printed, "restored again");
 }
+
+/// In a confidential-containers pod: the key and the expected digest come through the
+/// Confidential Data Hub (which attests for the pod), and the event is recorded through its
+/// `POST /aa/aael`. A digest resource that names another model stops the launch.
+#[test]
+fn launch_through_the_confidential_data_hub_with_the_digest_from_the_kbs() {
+    let f = failing();
+    let cdh = coffer_integration::cdh_emulator::Cdh::start(&f.server.url);
+    let digest_file = f.root.join("digest");
+    std::fs::write(&digest_file, format!("{}\n", f.m.digest)).unwrap();
+    f.server.admin(&[
+        "set-resource",
+        "default/aliyun/model-digest",
+        "--file",
+        digest_file.to_str().unwrap(),
+    ]);
+    let args = [
+        "--cdh",
+        &cdh.url,
+        "--digest-resource",
+        "kbs:///default/aliyun/model-digest",
+        "--tmpfs",
+        "never",
+    ];
+    // The endpoint in the JSON is not used: the CDH talks to the KBS.
+    let (out, mount) = f.launch("cdh", "http://127.0.0.1:9/unused", &args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(mount.join("config.json").is_file());
+    assert_eq!(
+        cdh.hits.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "key and digest"
+    );
+    let events = cdh.events.lock().unwrap().clone();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["domain"], "trustiflux.alibaba.com");
+    assert_eq!(events[0]["operation"], "pai/load-model");
+    let content: Value = serde_json::from_str(events[0]["content"].as_str().unwrap()).unwrap();
+    assert_eq!(content, json!({"model-id": MODEL_ID, "hash": f.m.digest}));
+
+    std::fs::write(&digest_file, format!("{}\n", "0".repeat(64))).unwrap();
+    f.server.admin(&[
+        "set-resource",
+        "default/aliyun/model-digest",
+        "--file",
+        digest_file.to_str().unwrap(),
+    ]);
+    let (out, mount) = f.launch("cdh-other", "http://127.0.0.1:9/unused", &args);
+    assert_fails(&out, 9, &["digest"]);
+    assert!(listing(&mount).is_empty());
+    assert_eq!(
+        cdh.events.lock().unwrap().len(),
+        1,
+        "nothing recorded for a refused model"
+    );
+}
