@@ -14,9 +14,15 @@ SIZE_MIB=${1:-1024}
 RUNS=${RUNS:-3}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/coffer-target}"
 ./scripts/install-deps.sh
+# The server's part (one local handshake) is a few ms either way: SERVER_PROFILE=dev reuses
+# a debug coffer-server instead of building a release one.
 PROFILE=${PROFILE:-release}
-cargo build --profile "$PROFILE" -q -p coffer -p coffer-server
-if [ "$PROFILE" = dev ]; then BIN="$CARGO_TARGET_DIR/debug"; else BIN="$CARGO_TARGET_DIR/$PROFILE"; fi
+SERVER_PROFILE=${SERVER_PROFILE:-$PROFILE}
+dir_of() { if [ "$1" = dev ]; then echo "$CARGO_TARGET_DIR/debug"; else echo "$CARGO_TARGET_DIR/$1"; fi; }
+cargo build --profile "$PROFILE" -q -p coffer
+cargo build --profile "$SERVER_PROFILE" -q -p coffer-server
+BIN=$(dir_of "$PROFILE")
+SERVER_BIN=$(dir_of "$SERVER_PROFILE")
 W=$(mktemp -d "${BENCH_DIR:-/var/tmp}/coffer-launch-bench.XXXXXX")
 SERVER_PID=
 cleanup() {
@@ -38,7 +44,7 @@ bytes=$(du -sb "$W/plain" | cut -f1)
 rm -rf "$W/plain"
 sync
 
-"$BIN/coffer-server" --listen 127.0.0.1:0 --data-dir "$W/data" 2> "$W/server.log" &
+"$SERVER_BIN/coffer-server" --listen 127.0.0.1:0 --data-dir "$W/data" 2> "$W/server.log" &
 SERVER_PID=$!
 for _ in $(seq 1 200); do grep -q "coffer-server ready" "$W/server.log" 2>/dev/null && break; sleep 0.05; done
 URL="http://$(grep -o 'listen=[^ ]*' "$W/server.log" | head -1 | cut -d= -f2)"
@@ -70,7 +76,7 @@ gocryptfs_once() {
   [ "$1" = cold ] && cold
   local t0 t1
   t0=$(now)
-  gocryptfs -q -passfile "$W/pw" "$W/oss/model" "$W/mnt"
+  gocryptfs -q -passfile "$W/pw" "$W/oss/model" "$W/mnt" 2>/dev/null
   # What a server loading the model does: read every file once.
   find "$W/mnt" -type f -print0 | xargs -0 cat > /dev/null
   t1=$(now)

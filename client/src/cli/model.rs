@@ -66,7 +66,8 @@ pub(crate) enum ModelCommand {
     ///
     /// It cannot tell whether whole files were swapped between paths, rolled back to older
     /// versions, deleted or added, or cut at a block boundary: the format does not protect
-    /// that. All-zero blocks pass as holes unless --strict.
+    /// that (the model digest does: `coffer model digest`, `decrypt --expect-digest`).
+    /// All-zero blocks pass as holes unless --strict.
     Verify {
         /// The cipher directory (holds gocryptfs.conf).
         cipher_dir: PathBuf,
@@ -172,7 +173,8 @@ pub(crate) struct KeyArgs {
 
 /// What `verify` cannot tell, printed after its summary (the format does not protect it).
 const VERIFY_LIMITS: &str = "checked: names, symlink targets, encrypted xattrs, every content block (holes pass unless --strict); \
-not checkable from the format: whole files swapped between paths, rolled back, deleted or added, or cut at a 4 KiB block boundary";
+not checkable from the format: whole files swapped between paths, rolled back, deleted or added, or cut at a 4 KiB block boundary \
+(compare `coffer model digest` with the digest `coffer model encrypt` printed, or decrypt with --expect-digest)";
 
 /// Environment variable holding the master key in hex (when no key option is given).
 pub(crate) const MASTERKEY_ENV: &str = "COFFER_MASTERKEY";
