@@ -64,6 +64,11 @@ launch_once() {
   umount -l "$W/models/m" 2>/dev/null || true
   rm -rf "$W/models"
   [ "$1" = cold ] && cold
+  # MOUNT_OPTS: mount the tmpfs here instead (coffer then uses the mount point as it is),
+  # e.g. MOUNT_OPTS=size=2g for 4 KiB pages.
+  if [ -n "${MOUNT_OPTS:-}" ]; then
+    mkdir -p "$W/models/m" && mount -t tmpfs -o "$MOUNT_OPTS" coffer-bench "$W/models/m"
+  fi
   local t0 t1
   t0=$(now)
   "$BIN/coffer" launch "$W/service.json" --tee sample --source "oss://bench=$W/oss" \
