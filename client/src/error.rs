@@ -57,6 +57,12 @@ pub enum ClientError {
     /// Local configuration (keys, certificates) is unusable.
     #[error("{0}")]
     Config(String),
+    /// The model key does not open the cipher directory (gocryptfs password check).
+    #[error("{0}")]
+    WrongKey(String),
+    /// The destination cannot hold the plaintext.
+    #[error("{0}")]
+    NoSpace(String),
 }
 
 impl ClientError {

@@ -15,8 +15,10 @@ pub mod console;
 pub mod error;
 pub mod evidence;
 pub mod kbs;
+pub mod measure;
 pub mod model;
 pub mod policy_test;
+pub mod service;
 pub mod tdx;
 pub mod tdx_legacy;
 

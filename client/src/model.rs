@@ -7,7 +7,7 @@ use std::time::Instant;
 use coffer_cryptfs::tree::{
     decrypt_tree_with, verify_tree_with, DecryptOptions, Progress, Summary,
 };
-use coffer_cryptfs::{Config, MasterKey};
+use coffer_cryptfs::{Config, ConfigError, MasterKey};
 use zeroize::Zeroizing;
 
 use crate::ClientError;
@@ -75,9 +75,10 @@ pub fn decrypt(
     let cfg = Config::load_from_dir(cipher_dir).map_err(|e| ClientError::Config(e.to_string()))?;
     let master = match key {
         KeySource::MasterKey(k) => k,
-        KeySource::Password(p) => cfg
-            .unlock(&p)
-            .map_err(|e| ClientError::Config(e.to_string()))?,
+        KeySource::Password(p) => cfg.unlock(&p).map_err(|e| match e {
+            ConfigError::WrongPassword { .. } => ClientError::WrongKey(e.to_string()),
+            e => ClientError::Config(e.to_string()),
+        })?,
     };
     let keys = master.keys();
     let (total, files) = tree_size(cipher_dir, true, |c| {
@@ -105,7 +106,7 @@ pub fn decrypt(
 /// Refuses to start when the filesystem of `dest` cannot hold `needed` plaintext bytes, so
 /// a model too large for its tmpfs fails at once instead of after filling it. Files already
 /// in `dest` count as free space: a repeated run replaces them.
-fn check_space(dest: &Path, needed: u64) -> Result<(), ClientError> {
+pub fn check_space(dest: &Path, needed: u64) -> Result<(), ClientError> {
     // `dest` may not exist yet: ask about the nearest existing ancestor.
     let Some(existing) = dest.ancestors().find(|p| p.exists()) else {
         return Ok(());
@@ -120,7 +121,7 @@ fn check_space(dest: &Path, needed: u64) -> Result<(), ClientError> {
         0
     };
     if free.saturating_add(replaced) < needed {
-        return Err(ClientError::Config(format!(
+        return Err(ClientError::NoSpace(format!(
             "{} has {} free but the model needs {}: make the filesystem larger (e.g. the tmpfs size=)",
             dest.display(),
             human_bytes(free.saturating_add(replaced)),
@@ -130,7 +131,51 @@ fn check_space(dest: &Path, needed: u64) -> Result<(), ClientError> {
     Ok(())
 }
 
-fn human_bytes(n: u64) -> String {
+/// Plaintext bytes a cipher directory holds (content files only), for space checks.
+pub fn plain_tree_size(cipher_dir: &Path) -> u64 {
+    tree_size(cipher_dir, true, |c| {
+        coffer_cryptfs::content::plain_size(c).unwrap_or(0)
+    })
+    .0
+}
+
+/// Removes everything inside `dir` (entries are never followed: a symlink is removed, not
+/// its target), leaving `dir` itself. Used to leave no plaintext behind after a failed or
+/// refused run. Returns the first error, after trying every entry.
+pub fn remove_contents(dir: &Path) -> std::io::Result<()> {
+    let mut first = None;
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for e in rd {
+        let r = e.and_then(|e| {
+            let p = e.path();
+            if e.file_type()?.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            }
+        });
+        if let Err(e) = r {
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+/// Whether `dir` is missing or an empty directory (a destination a failure can wipe).
+pub fn is_empty_or_missing(dir: &Path) -> std::io::Result<bool> {
+    match std::fs::read_dir(dir) {
+        Ok(mut rd) => Ok(rd.next().is_none()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// Human-readable binary size (e.g. `1.50 GiB`).
+pub fn human_bytes(n: u64) -> String {
     indicatif::BinaryBytes(n).to_string()
 }
 

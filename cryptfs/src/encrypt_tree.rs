@@ -10,7 +10,8 @@ use std::time::SystemTime;
 use rand::RngCore;
 use rayon::prelude::*;
 
-use crate::content::ContentCipher;
+use crate::content::{ContentCipher, FileDone};
+use crate::digest;
 use crate::keys::Keys;
 use crate::names::{encrypt_name, on_disk_name, DIRIV_NAME, LONGNAME_SUFFIX};
 use crate::tree::{io, restore_dirs, Failure, FileJob, Summary, TreeError};
@@ -37,6 +38,10 @@ fn new_dir_iv(dir: &Path) -> Result<[u8; 16], TreeError> {
 
 struct Walk<'a> {
     keys: &'a Keys,
+    /// The plaintext root (digest paths are relative to it).
+    root: &'a Path,
+    /// Digest leaves of the directories, symlinks and special files written.
+    leaves: Vec<(Vec<u8>, [u8; 32])>,
     cipher: ContentCipher,
     jobs: Vec<FileJob>,
     dirs: Vec<(PathBuf, u32, SystemTime)>,
@@ -65,7 +70,14 @@ impl Walk<'_> {
             let mode = meta.permissions().mode() & 0o7777;
             let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
             let ft = meta.file_type();
+            let rel = spath
+                .strip_prefix(self.root)
+                .unwrap_or(&spath)
+                .as_os_str()
+                .as_bytes()
+                .to_vec();
             if ft.is_dir() {
+                self.leaves.push((rel, digest::dir_leaf()));
                 std::fs::create_dir(&out).map_err(io(&out))?;
                 // The IV file first, so it does not inherit a default ACL set below.
                 let sub_iv = new_dir_iv(&out)?;
@@ -86,6 +98,8 @@ impl Walk<'_> {
                 let stored = self.cipher.encrypt_symlink(target.as_os_str().as_bytes());
                 std::os::unix::fs::symlink(stored, &out).map_err(io(&out))?;
                 self.summary.symlinks += 1;
+                self.leaves
+                    .push((rel, digest::symlink_leaf(target.as_os_str().as_bytes())));
             } else if ft.is_file() {
                 self.jobs.push(FileJob {
                     src: spath,
@@ -95,7 +109,10 @@ impl Walk<'_> {
                 });
             } else {
                 match crate::special::recreate(&meta, &out) {
-                    Ok(()) => self.summary.special += 1,
+                    Ok(()) => {
+                        self.summary.special += 1;
+                        self.leaves.push((rel, digest::special_leaf()));
+                    }
                     Err(error) => self.summary.failures.push(Failure {
                         cipher_path: out,
                         plain_path: Some(spath),
@@ -113,7 +130,7 @@ fn encrypt_one(
     cipher: &ContentCipher,
     job: &FileJob,
     report: &(dyn Fn(u64) + Sync),
-) -> Result<u64, String> {
+) -> Result<FileDone, String> {
     let mut src =
         std::fs::File::open(&job.src).map_err(|e| format!("{}: {e}", job.src.display()))?;
     let out = std::fs::OpenOptions::new()
@@ -166,6 +183,8 @@ pub fn encrypt_tree(
     let root_iv = new_dir_iv(cipher_dir)?;
     let mut w = Walk {
         keys,
+        root: src,
+        leaves: Vec::new(),
         cipher: ContentCipher::new(&keys.content),
         jobs: Vec::new(),
         dirs: Vec::new(),
@@ -173,22 +192,27 @@ pub fn encrypt_tree(
     };
     w.walk(src, cipher_dir, &root_iv)?;
     let bytes = AtomicU64::new(0);
-    let results: Vec<Result<u64, String>> = w
+    let results: Vec<Result<FileDone, String>> = w
         .jobs
         .par_iter()
         .map(|job| {
             let report = |n| progress(crate::tree::Progress::Bytes(n));
             let r = encrypt_one(keys, &w.cipher, job, &report);
-            if let Ok(n) = r {
-                bytes.fetch_add(n, Ordering::Relaxed);
+            if let Ok(done) = &r {
+                bytes.fetch_add(done.size, Ordering::Relaxed);
             }
             progress(crate::tree::Progress::FileDone);
             r
         })
         .collect();
+    let mut leaves = std::mem::take(&mut w.leaves);
     for (job, r) in w.jobs.iter().zip(results) {
         match r {
-            Ok(_) => w.summary.files += 1,
+            Ok(done) => {
+                w.summary.files += 1;
+                let rel = job.src.strip_prefix(src).unwrap_or(&job.src);
+                leaves.push((rel.as_os_str().as_bytes().to_vec(), done.leaf));
+            }
             Err(error) => {
                 let _ = std::fs::remove_file(&job.dst);
                 w.summary.failures.push(Failure {
@@ -201,5 +225,8 @@ pub fn encrypt_tree(
     }
     restore_dirs(&w.dirs);
     w.summary.bytes = bytes.into_inner();
+    if w.summary.failures.is_empty() {
+        w.summary.digest = Some(digest::tree_digest(leaves));
+    }
     Ok(w.summary)
 }

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod content;
+pub mod digest;
 mod eme;
 mod encrypt_tree;
 mod fsat;
@@ -25,4 +26,5 @@ pub mod xattrs;
 pub use encrypt_tree::encrypt_tree;
 
 pub use config::{Config, ConfigError};
+pub use digest::ModelDigest;
 pub use keys::{Keys, MasterKey};

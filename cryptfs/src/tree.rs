@@ -44,7 +44,8 @@ use rayon::prelude::*;
 use rustix::fs::{statat, AtFlags, FileType};
 
 use crate::config::Config;
-use crate::content::ContentCipher;
+use crate::content::{ContentCipher, FileDone};
+use crate::digest;
 use crate::fsat;
 use crate::keys::Keys;
 use crate::names::{self, CONF_NAME, DIRIV_NAME, LONGNAME_PREFIX, LONGNAME_SUFFIX, NAME_MAX};
@@ -118,6 +119,9 @@ pub struct Summary {
     /// Entries left out on purpose (special files without
     /// [`DecryptOptions::special_files`]).
     pub skipped: Vec<Skipped>,
+    /// The model digest ([`crate::digest`]) of the whole tree; `None` when any entry
+    /// failed (a partial tree has no digest).
+    pub digest: Option<crate::digest::ModelDigest>,
 }
 
 /// Fatal errors (the run could not start or the destination is unusable).
@@ -185,6 +189,8 @@ struct Walk<'a> {
     files: Vec<DecJob>,
     dirs: Vec<(PathBuf, u32, SystemTime)>,
     summary: Summary,
+    /// Digest leaves of the directories, symlinks and special files seen.
+    leaves: Vec<(Vec<u8>, [u8; 32])>,
 }
 
 /// A named entry of one cipher directory, with what its name decrypted to.
@@ -394,6 +400,8 @@ impl Walk<'_> {
                         }
                     }
                     self.summary.dirs += 1;
+                    self.leaves
+                        .push((prel.as_os_str().as_bytes().to_vec(), digest::dir_leaf()));
                     if let Err(e) = self.walk(&sub, dsub.as_ref(), &crel, &prel, depth + 1) {
                         self.fail(cpath, Some(out), e.to_string());
                         continue;
@@ -411,12 +419,18 @@ impl Walk<'_> {
                                 .decrypt_symlink(t.as_bytes())
                                 .map_err(String::from)
                         })
-                        .and_then(|t| match dst {
-                            Some(d) => symlink_at(d, &plain, &t, &out),
-                            None => Ok(()),
+                        .and_then(|t| {
+                            if let Some(d) = dst {
+                                symlink_at(d, &plain, &t, &out)?;
+                            }
+                            Ok(digest::symlink_leaf(&t))
                         });
                     match r {
-                        Ok(()) => self.summary.symlinks += 1,
+                        Ok(leaf) => {
+                            self.summary.symlinks += 1;
+                            self.leaves
+                                .push((prel.as_os_str().as_bytes().to_vec(), leaf));
+                        }
                         Err(e) => self.fail(cpath, Some(out), e),
                     }
                 }
@@ -433,6 +447,8 @@ impl Walk<'_> {
                         self.fail(cpath, Some(out), format!("unsupported file type {ft:?}"));
                         continue;
                     };
+                    self.leaves
+                        .push((prel.as_os_str().as_bytes().to_vec(), digest::special_leaf()));
                     if !self.ctx.opts.special_files {
                         self.summary.skipped.push(Skipped {
                             cipher_path: cpath,
@@ -513,7 +529,7 @@ impl Ctx<'_> {
         fsat::open_regular_at(&dir, &job.src_name).map_err(|e| e.to_string())
     }
 
-    fn verify_one(&self, job: &DecJob, report: &(dyn Fn(u64) + Sync)) -> Result<u64, String> {
+    fn verify_one(&self, job: &DecJob, report: &(dyn Fn(u64) + Sync)) -> Result<FileDone, String> {
         let (mut src, len) = self.open_src(job)?;
         let n = self
             .cipher
@@ -534,14 +550,14 @@ impl Ctx<'_> {
         dest: &(&Path, File),
         job: &DecJob,
         report: &(dyn Fn(u64) + Sync),
-    ) -> Result<u64, String> {
+    ) -> Result<FileDone, String> {
         let (mut src, len) = self.open_src(job)?;
         let shown = dest.0.join(&job.dst_dir).join(&job.dst_name);
         let dir = fsat::open_dir_beneath(&dest.1, &job.dst_dir)
             .map_err(|e| format!("{}: {e}", shown.display()))?;
         let (tmp, out) = fsat::create_temp_at(&dir)
             .map_err(|e| format!("{}: creating a temporary: {e}", shown.display()))?;
-        let mut run = || -> Result<u64, String> {
+        let mut run = || -> Result<FileDone, String> {
             let n = self
                 .cipher
                 .decrypt_file(&mut src, &out, report)
@@ -667,12 +683,13 @@ fn run(
         files: Vec::new(),
         dirs: Vec::new(),
         summary: Summary::default(),
+        leaves: Vec::new(),
     };
     let root_dst = ctx.dest.as_ref().map(|(_, f)| f);
     w.walk(&ctx.cipher_fd, root_dst, Path::new(""), Path::new(""), 0)
         .map_err(io(cipher_dir))?;
     let bytes = AtomicU64::new(0);
-    let results: Vec<(usize, Result<u64, String>)> = w
+    let results: Vec<(usize, Result<FileDone, String>)> = w
         .files
         .par_iter()
         .enumerate()
@@ -682,16 +699,22 @@ fn run(
                 None => ctx.verify_one(job, &report),
                 Some(dest) => ctx.decrypt_one(dest, job, &report),
             };
-            if let Ok(n) = r {
-                bytes.fetch_add(n, Ordering::Relaxed);
+            if let Ok(done) = &r {
+                bytes.fetch_add(done.size, Ordering::Relaxed);
             }
             progress(Progress::FileDone);
             (i, r)
         })
         .collect();
+    let mut leaves = std::mem::take(&mut w.leaves);
     for (i, r) in results {
         match r {
-            Ok(_) => w.summary.files += 1,
+            Ok(done) => {
+                w.summary.files += 1;
+                let job = &w.files[i];
+                let rel = job.dst_dir.join(&job.dst_name);
+                leaves.push((rel.as_os_str().as_bytes().to_vec(), done.leaf));
+            }
             Err(e) => {
                 let job = &w.files[i];
                 let plain = job.dst_dir.join(&job.dst_name);
@@ -707,5 +730,8 @@ fn run(
         restore_dirs_at(root, &w.dirs);
     }
     w.summary.bytes = bytes.into_inner();
+    if w.summary.failures.is_empty() {
+        w.summary.digest = Some(digest::tree_digest(leaves));
+    }
     Ok(w.summary)
 }

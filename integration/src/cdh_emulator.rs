@@ -3,6 +3,9 @@
 //! raw bytes on success, HTTP 500 with the error text when the KBS refuses, 404 for other
 //! paths). Like the real one it attests to the KBS itself (here with the sample TEE through
 //! the `coffer` library) for every request, so the resource comes from the real server.
+//! `POST /aa/aael` with `{"domain", "operation", "content"}` is recorded (the real one has
+//! its Attestation Agent extend RTMR3 and log the event) and answered
+//! `{"success":"true"}`, as api-server-rest does.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -11,7 +14,7 @@ use coffer::evidence::SampleEvidence;
 use coffer::KbsClient;
 use coffer_protocol::{ResourcePath, TeeKeyPair};
 
-use crate::http_stub::{serve, Reply};
+use crate::http_stub::{serve_with_body, Reply};
 
 /// The running emulator.
 pub struct Cdh {
@@ -19,6 +22,8 @@ pub struct Cdh {
     pub url: String,
     /// Resource requests served so far.
     pub hits: Arc<AtomicUsize>,
+    /// AAEL events recorded through `POST /aa/aael`, in order.
+    pub events: Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
 }
 
 fn answer(kbs_url: &str, path: &str) -> (&'static str, Vec<u8>) {
@@ -51,9 +56,24 @@ impl Cdh {
     /// Serves resources of the KBS at `kbs_url` on a free loopback port.
     pub fn start(kbs_url: &str) -> Cdh {
         let hits = Arc::new(AtomicUsize::new(0));
+        let events = Arc::new(std::sync::Mutex::new(Vec::new()));
         let h = hits.clone();
+        let ev = events.clone();
         let kbs_url = kbs_url.to_string();
-        let url = serve(move |method, path| {
+        let url = serve_with_body(move |method, path, body| {
+            if method == "POST" && path == "/aa/aael" {
+                return match serde_json::from_slice::<serde_json::Value>(body) {
+                    Ok(v)
+                        if v["domain"].is_string()
+                            && v["operation"].is_string()
+                            && v["content"].is_string() =>
+                    {
+                        ev.lock().expect("lock").push(v);
+                        Reply::new("200 OK", "{\"success\":\"true\"}")
+                    }
+                    _ => Reply::new("500 Internal Server Error", "Illegal AAEL eventry format"),
+                };
+            }
             if method != "GET" {
                 return Reply::new("405 Method Not Allowed", "Method Not Allowed");
             }
@@ -66,6 +86,6 @@ impl Cdh {
                 ..Reply::new(status, body)
             }
         });
-        Cdh { url, hits }
+        Cdh { url, hits, events }
     }
 }

@@ -141,3 +141,81 @@ impl Drop for FakeTsm {
         }
     }
 }
+
+/// Fake TDX measurement registers as Linux ≥ 6.16 exposes them in sysfs
+/// (`/sys/devices/virtual/misc/tdx_guest/measurements/rtmrN:sha384`): writing a 48-byte
+/// digest to an RTMR's attribute extends it (`RTMR = SHA-384(RTMR || digest)`).
+///
+/// Each attribute is a FIFO read by a helper thread, which extends the shared register
+/// values on every 48 bytes written; quotes minted from [`FakeRtmrs::values`] then carry
+/// them, as the TDX module's would.
+pub struct FakeRtmrs {
+    dir: PathBuf,
+    /// Current RTMR0..3.
+    pub values: Arc<Mutex<[[u8; 48]; 4]>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl FakeRtmrs {
+    /// Serves `<root>/measurements` with the registers starting at `initial`.
+    pub fn start(root: &Path, initial: [[u8; 48]; 4]) -> FakeRtmrs {
+        use sha2::{Digest, Sha384};
+        use std::io::Read;
+        let dir = root.join("measurements");
+        std::fs::create_dir_all(&dir).expect("measurements dir");
+        let values = Arc::new(Mutex::new(initial));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for i in 0..4 {
+            let path = dir.join(format!("rtmr{i}:sha384"));
+            mkfifo(&path);
+            let (v, s) = (values.clone(), stop.clone());
+            threads.push(std::thread::spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    // Blocks until a writer opens the attribute (or Drop does).
+                    let Ok(mut f) = std::fs::File::open(&path) else {
+                        return;
+                    };
+                    let mut buf = Vec::new();
+                    let _ = f.read_to_end(&mut buf);
+                    // The kernel takes exactly one digest per write; a short write fails
+                    // there, so a partial tail is ignored here.
+                    for d in buf.chunks_exact(48) {
+                        let mut regs = v.lock().expect("lock");
+                        let mut h = Sha384::new();
+                        h.update(regs[i]);
+                        h.update(d);
+                        regs[i].copy_from_slice(&h.finalize());
+                    }
+                }
+            }));
+        }
+        FakeRtmrs {
+            dir,
+            values,
+            stop,
+            threads,
+        }
+    }
+
+    /// The directory to pass as `--tsm-measurements-dir`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for FakeRtmrs {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake every reader blocked in open().
+        for i in 0..4 {
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .open(self.dir.join(format!("rtmr{i}:sha384")));
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}

@@ -723,7 +723,8 @@ fn model_decrypt_with_key_from_kbs() {
         "--key",
         "default/aliyun/model-decryption-key",
     ]);
-    assert_eq!(out.status.code(), Some(1));
+    // Exit code 7: wrong model key.
+    assert_eq!(out.status.code(), Some(7));
     assert!(
         stderr(&out).contains("wrong password") && stderr(&out).contains("gocryptfs.conf"),
         "{}",

@@ -62,7 +62,9 @@ fn model_too_large_for_its_tmpfs_is_refused_up_front() {
         "--password-file",
         pw,
     ]);
-    assert_eq!(out.status.code(), Some(1));
+    // Exit code 8: not enough space (distinct, so scripts such as `coffer launch` callers can
+    // tell it from other local errors).
+    assert_eq!(out.status.code(), Some(8));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("free but the model needs 3.00 MiB"), "{err}");
     assert!(!dest.exists(), "nothing written");

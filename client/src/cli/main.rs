@@ -3,6 +3,7 @@
 //! work itself is in the `coffer` library.
 
 mod admin;
+mod launch;
 mod model;
 mod policy;
 
@@ -27,7 +28,9 @@ use policy::PolicyCommand;
 /// Exit codes: 0 success, 1 local error (files, keys, arguments), 2 usage,
 /// 3 refused by the KBS (attestation or policy) or by a policy under `policy test`,
 /// 4 not found, 5 KBS (or Confidential Data Hub) unreachable or failing, 6 some model
-/// files failed to decrypt.
+/// files failed to decrypt (tampered or corrupt ciphertext), 7 wrong model key, 8 not
+/// enough space for the plaintext, 9 model digest mismatch, 10 no TEE (`launch`).
+/// `coffer launch` becomes the service's script on success: its exit code is the script's.
 #[derive(Parser)]
 #[command(name = "coffer", version)]
 struct Cli {
@@ -139,6 +142,15 @@ enum Command {
     /// Work with gocryptfs-encrypted model directories.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Run a PAI-EAS service JSON: attest to its trustee_endpoint, fetch its
+    /// decryption_key, decrypt its gocryptfs storage into mount_path, record the model
+    /// digest in the TD's measurements (AAEL + RTMR3), then exec the container's script.
+    ///
+    /// One timed line per step on stderr. Exit codes of failed steps: 3 policy refusal,
+    /// 5 KBS unreachable (after --retries), 6 tampered ciphertext, 7 wrong key, 8 no space,
+    /// 9 digest mismatch, 10 no TEE; nothing decrypted stays in mount_path. On success the
+    /// process becomes the script (same pid, signals and exit code are the script's).
+    Launch(launch::LaunchArgs),
     /// Work with Rego policies locally (nothing is sent to a server).
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -149,6 +161,26 @@ fn read_text(path: &Path) -> anyhow::Result<String> {
 }
 
 fn tee_client(cli: &Cli, http: reqwest::Client, tee: &TeeArgs) -> anyhow::Result<KbsClient> {
+    tee_client_for(cli, http, tee, &cli.url)
+}
+
+/// The TD interfaces named by `tee`.
+fn tdx_paths(tee: &TeeArgs) -> coffer::tdx::TdxPaths {
+    coffer::tdx::TdxPaths {
+        tsm_report_dir: tee.tsm_report_dir.clone(),
+        ccel: tee.ccel.clone(),
+        aael: tee.aael.clone(),
+        tdx_guest: tee.tdx_guest.clone(),
+    }
+}
+
+/// A KBS client for the KBS at `url` with the evidence and key `tee` selects.
+fn tee_client_for(
+    cli: &Cli,
+    http: reqwest::Client,
+    tee: &TeeArgs,
+    url: &str,
+) -> anyhow::Result<KbsClient> {
     let version = ProtocolVersion::from(cli.protocol_version);
     // 0.1.x KBSes wrap the secret with RSA PKCS#1 v1.5 and nothing else.
     let legacy = version.jwe_shape() == JweShape::Legacy;
@@ -164,16 +196,8 @@ fn tee_client(cli: &Cli, http: reqwest::Client, tee: &TeeArgs) -> anyhow::Result
     };
     let client = KbsClient::new(
         http,
-        &cli.url,
-        evidence::provider(
-            &tee.tee,
-            &coffer::tdx::TdxPaths {
-                tsm_report_dir: tee.tsm_report_dir.clone(),
-                ccel: tee.ccel.clone(),
-                aael: tee.aael.clone(),
-                tdx_guest: tee.tdx_guest.clone(),
-            },
-        )?,
+        url,
+        evidence::provider(&tee.tee, &tdx_paths(tee))?,
         key,
     )
     .with_protocol_version(version);
@@ -249,13 +273,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin(a) => admin::run(&cli, http, a).await?,
         Command::Policy(PolicyCommand::Test(t)) => policy::test(&cli, http, t).await?,
         Command::Model(m) => model::run(&cli, http, m).await?,
+        Command::Launch(a) => launch::run(&cli, http, a).await?,
     }
     Ok(())
 }
 
 fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.downcast_ref::<model::ModelFailures>().is_some() {
+    if e.downcast_ref::<model::ModelFailures>().is_some()
+        || e.downcast_ref::<launch::Tampered>().is_some()
+    {
         return 6;
+    }
+    if e.downcast_ref::<model::DigestMismatch>().is_some() {
+        return 9;
+    }
+    if e.downcast_ref::<launch::NoTee>().is_some() {
+        return 10;
     }
     if e.downcast_ref::<policy::PolicyDenies>().is_some() {
         return 3;
@@ -269,6 +302,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         Some(ClientError::Cdh {
             status: 401 | 403, ..
         }) => 3,
+        Some(ClientError::WrongKey(_)) => 7,
+        Some(ClientError::NoSpace(_)) => 8,
         Some(
             ClientError::Kbs { .. }
             | ClientError::Transport { .. }

@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use coffer::model::{password_from_bytes, KeySource, RunOptions};
 use coffer_cryptfs::tree::DecryptOptions;
-use coffer_cryptfs::MasterKey;
+use coffer_cryptfs::{MasterKey, ModelDigest};
 use coffer_protocol::ResourcePath;
 use zeroize::Zeroizing;
 
@@ -46,6 +46,12 @@ pub(crate) enum ModelCommand {
         cipher_dir: PathBuf,
         /// Destination directory (created if missing).
         dest: PathBuf,
+        /// The model digest the tree must have (as `model encrypt` or `model digest`
+        /// printed it). Catches files swapped, rolled back, deleted, added or truncated on
+        /// the storage, which gocryptfs cannot; on a mismatch or any failed entry
+        /// everything written is removed (exit code 9 or 6). DEST must be empty or new.
+        #[arg(long, value_name = "HEX")]
+        expect_digest: Option<String>,
         #[command(flatten)]
         key: KeyArgs,
         #[command(flatten)]
@@ -60,7 +66,8 @@ pub(crate) enum ModelCommand {
     ///
     /// It cannot tell whether whole files were swapped between paths, rolled back to older
     /// versions, deleted or added, or cut at a block boundary: the format does not protect
-    /// that. All-zero blocks pass as holes unless --strict.
+    /// that (the model digest does: `coffer model digest`, `decrypt --expect-digest`).
+    /// All-zero blocks pass as holes unless --strict.
     Verify {
         /// The cipher directory (holds gocryptfs.conf).
         cipher_dir: PathBuf,
@@ -69,6 +76,18 @@ pub(crate) enum ModelCommand {
         /// Refuse all-zero (hole) blocks in regular files.
         #[arg(long)]
         strict: bool,
+        #[command(flatten)]
+        out: RunArgs,
+    },
+    /// Print the model digest of a cipher directory (made by `coffer model encrypt` or by
+    /// the real gocryptfs): SHA-256 over every entry's name, every file's ID and size and
+    /// the authentication tag of each of its blocks. Every block is authenticated on the
+    /// way; nothing is written. Exit code 6 when any entry fails.
+    Digest {
+        /// The cipher directory (holds gocryptfs.conf).
+        cipher_dir: PathBuf,
+        #[command(flatten)]
+        key: KeyArgs,
         #[command(flatten)]
         out: RunArgs,
     },
@@ -154,7 +173,8 @@ pub(crate) struct KeyArgs {
 
 /// What `verify` cannot tell, printed after its summary (the format does not protect it).
 const VERIFY_LIMITS: &str = "checked: names, symlink targets, encrypted xattrs, every content block (holes pass unless --strict); \
-not checkable from the format: whole files swapped between paths, rolled back, deleted or added, or cut at a 4 KiB block boundary";
+not checkable from the format: whole files swapped between paths, rolled back, deleted or added, or cut at a 4 KiB block boundary \
+(compare `coffer model digest` with the digest `coffer model encrypt` printed, or decrypt with --expect-digest)";
 
 /// Environment variable holding the master key in hex (when no key option is given).
 pub(crate) const MASTERKEY_ENV: &str = "COFFER_MASTERKEY";
@@ -246,14 +266,48 @@ pub(crate) async fn run(
                 out.options(DecryptOptions::default()),
             )?;
             print_report("encrypted", &report, out.json)?;
+            print_digest(&report, out.json);
+        }
+        ModelCommand::Digest {
+            cipher_dir,
+            key,
+            out,
+        } => {
+            let source = key_source(cli, http, key).await?;
+            let report = coffer::model::decrypt(
+                cipher_dir,
+                None,
+                source,
+                out.options(DecryptOptions::default()),
+            )?;
+            print_report("authenticated", &report, out.json)?;
+            print_digest(&report, out.json);
         }
         ModelCommand::Decrypt {
             cipher_dir,
             dest,
+            expect_digest,
             key,
             tree,
             out,
         } => {
+            let expected = expect_digest
+                .as_deref()
+                .map(|h| {
+                    ModelDigest::from_hex(h)
+                        .with_context(|| format!("--expect-digest {h}: expected 64 hex digits"))
+                })
+                .transpose()?;
+            let created = !dest.exists();
+            if expected.is_some()
+                && !coffer::model::is_empty_or_missing(dest)
+                    .with_context(|| dest.display().to_string())?
+            {
+                bail!(
+                    "{} is not empty: --expect-digest needs an empty or new destination, so that a mismatch can remove everything written",
+                    dest.display()
+                );
+            }
             let source = key_source(cli, http, key).await?;
             let report = coffer::model::decrypt(
                 cipher_dir,
@@ -261,6 +315,26 @@ pub(crate) async fn run(
                 source,
                 out.options(tree.options()),
             )?;
+            let wipe = || {
+                let _ = coffer::model::remove_contents(dest);
+                if created {
+                    let _ = std::fs::remove_dir(dest);
+                }
+            };
+            if let Some(want) = expected {
+                let s = &report.summary;
+                if !s.failures.is_empty() {
+                    wipe();
+                } else if s.digest != Some(want) {
+                    wipe();
+                    return Err(DigestMismatch {
+                        tree: cipher_dir.display().to_string(),
+                        expected: want,
+                        actual: s.digest.unwrap_or(ModelDigest([0; 32])),
+                    }
+                    .into());
+                }
+            }
             print_report("decrypted", &report, out.json)?;
         }
     }
@@ -275,7 +349,8 @@ fn print_report(verb: &str, report: &coffer::model::RunReport, json: bool) -> an
         println!(
             "{}",
             serde_json::json!({"files": s.files, "dirs": s.dirs, "symlinks": s.symlinks, "special": s.special, "bytes": s.bytes,
-                "seconds": report.seconds, "mb_per_s": rate, "failures": s.failures, "skipped": s.skipped})
+                "seconds": report.seconds, "mb_per_s": rate, "failures": s.failures, "skipped": s.skipped,
+                "digest": s.digest})
         );
     } else {
         eprintln!(
@@ -299,6 +374,25 @@ fn print_report(verb: &str, report: &coffer::model::RunReport, json: bool) -> an
 #[derive(Debug, thiserror::Error)]
 #[error("{0} entries failed")]
 pub(crate) struct ModelFailures(usize);
+
+/// Prints the model digest on stdout (the JSON summary already carries it).
+fn print_digest(report: &coffer::model::RunReport, json: bool) {
+    if let (Some(d), false) = (report.summary.digest, json) {
+        println!("{d}");
+    }
+}
+
+/// The decrypted tree is not the model that was expected.
+#[derive(Debug, thiserror::Error)]
+#[error("{tree}: model digest {actual} is not the expected {expected} (files swapped, rolled back, deleted, added or truncated on the storage, or another model); the plaintext was removed")]
+pub(crate) struct DigestMismatch {
+    /// The cipher directory.
+    pub(crate) tree: String,
+    /// What was expected.
+    pub(crate) expected: ModelDigest,
+    /// What the tree has.
+    pub(crate) actual: ModelDigest,
+}
 
 #[cfg(test)]
 mod tests {

@@ -16,12 +16,32 @@ use rand::RngCore;
 use rayon::prelude::*;
 
 use super::{plain_size, ContentCipher, ContentError, BLOCK, CBLOCK, HEADER_LEN, NONCE, TAG};
+use crate::digest::{chunk_hash, file_leaf};
 use crate::gcm::Gcm;
+
+/// What a whole-file run produced: the plaintext size and the file's leaf of the model
+/// digest ([`crate::digest`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileDone {
+    /// Plaintext bytes.
+    pub size: u64,
+    /// The file's digest leaf (file ID, size and every block's tag).
+    pub leaf: [u8; 32],
+}
+
+impl FileDone {
+    fn empty() -> Self {
+        FileDone {
+            size: 0,
+            leaf: file_leaf(&[0; 16], 0, &[]),
+        }
+    }
+}
 
 /// Blocks per chunk, the unit of parallel work and of every read and write (256 KiB of
 /// plaintext): small enough that a chunk's input and output stay in L2 cache between the
 /// copy from the page cache, the AES pass and the copy out.
-pub(super) const BLOCKS_PER_CHUNK: usize = 64;
+pub(crate) const BLOCKS_PER_CHUNK: usize = 64;
 
 fn no_gcm() -> ContentError {
     ContentError::Header("OpenSSL AES-256-GCM unavailable")
@@ -43,53 +63,55 @@ fn cipher_size(plain: u64) -> u64 {
 
 /// Calls `fill(state, index, piece)` for every `chunk`-byte piece of the range
 /// `base..base + len` of `dst` (already sized), in parallel, and writes each piece with one
-/// positional write once `fill` has produced all of it. An error stops the run; the caller
-/// discards `dst`.
+/// positional write once `fill` has produced all of it, and returns what `fill` returned
+/// for each piece, in order. An error stops the run; the caller discards `dst`.
 ///
 /// Writing through `pwrite` from an L2-resident buffer was measured against decrypting
 /// straight into a shared mapping of `dst`: on tmpfs the mapping's per-page population cost
 /// more than the copy it saves, with or without huge pages.
-fn fill_parallel<S>(
+fn fill_parallel<S, T: Send>(
     dst: &File,
     base: u64,
     len: u64,
     chunk: usize,
     init: impl Fn() -> S + Send + Sync,
-    fill: impl Fn(&mut S, u64, &mut [u8]) -> Result<(), ContentError> + Send + Sync,
-) -> Result<(), ContentError> {
+    fill: impl Fn(&mut S, u64, &mut [u8]) -> Result<T, ContentError> + Send + Sync,
+) -> Result<Vec<T>, ContentError> {
     (0..len.div_ceil(chunk as u64))
         .into_par_iter()
-        .try_for_each_init(
+        .map_init(
             || (init(), vec![0u8; chunk]),
             |(state, buf), c| {
                 let offset = c * chunk as u64;
                 let piece = &mut buf[..(len - offset).min(chunk as u64) as usize];
-                fill(state, c, piece)?;
+                let t = fill(state, c, piece)?;
                 dst.write_all_at(piece, base + offset)?;
-                Ok(())
+                Ok(t)
             },
         )
+        .collect()
 }
 
 impl ContentCipher {
-    /// Decrypts the file `src` into `dst`, returning the plaintext size; `report` gets the
-    /// plaintext bytes of every finished chunk. On error `dst` may hold partial output,
-    /// never the plaintext of a block that failed authentication; the caller removes it.
+    /// Decrypts the file `src` into `dst`, returning the plaintext size and digest leaf;
+    /// `report` gets the plaintext bytes of every finished chunk. On error `dst` may hold
+    /// partial output, never the plaintext of a block that failed authentication; the
+    /// caller removes it.
     pub fn decrypt_file(
         &self,
         src: &mut File,
         dst: &File,
         report: &(dyn Fn(u64) + Sync),
-    ) -> Result<u64, ContentError> {
+    ) -> Result<FileDone, ContentError> {
         let len = src.metadata()?.len();
         // Sized from zero so nothing of an earlier file survives in holes.
         dst.set_len(0)?;
         let Some((plain, file_id)) = read_header(src, len)? else {
-            return Ok(0);
+            return Ok(FileDone::empty());
         };
         dst.set_len(plain)?;
         let src: &File = src;
-        fill_parallel(
+        let chunks = fill_parallel(
             dst,
             0,
             plain,
@@ -98,41 +120,51 @@ impl ContentCipher {
             |(gcm, buf), c, out| {
                 let gcm = gcm.as_mut().ok_or_else(no_gcm)?;
                 let first_block = c * BLOCKS_PER_CHUNK as u64;
-                self.open_chunk(gcm, src, buf, &file_id, first_block, out.len(), Some(out))?;
-                report(out.len() as u64);
-                Ok(())
+                let n = out.len();
+                let h = self.open_chunk(gcm, src, buf, &file_id, first_block, n, Some(out))?;
+                report(n as u64);
+                Ok(h)
             },
         )?;
-        Ok(plain)
+        Ok(FileDone {
+            size: plain,
+            leaf: file_leaf(&file_id, plain, &chunks),
+        })
     }
 
-    /// Authenticates every block of `src` without writing plaintext anywhere; `report` gets
-    /// the plaintext bytes of every finished chunk.
+    /// Authenticates every block of `src` without writing plaintext anywhere, returning the
+    /// plaintext size and digest leaf; `report` gets the plaintext bytes of every finished
+    /// chunk.
     pub fn verify_file(
         &self,
         src: &mut File,
         report: &(dyn Fn(u64) + Sync),
-    ) -> Result<u64, ContentError> {
+    ) -> Result<FileDone, ContentError> {
         let len = src.metadata()?.len();
         let Some((plain, file_id)) = read_header(src, len)? else {
-            return Ok(0);
+            return Ok(FileDone::empty());
         };
         let src: &File = src;
         let chunk = (BLOCK * BLOCKS_PER_CHUNK) as u64;
-        (0..plain.div_ceil(chunk))
+        let chunks = (0..plain.div_ceil(chunk))
             .into_par_iter()
-            .try_for_each_init(
+            .map_init(
                 || self.opener(),
-                |(gcm, buf), c| -> Result<(), ContentError> {
+                |(gcm, buf), c| -> Result<[u8; 32], ContentError> {
                     let gcm = gcm.as_mut().ok_or_else(no_gcm)?;
                     let plain_len = (plain - c * chunk).min(chunk) as usize;
                     let first_block = c * BLOCKS_PER_CHUNK as u64;
-                    self.open_chunk(gcm, src, buf, &file_id, first_block, plain_len, None)?;
+                    let h =
+                        self.open_chunk(gcm, src, buf, &file_id, first_block, plain_len, None)?;
                     report(plain_len as u64);
-                    Ok(())
+                    Ok(h)
                 },
-            )?;
-        Ok(plain)
+            )
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(FileDone {
+            size: plain,
+            leaf: file_leaf(&file_id, plain, &chunks),
+        })
     }
 
     fn opener(&self) -> (Option<Gcm>, Vec<u8>) {
@@ -143,7 +175,7 @@ impl ContentCipher {
     }
 
     /// Authenticates the `plain_len` bytes of plaintext from `first_block` on, decrypting
-    /// them into `out` when given.
+    /// them into `out` when given; returns the hash of their tags (digest chunk hash).
     #[allow(clippy::too_many_arguments)]
     fn open_chunk(
         &self,
@@ -154,7 +186,7 @@ impl ContentCipher {
         first_block: u64,
         plain_len: usize,
         mut out: Option<&mut [u8]>,
-    ) -> Result<(), ContentError> {
+    ) -> Result<[u8; 32], ContentError> {
         let mut scratch = [0u8; BLOCK];
         let nblocks = plain_len.div_ceil(BLOCK);
         let cipher = &mut buf[..plain_len + nblocks * (NONCE + TAG)];
@@ -173,21 +205,26 @@ impl ContentCipher {
                     reason,
                 })?;
         }
-        Ok(())
+        Ok(if self.digest {
+            chunk_hash(cipher, CBLOCK)
+        } else {
+            [0; 32]
+        })
     }
 
     /// Encrypts the file `src` into `dst` with a fresh file ID and fresh nonces, returning
-    /// the plaintext size; `report` gets the plaintext bytes of every finished chunk.
+    /// the plaintext size and the digest leaf of the new ciphertext; `report` gets the
+    /// plaintext bytes of every finished chunk.
     pub fn encrypt_file(
         &self,
         src: &mut File,
         dst: &File,
         report: &(dyn Fn(u64) + Sync),
-    ) -> Result<u64, ContentError> {
+    ) -> Result<FileDone, ContentError> {
         let len = src.metadata()?.len();
         dst.set_len(0)?;
         if len == 0 {
-            return Ok(0);
+            return Ok(FileDone::empty());
         }
         let mut header = [0u8; HEADER_LEN];
         header[1] = 2;
@@ -200,7 +237,7 @@ impl ContentCipher {
         dst.set_len(total)?;
         dst.write_all_at(&header, 0)?;
         let src: &File = src;
-        fill_parallel(
+        let chunks = fill_parallel(
             dst,
             HEADER_LEN as u64,
             total - HEADER_LEN as u64,
@@ -221,10 +258,13 @@ impl ContentCipher {
                     self.seal_block(gcm, o, p, first_block + i as u64, &file_id)?;
                 }
                 report(plain_len as u64);
-                Ok(())
+                Ok(chunk_hash(out, CBLOCK))
             },
         )?;
-        Ok(len)
+        Ok(FileDone {
+            size: len,
+            leaf: file_leaf(&file_id, len, &chunks),
+        })
     }
 }
 
@@ -271,14 +311,22 @@ mod tests {
         std::fs::write(&p, &data).unwrap();
         let mut src = File::open(&p).unwrap();
         let dst = rw(&e);
-        assert_eq!(c.encrypt_file(&mut src, &dst, &|_| {}).unwrap(), len as u64);
+        let enc_done = c.encrypt_file(&mut src, &dst, &|_| {}).unwrap();
+        assert_eq!(enc_done.size, len as u64);
         let enc = std::fs::read(&e).unwrap();
         assert_eq!(enc.len() as u64, cipher_size(len as u64));
         assert_eq!(c.decrypt_bytes(&enc).unwrap(), data);
         let out = rw(&d);
-        c.decrypt_file(&mut File::open(&e).unwrap(), &out, &|_| {})
+        let dec_done = c
+            .decrypt_file(&mut File::open(&e).unwrap(), &out, &|_| {})
             .unwrap();
         assert_eq!(std::fs::read(&d).unwrap(), data);
+        // Encryption, decryption and verification agree on the digest leaf.
+        assert_eq!(dec_done, enc_done);
+        let ver_done = c
+            .verify_file(&mut File::open(&e).unwrap(), &|_| {})
+            .unwrap();
+        assert_eq!(ver_done, enc_done);
 
         let bad_block = 11 * BLOCKS_PER_CHUNK as u64 + 7;
         let mut bad = enc.clone();
