@@ -13,6 +13,7 @@ pub mod admin;
 pub mod cdh;
 pub mod error;
 pub mod evidence;
+pub mod gpu;
 pub mod kbs;
 pub mod model;
 pub mod policy_test;

@@ -13,6 +13,7 @@ use rand::RngCore;
 use serde_json::{json, Map, Value};
 
 use super::{claims_digest, now_ms, parse_resource_path, Kbs, KbsError};
+use crate::attestation::gpu::GpuEvidence;
 use crate::attestation::{Binding, VerifyError};
 use crate::policy::PROTOCOL_VERSION_CLAIM;
 use crate::store::{AuditEntry, Session, SessionState};
@@ -275,16 +276,7 @@ impl Kbs {
         }
         parse_tee_key(version, &att.tee_pubkey).map_err(attest_err)?;
         let additional = &att.additional_evidence;
-        if !additional.is_empty() {
-            let extra: Value = serde_json::from_str(additional).map_err(|_| {
-                attest_err("additional_evidence must be a JSON object serialised as a string")
-            })?;
-            if let Some(name) = extra.as_object().and_then(|m| m.keys().next()) {
-                return Err(attest_err(format!(
-                    "additional evidence for {name:?} is not supported"
-                )));
-            }
-        }
+        let gpus = GpuEvidence::read(additional, &att.evidence).map_err(attest_err)?;
         let verifier = self
             .verifiers
             .get(&session.tee)
@@ -350,7 +342,12 @@ impl Kbs {
             snapshot.cpu_policy_id,
             &appraisal,
         );
-        Ok(self.tokens.issue(annotated, &appraisal, now, version))
+        let devices = self
+            .device_submods(gpus, &att.tee_pubkey, nonce, alg, &hash, &snapshot, now)
+            .await?;
+        Ok(self
+            .tokens
+            .issue(annotated, &appraisal, devices, now, version))
     }
 
     /// `GET /resource/...`: checks the token (session or bearer) and the resource policy,
