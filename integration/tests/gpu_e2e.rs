@@ -79,6 +79,8 @@ struct Collateral {
     /// Edits the fields the RIMs are made from (a mismatching golden value).
     rim_fields: fn(&mut GpuFields),
     with_ocsp: bool,
+    /// RIM service base URL instead of a RIM directory.
+    rim_service: Option<String>,
 }
 
 impl Default for Collateral {
@@ -87,6 +89,7 @@ impl Default for Collateral {
             revoked: &[],
             rim_fields: |_| {},
             with_ocsp: true,
+            rim_service: None,
         }
     }
 }
@@ -100,10 +103,13 @@ struct Setup {
 }
 
 fn setup(gpu_section: Option<Collateral>) -> Setup {
+    setup_with(Arc::new(GpuPki::new()), gpu_section)
+}
+
+fn setup_with(gpu: Arc<GpuPki>, gpu_section: Option<Collateral>) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     let dcap = Arc::new(TestPki::new());
-    let gpu = Arc::new(GpuPki::new());
     let mut config = dcap.offline_dcap_config(&root, &CollateralOptions::current());
     match gpu_section {
         None => config.push_str("\n[gpu]\nenabled = false\n"),
@@ -117,16 +123,18 @@ fn setup(gpu_section: Option<Collateral>) -> Setup {
             let mut f = GpuFields::default();
             (c.rim_fields)(&mut f);
             let fields = GpuFields::default();
-            std::fs::write(
-                rims.join(format!("{}.xml", GpuPki::driver_rim_id(&fields))),
-                gpu.rim(&fields.driver_version, &DRIVER_RIM_INDICES, &f),
-            )
-            .unwrap();
-            std::fs::write(
-                rims.join(format!("{}.xml", GpuPki::vbios_rim_id(&fields))),
-                gpu.rim("96.00.9F.00.01", &VBIOS_RIM_INDICES, &f),
-            )
-            .unwrap();
+            if c.rim_service.is_none() {
+                std::fs::write(
+                    rims.join(format!("{}.xml", GpuPki::driver_rim_id(&fields))),
+                    gpu.rim(&fields.driver_version, &DRIVER_RIM_INDICES, &f),
+                )
+                .unwrap();
+                std::fs::write(
+                    rims.join(format!("{}.xml", GpuPki::vbios_rim_id(&fields))),
+                    gpu.rim("96.00.9F.00.01", &VBIOS_RIM_INDICES, &f),
+                )
+                .unwrap();
+            }
             if c.with_ocsp {
                 for (i, der) in gpu.ocsp_responses(&root, c.revoked).iter().enumerate() {
                     std::fs::write(ocsp.join(format!("{i}.der")), der).unwrap();
@@ -139,6 +147,9 @@ fn setup(gpu_section: Option<Collateral>) -> Setup {
                 rims.display(),
                 ocsp.display()
             ));
+            if let Some(url) = &c.rim_service {
+                config.push_str(&format!("rim_service_url = \"{url}\"\n"));
+            }
         }
     }
     let server = Server::start(&root, Some(&config));
@@ -372,4 +383,59 @@ async fn alibaba_gpu_evidence_inside_the_tdx_evidence_is_verified() {
             assert!(e.to_string().contains("nonce"), "{e}");
         }
     }
+}
+
+/// NVIDIA's RIM service, emulated: `GET /v1/rim/<id>` → `{"id", "rim": base64 XML, ...}`.
+#[tokio::test]
+async fn rims_fetched_from_the_rim_service_are_cached_in_the_database() {
+    use coffer_integration::http_stub::{serve, Reply};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let pki = Arc::new(GpuPki::new());
+    let f = GpuFields::default();
+    let served = [
+        (
+            GpuPki::driver_rim_id(&f),
+            pki.rim(&f.driver_version, &DRIVER_RIM_INDICES, &f),
+        ),
+        (
+            GpuPki::vbios_rim_id(&f),
+            pki.rim("96.00.9F.00.01", &VBIOS_RIM_INDICES, &f),
+        ),
+    ];
+    let hits = Arc::new(AtomicUsize::new(0));
+    let down = Arc::new(AtomicBool::new(false));
+    let (h, d) = (hits.clone(), down.clone());
+    let url = serve(move |method, path| {
+        if d.load(Ordering::SeqCst) {
+            return Reply::new("503 Service Unavailable", "down");
+        }
+        let id = path.strip_prefix("/v1/rim/").unwrap_or_default();
+        match served.iter().find(|(i, _)| i == id) {
+            Some((id, xml)) if method == "GET" => {
+                h.fetch_add(1, Ordering::SeqCst);
+                let b64 = base64::engine::general_purpose::STANDARD.encode(xml);
+                let body = json!({"id": id, "rim": b64, "sha256": "", "request_id": "1"});
+                Reply::new("200 OK", body.to_string())
+            }
+            _ => Reply::new("404 Not Found", "{}"),
+        }
+    });
+    let mut s = setup_with(
+        pki,
+        Some(Collateral {
+            rim_service: Some(format!("{url}/v1/rim")),
+            ..Collateral::default()
+        }),
+    );
+    for _ in 0..2 {
+        let (_, secret) = attempt(&s, Fault::None).await;
+        assert_eq!(secret.as_deref(), Some(SECRET));
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 2, "each RIM fetched once");
+    // With the service down and the process restarted, the database copy serves.
+    down.store(true, Ordering::SeqCst);
+    s.server.restart();
+    let (_, secret) = attempt(&s, Fault::None).await;
+    assert_eq!(secret.as_deref(), Some(SECRET));
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
 }
