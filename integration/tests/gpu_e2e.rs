@@ -81,6 +81,8 @@ struct Collateral {
     with_ocsp: bool,
     /// RIM service base URL instead of a RIM directory.
     rim_service: Option<String>,
+    /// OCSP responder URL; the device CA's answer then comes from it, not from a file.
+    ocsp_url: Option<String>,
 }
 
 impl Default for Collateral {
@@ -90,6 +92,7 @@ impl Default for Collateral {
             rim_fields: |_| {},
             with_ocsp: true,
             rim_service: None,
+            ocsp_url: None,
         }
     }
 }
@@ -137,6 +140,10 @@ fn setup_with(gpu: Arc<GpuPki>, gpu_section: Option<Collateral>) -> Setup {
             }
             if c.with_ocsp {
                 for (i, der) in gpu.ocsp_responses(&root, c.revoked).iter().enumerate() {
+                    // Answer 0 is the device CA's: from the responder when one is set.
+                    if i == 0 && c.ocsp_url.is_some() {
+                        continue;
+                    }
                     std::fs::write(ocsp.join(format!("{i}.der")), der).unwrap();
                 }
             }
@@ -147,6 +154,9 @@ fn setup_with(gpu: Arc<GpuPki>, gpu_section: Option<Collateral>) -> Setup {
                 rims.display(),
                 ocsp.display()
             ));
+            if let Some(url) = &c.ocsp_url {
+                config.push_str(&format!("ocsp_url = \"{url}\"\n"));
+            }
             if let Some(url) = &c.rim_service {
                 config.push_str(&format!("rim_service_url = \"{url}\"\n"));
             }
@@ -438,4 +448,49 @@ async fn rims_fetched_from_the_rim_service_are_cached_in_the_database() {
     let (_, secret) = attempt(&s, Fault::None).await;
     assert_eq!(secret.as_deref(), Some(SECRET));
     assert_eq!(hits.load(Ordering::SeqCst), 2);
+}
+
+/// An OCSP responder, emulated: `POST /` with `application/ocsp-request` → the DER answer.
+#[tokio::test]
+async fn ocsp_answers_fetched_from_the_responder_are_used_and_cached() {
+    use coffer_integration::http_stub::{serve, Reply};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let pki = Arc::new(GpuPki::new());
+    let tmp = tempfile::tempdir().unwrap();
+    let brom_answer = pki.ocsp_responses(tmp.path(), &[]).remove(0);
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let url = serve(move |method, _path| {
+        if method != "POST" {
+            return Reply::new("405 Method Not Allowed", "");
+        }
+        h.fetch_add(1, Ordering::SeqCst);
+        Reply {
+            status: "200 OK",
+            headers: vec![("Content-Type", "application/ocsp-response".into())],
+            body: brom_answer.clone(),
+        }
+    });
+    let s = setup_with(
+        pki,
+        Some(Collateral {
+            ocsp_url: Some(url),
+            ..Collateral::default()
+        }),
+    );
+    for _ in 0..2 {
+        let (token, secret) = attempt(&s, Fault::None).await;
+        let claims = payload(&token.unwrap());
+        let nv = &claims["submods"]["gpu0"]["ear.veraison.annotated-evidence"]["nvidia"];
+        assert_eq!(
+            nv["x-nvidia-gpu-attestation-report-cert-chain"]["x-nvidia-cert-ocsp-status"], "good",
+            "{nv:#}"
+        );
+        assert_eq!(secret.as_deref(), Some(SECRET));
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "the answer is cached until nextUpdate"
+    );
 }

@@ -355,6 +355,24 @@ impl GpuCollateral {
         })
     }
 
+    /// Whether a response loaded from `ocsp_dir` names `cert` (files come first: such a
+    /// certificate is neither looked up in the cache nor fetched).
+    fn file_answers(&self, cert: &X509, issuer: &X509) -> bool {
+        let Ok(id) = openssl::ocsp::OcspCertId::from_cert(
+            openssl::hash::MessageDigest::sha1(),
+            cert,
+            issuer,
+        ) else {
+            return false;
+        };
+        self.ocsp.iter().any(|der| {
+            openssl::ocsp::OcspResponse::from_der(der)
+                .ok()
+                .and_then(|r| r.basic().ok())
+                .is_some_and(|b| b.find_status(&id).is_some())
+        })
+    }
+
     fn remembered(&self, key: &str, now: i64) -> Option<String> {
         let m = self.memory.lock().ok()?;
         m.get(key)
@@ -433,6 +451,10 @@ impl GpuCollateral {
         use base64::Engine;
         let b64 = base64::engine::general_purpose::STANDARD;
         for (i, cert) in certs.iter().enumerate() {
+            let issuer = certs.get(i + 1).unwrap_or(root);
+            if self.file_answers(cert, issuer) {
+                continue;
+            }
             let key = cert_key(cert);
             if let Some(body) = self.cached(&key, now).await {
                 if let Ok(der) = b64.decode(body) {
@@ -443,7 +465,6 @@ impl GpuCollateral {
             let (Some(http), Some(url)) = (&self.http, &self.ocsp_url) else {
                 continue;
             };
-            let issuer = certs.get(i + 1).unwrap_or(root);
             match fetch_ocsp(http, url, cert, issuer).await {
                 Ok((der, next_update)) => {
                     self.keep(&key, &b64.encode(&der), next_update, now).await;
@@ -577,8 +598,14 @@ async fn fetch_ocsp(
         .map_err(|e| FetchError::Http(e.without_url().to_string()))?
         .to_vec();
     let now = crate::now_secs();
-    let status =
-        coffer_gpu::revocation::cert_status(cert, issuer, &[], issuer, &[body.clone()], now);
+    let status = coffer_gpu::revocation::cert_status(
+        cert,
+        issuer,
+        &[],
+        issuer,
+        std::slice::from_ref(&body),
+        now,
+    );
     let next_update = match status {
         coffer_gpu::revocation::CertStatus::Good { next_update } => next_update,
         // Revoked or unknown answers are kept for an hour: the verdict is the responder's.
