@@ -10,7 +10,7 @@
 //! * [`revocation`]: certificate status from cached OCSP responses, with their windows.
 //! * [`rim`]: reference integrity manifests (signed SWID XML) and measurement comparison.
 //! * [`verify`]: the verification procedure and the claims policies see.
-//! * [`nras`]: NVIDIA Remote Attestation Service answers (library only, not yet used by the server).
+//! * [`nras`]: NVIDIA Remote Attestation Service answers, verified.
 //!
 //! No I/O: collateral (OCSP responses, RIMs) is handed in by the caller, who fetches and
 //! caches it; the caller's clock is passed in.

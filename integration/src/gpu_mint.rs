@@ -401,3 +401,107 @@ fn ocsp(dir: &Path, cert: &Issued, issuer: &Issued, label: &str, revoked: bool) 
     ]);
     std::fs::read(d.join("resp.der")).expect("response")
 }
+
+/// A stand-in for NVIDIA's Remote Attestation Service token signer: an ES384 key with a
+/// self-signed certificate published in a JWKS.
+pub struct NrasSigner {
+    key: PKey<Private>,
+    /// `{"keys": [{"kid", "kty", "x5c"}]}`.
+    pub jwks: serde_json::Value,
+}
+
+impl Default for NrasSigner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NrasSigner {
+    /// A fresh key and JWKS.
+    pub fn new() -> Self {
+        let i = issue("test NRAS signer", 0x3001, false, None, None);
+        let x5c = base64::engine::general_purpose::STANDARD.encode(i.cert.to_der().expect("der"));
+        NrasSigner {
+            key: i.key,
+            jwks: serde_json::json!({"keys": [{"kid": "nv-eat-kid-test", "kty": "EC", "x5c": [x5c]}]}),
+        }
+    }
+
+    fn jwt(&self, claims: &serde_json::Value) -> String {
+        let e = |v: &serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let input = format!(
+            "{}.{}",
+            e(&serde_json::json!({"alg": "ES384", "kid": "nv-eat-kid-test"})),
+            e(claims)
+        );
+        let sig = raw_sign(&self.key, input.as_bytes());
+        format!(
+            "{input}.{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig)
+        )
+    }
+
+    /// A detached EAT for one GPU answering `nonce_hex`, issued by `iss`, with the device
+    /// claims `device` (NRAS's names) and NRAS's overall `result`.
+    pub fn answer(
+        &self,
+        iss: &str,
+        nonce_hex: &str,
+        mut device: serde_json::Value,
+        result: bool,
+        now: i64,
+    ) -> String {
+        for (k, v) in [
+            ("iss", serde_json::json!(iss)),
+            ("nbf", now.into()),
+            ("iat", now.into()),
+            ("exp", (now + 3600).into()),
+        ] {
+            device[k] = v;
+        }
+        let d = self.jwt(&device);
+        let digest = hex::encode(
+            openssl::hash::hash(MessageDigest::sha256(), d.as_bytes()).expect("sha256"),
+        );
+        let overall = serde_json::json!({"iss": iss, "nbf": now, "iat": now, "exp": now + 3600,
+            "eat_nonce": nonce_hex, "x-nvidia-overall-att-result": result,
+            "x-nvidia-ver": "3.0", "sub": "NVIDIA-PLATFORM-ATTESTATION",
+            "submods": {"GPU-0": ["DIGEST", ["SHA-256", digest]]}});
+        serde_json::json!([["JWT", self.jwt(&overall)], {"GPU-0": d}]).to_string()
+    }
+}
+
+/// Device claims NRAS gives a GPU that passes every check (claims version 3.0 names).
+pub fn nras_good_device_claims() -> serde_json::Value {
+    let chain = serde_json::json!({"x-nvidia-cert-status": "valid", "x-nvidia-cert-ocsp-status": "good",
+        "x-nvidia-cert-expiration-date": "9999-12-31T23:59:59Z", "x-nvidia-cert-revocation-reason": null});
+    let mut c = serde_json::json!({
+        "x-nvidia-gpu-arch-check": true,
+        "x-nvidia-gpu-attestation-report-parsed": true,
+        "x-nvidia-gpu-attestation-report-signature-verified": true,
+        "x-nvidia-gpu-attestation-report-nonce-match": true,
+        "x-nvidia-gpu-attestation-report-cert-chain-fwid-match": true,
+        "x-nvidia-gpu-attestation-report-cert-chain": chain,
+        "x-nvidia-gpu-driver-rim-cert-chain": chain,
+        "x-nvidia-gpu-vbios-rim-cert-chain": chain,
+        "x-nvidia-gpu-vbios-index-no-conflict": true,
+        "x-nvidia-gpu-driver-version": "550.90.07",
+        "x-nvidia-gpu-vbios-version": "96.00.9F.00.01",
+        "measres": "success", "secboot": true, "dbgstat": "disabled",
+        "hwmodel": "GH100 A01 GSP BROM",
+    });
+    for rim in ["driver", "vbios"] {
+        for k in [
+            "fetched",
+            "schema-validated",
+            "signature-verified",
+            "version-match",
+            "measurements-available",
+        ] {
+            c[format!("x-nvidia-gpu-{rim}-rim-{k}")] = serde_json::json!(true);
+        }
+    }
+    c
+}

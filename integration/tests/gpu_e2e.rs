@@ -83,6 +83,8 @@ struct Collateral {
     rim_service: Option<String>,
     /// OCSP responder URL; the device CA's answer then comes from it, not from a file.
     ocsp_url: Option<String>,
+    /// Extra `[gpu]` lines.
+    extra: String,
 }
 
 impl Default for Collateral {
@@ -93,6 +95,7 @@ impl Default for Collateral {
             with_ocsp: true,
             rim_service: None,
             ocsp_url: None,
+            extra: String::new(),
         }
     }
 }
@@ -157,6 +160,7 @@ fn setup_with(gpu: Arc<GpuPki>, gpu_section: Option<Collateral>) -> Setup {
             if let Some(url) = &c.ocsp_url {
                 config.push_str(&format!("ocsp_url = \"{url}\"\n"));
             }
+            config.push_str(&c.extra);
             if let Some(url) = &c.rim_service {
                 config.push_str(&format!("rim_service_url = \"{url}\"\n"));
             }
@@ -493,4 +497,97 @@ async fn ocsp_answers_fetched_from_the_responder_are_used_and_cached() {
         1,
         "the answer is cached until nextUpdate"
     );
+}
+
+/// NRAS, emulated: `POST <base>/gpu` with `{nonce, arch, evidence_list, claims_version}`
+/// answers a detached EAT signed by a key of the JWKS at `GET /jwks`.
+fn nras_emulator(
+    verdict: fn(&mut Value) -> bool,
+    tamper: bool,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use coffer_integration::gpu_mint::{nras_good_device_claims, NrasSigner};
+    use coffer_integration::http_stub::{serve_with_body, Reply};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let signer = NrasSigner::new();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let base = Arc::new(std::sync::Mutex::new(String::new()));
+    let b = base.clone();
+    let url = serve_with_body(move |method, path, body| {
+        let iss = b.lock().unwrap().clone();
+        match (method, path) {
+            ("GET", "/jwks") => Reply::new("200 OK", signer.jwks.to_string()),
+            ("POST", "/v4/attest/gpu") => {
+                h.fetch_add(1, Ordering::SeqCst);
+                let req: Value = serde_json::from_slice(body).unwrap_or_default();
+                let nonce = req["nonce"].as_str().unwrap_or_default().to_string();
+                assert_eq!(req["evidence_list"].as_array().map(Vec::len), Some(1));
+                let mut claims = nras_good_device_claims();
+                let result = verdict(&mut claims);
+                let mut answer = signer.answer(
+                    &iss,
+                    &nonce,
+                    claims,
+                    result,
+                    coffer_integration::tdx_mint::now(),
+                );
+                if tamper {
+                    answer = answer.replacen("\"GPU-0\":\"ey", "\"GPU-0\":\"eY", 1);
+                }
+                Reply::new("200 OK", answer)
+            }
+            _ => Reply::new("404 Not Found", ""),
+        }
+    });
+    *base.lock().unwrap() = url.clone();
+    (url, hits)
+}
+
+fn nras_setup(
+    verdict: fn(&mut Value) -> bool,
+    tamper: bool,
+) -> (Setup, Arc<std::sync::atomic::AtomicUsize>) {
+    let (url, hits) = nras_emulator(verdict, tamper);
+    let s = setup(Some(Collateral {
+        with_ocsp: false,
+        extra: format!("nras_url = \"{url}/v4/attest\"\nnras_jwks_url = \"{url}/jwks\"\n"),
+        ..Collateral::default()
+    }));
+    (s, hits)
+}
+
+#[tokio::test]
+async fn nras_verdicts_are_verified_and_decide_with_the_default_policies() {
+    use std::sync::atomic::Ordering;
+    let (s, hits) = nras_setup(|_| true, false);
+    let (token, secret) = attempt(&s, Fault::None).await;
+    let claims = payload(&token.unwrap());
+    let nv = &claims["submods"]["gpu0"]["ear.veraison.annotated-evidence"]["nvidia"];
+    assert_eq!(nv["x-nvidia-overall-att-result"], true, "{nv:#}");
+    assert_eq!(claims["submods"]["gpu0"]["ear.status"], "affirming");
+    assert_eq!(secret.as_deref(), Some(SECRET));
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+    // NRAS finds a measurement mismatch: the policy refuses.
+    let (s, _) = nras_setup(
+        |c| {
+            c["measres"] = json!("failure");
+            c["secboot"] = Value::Null;
+            false
+        },
+        false,
+    );
+    let (token, secret) = attempt(&s, Fault::None).await;
+    let claims = payload(&token.unwrap());
+    assert_ne!(claims["submods"]["gpu0"]["ear.status"], "affirming");
+    assert_eq!(secret, None);
+}
+
+#[tokio::test]
+async fn a_tampered_nras_answer_fails_the_attestation() {
+    let (s, _) = nras_setup(|_| true, true);
+    let (token, _) = attempt(&s, Fault::None).await;
+    let e = token.unwrap_err();
+    assert_eq!(e.status(), Some(401), "{e}");
+    assert!(e.to_string().contains("NRAS"), "{e}");
 }

@@ -45,6 +45,13 @@ pub struct GpuConfig {
     /// OCSP responder URL (`https://ocsp.ndis.nvidia.com`); unset: OCSP responses come
     /// from `ocsp_dir` and the database only.
     pub ocsp_url: Option<String>,
+    /// NRAS base URL (`https://nras.attestation.nvidia.com/v4/attest`): when set, each GPU
+    /// authenticated here is also appraised by NVIDIA's remote service and its verified
+    /// device claims replace the local RIM/OCSP appraisal (network needed per attestation).
+    pub nras_url: Option<String>,
+    /// JWKS with NRAS's token keys; default NVIDIA's
+    /// (`https://nras.attestation.nvidia.com/.well-known/jwks.json`).
+    pub nras_jwks_url: Option<String>,
     /// HTTP timeout for one request to NVIDIA's services, seconds.
     pub timeout_secs: u64,
 }
@@ -59,6 +66,8 @@ impl Default for GpuConfig {
             ocsp_dir: None,
             rim_service_url: None,
             ocsp_url: None,
+            nras_url: None,
+            nras_jwks_url: None,
             timeout_secs: 10,
         }
     }
@@ -180,6 +189,7 @@ pub struct DeviceClaims {
 pub struct GpuAttestation {
     verifier: GpuVerifier,
     collateral: GpuCollateral,
+    nras: Option<Nras>,
 }
 
 fn read_file(key: &'static str, path: &Path) -> Result<Vec<u8>, GpuConfigError> {
@@ -207,9 +217,22 @@ impl GpuAttestation {
                 path: PathBuf::new(),
                 reason: e.to_string(),
             })?;
+        let nras = cfg.nras_url.as_ref().map(|url| Nras {
+            url: url.trim_end_matches('/').to_string(),
+            jwks_url: cfg
+                .nras_jwks_url
+                .clone()
+                .unwrap_or_else(|| NRAS_JWKS.to_string()),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(cfg.timeout_secs.max(1)))
+                .build()
+                .unwrap_or_default(),
+            jwks: Mutex::new(None),
+        });
         Ok(GpuAttestation {
             verifier,
             collateral: GpuCollateral::new(cfg, store)?,
+            nras,
         })
     }
 
@@ -228,20 +251,30 @@ impl GpuAttestation {
     ) -> Result<Vec<DeviceClaims>, VerifyError> {
         let mut authenticated = Vec::new();
         for (i, (form, device)) in evidence.devices.into_iter().enumerate() {
+            let nonce = binding.expected(form);
             let a = self
                 .verifier
-                .authenticate(i, device, &binding.expected(form))
+                .authenticate(i, device.clone(), &nonce)
                 .map_err(|e| VerifyError::Rejected {
                     tee: "nvidia",
                     reason: e.to_string(),
                 })?;
-            authenticated.push(a);
+            authenticated.push((a, device, nonce));
         }
         let (mut gpus, mut switches) = (0, 0);
         let mut out = Vec::new();
-        for a in &authenticated {
-            let collateral = self.collateral.collect(a, &self.verifier, now).await;
-            let claims = a.appraise(&self.verifier, &collateral, now);
+        for (a, device, nonce) in &authenticated {
+            let claims = match &self.nras {
+                Some(nras) => {
+                    let local = a.appraise(&self.verifier, &Collateral::default(), now);
+                    nras.appraise(device, &nonce[..nonce.len().min(32)], local, now)
+                        .await?
+                }
+                None => {
+                    let collateral = self.collateral.collect(a, &self.verifier, now).await;
+                    a.appraise(&self.verifier, &collateral, now)
+                }
+            };
             let (class, n) = if a.arch().is_gpu() {
                 gpus += 1;
                 ("gpu", gpus - 1)
@@ -612,4 +645,128 @@ async fn fetch_ocsp(
         _ => now + coffer_gpu::revocation::DEFAULT_TTL_SECS,
     };
     Ok((body, next_update))
+}
+
+/// NVIDIA's published NRAS token keys.
+const NRAS_JWKS: &str = "https://nras.attestation.nvidia.com/.well-known/jwks.json";
+/// How long fetched JWKS are used before they are fetched again, seconds.
+const JWKS_TTL_SECS: i64 = 3600;
+
+/// NVIDIA Remote Attestation Service client.
+struct Nras {
+    url: String,
+    jwks_url: String,
+    http: reqwest::Client,
+    /// (JWKS, fetched at)
+    jwks: Mutex<Option<(Value, i64)>>,
+}
+
+fn nras_unavailable(reason: impl std::fmt::Display) -> VerifyError {
+    VerifyError::Unavailable {
+        tee: "nvidia",
+        reason: format!("NRAS: {reason}"),
+    }
+}
+
+impl Nras {
+    /// The issuer NRAS tokens must name: the scheme and authority of the base URL.
+    fn issuer(&self) -> String {
+        match reqwest::Url::parse(&self.url) {
+            Ok(u) => u.origin().ascii_serialization(),
+            Err(_) => self.url.clone(),
+        }
+    }
+
+    async fn jwks(&self, now: i64) -> Result<Value, VerifyError> {
+        if let Some((k, at)) = self.jwks.lock().ok().and_then(|g| g.clone()) {
+            if now - at < JWKS_TTL_SECS {
+                return Ok(k);
+            }
+        }
+        let resp = self
+            .http
+            .get(&self.jwks_url)
+            .send()
+            .await
+            .map_err(|e| nras_unavailable(e.without_url()))?;
+        if !resp.status().is_success() {
+            return Err(nras_unavailable(format!(
+                "JWKS HTTP {}",
+                resp.status().as_u16()
+            )));
+        }
+        let k: Value = resp
+            .json()
+            .await
+            .map_err(|e| nras_unavailable(e.without_url()))?;
+        if let Ok(mut g) = self.jwks.lock() {
+            *g = Some((k.clone(), now));
+        }
+        Ok(k)
+    }
+
+    /// Sends `device` to NRAS with `nonce` and returns NRAS's verified device claims on top
+    /// of the local parsing claims (`arch`, `uuid`, `measurements`, `config`).
+    async fn appraise(
+        &self,
+        device: &DeviceEvidence,
+        nonce: &[u8],
+        local: Value,
+        now: i64,
+    ) -> Result<Value, VerifyError> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let (path, arch) = match device.arch {
+            coffer_gpu::evidence::Arch::Hopper => ("gpu", "HOPPER"),
+            coffer_gpu::evidence::Arch::Blackwell => ("gpu", "BLACKWELL"),
+            coffer_gpu::evidence::Arch::Ls10 => ("switch", "LS10"),
+        };
+        let nonce_hex = hex::encode(nonce);
+        let body = json!({
+            "nonce": nonce_hex,
+            "arch": arch,
+            "evidence_list": [{
+                "evidence": b64.encode(&device.report),
+                "certificate": b64.encode(&device.certificate_pem),
+            }],
+            "claims_version": "3.0",
+        });
+        let resp = self
+            .http
+            .post(format!("{}/{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| nras_unavailable(e.without_url()))?;
+        if !resp.status().is_success() {
+            return Err(nras_unavailable(format!("HTTP {}", resp.status().as_u16())));
+        }
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| nras_unavailable(e.without_url()))?;
+        let jwks = self.jwks(now).await?;
+        let devices =
+            coffer_gpu::nras::verify_answer(&text, &jwks, &self.issuer(), &nonce_hex, now)
+                .map_err(|e| VerifyError::Rejected {
+                    tee: "nvidia",
+                    reason: e.to_string(),
+                })?;
+        let [(_, claims)] =
+            <[(String, Value); 1]>::try_from(devices).map_err(|_| VerifyError::Rejected {
+                tee: "nvidia",
+                reason: "NRAS answered for another number of devices than sent".into(),
+            })?;
+        let mut merged = match local {
+            Value::Object(m) => m
+                .into_iter()
+                .filter(|(k, _)| ["arch", "uuid", "measurements", "config"].contains(&k.as_str()))
+                .collect(),
+            _ => serde_json::Map::new(),
+        };
+        if let Value::Object(c) = claims {
+            merged.extend(c);
+        }
+        Ok(Value::Object(merged))
+    }
 }
