@@ -14,3 +14,27 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update >/dev/null && apt-get install -y --no-install-recommends "${need[@]}" >/dev/null
   }
 fi
+
+# API description and web console tests (integration/tests/openapi.rs, console.rs): headless
+# Chromium with its WebDriver from Debian, and a Python virtual environment beside the build
+# (not the system's site-packages) with the pinned validator, API fuzzer and WebDriver client.
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y --no-install-recommends "${need[@]}" fonts-dejavu-core >/dev/null 2>&1 || {
+    apt-get update >/dev/null && apt-get install -y --no-install-recommends "${need[@]}" fonts-dejavu-core >/dev/null
+  }
+fi
+venv="${COFFER_PY_VENV:-${CARGO_TARGET_DIR:-$HOME/.cache/coffer-target}/py-venv}"
+pins=(openapi-spec-validator==0.9.0 schemathesis==4.32.5 selenium==4.51.0)
+if ! "$venv/bin/python" -c 'import openapi_spec_validator, schemathesis, selenium' >/dev/null 2>&1 \
+   || [ "$(cat "$venv/.pins" 2>/dev/null)" != "${pins[*]}" ]; then
+  echo "installing into $venv: ${pins[*]}" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${pins[@]}"
+  echo "${pins[*]}" > "$venv/.pins"
+fi

@@ -247,17 +247,28 @@ impl AdminClient {
         .await
     }
 
-    /// Audit rows after sequence number `after` (coffer-server only).
-    pub async fn audit(&self, after: i64, limit: i64) -> Result<Vec<Value>, ClientError> {
+    /// One page of audit rows, `{total, offset, limit, entries}` (coffer-server only).
+    /// `query` holds the filters of `GET /coffer/v1/audit` as (name, value) pairs.
+    pub async fn audit(&self, query: &[(&str, String)]) -> Result<Value, ClientError> {
+        let qs: Vec<String> = query
+            .iter()
+            .map(|(k, v)| format!("{k}={}", urlencode(v)))
+            .collect();
         let v = self
-            .get_json(
-                "audit",
-                &format!("/coffer/v1/audit?after={after}&limit={limit}"),
-            )
+            .get_json("audit", &format!("/coffer/v1/audit?{}", qs.join("&")))
             .await?;
-        v.as_array()
-            .cloned()
-            .ok_or_else(|| ClientError::Protocol("audit answer is not a list".into()))
+        if v.get("entries").and_then(Value::as_array).is_none() {
+            return Err(ClientError::Protocol(
+                "audit answer has no entries list (a coffer-server older than this client?)".into(),
+            ));
+        }
+        Ok(v)
+    }
+
+    /// One audit row with its recorded claims (coffer-server only).
+    pub async fn audit_entry(&self, seq: i64) -> Result<Value, ClientError> {
+        self.get_json("audit", &format!("/coffer/v1/audit/{seq}"))
+            .await
     }
 }
 

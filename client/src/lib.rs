@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod cdh;
+pub mod console;
 pub mod error;
 pub mod evidence;
 pub mod gpu;

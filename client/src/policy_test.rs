@@ -90,6 +90,55 @@ impl Recorded {
     }
 }
 
+impl Recorded {
+    /// The input recorded in a coffer-server audit row of a successful attestation
+    /// (`GET /coffer/v1/audit/{seq}`): its verified claims are the annotated evidence, and
+    /// with its verdict and trust vector they rebuild the token claims a resource policy
+    /// reads (policy extensions are not recorded).
+    pub fn from_audit_row(row: &Value) -> Result<Self, PolicyTestError> {
+        let seq = row.get("seq").and_then(Value::as_i64).unwrap_or(0);
+        if row.get("action").and_then(Value::as_str) != Some("attest") {
+            return Err(PolicyTestError::Input(format!(
+                "audit row {seq} is not an attestation (action {}); pick a row with action attest",
+                row.get("action").unwrap_or(&Value::Null)
+            )));
+        }
+        let evidence = row
+            .get("claims")
+            .filter(|c| c.is_object())
+            .cloned()
+            .ok_or_else(|| {
+                PolicyTestError::Input(format!(
+                    "audit row {seq} has no recorded claims (a refused attestation, or one \
+                     recorded before claims were kept)"
+                ))
+            })?;
+        if evidence.get(ELIDED_KEY).is_some() {
+            tracing::warn!(
+                "audit row {seq}: {}",
+                evidence[ELIDED_KEY]
+                    .as_str()
+                    .unwrap_or("claims were shortened")
+            );
+        }
+        let claims = json!({"submods": {"cpu0": {
+            "ear.status": row.get("verdict").cloned().unwrap_or(json!("none")),
+            "ear.trustworthiness-vector": row.get("trust_vector").cloned().unwrap_or(json!({})),
+            "ear.appraisal-policy-id": "default",
+            EVIDENCE: evidence.clone(),
+        }}});
+        // Audit rows keep the CPU claims only; device submodules are not recorded there.
+        Ok(Recorded {
+            claims: Some(claims),
+            evidence,
+            devices: Vec::new(),
+        })
+    }
+}
+
+/// The key coffer-server adds to recorded claims it had to shorten.
+const ELIDED_KEY: &str = "coffer.audit-elided";
+
 /// `Some` when `text` looks like a compact JWS: the decoded payload, or why it is unreadable.
 fn jwt_payload(text: &str) -> Option<Result<Value, PolicyTestError>> {
     let parts: Vec<&str> = text.split('.').collect();
@@ -264,6 +313,30 @@ mod tests {
 
     fn evidence() -> Value {
         json!({"sample": {"svn": "1", "launch_digest": "abcde"}, "report_data": "x"})
+    }
+
+    #[test]
+    fn audit_rows_are_recognised() {
+        let row = json!({"seq": 7, "action": "attest", "verdict": "affirming",
+                         "trust_vector": {"executables": 3}, "claims": evidence()});
+        let r = Recorded::from_audit_row(&row).unwrap();
+        assert_eq!(r.evidence, evidence());
+        let claims = r.claims.unwrap();
+        assert_eq!(claims["submods"]["cpu0"]["ear.status"], "affirming");
+        assert_eq!(
+            claims["submods"]["cpu0"]["ear.trustworthiness-vector"]["executables"],
+            3
+        );
+        assert_eq!(claims["submods"]["cpu0"][EVIDENCE], evidence());
+        for bad in [
+            json!({"seq": 1, "action": "release", "claims": evidence()}),
+            json!({"seq": 2, "action": "attest", "decision": "deny"}),
+        ] {
+            assert!(matches!(
+                Recorded::from_audit_row(&bad),
+                Err(PolicyTestError::Input(_))
+            ));
+        }
     }
 
     #[test]

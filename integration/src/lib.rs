@@ -34,6 +34,37 @@ pub fn binary(name: &str) -> PathBuf {
     p
 }
 
+/// The build's target directory (parent of `target/<profile>`).
+pub fn target_dir() -> PathBuf {
+    let coffer = binary("coffer");
+    let profile = coffer.parent().expect("profile dir");
+    profile.parent().unwrap_or(profile).to_path_buf()
+}
+
+/// The Python interpreter of the virtual environment `scripts/install-deps.sh` creates
+/// (`$COFFER_PY_VENV`, default `<target dir>/py-venv`) with the API and browser test tools.
+pub fn python() -> PathBuf {
+    let venv = std::env::var_os("COFFER_PY_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("py-venv"));
+    let py = venv.join("bin/python");
+    assert!(
+        py.exists(),
+        "{} missing: run scripts/install-deps.sh (scripts/test.sh does)",
+        py.display()
+    );
+    py
+}
+
+/// A directory for a test's artifacts that outlives the test (screenshots, reports):
+/// `<target dir>/test-artifacts/<name>`, emptied first.
+pub fn artifact_dir(name: &str) -> PathBuf {
+    let d = target_dir().join("test-artifacts").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("artifact dir");
+    d
+}
+
 /// A running coffer-server process, killed on drop.
 pub struct Server {
     child: Option<Child>,

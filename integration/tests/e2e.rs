@@ -156,7 +156,7 @@ fn cli_happy_path_and_default_policy_denial() {
 
     // Audit: the admin changes, the denials, and one release per success.
     let out = s.admin(&["audit", "--json"]);
-    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = audit_rows(&out.stdout);
     let count = |action: &str, decision: &str| {
         rows.iter()
             .filter(|r| r["action"] == action && r["decision"] == decision)
@@ -166,7 +166,10 @@ fn cli_happy_path_and_default_policy_denial() {
     assert!(count("release", "deny") >= 2);
     assert_eq!(count("admin:set-resource", "ok"), 1);
     assert_eq!(count("admin:set-resource-policy", "ok"), 1);
-    let release = rows.iter().find(|r| r["decision"] == "allow").unwrap();
+    let release = rows
+        .iter()
+        .find(|r| r["action"] == "release" && r["decision"] == "allow")
+        .unwrap();
     assert_eq!(release["tee"], "sample");
     assert_eq!(release["resource"], "default/test/key1");
     assert_eq!(release["claims_digest"].as_str().unwrap().len(), 64);
@@ -537,7 +540,7 @@ async fn admin_calls_need_a_valid_token() {
     let r = http.get(&pol_url).bearer_auth(&good).send().await.unwrap();
     assert_eq!(r.json::<Value>().await.unwrap(), json!(["resource-policy"]));
     // none of the refused writes happened
-    let rows: Vec<Value> = serde_json::from_slice(&s.admin(&["audit", "--json"]).stdout).unwrap();
+    let rows = audit_rows(&s.admin(&["audit", "--json"]).stdout);
     assert_eq!(
         rows.iter()
             .filter(|r| r["action"] == "admin:set-resource")
@@ -813,4 +816,10 @@ fn policy_dir_is_installed_at_start() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("default_cpu.rego"), "{err}");
+}
+
+/// The rows of a `coffer admin audit --json` page.
+fn audit_rows(stdout: &[u8]) -> Vec<Value> {
+    let page: Value = serde_json::from_slice(stdout).unwrap();
+    page["entries"].as_array().unwrap().clone()
 }

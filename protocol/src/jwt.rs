@@ -256,6 +256,13 @@ pub fn verify(token: &str, key: &VerifyingKey, now: i64, leeway: i64) -> Result<
         return Err(JwtError::Signature);
     }
     let claims = json_part(c, "claims")?;
+    check_times(&claims, now, leeway)?;
+    Ok(Decoded { header, claims })
+}
+
+/// Checks the time claims: `exp` must be present and after `now`; `nbf`, when present, not
+/// after `now`; `leeway` seconds are allowed on both.
+pub fn check_times(claims: &Value, now: i64, leeway: i64) -> Result<(), JwtError> {
     match claims.get("exp").and_then(Value::as_i64) {
         Some(exp) if exp + leeway > now => {}
         _ => return Err(JwtError::Expired),
@@ -265,7 +272,7 @@ pub fn verify(token: &str, key: &VerifyingKey, now: i64, leeway: i64) -> Result<
             return Err(JwtError::NotYetValid);
         }
     }
-    Ok(Decoded { header, claims })
+    Ok(())
 }
 
 #[cfg(test)]

@@ -50,6 +50,34 @@ pub struct Config {
     pub gpu: crate::attestation::gpu::GpuConfig,
     /// Resources under `default/aliyun/` read from an Aliyun KMS instance (optional).
     pub aliyun_kms: Option<crate::secrets::aliyun::AliyunKmsConfig>,
+    /// Audit log: what an attestation row keeps and how long rows are kept.
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Largest verified-claims JSON an attestation row keeps; longer claims have their long
+    /// values elided (event logs first), and are left out when that is not enough.
+    pub max_claims_bytes: usize,
+    /// Rows older than this many seconds are removed by the server. 0 keeps them forever.
+    pub max_age_secs: u64,
+    /// Only the newest this many rows are kept. 0: no bound.
+    pub max_rows: u64,
+    /// How often the server applies the retention, seconds (and once at start).
+    pub prune_interval_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            max_claims_bytes: 64 * 1024,
+            max_age_secs: 90 * 24 * 3600,
+            max_rows: 1_000_000,
+            prune_interval_secs: 300,
+        }
+    }
 }
 
 /// `[server]`.
@@ -292,6 +320,11 @@ impl Config {
                 "refusing plain HTTP on non-loopback address {}: configure [server.tls] or set server.insecure_http = true",
                 s.listen
             )));
+        }
+        if self.audit.prune_interval_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "audit.prune_interval_secs must be at least 1".into(),
+            ));
         }
         if s.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid(

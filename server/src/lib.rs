@@ -3,7 +3,7 @@
 //!
 //! Layers, outermost first: [`http`] (routes, problem+json errors, metrics) → [`service`]
 //! (handshake, release, admin) → [`attestation`] (verifiers) and [`policy`] (regorus, EAR
-//! tokens) → [`store`] (sqlx) and [`secrets`] (resource backends).
+//! tokens) → [`store`] (SQLite through rusqlite, PostgreSQL through sqlx) and [`secrets`] (resource backends).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -259,6 +259,7 @@ async fn main() -> anyhow::Result<()> {
         snapshots: SnapshotCache::new(std::time::Duration::from_millis(
             cfg.attestation.policy_cache_ms,
         )),
+        audit_claims_max_bytes: cfg.audit.max_claims_bytes,
     });
     kbs.install_default_policies()
         .await
@@ -282,6 +283,30 @@ async fn main() -> anyhow::Result<()> {
             tick.tick().await;
             if let Err(e) = sweeper.store.purge_expired_sessions(now_secs()).await {
                 tracing::warn!(error = %e, "session sweep failed");
+            }
+        }
+    });
+
+    let pruner = kbs.clone();
+    let audit = cfg.audit.clone();
+    actix_web::rt::spawn(async move {
+        let mut tick = actix_web::rt::time::interval(std::time::Duration::from_secs(
+            audit.prune_interval_secs,
+        ));
+        let max_age_ms = (audit.max_age_secs.min(i64::MAX as u64 / 1000) as i64) * 1000;
+        loop {
+            tick.tick().await;
+            let before = (audit.max_age_secs > 0).then(|| now_secs() * 1000 - max_age_ms);
+            let keep = (audit.max_rows > 0).then_some(audit.max_rows);
+            match pruner.store.prune_audit(before, keep).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    removed = n,
+                    max_age_secs = audit.max_age_secs,
+                    max_rows = audit.max_rows,
+                    "audit retention applied"
+                ),
+                Err(e) => tracing::warn!(error = %e, "audit retention failed"),
             }
         }
     });

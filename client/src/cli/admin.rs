@@ -127,28 +127,257 @@ pub(crate) enum AdminCommand {
         /// Name.
         name: String,
     },
-    /// List the audit log (releases, denials, admin changes).
-    Audit {
-        /// Only rows after this sequence number.
-        #[arg(long, default_value_t = 0)]
-        after: i64,
-        /// At most this many rows (the newest).
-        #[arg(long, default_value_t = 100)]
-        limit: i64,
-        /// One JSON array instead of a table.
-        #[arg(long)]
-        json: bool,
+    /// List the audit log: attestations, releases and refusals, admin changes.
+    ///
+    /// Newest first, one page at a time (--offset for the next); the total of matching
+    /// rows goes to stderr. TIME is RFC 3339 (2026-12-02T10:00:00Z), a date (2026-12-02,
+    /// UTC), Unix milliseconds, or an age: 30s, 15m, 2h, 7d ago.
+    ///
+    /// Example: coffer admin --key admin.key audit --since 1h --decision deny --tee tdx
+    #[command(verbatim_doc_comment)]
+    Audit(AuditArgs),
+    /// Serve the web console on this machine's loopback interface.
+    ///
+    /// The console signs every call to the server in this process with --key (the key
+    /// never reaches the browser) and prints the URL to open; the URL carries a one-session
+    /// token. Pages: overview, policies (Rego editor with compile errors, diff against the
+    /// active policy, a test pane over recorded attestations), resources (names, sizes,
+    /// upload, delete; never values), reference values, audit (filters, export).
+    ///
+    /// Example: coffer --url https://kbs.example admin --key admin.key console --listen 127.0.0.1:8765
+    #[command(verbatim_doc_comment)]
+    Console {
+        /// Loopback address and port to listen on (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:8765")]
+        listen: std::net::SocketAddr,
     },
+    /// Print one audit row as JSON, with the verified claims of an attestation.
+    AuditShow {
+        /// The row's sequence number (first column of `audit`).
+        seq: i64,
+    },
+}
+
+/// Filters of `coffer admin audit`.
+#[derive(Args)]
+pub(crate) struct AuditArgs {
+    /// Rows at or after TIME.
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Rows before TIME.
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    /// attest, release, admin (every admin change) or admin:<operation>.
+    #[arg(long)]
+    action: Option<String>,
+    /// TEE type (tdx, sample, ...).
+    #[arg(long)]
+    tee: Option<String>,
+    /// Resource path or policy id; a trailing * matches a prefix (default/aliyun/*).
+    #[arg(long)]
+    resource: Option<String>,
+    /// allow, deny or ok (admin changes).
+    #[arg(long)]
+    decision: Option<String>,
+    /// Session id (the kbs-session-id cookie).
+    #[arg(long)]
+    session: Option<String>,
+    /// Only rows after this sequence number (implies --oldest-first).
+    #[arg(long)]
+    after: Option<i64>,
+    /// Oldest rows first.
+    #[arg(long)]
+    oldest_first: bool,
+    /// Rows to skip (paging).
+    #[arg(long, default_value_t = 0)]
+    offset: i64,
+    /// Rows per page (at most 1000).
+    #[arg(long, default_value_t = 100)]
+    limit: i64,
+    /// Print the page as JSON ({total, offset, limit, entries}) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Unix milliseconds of a TIME argument (see `coffer admin audit --help`).
+pub(crate) fn parse_time(s: &str, now_ms: i64) -> anyhow::Result<i64> {
+    use time::format_description::well_known::Rfc3339;
+    let s = s.trim();
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    if let Some(unit) = s.chars().last().filter(|c| "smhdw".contains(*c)) {
+        if let Ok(n) = s[..s.len() - 1].parse::<i64>() {
+            let secs = match unit {
+                's' => 1,
+                'm' => 60,
+                'h' => 3600,
+                'd' => 86_400,
+                _ => 7 * 86_400,
+            };
+            return Ok(now_ms - n.saturating_mul(secs).saturating_mul(1000));
+        }
+    }
+    let text = if s.len() == 10 {
+        format!("{s}T00:00:00Z")
+    } else {
+        s.to_string()
+    };
+    let t = time::OffsetDateTime::parse(&text, &Rfc3339).with_context(|| {
+        format!(
+            "time {s:?}: expected RFC 3339, YYYY-MM-DD, Unix milliseconds or an age (15m, 2h, 7d)"
+        )
+    })?;
+    Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+/// `2026-12-02 10:00:00.123Z` for Unix milliseconds.
+pub(crate) fn human_time(ms: i64) -> String {
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&fmt).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+impl AuditArgs {
+    fn query(&self) -> anyhow::Result<Vec<(&'static str, String)>> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let mut q = vec![
+            ("limit", self.limit.to_string()),
+            ("offset", self.offset.to_string()),
+        ];
+        if let Some(t) = &self.since {
+            q.push(("since", parse_time(t, now).context("--since")?.to_string()));
+        }
+        if let Some(t) = &self.until {
+            q.push(("until", parse_time(t, now).context("--until")?.to_string()));
+        }
+        for (k, v) in [
+            ("action", &self.action),
+            ("tee", &self.tee),
+            ("resource", &self.resource),
+            ("decision", &self.decision),
+            ("session", &self.session),
+        ] {
+            if let Some(v) = v {
+                q.push((k, v.clone()));
+            }
+        }
+        if let Some(a) = self.after {
+            q.push(("after", a.to_string()));
+        }
+        if self.oldest_first || self.after.is_some() {
+            q.push(("order", "asc".into()));
+        }
+        Ok(q)
+    }
+}
+
+fn print_audit(page: &serde_json::Value) {
+    let rows = page["entries"].as_array().cloned().unwrap_or_default();
+    println!(
+        "{:>6}  {:<24}  {:<22}  {:<6}  {:<7}  {:<10}  {:<15}  {:<30}  detail",
+        "seq", "time (UTC)", "action", "result", "tee", "session", "client", "resource / actor"
+    );
+    for r in &rows {
+        let s = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
+        let session: String = s("session_id").chars().take(10).collect();
+        let target = match (r["resource"].as_str(), r["actor"].as_str()) {
+            (Some(res), Some(actor)) => format!("{res} by {actor}"),
+            (Some(res), None) => res.to_string(),
+            (None, Some(actor)) => format!("by {actor}"),
+            (None, None) => "-".into(),
+        };
+        let mut detail = s("detail");
+        if let Some(tv) = r.get("trust_vector").filter(|v| v.is_object()) {
+            detail = format!("{detail} {tv}");
+        }
+        println!(
+            "{:>6}  {:<24}  {:<22}  {:<6}  {:<7}  {:<10}  {:<15}  {:<30}  {}",
+            r["seq"].as_i64().unwrap_or(0),
+            human_time(r["at_ms"].as_i64().unwrap_or(0)),
+            s("action"),
+            s("decision"),
+            s("tee"),
+            session,
+            s("client_addr"),
+            target,
+            detail
+        );
+    }
+    let (total, offset) = (
+        page["total"].as_i64().unwrap_or(0),
+        page["offset"].as_i64().unwrap_or(0),
+    );
+    if rows.is_empty() {
+        eprintln!("no rows (of {total} matching)");
+    } else {
+        let last = offset + rows.len() as i64;
+        let more = if last < total {
+            format!("; --offset {last} for more")
+        } else {
+            String::new()
+        };
+        eprintln!("rows {}-{last} of {total}{more}", offset + 1);
+    }
+}
+
+/// An admin token from `--key` (minted for 300 s) or `--token-file`.
+pub(crate) fn admin_token(
+    key: Option<&std::path::Path>,
+    token_file: Option<&std::path::Path>,
+    issuer: &str,
+    audience: &str,
+) -> anyhow::Result<String> {
+    Ok(match (key, token_file) {
+        (Some(k), _) => mint_admin_token(&read_text(k)?, issuer, audience, 300)
+            .with_context(|| k.display().to_string())?,
+        (None, Some(t)) => read_text(t)?,
+        (None, None) => bail!("admin commands need --key ADMIN_KEY (PEM) or --token-file FILE"),
+    })
 }
 
 /// Runs one `coffer admin` command.
 pub(crate) async fn run(cli: &Cli, http: reqwest::Client, a: &AdminArgs) -> anyhow::Result<()> {
-    let token = match (&a.key, &a.token_file) {
-        (Some(k), _) => mint_admin_token(&read_text(k)?, &a.issuer, &a.audience, 300)
-            .with_context(|| k.display().to_string())?,
-        (None, Some(t)) => read_text(t)?,
-        (None, None) => bail!("admin commands need --key ADMIN_KEY (PEM) or --token-file FILE"),
-    };
+    if let AdminCommand::Console { listen } = &a.cmd {
+        let key = a
+            .key
+            .as_ref()
+            .context("`admin console` needs --key: it mints a token for every call")?;
+        let cfg = coffer::console::ConsoleConfig {
+            server: cli.url.trim_end_matches('/').to_string(),
+            key_pem: zeroize::Zeroizing::new(read_text(key)?),
+            issuer: a.issuer.clone(),
+            audience: a.audience.clone(),
+            http,
+            listen: *listen,
+        };
+        let server = cfg.server.clone();
+        // The console runs its own HTTP runtime, on a thread of its own.
+        let worker = std::thread::spawn(move || {
+            coffer::console::serve(cfg, |url| {
+                println!("coffer console for {server}: {url}");
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+            })
+        });
+        return tokio::task::spawn_blocking(move || worker.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("the console thread panicked"))?
+            .map_err(Into::into);
+    }
+    let token = admin_token(
+        a.key.as_deref(),
+        a.token_file.as_deref(),
+        &a.issuer,
+        &a.audience,
+    )?;
     if let AdminCommand::Token { ttl } = &a.cmd {
         let key = a.key.as_ref().context("`admin token` needs --key")?;
         println!(
@@ -159,7 +388,7 @@ pub(crate) async fn run(cli: &Cli, http: reqwest::Client, a: &AdminArgs) -> anyh
     }
     let c = AdminClient::new(http, &cli.url, token);
     match &a.cmd {
-        AdminCommand::Token { .. } => {}
+        AdminCommand::Token { .. } | AdminCommand::Console { .. } => {}
         AdminCommand::SetResource { path, file } => {
             let bytes =
                 std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -228,29 +457,16 @@ pub(crate) async fn run(cli: &Cli, http: reqwest::Client, a: &AdminArgs) -> anyh
             c.delete_reference_value(name).await?;
             eprintln!("reference value {name} deleted (if it existed)");
         }
-        AdminCommand::Audit { after, limit, json } => {
-            let rows = c.audit(*after, *limit).await?;
-            if *json {
-                println!("{}", serde_json::Value::Array(rows));
+        AdminCommand::Audit(args) => {
+            let page = c.audit(&args.query()?).await?;
+            if args.json {
+                println!("{page}");
             } else {
-                println!(
-                    "{:>6}  {:<24}  {:<24}  {:<6}  {:<8}  {:<32}  detail",
-                    "seq", "time (ms)", "action", "result", "tee", "resource"
-                );
-                for r in rows {
-                    let s = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
-                    println!(
-                        "{:>6}  {:<24}  {:<24}  {:<6}  {:<8}  {:<32}  {}",
-                        r["seq"].as_i64().unwrap_or(0),
-                        r["at_ms"].as_i64().unwrap_or(0),
-                        s("action"),
-                        s("decision"),
-                        s("tee"),
-                        s("resource"),
-                        s("detail")
-                    );
-                }
+                print_audit(&page);
             }
+        }
+        AdminCommand::AuditShow { seq } => {
+            println!("{:#}", c.audit_entry(*seq).await?);
         }
     }
     Ok(())

@@ -257,7 +257,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", client.attest().await?);
         }
         Command::Admin(a) => admin::run(&cli, http, a).await?,
-        Command::Policy(PolicyCommand::Test(t)) => policy::test(t)?,
+        Command::Policy(PolicyCommand::Test(t)) => policy::test(&cli, http, t).await?,
         Command::Model(m) => model::run(&cli, http, m).await?,
     }
     Ok(())

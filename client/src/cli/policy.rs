@@ -34,8 +34,34 @@ pub(crate) enum PolicyCommand {
 #[command(group(clap::ArgGroup::new("policies").required(true).multiple(true)))]
 pub(crate) struct PolicyTestArgs {
     /// Recorded input: token, token claims or annotated evidence (`-` for stdin).
-    #[arg(long)]
-    input: PathBuf,
+    #[arg(
+        long,
+        required_unless_present = "from_audit",
+        conflicts_with = "from_audit"
+    )]
+    input: Option<PathBuf>,
+    /// Use the verified claims, verdict and trust vector the server recorded for an
+    /// attestation: the audit row's sequence number (`coffer admin audit --action attest`).
+    /// Fetched from --url with the admin --key or --token-file.
+    #[arg(long, value_name = "SEQ")]
+    from_audit: Option<i64>,
+    /// Admin private key (PEM) for --from-audit.
+    #[arg(
+        long,
+        env = "COFFER_ADMIN_KEY",
+        requires = "from_audit",
+        conflicts_with = "token_file"
+    )]
+    key: Option<PathBuf>,
+    /// File holding an admin token, for --from-audit.
+    #[arg(long, env = "COFFER_ADMIN_TOKEN_FILE", requires = "from_audit")]
+    token_file: Option<PathBuf>,
+    /// `iss` of the minted admin token (the server's admin.issuer).
+    #[arg(long, default_value = "coffer")]
+    issuer: String,
+    /// `aud` of the minted admin token (the server's admin.audience).
+    #[arg(long, default_value = "kbs")]
+    audience: String,
     /// Attestation (appraisal) policy to evaluate, as uploaded with set-attestation-policy.
     #[arg(long, group = "policies")]
     attestation_policy: Option<PathBuf>,
@@ -85,10 +111,31 @@ fn read_input(path: &Path) -> anyhow::Result<String> {
 }
 
 /// Runs `coffer policy test`; a denial is a [`PolicyDenies`] error (exit code 3).
-pub(crate) fn test(t: &PolicyTestArgs) -> anyhow::Result<()> {
+pub(crate) async fn test(
+    cli: &crate::Cli,
+    http: reqwest::Client,
+    t: &PolicyTestArgs,
+) -> anyhow::Result<()> {
     use coffer::policy_test::{run, NamedPolicy, Recorded};
-    let input = read_input(&t.input)?;
-    let recorded = Recorded::parse(&input).with_context(|| t.input.display().to_string())?;
+    let recorded = match (&t.input, t.from_audit) {
+        (_, Some(seq)) => {
+            let token = crate::admin::admin_token(
+                t.key.as_deref(),
+                t.token_file.as_deref(),
+                &t.issuer,
+                &t.audience,
+            )
+            .context("--from-audit")?;
+            let c = coffer::admin::AdminClient::new(http, &cli.url, token);
+            let row = c.audit_entry(seq).await?;
+            Recorded::from_audit_row(&row).with_context(|| format!("--from-audit {seq}"))?
+        }
+        (Some(path), None) => {
+            let input = read_input(path)?;
+            Recorded::parse(&input).with_context(|| path.display().to_string())?
+        }
+        (None, None) => anyhow::bail!("give --input FILE or --from-audit SEQ"),
+    };
     let rvs: std::collections::HashMap<String, serde_json::Value> = match &t.reference_values {
         Some(p) => serde_json::from_str(&read_text(p)?)
             .with_context(|| format!("{}: expected a JSON object of name -> value", p.display()))?,

@@ -235,27 +235,161 @@ pub async fn get_policy(
     Ok(HttpResponse::Ok().json(st.kbs.admin_get_policy(&id).await?))
 }
 
+/// Query of `GET /coffer/v1/audit`.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuditQuery {
+    /// Rows at or after this time: Unix milliseconds or RFC 3339.
+    since: Option<String>,
+    /// Rows before this time: Unix milliseconds or RFC 3339.
+    until: Option<String>,
+    action: Option<String>,
+    tee: Option<String>,
+    /// Exact, or a prefix when it ends in `*`.
+    resource: Option<String>,
+    decision: Option<String>,
+    session: Option<String>,
+    /// Rows with a larger sequence number (tailing).
+    after: Option<i64>,
+    /// `desc` (newest first, default) or `asc`.
+    order: Option<String>,
     #[serde(default)]
-    after: i64,
+    offset: i64,
     #[serde(default = "default_limit")]
     limit: i64,
+    /// Include each row's recorded claims.
+    #[serde(default)]
+    claims: bool,
 }
 
 fn default_limit() -> i64 {
     100
 }
 
-/// `GET /coffer/v1/audit?after=SEQ&limit=N`.
+/// Most rows one audit page holds.
+pub const MAX_AUDIT_PAGE: i64 = 1000;
+
+fn bad_query(detail: impl std::fmt::Display) -> KbsError {
+    KbsError::new(ErrorKind::SerdeError, format!("invalid query: {detail}"))
+}
+
+/// A time given as Unix milliseconds or RFC 3339.
+fn parse_time(name: &str, v: &str) -> Result<i64, KbsError> {
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(ms);
+    }
+    time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+        .map_err(|e| {
+            bad_query(format!(
+                "{name}={v:?} is neither Unix milliseconds nor an RFC 3339 time ({e})"
+            ))
+        })
+}
+
+impl AuditQuery {
+    fn into_filter(self) -> Result<crate::store::AuditFilter, KbsError> {
+        if !(1..=MAX_AUDIT_PAGE).contains(&self.limit) {
+            return Err(bad_query(format!(
+                "limit must be 1..{MAX_AUDIT_PAGE}, got {}",
+                self.limit
+            )));
+        }
+        if self.offset < 0 {
+            return Err(bad_query("offset must not be negative"));
+        }
+        let oldest_first = match self.order.as_deref() {
+            None | Some("desc") => false,
+            Some("asc") => true,
+            Some(o) => return Err(bad_query(format!("order must be asc or desc, got {o:?}"))),
+        };
+        let time =
+            |name: &str, v: &Option<String>| v.as_deref().map(|v| parse_time(name, v)).transpose();
+        let empty_none = |v: Option<String>| v.filter(|s| !s.is_empty());
+        Ok(crate::store::AuditFilter {
+            since_ms: time("since", &self.since)?,
+            until_ms: time("until", &self.until)?,
+            action: empty_none(self.action),
+            tee: empty_none(self.tee),
+            resource: empty_none(self.resource),
+            decision: empty_none(self.decision),
+            session_id: empty_none(self.session),
+            after_seq: self.after,
+            oldest_first,
+            offset: self.offset,
+            limit: self.limit,
+            with_claims: self.claims,
+        })
+    }
+}
+
+/// `GET /coffer/v1/audit?since=&until=&action=&tee=&resource=&decision=&session=&after=&order=&offset=&limit=&claims=`:
+/// one page `{total, offset, limit, entries}`.
 pub async fn audit(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpResponse, KbsError> {
     require_admin(&req, &st, false)?;
-    let q = web::Query::<AuditQuery>::from_query(req.query_string())
-        .map_err(|e| KbsError::new(ErrorKind::SerdeError, format!("invalid query: {e}")))?;
-    let rows = st
+    let q = web::Query::<AuditQuery>::from_query(req.query_string()).map_err(bad_query)?;
+    let filter = q.into_inner().into_filter()?;
+    Ok(HttpResponse::Ok().json(st.kbs.store.list_audit(&filter).await?))
+}
+
+/// `GET /coffer/v1/audit/{seq}`: one row with its recorded claims.
+pub async fn audit_entry(
+    req: HttpRequest,
+    seq: web::Path<String>,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, KbsError> {
+    require_admin(&req, &st, false)?;
+    let seq: i64 = seq.parse().map_err(|_| {
+        bad_query(format!(
+            "audit sequence number {:?} is not an integer",
+            *seq
+        ))
+    })?;
+    match st.kbs.store.get_audit(seq).await? {
+        Some(e) => Ok(HttpResponse::Ok().json(e)),
+        None => Err(KbsError::new(
+            ErrorKind::ResourceNotFound,
+            format!("no audit row {seq} (never written, or removed by retention)"),
+        )),
+    }
+}
+
+/// `GET /coffer/v1/resources`: `[{path, size, updated_at}]`, never values.
+pub async fn resource_meta(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, KbsError> {
+    require_admin(&req, &st, false)?;
+    Ok(HttpResponse::Ok().json(st.kbs.admin_resource_meta().await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsQuery {
+    since: Option<String>,
+}
+
+/// `GET /coffer/v1/audit/stats?since=`: `[{action, decision, count}]` since a time (default
+/// the last 24 hours), admin changes counted together as `admin`.
+pub async fn audit_stats(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, KbsError> {
+    require_admin(&req, &st, false)?;
+    let q = web::Query::<StatsQuery>::from_query(req.query_string()).map_err(bad_query)?;
+    let since = match &q.since {
+        Some(v) => parse_time("since", v)?,
+        None => crate::service::now_ms_pub() - 24 * 3600 * 1000,
+    };
+    let rows: Vec<serde_json::Value> = st
         .kbs
         .store
-        .list_audit(q.after, q.limit.clamp(1, 10_000))
-        .await?;
-    Ok(HttpResponse::Ok().json(rows))
+        .audit_counts(since)
+        .await?
+        .into_iter()
+        .map(|(action, decision, count)| {
+            serde_json::json!({"action": action, "decision": decision, "count": count})
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({"since": since, "counts": rows})))
 }

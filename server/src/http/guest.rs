@@ -41,7 +41,11 @@ pub async fn attest(
 ) -> Result<HttpResponse, KbsError> {
     let body = body::read(&req, payload, st.max_body_bytes).await?;
     let cookie = session_cookie(&req);
-    let (session, token) = st.kbs.attest(cookie.as_deref(), &body).await?;
+    let client = client_addr(&req);
+    let (session, token) = st
+        .kbs
+        .attest(cookie.as_deref(), client.as_deref(), &body)
+        .await?;
     Ok(HttpResponse::Ok()
         .insert_header(("set-cookie", set_cookie(&session)))
         .json(AttestationToken { token }))
@@ -63,9 +67,20 @@ pub async fn get_resource(
     let query = parse_query(req.query_string());
     let jwe = st
         .kbs
-        .release(cookie.as_deref(), bearer, &path, query)
+        .release(
+            cookie.as_deref(),
+            bearer,
+            client_addr(&req).as_deref(),
+            &path,
+            query,
+        )
         .await?;
     Ok(HttpResponse::Ok().json(jwe))
+}
+
+/// The TCP peer's address for the audit log (not `X-Forwarded-For`: anyone can send that).
+fn client_addr(req: &HttpRequest) -> Option<String> {
+    req.peer_addr().map(|a| a.ip().to_string())
 }
 
 fn parse_query(q: &str) -> Map<String, Value> {

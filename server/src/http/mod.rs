@@ -87,11 +87,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/coffer/v1")
             .route("/policies/{id}", web::get().to(admin::get_policy))
             .route("/audit", web::get().to(admin::audit))
+            .route("/audit/stats", web::get().to(admin::audit_stats))
+            .route("/audit/{seq}", web::get().to(admin::audit_entry))
+            .route("/resources", web::get().to(admin::resource_meta))
             .default_service(web::to(error::not_found)),
     )
     .route("/healthz", web::get().to(ops::healthz))
     .route("/readyz", web::get().to(ops::readyz))
     .route("/metrics", web::get().to(ops::metrics))
+    .route("/openapi.json", web::get().to(ops::openapi))
     .route("/.well-known/jwks.json", web::get().to(ops::jwks))
     .default_service(web::to(error::not_found));
 }

@@ -31,3 +31,17 @@ pub async fn metrics(st: web::Data<AppState>) -> HttpResponse {
 pub async fn jwks(st: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(st.kbs.tokens.jwks())
 }
+
+/// The OpenAPI 3.1 description of every endpoint (`server/src/http/openapi.json`).
+const OPENAPI: &str = include_str!("openapi.json");
+
+/// `GET /openapi.json`: this server's API description, its version filled in.
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(OPENAPI.replacen(
+            "\"version\": \"VERSION\"",
+            &format!("\"version\": \"{}\"", env!("CARGO_PKG_VERSION")),
+            1,
+        ))
+}

@@ -79,10 +79,27 @@ impl TokenIssuer {
     /// Verifies a token this server issued (signature, `exp`, `iss`) and returns its claims.
     pub fn verify(&self, token: &str, now: i64) -> Result<Value, jwt::JwtError> {
         let d = jwt::verify(token, &self.verifying, now, 0)?;
-        if d.claims.get("iss").and_then(Value::as_str) != Some(self.issuer.as_str()) {
-            return Err(jwt::JwtError::Signature);
-        }
+        self.check_issuer(&d.claims)?;
         Ok(d.claims)
+    }
+
+    /// Claims of a token read back from a session row: this server signed it and stored it
+    /// itself, and the client never handled that copy, so the signature is not checked again
+    /// (an ECDSA verification per release saved); `exp` and `iss` still are. A token a
+    /// client presents (`Authorization`, `Attestation`) goes through [`Self::verify`].
+    pub fn claims_of_stored(&self, token: &str, now: i64) -> Result<Value, jwt::JwtError> {
+        let d = jwt::decode_unverified(token)?;
+        jwt::check_times(&d.claims, now, 0)?;
+        self.check_issuer(&d.claims)?;
+        Ok(d.claims)
+    }
+
+    fn check_issuer(&self, claims: &Value) -> Result<(), jwt::JwtError> {
+        if claims.get("iss").and_then(Value::as_str) == Some(self.issuer.as_str()) {
+            Ok(())
+        } else {
+            Err(jwt::JwtError::Signature)
+        }
     }
 }
 
@@ -109,5 +126,27 @@ mod tests {
         );
         assert!(other.verify(&t, 1100).is_err());
         assert_eq!(issuer.jwks()["keys"][0]["kty"], "EC");
+    }
+
+    #[test]
+    fn stored_tokens_still_expire_and_name_this_issuer() {
+        let k = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+        let issuer = TokenIssuer::new(k.clone(), "coffer".into(), 300);
+        let a = Appraisal::from_policy_output(json!({"hardware": 2}), json!([])).unwrap();
+        let t = issuer.issue(
+            json!({"sample": {}}),
+            &a,
+            Map::new(),
+            1000,
+            ProtocolVersion::V0_4_0,
+        );
+        assert_eq!(issuer.claims_of_stored(&t, 1100).unwrap()["iss"], "coffer");
+        assert_eq!(
+            issuer.claims_of_stored(&t, 1300).unwrap_err(),
+            jwt::JwtError::Expired
+        );
+        let elsewhere = TokenIssuer::new(k, "other".into(), 300);
+        assert!(elsewhere.claims_of_stored(&t, 1100).is_err());
+        assert!(issuer.claims_of_stored("not.a-token", 1100).is_err());
     }
 }

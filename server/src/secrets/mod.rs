@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use coffer_protocol::ResourcePath;
 use zeroize::Zeroizing;
 
-pub use sealed_db::{Kek, SealedDbBackend};
+pub use sealed_db::{Kek, SealedDbBackend, SEALED_OVERHEAD};
 
 /// Secret backend failures. Messages never contain secret bytes.
 #[derive(Debug, thiserror::Error)]

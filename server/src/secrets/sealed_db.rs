@@ -15,6 +15,9 @@ use crate::store::{Store, StoreError};
 
 const AAD_PREFIX: &str = "coffer-resource-v1:";
 
+/// Bytes a sealed value has beyond the value: the 12-byte nonce and the 16-byte GCM tag.
+pub const SEALED_OVERHEAD: i64 = 12 + 16;
+
 /// A 256-bit key-encryption key, wiped on drop.
 #[derive(Clone)]
 pub struct Kek(Zeroizing<[u8; 32]>);

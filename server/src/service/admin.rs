@@ -191,6 +191,17 @@ pub struct ResourceListEntry {
     pub resource_tag: String,
 }
 
+/// A stored resource's name, size and update time (never its value).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ResourceMeta {
+    /// `repository/type/tag`.
+    pub path: String,
+    /// Size of the value in bytes.
+    pub size: i64,
+    /// Unix seconds of the last store.
+    pub updated_at: i64,
+}
+
 /// Reference values expire after a year unless re-registered (as in Trustee's RVPS).
 const REFERENCE_VALUE_TTL_SECS: i64 = 365 * 24 * 3600;
 
@@ -580,6 +591,22 @@ impl Kbs {
             });
         }
         Ok(out)
+    }
+
+    /// Every resource stored in the database with its size and last update, never its
+    /// value (`GET /coffer/v1/resources`); resources in Aliyun KMS are not listed.
+    pub async fn admin_resource_meta(&self) -> Result<Vec<ResourceMeta>, KbsError> {
+        Ok(self
+            .store
+            .list_resource_meta()
+            .await?
+            .into_iter()
+            .map(|(path, sealed, updated_at)| ResourceMeta {
+                path,
+                size: (sealed - crate::secrets::SEALED_OVERHEAD).max(0),
+                updated_at,
+            })
+            .collect())
     }
 
     /// Ids of the stored resource policies (Trustee answers `["resource-policy"]`).

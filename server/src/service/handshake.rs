@@ -83,6 +83,13 @@ fn tee_of_claims(claims: &Value) -> Option<String> {
         .cloned()
 }
 
+/// What a successful appraisal produced: the token and what the audit log records.
+struct Appraised {
+    token: String,
+    annotated: Value,
+    appraisal: crate::policy::Appraisal,
+}
+
 /// How long a session is kept even when the table is full: a guest attests within seconds of
 /// `/auth`, and its resource requests follow its attestation within seconds.
 const SESSION_GRACE_SECS: i64 = 5;
@@ -178,9 +185,6 @@ impl Kbs {
         if n < self.max_sessions {
             return Ok(());
         }
-        if n < self.max_sessions {
-            return Ok(());
-        }
         self.store.purge_expired_sessions(now).await?;
         if self.store.count_sessions().await? < self.max_sessions {
             return Ok(());
@@ -214,10 +218,12 @@ impl Kbs {
 
     /// `POST /attest`: verifies evidence bound to the session's nonce, appraises it and
     /// issues a token. The nonce is consumed atomically: a replay (on this or any replica)
-    /// fails.
+    /// fails. Every outcome for a live session is audited: a success in the same store call
+    /// that consumes the nonce, a refusal with its reason. `client` is the caller's address.
     pub async fn attest(
         &self,
         session_id: Option<&str>,
+        client: Option<&str>,
         body: &[u8],
     ) -> Result<(Session, String), KbsError> {
         let id = session_id.ok_or_else(|| attest_err("cookie not found"))?;
@@ -233,24 +239,65 @@ impl Kbs {
         };
         let result = self.appraise(&session, &nonce, body, now).await;
         let tee = session.tee.clone();
-        let token = match result {
+        let record = AuditEntry {
+            at_ms: now_ms(),
+            action: "attest".into(),
+            session_id: Some(session.id.clone()),
+            tee: Some(tee.clone()),
+            client_addr: client.map(str::to_string),
+            ..Default::default()
+        };
+        let Appraised {
+            token,
+            annotated,
+            appraisal,
+        } = match result {
             Ok(t) => t,
             Err(e) => {
                 self.metrics
                     .attestations
                     .with_label_values(&[&tee, "refused"])
                     .inc();
+                // A storage failure is not the guest's doing and has nowhere to be written.
+                if e.kind != ErrorKind::StorageUnavailable {
+                    self.audit(AuditEntry {
+                        decision: "deny".into(),
+                        detail: Some(e.detail.clone()),
+                        ..record
+                    })
+                    .await;
+                }
                 return Err(e);
             }
         };
-        if !self.store.consume_nonce(id, &nonce, &token, now).await? {
+        let record = AuditEntry {
+            decision: "allow".into(),
+            verdict: Some(appraisal.status.to_string()),
+            detail: Some(format!("token issued ({})", appraisal.status)),
+            trust_vector: Some(Value::Object(appraisal.trust_vector)),
+            claims: Some(super::capped_claims(annotated, self.audit_claims_max_bytes)),
+            ..record
+        };
+        if !self
+            .store
+            .consume_nonce_audited(id, &nonce, &token, now, &record)
+            .await?
+        {
             self.metrics
                 .attestations
                 .with_label_values(&[&tee, "replay"])
                 .inc();
-            return Err(attest_err(
-                "challenge already used or session expired (replay refused)",
-            ));
+            let detail = "challenge already used or session expired (replay refused)";
+            self.audit(AuditEntry {
+                decision: "deny".into(),
+                detail: Some(detail.into()),
+                verdict: None,
+                trust_vector: None,
+                claims: None,
+                ..record
+            })
+            .await;
+            return Err(attest_err(detail));
         }
         self.metrics
             .attestations
@@ -265,7 +312,7 @@ impl Kbs {
         nonce: &str,
         body: &[u8],
         now: i64,
-    ) -> Result<String, KbsError> {
+    ) -> Result<Appraised, KbsError> {
         let version = session.protocol_version;
         let att = AttestationParts::parse(version, body).map_err(attest_err)?;
         // Only 0.4.0 echoes the nonce; older versions bind it through the evidence alone.
@@ -345,9 +392,14 @@ impl Kbs {
         let devices = self
             .device_submods(gpus, &att.tee_pubkey, nonce, alg, &hash, &snapshot, now)
             .await?;
-        Ok(self
+        let token = self
             .tokens
-            .issue(annotated, &appraisal, devices, now, version))
+            .issue(annotated.clone(), &appraisal, devices, now, version);
+        Ok(Appraised {
+            token,
+            annotated,
+            appraisal,
+        })
     }
 
     /// `GET /resource/...`: checks the token (session or bearer) and the resource policy,
@@ -356,6 +408,7 @@ impl Kbs {
         &self,
         session_id: Option<&str>,
         bearer: Option<&str>,
+        client: Option<&str>,
         path: &str,
         query: Map<String, Value>,
     ) -> Result<FlattenedJwe, KbsError> {
@@ -365,16 +418,15 @@ impl Kbs {
             Some(id) => self.store.load_session(id, now).await?,
             None => None,
         };
-        let (token, session_version) = match (&session, bearer) {
+        let claims = match (&session, bearer) {
             (
                 Some(Session {
                     state: SessionState::Attested { token },
-                    protocol_version,
                     ..
                 }),
                 _,
-            ) => (token.clone(), Some(*protocol_version)),
-            (_, Some(b)) => (b.to_string(), None),
+            ) => self.tokens.claims_of_stored(token, now),
+            (_, Some(b)) => self.tokens.verify(b, now),
             _ => {
                 return Err(KbsError::new(
                     ErrorKind::TokenNotFound,
@@ -382,7 +434,11 @@ impl Kbs {
                 ))
             }
         };
-        let claims = self.tokens.verify(&token, now).map_err(|e| {
+        let session_version = session
+            .as_ref()
+            .filter(|s| matches!(s.state, SessionState::Attested { .. }))
+            .map(|s| s.protocol_version);
+        let claims = claims.map_err(|e| {
             KbsError::new(
                 ErrorKind::TokenVerifierError,
                 format!("Token Verifier error: {e}"),
@@ -451,6 +507,7 @@ impl Kbs {
                 .or_else(|| tee_of_claims(&claims)),
             claims_digest: Some(claims_digest(&claims)),
             resource: Some(path.to_string()),
+            client_addr: client.map(str::to_string),
             ..Default::default()
         };
         if !allowed {

@@ -19,7 +19,7 @@ use crate::secrets::{SecretBackend, SecretError};
 use crate::store::{AuditEntry, PolicyKind, Store, StoreError};
 
 pub use admin::{
-    AdminAuth, ResourceListEntry, RvListError, ALIBABA_TOKEN_ACTOR,
+    AdminAuth, ResourceListEntry, ResourceMeta, RvListError, ALIBABA_TOKEN_ACTOR,
     DEFAULT_ADMIN_TOKEN_MAX_TTL_SECS,
 };
 pub use snapshot::{PolicySnapshot, SnapshotCache};
@@ -110,6 +110,68 @@ pub struct Kbs {
     pub metrics: Metrics,
     /// Recently read policies and reference values.
     pub snapshots: SnapshotCache,
+    /// Largest verified-claims JSON an attestation's audit row keeps
+    /// (`audit.max_claims_bytes`); see [`capped_claims`].
+    pub audit_claims_max_bytes: usize,
+}
+
+/// Key added to recorded claims that were shortened to fit `audit.max_claims_bytes`.
+pub const CLAIMS_ELIDED_KEY: &str = "coffer.audit-elided";
+
+/// Strings longer than this are the first to go when claims are over the cap (event logs,
+/// raw quotes, certificates); measurements (96 hex digits) stay.
+const ELIDE_STRING_CHARS: usize = 256;
+
+/// Arrays longer than this keep only their first entries when claims are over the cap.
+const ELIDE_ARRAY_LEN: usize = 64;
+
+fn elide(v: &mut Value) {
+    match v {
+        Value::String(s) if s.len() > ELIDE_STRING_CHARS => {
+            *s = format!("<{} bytes elided>", s.len());
+        }
+        Value::Array(a) => {
+            if a.len() > ELIDE_ARRAY_LEN {
+                let n = a.len();
+                a.truncate(ELIDE_ARRAY_LEN);
+                a.push(Value::String(format!(
+                    "<{} more entries elided>",
+                    n - ELIDE_ARRAY_LEN
+                )));
+            }
+            a.iter_mut().for_each(elide);
+        }
+        Value::Object(m) => m.values_mut().for_each(elide),
+        _ => {}
+    }
+}
+
+/// The verified claims an audit row keeps: as they are when their JSON fits in `max` bytes;
+/// else with long strings and arrays elided (and [`CLAIMS_ELIDED_KEY`] saying so); else only
+/// that key. The claims are public values (measurements, TCB status, runtime data holding
+/// the nonce and the TEE's public key), never keys or secrets.
+pub fn capped_claims(claims: Value, max: usize) -> Value {
+    let len = |v: &Value| serde_json::to_string(v).map_or(usize::MAX, |s| s.len());
+    let full = len(&claims);
+    if full <= max {
+        return claims;
+    }
+    let mut shortened = claims;
+    elide(&mut shortened);
+    if let Value::Object(m) = &mut shortened {
+        m.insert(
+            CLAIMS_ELIDED_KEY.into(),
+            Value::String(format!(
+                "claims were {full} bytes, over audit.max_claims_bytes ({max}): long values elided"
+            )),
+        );
+        if len(&shortened) <= max {
+            return shortened;
+        }
+    }
+    serde_json::json!({
+        CLAIMS_ELIDED_KEY: format!("claims were {full} bytes, over audit.max_claims_bytes ({max}): not recorded")
+    })
 }
 
 /// Parses a resource path as Trustee's resource plugin does (401 `PluginInternalError`).
@@ -249,6 +311,11 @@ impl Kbs {
     }
 }
 
+/// Current time in Unix milliseconds (for the HTTP layer).
+pub fn now_ms_pub() -> i64 {
+    now_ms()
+}
+
 /// Current time in Unix milliseconds.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -260,6 +327,31 @@ pub(crate) fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claims_are_capped() {
+        let small = serde_json::json!({"tdx": {"mr_td": "ab".repeat(48)}});
+        assert_eq!(capped_claims(small.clone(), 1000), small);
+        let big = serde_json::json!({"tdx": {"mr_td": "ab".repeat(48), "log": "x".repeat(5000),
+                                     "events": (0..200).collect::<Vec<_>>()}});
+        let c = capped_claims(big, 2000);
+        assert!(serde_json::to_string(&c).unwrap().len() <= 2000);
+        assert_eq!(c["tdx"]["mr_td"], "ab".repeat(48), "measurements stay");
+        assert_eq!(c["tdx"]["log"], "<5000 bytes elided>");
+        assert_eq!(
+            c["tdx"]["events"].as_array().unwrap().len(),
+            ELIDE_ARRAY_LEN + 1
+        );
+        assert!(c[CLAIMS_ELIDED_KEY].as_str().unwrap().contains("elided"));
+        let huge =
+            serde_json::json!({"m": (0..5000).map(|i| format!("{i:0>200}")).collect::<Vec<_>>()});
+        let c = capped_claims(huge, 2000);
+        assert!(c[CLAIMS_ELIDED_KEY]
+            .as_str()
+            .unwrap()
+            .contains("not recorded"));
+        assert_eq!(c.as_object().unwrap().len(), 1);
+    }
 
     #[test]
     fn unmeasured_resource_policies_are_recognised() {

@@ -2,6 +2,7 @@
 //! resources and the audit log. Nothing the handshake needs lives in process memory, so any
 //! replica can serve any step.
 
+mod migrate;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -101,9 +102,9 @@ pub struct AuditEntry {
     pub seq: i64,
     /// Unix milliseconds.
     pub at_ms: i64,
-    /// `release`, `deny`, `attest`, `admin:<operation>`.
+    /// `attest`, `release`, `admin:<operation>`.
     pub action: String,
-    /// `allow`, `deny`, `ok`, `error`.
+    /// `allow`, `deny` (attestations and releases), `ok` (admin changes).
     pub decision: String,
     /// Session id (cookie), when the call had one.
     pub session_id: Option<String>,
@@ -113,10 +114,69 @@ pub struct AuditEntry {
     pub claims_digest: Option<String>,
     /// Resource path or policy id concerned.
     pub resource: Option<String>,
-    /// Admin identity (`iss`/`sub` of the admin token) for admin changes.
+    /// Admin identity (`sub`/`iss` of the admin token) for admin changes.
     pub actor: Option<String>,
     /// Short reason; never secret material.
     pub detail: Option<String>,
+    /// The caller's address (TCP peer), when known.
+    #[serde(default)]
+    pub client_addr: Option<String>,
+    /// For attestations: the EAR status (`affirming`, `warning`, `contraindicated`, `none`).
+    #[serde(default)]
+    pub verdict: Option<String>,
+    /// For attestations: the trust vector the attestation policy gave.
+    #[serde(default)]
+    pub trust_vector: Option<serde_json::Value>,
+    /// For attestations: the verified claims (annotated evidence; public values only,
+    /// size-capped). Listings leave them out unless asked; [`Store::get_audit`] has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<serde_json::Value>,
+    /// Whether the row has recorded claims (also when a listing leaves them out).
+    #[serde(default)]
+    pub has_claims: bool,
+}
+
+/// Which audit rows a listing returns. Every `Some` narrows the result.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditFilter {
+    /// Rows at or after this time (Unix ms).
+    pub since_ms: Option<i64>,
+    /// Rows before this time (Unix ms).
+    pub until_ms: Option<i64>,
+    /// Action: exact (`attest`, `release`, `admin:set-resource`), or `admin` for every admin
+    /// change.
+    pub action: Option<String>,
+    /// TEE type.
+    pub tee: Option<String>,
+    /// Resource path or policy id: exact, or a prefix when it ends in `*`.
+    pub resource: Option<String>,
+    /// Decision (`allow`, `deny`, `ok`).
+    pub decision: Option<String>,
+    /// Session id.
+    pub session_id: Option<String>,
+    /// Rows with a sequence number above this.
+    pub after_seq: Option<i64>,
+    /// Newest first (default) or oldest first.
+    pub oldest_first: bool,
+    /// Rows skipped (paging).
+    pub offset: i64,
+    /// Most rows returned.
+    pub limit: i64,
+    /// Include the recorded claims in each row.
+    pub with_claims: bool,
+}
+
+/// One page of audit rows and how many rows match the filter in all.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct AuditPage {
+    /// Rows matching the filter, before paging.
+    pub total: i64,
+    /// Rows skipped.
+    pub offset: i64,
+    /// Most rows asked for.
+    pub limit: i64,
+    /// The rows of this page.
+    pub entries: Vec<AuditEntry>,
 }
 
 /// The storage seam. Implementations must make [`Store::consume_nonce`] atomic across
@@ -193,6 +253,9 @@ pub trait Store: Send + Sync {
     async fn delete_resource(&self, path: &str) -> Result<bool, StoreError>;
     /// Paths of every stored resource, sorted (names only; the sealed bytes stay put).
     async fn list_resource_paths(&self) -> Result<Vec<String>, StoreError>;
+    /// Every stored resource as (path, sealed length in bytes, updated_at), sorted by path;
+    /// the sealed bytes are not read out.
+    async fn list_resource_meta(&self) -> Result<Vec<(String, i64, i64)>, StoreError>;
 
     /// Stores fetched DCAP collateral under `key`, replacing an older copy.
     async fn put_collateral(
@@ -220,10 +283,34 @@ pub trait Store: Send + Sync {
     /// The KMS-wrapped key stored under `name`.
     async fn get_wrapped_key(&self, name: &str) -> Result<Option<String>, StoreError>;
 
+    /// [`Store::consume_nonce`] and, when the nonce was consumed, [`Store::append_audit`] of
+    /// `entry`, in one statement (PostgreSQL) or one transaction (SQLite): a successful
+    /// attestation costs the handshake no extra round trip for its audit row.
+    async fn consume_nonce_audited(
+        &self,
+        id: &str,
+        nonce: &str,
+        token: &str,
+        now: i64,
+        entry: &AuditEntry,
+    ) -> Result<bool, StoreError>;
+
     /// Appends an audit row.
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
-    /// The newest `limit` audit rows with `seq > after`, oldest first.
-    async fn list_audit(&self, after: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
+    /// One page of the audit rows matching `filter`, with the total.
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<AuditPage, StoreError>;
+    /// One audit row by sequence number, with its recorded claims.
+    async fn get_audit(&self, seq: i64) -> Result<Option<AuditEntry>, StoreError>;
+    /// Counts of audit rows since `since_ms` by (action, decision), admin actions folded
+    /// into `admin`.
+    async fn audit_counts(&self, since_ms: i64) -> Result<Vec<(String, String, i64)>, StoreError>;
+    /// Retention: deletes rows older than `before_ms` and all but the newest `keep_rows`;
+    /// returns how many were removed.
+    async fn prune_audit(
+        &self,
+        before_ms: Option<i64>,
+        keep_rows: Option<u64>,
+    ) -> Result<u64, StoreError>;
 }
 
 /// Opens the store named by `url`, creating and migrating it as needed.

@@ -8,7 +8,10 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::Row;
 
 use super::sql::unavailable;
-use super::{AuditEntry, PolicyKind, Session, SessionState, Store, StoreError, StoredPolicy};
+use super::{
+    AuditEntry, AuditFilter, AuditPage, PolicyKind, Session, SessionState, Store, StoreError,
+    StoredPolicy,
+};
 
 /// A PostgreSQL-backed [`Store`].
 pub struct PgStore {
@@ -16,6 +19,9 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// SQL function giving a BLOB's length in bytes.
+    const BLOB_LENGTH: &'static str = "octet_length";
+
     /// Connects to `url` (`postgres://...`) and runs migrations. Several servers may do so
     /// at once: sqlx serialises migrations with an advisory lock.
     pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
@@ -34,6 +40,33 @@ impl PgStore {
 }
 
 super::sql::sql_store!(PgStore, sqlx::postgres::PgRow);
+
+impl PgStore {
+    /// PostgreSQL: one statement, the audit row inserted from the nonce update's
+    /// `RETURNING` (nothing is inserted when the nonce was not consumed): one round trip,
+    /// as for the plain update.
+    async fn consume_nonce_audited_impl(
+        &self,
+        id: &str,
+        nonce: &str,
+        token: &str,
+        now: i64,
+        e: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let sql = format!(
+            "WITH consumed AS ({} RETURNING id) INSERT INTO audit ({}) SELECT {} FROM consumed",
+            super::sql::CONSUME_NONCE,
+            super::sql::AUDIT_COLUMNS,
+            super::sql::audit_placeholders(5)
+        );
+        let q = sqlx::query(&sql).bind(token).bind(id).bind(nonce).bind(now);
+        let r = super::sql::bind_audit!(q, e)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(r.rows_affected() == 1)
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -61,14 +94,15 @@ mod tests {
         let (url, _name) = fresh_db().await;
         let s = PgStore::open(&url, 2).await.unwrap();
         crate::store::tests::conformance(&s).await;
-        assert!(sqlx::query("DELETE FROM audit")
-            .execute(&s.pool)
-            .await
-            .is_err());
+        // Recorded rows never change; removal is the retention's (audit.max_*).
         assert!(sqlx::query("UPDATE audit SET decision = 'x'")
             .execute(&s.pool)
             .await
             .is_err());
+        assert!(sqlx::query("DELETE FROM audit")
+            .execute(&s.pool)
+            .await
+            .is_ok());
         // a second server migrating the same database is a no-op
         PgStore::open(&url, 1).await.unwrap();
     }

@@ -7,6 +7,108 @@ pub(crate) fn unavailable(e: sqlx::Error) -> super::StoreError {
     super::StoreError::Unavailable(e.to_string())
 }
 
+/// The columns an audit insert writes, in the order [`bind_audit!`] binds them.
+pub(crate) const AUDIT_COLUMNS: &str = "at_ms, action, decision, session_id, tee, claims_digest, \
+     resource, actor, detail, client_addr, verdict, trust_vector, claims";
+
+/// `$first, $first+1, ...` for the [`AUDIT_COLUMNS`].
+pub(crate) fn audit_placeholders(first: usize) -> String {
+    (first..first + 13)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Binds an [`super::AuditEntry`]'s values in [`AUDIT_COLUMNS`] order.
+macro_rules! bind_audit {
+    ($q:expr, $e:expr) => {
+        $q.bind($e.at_ms)
+            .bind(&$e.action)
+            .bind(&$e.decision)
+            .bind(&$e.session_id)
+            .bind(&$e.tee)
+            .bind(&$e.claims_digest)
+            .bind(&$e.resource)
+            .bind(&$e.actor)
+            .bind(&$e.detail)
+            .bind(&$e.client_addr)
+            .bind(&$e.verdict)
+            .bind($e.trust_vector.as_ref().map(|v| v.to_string()))
+            .bind($e.claims.as_ref().map(|v| v.to_string()))
+    };
+}
+pub(crate) use bind_audit;
+
+/// A value bound to a dynamically built statement.
+pub(crate) enum Arg {
+    /// An integer.
+    Int(i64),
+    /// A text.
+    Text(String),
+}
+
+/// The `WHERE` clause (possibly empty) and its arguments for an audit filter.
+pub(crate) fn audit_where(f: &super::AuditFilter) -> (String, Vec<Arg>) {
+    let mut conds: Vec<String> = Vec::new();
+    let mut args: Vec<Arg> = Vec::new();
+    let mut add = |cond: &str, arg: Arg| {
+        args.push(arg);
+        conds.push(cond.replace('?', &format!("${}", args.len())));
+    };
+    if let Some(t) = f.since_ms {
+        add("at_ms >= ?", Arg::Int(t));
+    }
+    if let Some(t) = f.until_ms {
+        add("at_ms < ?", Arg::Int(t));
+    }
+    if let Some(a) = &f.action {
+        if a == "admin" {
+            add(
+                "substr(action, 1, length(?)) = ?",
+                Arg::Text("admin:".into()),
+            );
+        } else {
+            add("action = ?", Arg::Text(a.clone()));
+        }
+    }
+    if let Some(t) = &f.tee {
+        add("tee = ?", Arg::Text(t.clone()));
+    }
+    if let Some(r) = &f.resource {
+        match r.strip_suffix('*') {
+            // substr/length rather than LIKE: SQLite's LIKE ignores case and both treat
+            // `%` and `_` in the path as wildcards.
+            Some(prefix) => add(
+                "substr(resource, 1, length(?)) = ?",
+                Arg::Text(prefix.to_string()),
+            ),
+            None => add("resource = ?", Arg::Text(r.clone())),
+        }
+    }
+    if let Some(d) = &f.decision {
+        add("decision = ?", Arg::Text(d.clone()));
+    }
+    if let Some(id) = &f.session_id {
+        add("session_id = ?", Arg::Text(id.clone()));
+    }
+    if let Some(seq) = f.after_seq {
+        add("seq > ?", Arg::Int(seq));
+    }
+    if conds.is_empty() {
+        (String::new(), args)
+    } else {
+        (format!(" WHERE {}", conds.join(" AND ")), args)
+    }
+}
+
+/// The nonce consumption: `$1` token, `$2` session id, `$3` nonce, `$4` now.
+pub(crate) const CONSUME_NONCE: &str = "UPDATE sessions SET state = 1, token = $1, nonce = NULL \
+     WHERE id = $2 AND state = 0 AND nonce = $3 AND expires_at > $4";
+
+/// Rows one retention statement removes at most, so a first pass over a large table does
+/// not hold the write lock for long.
+pub(crate) const PRUNE_BATCH: i64 = 5000;
+
 /// Implements [`super::Store`] for `$store` (a struct with a `pool` field) whose rows are
 /// `$row`.
 macro_rules! sql_store {
@@ -37,6 +139,48 @@ macro_rules! sql_store {
                 expires_at: row.get("expires_at"),
             }
         }
+
+        fn audit_from_row(r: &$row, with_claims: bool) -> AuditEntry {
+            let json = |col: &str| {
+                r.get::<Option<String>, _>(col)
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            };
+            AuditEntry {
+                seq: r.get("seq"),
+                at_ms: r.get("at_ms"),
+                action: r.get("action"),
+                decision: r.get("decision"),
+                session_id: r.get("session_id"),
+                tee: r.get("tee"),
+                claims_digest: r.get("claims_digest"),
+                resource: r.get("resource"),
+                actor: r.get("actor"),
+                detail: r.get("detail"),
+                client_addr: r.get("client_addr"),
+                verdict: r.get("verdict"),
+                trust_vector: json("trust_vector"),
+                claims: if with_claims { json("claims") } else { None },
+                has_claims: r.get::<i32, _>("has_claims") != 0,
+            }
+        }
+
+        /// Binds dynamically built arguments.
+        fn bind_args<'q>(
+            mut q: sqlx::query::Query<'q, <$row as sqlx::Row>::Database, <<$row as sqlx::Row>::Database as sqlx::Database>::Arguments<'q>>,
+            args: &[super::sql::Arg],
+        ) -> sqlx::query::Query<'q, <$row as sqlx::Row>::Database, <<$row as sqlx::Row>::Database as sqlx::Database>::Arguments<'q>> {
+            for a in args {
+                q = match a {
+                    super::sql::Arg::Int(i) => q.bind(*i),
+                    super::sql::Arg::Text(t) => q.bind(t.clone()),
+                };
+            }
+            q
+        }
+
+        const AUDIT_SELECT: &str = "SELECT seq, at_ms, action, decision, session_id, tee, claims_digest, \
+             resource, actor, detail, client_addr, verdict, trust_vector, \
+             CASE WHEN claims IS NULL THEN 0 ELSE 1 END AS has_claims";
 
         #[async_trait]
         impl Store for $store {
@@ -87,10 +231,7 @@ macro_rules! sql_store {
                 token: &str,
                 now: i64,
             ) -> Result<bool, StoreError> {
-                let r = sqlx::query(
-                    "UPDATE sessions SET state = 1, token = $1, nonce = NULL \
-                     WHERE id = $2 AND state = 0 AND nonce = $3 AND expires_at > $4",
-                )
+                let r = sqlx::query(super::sql::CONSUME_NONCE)
                 .bind(token)
                 .bind(id)
                 .bind(nonce)
@@ -288,6 +429,25 @@ macro_rules! sql_store {
                 Ok(paths)
             }
 
+            async fn list_resource_meta(&self) -> Result<Vec<(String, i64, i64)>, StoreError> {
+                // octet_length: bytes in PostgreSQL; SQLite has no octet_length, and its
+                // length() of a BLOB is bytes, so each backend names its function.
+                let sql = format!(
+                    "SELECT path, CAST({}(sealed) AS BIGINT) AS n, updated_at FROM resources",
+                    <$store>::BLOB_LENGTH
+                );
+                let rows = sqlx::query(&sql)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                let mut out: Vec<(String, i64, i64)> = rows
+                    .iter()
+                    .map(|r| (r.get("path"), r.get("n"), r.get("updated_at")))
+                    .collect();
+                out.sort();
+                Ok(out)
+            }
+
             async fn put_collateral(
                 &self,
                 key: &str,
@@ -350,50 +510,127 @@ macro_rules! sql_store {
                 Ok(row.map(|r| r.get("body")))
             }
 
-            async fn append_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
-                sqlx::query(
-                    "INSERT INTO audit (at_ms, action, decision, session_id, tee, claims_digest, resource, actor, detail) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(e.at_ms)
-                .bind(&e.action)
-                .bind(&e.decision)
-                .bind(&e.session_id)
-                .bind(&e.tee)
-                .bind(&e.claims_digest)
-                .bind(&e.resource)
-                .bind(&e.actor)
-                .bind(&e.detail)
-                .execute(&self.pool)
-                .await
-                .map(|_| ())
-                .map_err(unavailable)
+            async fn consume_nonce_audited(
+                &self,
+                id: &str,
+                nonce: &str,
+                token: &str,
+                now: i64,
+                entry: &AuditEntry,
+            ) -> Result<bool, StoreError> {
+                self.consume_nonce_audited_impl(id, nonce, token, now, entry).await
             }
 
-            async fn list_audit(&self, after: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+            async fn append_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
+                let sql = format!(
+                    "INSERT INTO audit ({}) VALUES ({})",
+                    super::sql::AUDIT_COLUMNS,
+                    super::sql::audit_placeholders(1)
+                );
+                super::sql::bind_audit!(sqlx::query(&sql), e)
+                    .execute(&self.pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(unavailable)
+            }
+
+            async fn list_audit(&self, f: &AuditFilter) -> Result<AuditPage, StoreError> {
+                let (cond, args) = super::sql::audit_where(f);
+                let count_sql = format!("SELECT COUNT(*) AS n FROM audit{cond}");
+                let total: i64 = bind_args(sqlx::query(&count_sql), &args)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(unavailable)?
+                    .get("n");
+                let n = args.len();
+                let sql = format!(
+                    "{AUDIT_SELECT}{} FROM audit{cond} ORDER BY seq {} LIMIT ${} OFFSET ${}",
+                    if f.with_claims { ", claims" } else { "" },
+                    if f.oldest_first { "ASC" } else { "DESC" },
+                    n + 1,
+                    n + 2
+                );
+                let rows = bind_args(sqlx::query(&sql), &args)
+                    .bind(f.limit.max(0))
+                    .bind(f.offset.max(0))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(AuditPage {
+                    total,
+                    offset: f.offset.max(0),
+                    limit: f.limit.max(0),
+                    entries: rows.iter().map(|r| audit_from_row(r, f.with_claims)).collect(),
+                })
+            }
+
+            async fn get_audit(&self, seq: i64) -> Result<Option<AuditEntry>, StoreError> {
+                let sql = format!("{AUDIT_SELECT}, claims FROM audit WHERE seq = $1");
+                let row = sqlx::query(&sql)
+                    .bind(seq)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(row.as_ref().map(|r| audit_from_row(r, true)))
+            }
+
+            async fn audit_counts(&self, since_ms: i64) -> Result<Vec<(String, String, i64)>, StoreError> {
                 let rows = sqlx::query(
-                    "SELECT * FROM (SELECT * FROM audit WHERE seq > $1 ORDER BY seq DESC LIMIT $2) AS newest ORDER BY seq ASC",
+                    "SELECT CASE WHEN substr(action, 1, 6) = 'admin:' THEN 'admin' ELSE action END AS a, \
+                     decision, COUNT(*) AS n FROM audit WHERE at_ms >= $1 GROUP BY 1, 2 ORDER BY 1, 2",
                 )
-                .bind(after)
-                .bind(limit)
+                .bind(since_ms)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(unavailable)?;
                 Ok(rows
                     .iter()
-                    .map(|r| AuditEntry {
-                        seq: r.get("seq"),
-                        at_ms: r.get("at_ms"),
-                        action: r.get("action"),
-                        decision: r.get("decision"),
-                        session_id: r.get("session_id"),
-                        tee: r.get("tee"),
-                        claims_digest: r.get("claims_digest"),
-                        resource: r.get("resource"),
-                        actor: r.get("actor"),
-                        detail: r.get("detail"),
-                    })
+                    .map(|r| (r.get("a"), r.get("decision"), r.get("n")))
                     .collect())
+            }
+
+            async fn prune_audit(
+                &self,
+                before_ms: Option<i64>,
+                keep_rows: Option<u64>,
+            ) -> Result<u64, StoreError> {
+                let mut removed = 0u64;
+                if let Some(before) = before_ms {
+                    loop {
+                        let r = sqlx::query(
+                            "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE at_ms < $1 ORDER BY seq LIMIT $2)",
+                        )
+                        .bind(before)
+                        .bind(super::sql::PRUNE_BATCH)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(unavailable)?;
+                        removed += r.rows_affected();
+                        if r.rows_affected() < super::sql::PRUNE_BATCH as u64 {
+                            break;
+                        }
+                    }
+                }
+                if let Some(keep) = keep_rows {
+                    let keep = keep.min(i64::MAX as u64) as i64;
+                    loop {
+                        // The (keep+1)-th newest row and everything older, a batch at a time.
+                        let r = sqlx::query(
+                            "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE seq <= \
+                             (SELECT seq FROM audit ORDER BY seq DESC LIMIT 1 OFFSET $1) ORDER BY seq LIMIT $2)",
+                        )
+                        .bind(keep)
+                        .bind(super::sql::PRUNE_BATCH)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(unavailable)?;
+                        removed += r.rows_affected();
+                        if r.rows_affected() < super::sql::PRUNE_BATCH as u64 {
+                            break;
+                        }
+                    }
+                }
+                Ok(removed)
             }
         }
     };

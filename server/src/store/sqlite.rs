@@ -1,56 +1,113 @@
 //! SQLite store (the embedded default): one file, WAL journal, migrations from
 //! `migrations/sqlite`.
+//!
+//! Statements run on the calling thread through one connection behind a mutex, not on a
+//! connection thread reached through channels: a handshake's statements take microseconds
+//! in WAL mode, and handing each one to another thread and back cost more CPU (context
+//! switches, futex wake-ups) than the statement itself. SQLite serialises writers anyway, so
+//! one connection loses no concurrency that mattered, and it never waits on SQLite's busy
+//! handler for a lock held by its own process. WAL checkpoints, the only step that waits on
+//! the disk (fsync), run on a background thread with their own connection.
 
-use std::str::FromStr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::Row;
+use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension};
 
-use super::sql::unavailable;
-use super::{AuditEntry, PolicyKind, Session, SessionState, Store, StoreError, StoredPolicy};
+use super::sql::{audit_placeholders, audit_where, Arg, AUDIT_COLUMNS, CONSUME_NONCE, PRUNE_BATCH};
+use super::{
+    AuditEntry, AuditFilter, AuditPage, PolicyKind, Session, SessionState, Store, StoreError,
+    StoredPolicy,
+};
+
+/// How often the background thread checkpoints the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 /// A SQLite-backed [`Store`].
 pub struct SqliteStore {
-    pool: SqlitePool,
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn unavailable(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| {
+        StoreError::Unavailable(format!("cannot open the database {}: {e}", path.display()))
+    })?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(unavailable)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+    )
+    .map_err(unavailable)?;
+    Ok(conn)
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and runs migrations.
-    pub async fn open(path: &str, max_connections: u32) -> Result<Self, StoreError> {
-        create_private(path)?;
-        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
-            .map_err(unavailable)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(opts)
-            .await
+    /// `_max_connections` is accepted for the common signature; SQLite uses one connection.
+    pub async fn open(path: &str, _max_connections: u32) -> Result<Self, StoreError> {
+        let file = path.split('?').next().unwrap_or(path);
+        create_private(file)?;
+        let file = PathBuf::from(file);
+        let mut conn = open_connection(&file)?;
+        // The request path never checkpoints (no fsync under the mutex); the thread below does.
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")
             .map_err(unavailable)?;
-        sqlx::migrate!("../migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
-        Ok(SqliteStore { pool })
+        super::migrate::run_sqlite(&mut conn)?;
+        let conn = Arc::new(Mutex::new(conn));
+        spawn_checkpointer(file, Arc::downgrade(&conn))?;
+        Ok(SqliteStore { conn })
     }
+
+    /// The connection; a panic elsewhere while holding it leaves SQLite consistent (each
+    /// statement is atomic), so a poisoned lock is taken over.
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Checkpoints the WAL every [`CHECKPOINT_EVERY`] on its own connection until the store is
+/// dropped. PASSIVE never blocks the request path's reads or writes.
+fn spawn_checkpointer(
+    file: PathBuf,
+    store: std::sync::Weak<Mutex<Connection>>,
+) -> Result<(), StoreError> {
+    let conn = open_connection(&file)?;
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            while store.strong_count() > 0 {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
+                    tracing::warn!(error = %e, "SQLite WAL checkpoint failed; retrying");
+                }
+            }
+            let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+        })
+        .map(|_| ())
+        .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}")))
 }
 
 /// Creates the database file readable by the owner only before SQLite opens it: SQLite
 /// gives its `-wal` and `-shm` files the mode of the database file, so all three are 0600
 /// whatever the umask.
-fn create_private(path: &str) -> Result<(), StoreError> {
+fn create_private(file: &str) -> Result<(), StoreError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let file = path.split('?').next().unwrap_or(path);
     if file.is_empty() || file.starts_with(':') || file.starts_with("file:") {
-        return Ok(());
+        return Err(StoreError::Unavailable(format!(
+            "{file:?} is not a database file path (use sqlite:///path/to/coffer.db)"
+        )));
     }
     match std::fs::OpenOptions::new()
         .write(true)
@@ -66,7 +123,547 @@ fn create_private(path: &str) -> Result<(), StoreError> {
     }
 }
 
-super::sql::sql_store!(SqliteStore, sqlx::sqlite::SqliteRow);
+fn session_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
+    let state: i64 = row.get("state")?;
+    let state = if state == 1 {
+        SessionState::Attested {
+            token: row.get::<_, Option<String>>("token")?.unwrap_or_default(),
+        }
+    } else {
+        SessionState::Authed {
+            nonce: row.get::<_, Option<String>>("nonce")?.unwrap_or_default(),
+        }
+    };
+    Ok(Session {
+        id: row.get("id")?,
+        tee: row.get("tee")?,
+        hash_alg: row.get("hash_alg")?,
+        // Rows are written by this server from a parsed version; a value it does not know
+        // (a newer server's) falls back to the newest version.
+        protocol_version: row
+            .get::<_, String>("protocol_version")?
+            .parse()
+            .unwrap_or_default(),
+        state,
+        created_at: row.get("created_at")?,
+        expires_at: row.get("expires_at")?,
+    })
+}
+
+const AUDIT_SELECT: &str = "SELECT seq, at_ms, action, decision, session_id, tee, claims_digest, \
+     resource, actor, detail, client_addr, verdict, trust_vector, \
+     CASE WHEN claims IS NULL THEN 0 ELSE 1 END AS has_claims";
+
+fn audit_from_row(r: &rusqlite::Row<'_>, with_claims: bool) -> rusqlite::Result<AuditEntry> {
+    let json = |col: &str| -> rusqlite::Result<Option<serde_json::Value>> {
+        Ok(r.get::<_, Option<String>>(col)?
+            .and_then(|t| serde_json::from_str(&t).ok()))
+    };
+    Ok(AuditEntry {
+        seq: r.get("seq")?,
+        at_ms: r.get("at_ms")?,
+        action: r.get("action")?,
+        decision: r.get("decision")?,
+        session_id: r.get("session_id")?,
+        tee: r.get("tee")?,
+        claims_digest: r.get("claims_digest")?,
+        resource: r.get("resource")?,
+        actor: r.get("actor")?,
+        detail: r.get("detail")?,
+        client_addr: r.get("client_addr")?,
+        verdict: r.get("verdict")?,
+        trust_vector: json("trust_vector")?,
+        claims: if with_claims { json("claims")? } else { None },
+        has_claims: r.get::<_, i64>("has_claims")? != 0,
+    })
+}
+
+/// The shared SQL (`store/sql.rs`) numbers its parameters `$N`, which SQLite would read as
+/// names; `?N` are SQLite's numbered parameters.
+fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn arg_value(a: &Arg) -> rusqlite::types::Value {
+    match a {
+        Arg::Int(i) => rusqlite::types::Value::Integer(*i),
+        Arg::Text(t) => rusqlite::types::Value::Text(t.clone()),
+    }
+}
+
+/// An audit row's values in [`AUDIT_COLUMNS`] order.
+fn audit_values(e: &AuditEntry) -> [rusqlite::types::Value; 13] {
+    use rusqlite::types::Value;
+    let text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::Text);
+    let json = |v: &Option<serde_json::Value>| {
+        v.as_ref()
+            .map_or(Value::Null, |v| Value::Text(v.to_string()))
+    };
+    [
+        Value::Integer(e.at_ms),
+        Value::Text(e.action.clone()),
+        Value::Text(e.decision.clone()),
+        text(&e.session_id),
+        text(&e.tee),
+        text(&e.claims_digest),
+        text(&e.resource),
+        text(&e.actor),
+        text(&e.detail),
+        text(&e.client_addr),
+        text(&e.verdict),
+        json(&e.trust_vector),
+        json(&e.claims),
+    ]
+}
+
+fn insert_audit(conn: &Connection, e: &AuditEntry) -> rusqlite::Result<()> {
+    let sql = numbered(&format!(
+        "INSERT INTO audit ({AUDIT_COLUMNS}) VALUES ({})",
+        audit_placeholders(1)
+    ));
+    conn.prepare_cached(&sql)?
+        .execute(params_from_iter(audit_values(e)))
+        .map(|_| ())
+}
+
+/// Row counts fit i64; SQLite reports them as usize.
+fn count(n: usize) -> u64 {
+    n as u64
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.conn()
+            .query_row("SELECT 1", [], |_| Ok(()))
+            .map_err(unavailable)
+    }
+
+    async fn create_session(&self, s: &Session) -> Result<(), StoreError> {
+        let SessionState::Authed { nonce } = &s.state else {
+            return Err(StoreError::Unavailable(
+                "new sessions must be in the authed state".into(),
+            ));
+        };
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO sessions (id, tee, nonce, hash_alg, protocol_version, state, created_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    s.id,
+                    s.tee,
+                    nonce,
+                    s.hash_alg,
+                    s.protocol_version.as_str(),
+                    s.created_at,
+                    s.expires_at
+                ])
+            })
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn load_session(&self, id: &str, now: i64) -> Result<Option<Session>, StoreError> {
+        self.conn()
+            .prepare_cached("SELECT * FROM sessions WHERE id = ?1 AND expires_at > ?2")
+            .and_then(|mut st| st.query_row(params![id, now], session_from_row).optional())
+            .map_err(unavailable)
+    }
+
+    async fn consume_nonce(
+        &self,
+        id: &str,
+        nonce: &str,
+        token: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        self.conn()
+            .prepare_cached(&numbered(CONSUME_NONCE))
+            .and_then(|mut st| st.execute(params![token, id, nonce, now]))
+            .map(|n| n == 1)
+            .map_err(unavailable)
+    }
+
+    async fn purge_expired_sessions(&self, now: i64) -> Result<u64, StoreError> {
+        self.conn()
+            .prepare_cached("DELETE FROM sessions WHERE expires_at <= ?1")
+            .and_then(|mut st| st.execute(params![now]))
+            .map(count)
+            .map_err(unavailable)
+    }
+
+    async fn count_sessions(&self) -> Result<u64, StoreError> {
+        self.conn()
+            .prepare_cached("SELECT COUNT(*) FROM sessions")
+            .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)))
+            .map(|n| n.max(0) as u64)
+            .map_err(unavailable)
+    }
+
+    async fn evict_sessions(&self, limit: u64, before: i64) -> Result<u64, StoreError> {
+        self.conn()
+            .prepare_cached(
+                "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
+                 WHERE created_at < ?2 ORDER BY state, created_at LIMIT ?1)",
+            )
+            .and_then(|mut st| st.execute(params![limit.min(i64::MAX as u64) as i64, before]))
+            .map(count)
+            .map_err(unavailable)
+    }
+
+    async fn put_policy(
+        &self,
+        id: &str,
+        kind: PolicyKind,
+        body: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO policies (id, kind, body, updated_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, body = excluded.body, updated_at = excluded.updated_at",
+                params![id, kind.as_str(), body, now],
+            )
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn put_policy_if_absent(
+        &self,
+        id: &str,
+        kind: PolicyKind,
+        body: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO policies (id, kind, body, updated_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (id) DO NOTHING",
+                params![id, kind.as_str(), body, now],
+            )
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn get_policy(&self, id: &str) -> Result<Option<StoredPolicy>, StoreError> {
+        self.conn()
+            .prepare_cached("SELECT id, kind, body, updated_at FROM policies WHERE id = ?1")
+            .and_then(|mut st| {
+                st.query_row(params![id], |r| {
+                    Ok(StoredPolicy {
+                        id: r.get(0)?,
+                        kind: r.get(1)?,
+                        body: r.get(2)?,
+                        updated_at: r.get(3)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(unavailable)
+    }
+
+    async fn list_policy_ids(&self, kind: PolicyKind) -> Result<Vec<String>, StoreError> {
+        self.conn()
+            .prepare_cached("SELECT id FROM policies WHERE kind = ?1 ORDER BY id")
+            .and_then(|mut st| {
+                st.query_map(params![kind.as_str()], |r| r.get(0))?
+                    .collect()
+            })
+            .map_err(unavailable)
+    }
+
+    async fn delete_policy(&self, id: &str, kind: PolicyKind) -> Result<bool, StoreError> {
+        self.conn()
+            .execute(
+                "DELETE FROM policies WHERE id = ?1 AND kind = ?2",
+                params![id, kind.as_str()],
+            )
+            .map(|n| n > 0)
+            .map_err(unavailable)
+    }
+
+    async fn put_reference_value(
+        &self,
+        name: &str,
+        value: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO reference_values (name, value, expires_at, updated_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at, updated_at = excluded.updated_at",
+                params![name, value, expires_at, now],
+            )
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn reference_values(&self, now: i64) -> Result<Vec<(String, String)>, StoreError> {
+        self.conn()
+            .prepare_cached("SELECT name, value FROM reference_values WHERE expires_at > ?1")
+            .and_then(|mut st| {
+                st.query_map(params![now], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            })
+            .map_err(unavailable)
+    }
+
+    async fn delete_reference_value(&self, name: &str) -> Result<bool, StoreError> {
+        self.conn()
+            .execute(
+                "DELETE FROM reference_values WHERE name = ?1",
+                params![name],
+            )
+            .map(|n| n > 0)
+            .map_err(unavailable)
+    }
+
+    async fn put_resource(&self, path: &str, sealed: &[u8], now: i64) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO resources (path, sealed, updated_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (path) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+                params![path, sealed, now],
+            )
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn get_resource(&self, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.conn()
+            .prepare_cached("SELECT sealed FROM resources WHERE path = ?1")
+            .and_then(|mut st| st.query_row(params![path], |r| r.get(0)).optional())
+            .map_err(unavailable)
+    }
+
+    async fn delete_resource(&self, path: &str) -> Result<bool, StoreError> {
+        self.conn()
+            .execute("DELETE FROM resources WHERE path = ?1", params![path])
+            .map(|n| n > 0)
+            .map_err(unavailable)
+    }
+
+    async fn list_resource_paths(&self) -> Result<Vec<String>, StoreError> {
+        let mut paths: Vec<String> = self
+            .conn()
+            .prepare_cached("SELECT path FROM resources")
+            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+            .map_err(unavailable)?;
+        // Sorted here, as the PostgreSQL store does (its collation may ignore `/`).
+        paths.sort();
+        Ok(paths)
+    }
+
+    async fn list_resource_meta(&self) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        // length() of a BLOB is its size in bytes; the bytes are not read out.
+        let mut out: Vec<(String, i64, i64)> = self
+            .conn()
+            .prepare_cached("SELECT path, length(sealed), updated_at FROM resources")
+            .and_then(|mut st| {
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(unavailable)?;
+        out.sort();
+        Ok(out)
+    }
+
+    async fn put_collateral(
+        &self,
+        key: &str,
+        body: &str,
+        not_after: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO dcap_collateral (key, body, not_after, fetched_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (key) DO UPDATE SET body = excluded.body, not_after = excluded.not_after, fetched_at = excluded.fetched_at",
+                params![key, body, not_after, now],
+            )
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn get_collateral(
+        &self,
+        key: &str,
+        now: i64,
+    ) -> Result<Option<(String, i64, i64)>, StoreError> {
+        self.conn()
+            .prepare_cached(
+                "SELECT body, not_after, fetched_at FROM dcap_collateral WHERE key = ?1 AND not_after > ?2",
+            )
+            .and_then(|mut st| {
+                st.query_row(params![key, now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()
+            })
+            .map_err(unavailable)
+    }
+
+    async fn put_wrapped_key_if_absent(
+        &self,
+        name: &str,
+        body: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO wrapped_keys (name, body, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
+                params![name, body, now],
+            )
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn get_wrapped_key(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT body FROM wrapped_keys WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(unavailable)
+    }
+
+    async fn consume_nonce_audited(
+        &self,
+        id: &str,
+        nonce: &str,
+        token: &str,
+        now: i64,
+        entry: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        // The nonce update and the audit row in one transaction: one commit, and no
+        // attestation without its record.
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(unavailable)?;
+        let consumed = tx
+            .prepare_cached(&numbered(CONSUME_NONCE))
+            .and_then(|mut st| st.execute(params![token, id, nonce, now]))
+            .map_err(unavailable)?
+            == 1;
+        if !consumed {
+            return Ok(false);
+        }
+        insert_audit(&tx, entry).map_err(unavailable)?;
+        tx.commit().map_err(unavailable)?;
+        Ok(true)
+    }
+
+    async fn append_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
+        insert_audit(&self.conn(), e).map_err(unavailable)
+    }
+
+    async fn list_audit(&self, f: &AuditFilter) -> Result<AuditPage, StoreError> {
+        let (cond, args) = audit_where(f);
+        let mut values: Vec<rusqlite::types::Value> = args.iter().map(arg_value).collect();
+        let conn = self.conn();
+        let total: i64 = conn
+            .prepare(&numbered(&format!("SELECT COUNT(*) FROM audit{cond}")))
+            .and_then(|mut st| st.query_row(params_from_iter(values.iter()), |r| r.get(0)))
+            .map_err(unavailable)?;
+        let n = values.len();
+        let sql = numbered(&format!(
+            "{AUDIT_SELECT}{} FROM audit{cond} ORDER BY seq {} LIMIT ${} OFFSET ${}",
+            if f.with_claims { ", claims" } else { "" },
+            if f.oldest_first { "ASC" } else { "DESC" },
+            n + 1,
+            n + 2
+        ));
+        values.push(rusqlite::types::Value::Integer(f.limit.max(0)));
+        values.push(rusqlite::types::Value::Integer(f.offset.max(0)));
+        let entries = conn
+            .prepare(&sql)
+            .and_then(|mut st| {
+                st.query_map(params_from_iter(values.iter()), |r| {
+                    audit_from_row(r, f.with_claims)
+                })?
+                .collect()
+            })
+            .map_err(unavailable)?;
+        Ok(AuditPage {
+            total,
+            offset: f.offset.max(0),
+            limit: f.limit.max(0),
+            entries,
+        })
+    }
+
+    async fn get_audit(&self, seq: i64) -> Result<Option<AuditEntry>, StoreError> {
+        self.conn()
+            .prepare_cached(&format!("{AUDIT_SELECT}, claims FROM audit WHERE seq = ?1"))
+            .and_then(|mut st| {
+                st.query_row(params![seq], |r| audit_from_row(r, true))
+                    .optional()
+            })
+            .map_err(unavailable)
+    }
+
+    async fn audit_counts(&self, since_ms: i64) -> Result<Vec<(String, String, i64)>, StoreError> {
+        self.conn()
+            .prepare_cached(
+                "SELECT CASE WHEN substr(action, 1, 6) = 'admin:' THEN 'admin' ELSE action END AS a, \
+                 decision, COUNT(*) FROM audit WHERE at_ms >= ?1 GROUP BY 1, 2 ORDER BY 1, 2",
+            )
+            .and_then(|mut st| {
+                st.query_map(params![since_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(unavailable)
+    }
+
+    async fn prune_audit(
+        &self,
+        before_ms: Option<i64>,
+        keep_rows: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        // A batch per statement, the lock released in between, so a first pass over a large
+        // table does not stall handshakes.
+        let batch = |sql: &str, a: i64| -> Result<u64, StoreError> {
+            let mut removed = 0u64;
+            loop {
+                let n = self
+                    .conn()
+                    .prepare_cached(sql)
+                    .and_then(|mut st| st.execute(params![a, PRUNE_BATCH]))
+                    .map_err(unavailable)? as u64;
+                removed += n;
+                if n < PRUNE_BATCH as u64 {
+                    return Ok(removed);
+                }
+            }
+        };
+        let mut removed = 0;
+        if let Some(before) = before_ms {
+            removed += batch(
+                "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE at_ms < ?1 ORDER BY seq LIMIT ?2)",
+                before,
+            )?;
+        }
+        if let Some(keep) = keep_rows {
+            // The (keep+1)-th newest row and everything older.
+            removed += batch(
+                "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE seq <= \
+                 (SELECT seq FROM audit ORDER BY seq DESC LIMIT 1 OFFSET ?1) ORDER BY seq LIMIT ?2)",
+                keep.min(i64::MAX as u64) as i64,
+            )?;
+        }
+        Ok(removed)
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -85,13 +682,42 @@ mod tests {
             let mode = std::fs::metadata(&f).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{}", f.display());
         }
-        assert!(sqlx::query("DELETE FROM audit")
-            .execute(&s.pool)
-            .await
+        // Recorded rows never change; removal is the retention's (audit.max_*).
+        assert!(s
+            .conn()
+            .execute("UPDATE audit SET decision = 'x'", [])
             .is_err());
-        assert!(sqlx::query("UPDATE audit SET decision = 'x'")
-            .execute(&s.pool)
-            .await
-            .is_err());
+        assert!(s.conn().execute("DELETE FROM audit", []).is_ok());
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_data_and_applies_no_migration_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let p = path.to_str().unwrap();
+        {
+            let s = SqliteStore::open(p, 1).await.unwrap();
+            s.put_resource("a/b/c", b"x", 1).await.unwrap();
+        }
+        let s = SqliteStore::open(p, 1).await.unwrap();
+        assert_eq!(s.get_resource("a/b/c").await.unwrap().unwrap(), b"x");
+    }
+
+    #[tokio::test]
+    async fn the_checkpointer_moves_the_wal_into_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let s = SqliteStore::open(path.to_str().unwrap(), 1).await.unwrap();
+        let before = std::fs::metadata(&path).unwrap().len();
+        for i in 0..200 {
+            s.put_resource(&format!("a/b/{i}"), &[0u8; 4096], 1)
+                .await
+                .unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(&path).unwrap().len() <= before + 200 * 4096 {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint ran");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }

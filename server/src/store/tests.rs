@@ -82,21 +82,17 @@ pub(crate) async fn conformance(s: &dyn Store) {
     assert_eq!(s.count_sessions().await.unwrap(), 0);
     s.purge_expired_sessions(5000).await.unwrap();
 
-    // audit: ordered, newest `limit` rows after a sequence number
-    for i in 0..3 {
-        s.append_audit(&AuditEntry {
-            at_ms: i,
-            action: "release".into(),
-            decision: "allow".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    }
-    let rows = s.list_audit(0, 2).await.unwrap();
-    assert_eq!(rows.iter().map(|r| r.at_ms).collect::<Vec<_>>(), vec![1, 2]);
-    let after = s.list_audit(rows[0].seq, 10).await.unwrap();
-    assert_eq!(after.len(), 1);
+    audit(s).await;
+
+    // resource metadata: sealed sizes and times, sorted, without the bytes
+    s.put_resource("b/x/y", &[0u8; 40], 7).await.unwrap();
+    s.put_resource("a/x/y", &[1u8; 29], 8).await.unwrap();
+    assert_eq!(
+        s.list_resource_meta().await.unwrap(),
+        vec![("a/x/y".to_string(), 29, 8), ("b/x/y".to_string(), 40, 7)]
+    );
+    s.delete_resource("a/x/y").await.unwrap();
+    s.delete_resource("b/x/y").await.unwrap();
 
     // policies: defaults never overwrite
     s.put_policy_if_absent("resource-policy", PolicyKind::Resource, "a", 1)
@@ -211,4 +207,311 @@ pub(crate) async fn conformance(s: &dyn Store) {
         Some("{\"first\":1}")
     );
     assert!(s.get_wrapped_key("other").await.unwrap().is_none());
+}
+
+/// The audit log: filters, paging with totals, claims kept and left out, the nonce
+/// consumption that writes its row, retention.
+async fn audit(s: &dyn Store) {
+    let page = |f: AuditFilter| async move { s.list_audit(&f).await.unwrap() };
+    let all = || AuditFilter {
+        limit: 100,
+        ..Default::default()
+    };
+    let rows = [
+        ("attest", "allow", Some("s1"), Some("tdx"), None),
+        (
+            "release",
+            "allow",
+            Some("s1"),
+            Some("tdx"),
+            Some("default/key/a"),
+        ),
+        (
+            "release",
+            "deny",
+            Some("s2"),
+            Some("sample"),
+            Some("default/key/b"),
+        ),
+        (
+            "release",
+            "deny",
+            None,
+            Some("sample"),
+            Some("default/key_/c"),
+        ),
+        (
+            "admin:set-resource",
+            "ok",
+            None,
+            None,
+            Some("default/key/a"),
+        ),
+        ("attest", "deny", Some("s3"), Some("sample"), None),
+    ];
+    for (i, (action, decision, session, tee, resource)) in rows.iter().enumerate() {
+        s.append_audit(&AuditEntry {
+            at_ms: 1000 * (i as i64 + 1),
+            action: action.to_string(),
+            decision: decision.to_string(),
+            session_id: session.map(str::to_string),
+            tee: tee.map(str::to_string),
+            resource: resource.map(str::to_string),
+            client_addr: Some("192.0.2.7".into()),
+            actor: action
+                .starts_with("admin")
+                .then(|| "ops@example".to_string()),
+            verdict: (*action == "attest").then(|| "affirming".to_string()),
+            trust_vector: (*action == "attest").then(|| serde_json::json!({"executables": 3})),
+            claims: (*action == "attest" && *decision == "allow")
+                .then(|| serde_json::json!({"tdx": {"mr_td": "ab"}})),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let p = page(all()).await;
+    assert_eq!((p.total, p.entries.len()), (6, 6));
+    let ats: Vec<i64> = p.entries.iter().map(|r| r.at_ms).collect();
+    assert_eq!(
+        ats,
+        vec![6000, 5000, 4000, 3000, 2000, 1000],
+        "newest first"
+    );
+    assert!(
+        p.entries.iter().all(|r| r.claims.is_none()),
+        "claims left out of listings"
+    );
+    assert_eq!(p.entries.iter().filter(|r| r.has_claims).count(), 1);
+    let attest = p.entries.iter().find(|r| r.has_claims).unwrap();
+    assert_eq!(
+        attest.trust_vector,
+        Some(serde_json::json!({"executables": 3}))
+    );
+    assert_eq!(attest.client_addr.as_deref(), Some("192.0.2.7"));
+    assert_eq!(attest.verdict.as_deref(), Some("affirming"));
+    let one = s.get_audit(attest.seq).await.unwrap().unwrap();
+    assert_eq!(
+        one.claims,
+        Some(serde_json::json!({"tdx": {"mr_td": "ab"}}))
+    );
+    assert!(s.get_audit(attest.seq + 1000).await.unwrap().is_none());
+    let with = page(AuditFilter {
+        with_claims: true,
+        ..all()
+    })
+    .await;
+    assert_eq!(
+        with.entries.iter().filter(|r| r.claims.is_some()).count(),
+        1
+    );
+
+    // paging: totals stay, pages move
+    let p2 = page(AuditFilter {
+        limit: 2,
+        offset: 2,
+        ..all()
+    })
+    .await;
+    assert_eq!(p2.total, 6);
+    assert_eq!(
+        p2.entries.iter().map(|r| r.at_ms).collect::<Vec<_>>(),
+        vec![4000, 3000]
+    );
+    let asc = page(AuditFilter {
+        limit: 2,
+        oldest_first: true,
+        ..all()
+    })
+    .await;
+    assert_eq!(
+        asc.entries.iter().map(|r| r.at_ms).collect::<Vec<_>>(),
+        vec![1000, 2000]
+    );
+    let tail = page(AuditFilter {
+        after_seq: Some(asc.entries[1].seq),
+        oldest_first: true,
+        ..all()
+    })
+    .await;
+    assert_eq!(tail.total, 4);
+
+    // filters, alone and together
+    let count = |f: AuditFilter| async move { s.list_audit(&f).await.unwrap().total };
+    assert_eq!(
+        count(AuditFilter {
+            since_ms: Some(2000),
+            until_ms: Some(4000),
+            ..all()
+        })
+        .await,
+        2
+    );
+    assert_eq!(
+        count(AuditFilter {
+            tee: Some("sample".into()),
+            ..all()
+        })
+        .await,
+        3
+    );
+    assert_eq!(
+        count(AuditFilter {
+            decision: Some("deny".into()),
+            ..all()
+        })
+        .await,
+        3
+    );
+    assert_eq!(
+        count(AuditFilter {
+            session_id: Some("s1".into()),
+            ..all()
+        })
+        .await,
+        2
+    );
+    assert_eq!(
+        count(AuditFilter {
+            action: Some("attest".into()),
+            ..all()
+        })
+        .await,
+        2
+    );
+    assert_eq!(
+        count(AuditFilter {
+            action: Some("admin".into()),
+            ..all()
+        })
+        .await,
+        1
+    );
+    assert_eq!(
+        count(AuditFilter {
+            resource: Some("default/key/a".into()),
+            ..all()
+        })
+        .await,
+        2
+    );
+    // a prefix match is literal: `_` is no wildcard, case matters
+    assert_eq!(
+        count(AuditFilter {
+            resource: Some("default/key/*".into()),
+            ..all()
+        })
+        .await,
+        3
+    );
+    assert_eq!(
+        count(AuditFilter {
+            resource: Some("default/key_/*".into()),
+            ..all()
+        })
+        .await,
+        1
+    );
+    assert_eq!(
+        count(AuditFilter {
+            resource: Some("DEFAULT/*".into()),
+            ..all()
+        })
+        .await,
+        0
+    );
+    assert_eq!(
+        count(AuditFilter {
+            action: Some("release".into()),
+            decision: Some("deny".into()),
+            tee: Some("sample".into()),
+            session_id: Some("s2".into()),
+            ..all()
+        })
+        .await,
+        1
+    );
+    let counts = s.audit_counts(0).await.unwrap();
+    assert!(counts.contains(&("admin".into(), "ok".into(), 1)));
+    assert!(counts.contains(&("release".into(), "deny".into(), 2)));
+    assert_eq!(
+        s.audit_counts(5500).await.unwrap(),
+        vec![("attest".into(), "deny".into(), 1)]
+    );
+
+    // the nonce consumption writes the attestation's row, once
+    let sess = Session {
+        id: "aud".into(),
+        tee: "sample".into(),
+        hash_alg: "sha384".into(),
+        protocol_version: Default::default(),
+        state: SessionState::Authed { nonce: "n".into() },
+        created_at: 0,
+        expires_at: 100,
+    };
+    s.create_session(&sess).await.unwrap();
+    let rec = AuditEntry {
+        at_ms: 7000,
+        action: "attest".into(),
+        decision: "allow".into(),
+        session_id: Some("aud".into()),
+        claims: Some(serde_json::json!({"sample": {"svn": "1"}})),
+        trust_vector: Some(serde_json::json!({"hardware": 2})),
+        ..Default::default()
+    };
+    assert!(!s
+        .consume_nonce_audited("aud", "wrong", "t", 50, &rec)
+        .await
+        .unwrap());
+    assert!(s
+        .consume_nonce_audited("aud", "n", "t", 50, &rec)
+        .await
+        .unwrap());
+    assert!(!s
+        .consume_nonce_audited("aud", "n", "t", 50, &rec)
+        .await
+        .unwrap());
+    let mine = page(AuditFilter {
+        session_id: Some("aud".into()),
+        with_claims: true,
+        ..all()
+    })
+    .await;
+    assert_eq!(
+        mine.total, 1,
+        "one row, only for the consumption that happened"
+    );
+    assert_eq!(mine.entries[0].claims, rec.claims);
+    assert_eq!(mine.entries[0].trust_vector, rec.trust_vector);
+    assert!(matches!(
+        s.load_session("aud", 50).await.unwrap().unwrap().state,
+        SessionState::Attested { .. }
+    ));
+
+    // retention: by age, then by count (the newest stay)
+    assert_eq!(s.prune_audit(Some(2500), None).await.unwrap(), 2);
+    assert_eq!(page(all()).await.total, 5);
+    assert_eq!(s.prune_audit(None, Some(3)).await.unwrap(), 2);
+    let left = page(all()).await;
+    assert_eq!(
+        left.entries.iter().map(|r| r.at_ms).collect::<Vec<_>>(),
+        vec![7000, 6000, 5000]
+    );
+    assert_eq!(s.prune_audit(Some(0), Some(3)).await.unwrap(), 0);
+    // many rows: removed in batches, exactly the newest kept
+    for i in 0..(super::sql::PRUNE_BATCH + 20) {
+        s.append_audit(&AuditEntry {
+            at_ms: 10_000 + i,
+            action: "release".into(),
+            decision: "allow".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let n = page(all()).await.total as u64;
+    assert_eq!(s.prune_audit(None, Some(10)).await.unwrap(), n - 10);
+    let left = page(all()).await;
+    assert_eq!(left.total, 10);
+    assert_eq!(left.entries[0].at_ms, 10_000 + super::sql::PRUNE_BATCH + 19);
 }
