@@ -22,6 +22,7 @@ pub struct KbsClient {
     http: reqwest::Client,
     base: String,
     provider: Box<dyn EvidenceProvider>,
+    gpus: Option<Box<dyn crate::gpu::GpuDevices>>,
     key: TeeKeyPair,
     cookie: Option<String>,
     token: Option<String>,
@@ -68,6 +69,7 @@ impl KbsClient {
             http,
             base: url.trim_end_matches('/').to_string(),
             provider,
+            gpus: None,
             key,
             cookie: None,
             token: None,
@@ -75,6 +77,13 @@ impl KbsClient {
             version: ProtocolVersion::default(),
             warned_plain_http: false,
         }
+    }
+
+    /// Sends evidence of the GPUs and NVSwitches `gpus` finds with every attestation
+    /// (KBS protocol 0.3.0 and later; older servers have no place for it).
+    pub fn with_gpus(mut self, gpus: Box<dyn crate::gpu::GpuDevices>) -> Self {
+        self.gpus = Some(gpus);
+        self
     }
 
     /// Speaks KBS protocol `version` (default: the newest, 0.4.0). 0.1.x servers release
@@ -178,12 +187,32 @@ impl KbsClient {
             })?,
         };
         let tee_pubkey = self.key.public_jwk();
-        let hash = binding_hash(self.version, alg, &challenge.nonce, &tee_pubkey, "");
+        // GPU reports answer the runtime-data hash without additional evidence; the TDX
+        // quote then binds the exact GPU evidence string (0.3.0 on: composite evidence).
+        let additional = match &self.gpus {
+            Some(gpus) if self.version.composite_evidence() => {
+                let device_hash = alg.digest(
+                    coffer_protocol::jcs::canonicalize(
+                        &serde_json::json!({"nonce": challenge.nonce, "tee-pubkey": tee_pubkey}),
+                    )
+                    .as_bytes(),
+                );
+                crate::gpu::additional_evidence(gpus.as_ref(), &device_hash)?
+            }
+            _ => String::new(),
+        };
+        let hash = binding_hash(
+            self.version,
+            alg,
+            &challenge.nonce,
+            &tee_pubkey,
+            &additional,
+        );
         let evidence = self.provider.evidence(&hash).await?;
         let body = AttestationParts {
             tee_pubkey,
             evidence,
-            additional_evidence: String::new(),
+            additional_evidence: additional,
             nonce: Some(challenge.nonce),
             init_data: self.init_data.clone(),
         }

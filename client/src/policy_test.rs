@@ -36,6 +36,9 @@ pub struct Recorded {
     pub claims: Option<Value>,
     /// The annotated evidence (`input` of an appraisal policy).
     pub evidence: Value,
+    /// Device submodules of a recorded token (`gpu0`, `switch0`, ...): name and annotated
+    /// evidence (`{"nvidia": {...}}`).
+    pub devices: Vec<(String, Value)>,
 }
 
 const EVIDENCE: &str = "ear.veraison.annotated-evidence";
@@ -64,14 +67,25 @@ impl Recorded {
                 .ok_or_else(|| {
                     PolicyTestError::Input(format!("token claims without submods.cpu0.{EVIDENCE}"))
                 })?;
+            let devices = json["submods"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter(|(k, _)| *k != "cpu0")
+                        .filter_map(|(k, v)| Some((k.clone(), v.get(EVIDENCE)?.clone())))
+                        .collect()
+                })
+                .unwrap_or_default();
             return Ok(Recorded {
                 claims: Some(json),
                 evidence,
+                devices,
             });
         }
         Ok(Recorded {
             claims: None,
             evidence: json,
+            devices: Vec::new(),
         })
     }
 }
@@ -113,9 +127,11 @@ impl Recorded {
             "ear.appraisal-policy-id": "default",
             EVIDENCE: evidence.clone(),
         }}});
+        // Audit rows keep the CPU claims only; device submodules are not recorded there.
         Ok(Recorded {
             claims: Some(claims),
             evidence,
+            devices: Vec::new(),
         })
     }
 }
@@ -152,6 +168,8 @@ pub struct NamedPolicy<'a> {
 pub struct Report {
     /// The appraisal, when an attestation policy was given.
     pub appraisal: Option<Appraisal>,
+    /// Each recorded device's appraisal (by submodule name), when devices were appraised.
+    pub devices: Vec<(String, Appraisal)>,
     /// The resource path and the verdict, when a resource policy was given.
     pub resource: Option<(String, ResourceVerdict)>,
 }
@@ -167,6 +185,19 @@ impl Report {
                        "extensions": a.extensions, "form": a.form.as_str()}),
             );
         }
+        if !self.devices.is_empty() {
+            let d: Map<String, Value> = self
+                .devices
+                .iter()
+                .map(|(n, a)| {
+                    (
+                        n.clone(),
+                        json!({"status": a.status, "trust_vector": a.trust_vector}),
+                    )
+                })
+                .collect();
+            m.insert("devices".into(), Value::Object(d));
+        }
         if let Some((path, v)) = &self.resource {
             m.insert(
                 "resource".into(),
@@ -180,11 +211,14 @@ impl Report {
 /// Runs the given policies on `recorded`. With an attestation policy the evidence is
 /// appraised afresh and the resource policy (if any) sees the claims of the token that
 /// appraisal would produce; without one, the resource policy sees the recorded claims.
-/// `dialect` presents the resource path as the server's `attestation.resource_path_dialect`
-/// does.
+/// Recorded devices (`gpu0`, `switch0`, ...) are appraised afresh whenever an attestation
+/// or GPU policy is given: GPUs with `gpu` (or the built-in `default_gpu`), NVSwitches with
+/// the built-in `default_switch`, as the server does. `dialect` presents the resource path
+/// as the server's `attestation.resource_path_dialect` does.
 pub fn run(
     recorded: &Recorded,
     attestation: Option<NamedPolicy<'_>>,
+    gpu: Option<NamedPolicy<'_>>,
     reference_values: HashMap<String, Value>,
     resource: Option<(NamedPolicy<'_>, &ResourcePath, Map<String, Value>)>,
     dialect: ResourcePathDialect,
@@ -195,17 +229,56 @@ pub fn run(
         move |source| PolicyTestError::Policy { name, source }
     };
     let mut claims = recorded.claims.clone();
+    let rvs: std::sync::Arc<HashMap<String, Value>> = reference_values.into();
+    let reappraise = attestation.is_some() || gpu.is_some();
+    let mut devices = Vec::new();
+    let mut device_submods = Map::new();
+    if reappraise {
+        let gpu = gpu.unwrap_or(NamedPolicy {
+            name: "built-in default_gpu",
+            text: coffer_policy::defaults::ATTESTATION_GPU,
+        });
+        engine.check(gpu.text).map_err(failed(gpu.name))?;
+        for (name, evidence) in &recorded.devices {
+            let p = if name.starts_with("switch") {
+                NamedPolicy {
+                    name: "built-in default_switch",
+                    text: coffer_policy::defaults::ATTESTATION_SWITCH,
+                }
+            } else {
+                NamedPolicy {
+                    name: gpu.name,
+                    text: gpu.text,
+                }
+            };
+            let a = engine
+                .appraise(p.text, evidence, rvs.clone())
+                .map_err(failed(p.name))?;
+            device_submods.insert(name.clone(), Value::Object(a.submod(evidence.clone())));
+            devices.push((name.clone(), a));
+        }
+    }
     let appraisal = match attestation {
         Some(p) => {
             engine.check(p.text).map_err(failed(p.name))?;
             let a = engine
-                .appraise(p.text, &recorded.evidence, reference_values.into())
+                .appraise(p.text, &recorded.evidence, rvs.clone())
                 .map_err(failed(p.name))?;
-            claims = Some(json!({"submods": {"cpu0": a.submod(recorded.evidence.clone())}}));
+            let mut submods = device_submods.clone();
+            submods.insert(
+                "cpu0".into(),
+                Value::Object(a.submod(recorded.evidence.clone())),
+            );
+            claims = Some(json!({ "submods": submods }));
             Some(a)
         }
         None => None,
     };
+    if let (None, Some(Value::Object(c))) = (&appraisal, claims.as_mut()) {
+        if let Some(Value::Object(s)) = c.get_mut("submods") {
+            s.extend(device_submods);
+        }
+    }
     let resource = match resource {
         Some((p, path, query)) => {
             let claims = claims.ok_or_else(|| {
@@ -229,6 +302,7 @@ pub fn run(
     };
     Ok(Report {
         appraisal,
+        devices,
         resource,
     })
 }
@@ -279,6 +353,17 @@ mod tests {
         assert_eq!(Recorded::parse(&claims.to_string()).unwrap(), r);
         let e = Recorded::parse(&evidence().to_string()).unwrap();
         assert_eq!((e.claims, e.evidence), (None, evidence()));
+        let with_gpu = json!({"submods": {
+            "cpu0": {EVIDENCE: evidence()},
+            "gpu0": {"ear.status": "warning", EVIDENCE: {"nvidia": {"measres": "failure"}}}}});
+        let g = Recorded::parse(&with_gpu.to_string()).unwrap();
+        assert_eq!(
+            g.devices,
+            vec![(
+                "gpu0".to_string(),
+                json!({"nvidia": {"measres": "failure"}})
+            )]
+        );
         for bad in ["a.b.c", "[1]", "{\"submods\": {}}", "nonsense"] {
             assert!(
                 matches!(Recorded::parse(bad), Err(PolicyTestError::Input(_))),

@@ -6,6 +6,7 @@
 
 pub mod cdh_emulator;
 pub mod fake_tsm;
+pub mod gpu_mint;
 pub mod http_stub;
 pub mod kms_emulator;
 pub mod pccs_emulator;

@@ -11,6 +11,11 @@
 # reference values and uploading `coffer admin set-resource-policy --affirming` (or a policy
 # of your own that checks measurements and the resource path).
 #
+# Confidential GPUs and NVSwitches: when the token carries device submodules (gpu0, ...,
+# switch0, ...; only when the server verifies GPU evidence), each must be `affirming`
+# under its device policy (default_gpu / default_switch): a genuine, unrevoked device
+# whose measurements match NVIDIA's signed RIMs. Tokens without devices are unaffected.
+#
 # TCB statuses refused: `Revoked` only. `OutOfDate` (and the `...ConfigurationNeeded` /
 # `SWHardeningNeeded` variants) is released, because cloud hosts often lag on microcode
 # and the TD is still genuine; to refuse it too, add "OutOfDate" and
@@ -29,12 +34,27 @@ allow if {
 	data.plugin == "resource"
 	not evidence.sample
 	production_tdx
+	devices_affirming
 }
 
 allow if {
 	data.plugin == "resource"
 	not evidence.sample
 	production_sgx
+	devices_affirming
+}
+
+devices_affirming if {
+	every name, submod in input.submods {
+		device_affirming(name, submod)
+	}
+}
+
+device_affirming(name, _) if name == "cpu0"
+
+device_affirming(name, submod) if {
+	name != "cpu0"
+	submod["ear.status"] == "affirming"
 }
 
 # TDATTRIBUTES.DEBUG clear: the host cannot read the TD's memory.

@@ -27,6 +27,11 @@ pub use resource::{ResourcePathDialect, ResourceRequest, ResourceVerdict};
 pub mod defaults {
     /// CPU appraisal policy (`default_cpu`).
     pub const ATTESTATION_CPU: &str = include_str!("../../policies/attestation/default_cpu.rego");
+    /// GPU appraisal policy (`default_gpu`).
+    pub const ATTESTATION_GPU: &str = include_str!("../../policies/attestation/default_gpu.rego");
+    /// NVSwitch appraisal policy (`default_switch`).
+    pub const ATTESTATION_SWITCH: &str =
+        include_str!("../../policies/attestation/default_switch.rego");
     /// Default resource policy.
     pub const RESOURCE: &str = include_str!("../../policies/resource/default.rego");
     /// Allow everything (testing).
@@ -41,6 +46,10 @@ pub mod defaults {
 pub const RESOURCE_POLICY_ID: &str = "resource-policy";
 /// Id of the attestation policy for CPU evidence (as in Trustee).
 pub const CPU_POLICY_ID: &str = "default_cpu";
+/// Id of the attestation policy for each GPU's submodule (`gpu0`, ...), as in Trustee.
+pub const GPU_POLICY_ID: &str = "default_gpu";
+/// Id of the attestation policy for each NVSwitch's submodule (`switch0`, ...).
+pub const SWITCH_POLICY_ID: &str = "default_switch";
 /// Id under which Alibaba Cloud's Trustee keeps its one attestation policy. When a policy
 /// with this id exists it appraises CPU evidence instead of [`CPU_POLICY_ID`]: users of that
 /// distribution upload `policy_id: "default"` and expect it to govern (upstream would store

@@ -46,6 +46,8 @@ pub struct Config {
     pub attestation: AttestationConfig,
     /// TDX/SGX quote verification: collateral sources and trust anchor.
     pub dcap: crate::attestation::collateral::DcapConfig,
+    /// NVIDIA GPU evidence verification: roots and collateral sources.
+    pub gpu: crate::attestation::gpu::GpuConfig,
     /// Resources under `default/aliyun/` read from an Aliyun KMS instance (optional).
     pub aliyun_kms: Option<crate::secrets::aliyun::AliyunKmsConfig>,
     /// Audit log: what an attestation row keeps and how long rows are kept.

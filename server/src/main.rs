@@ -187,6 +187,20 @@ async fn main() -> anyhow::Result<()> {
             ));
         }
     }
+    if cfg.gpu.enabled {
+        use coffer_server::attestation::gpu::GpuAttestation;
+        let gpu = GpuAttestation::new(&cfg.gpu, store.clone()).context("gpu verification")?;
+        let (rims, ocsp) = gpu.offline_counts();
+        tracing::info!(
+            offline_rims = rims,
+            offline_ocsp_responses = ocsp,
+            rim_service = cfg.gpu.rim_service_url.is_some(),
+            ocsp_responder = cfg.gpu.ocsp_url.is_some(),
+            custom_roots = cfg.gpu.device_root_file.is_some() || cfg.gpu.rim_root_file.is_some(),
+            "gpu verifier enabled"
+        );
+        verifiers.set_gpu(Arc::new(gpu));
+    }
     let kek = match keys.kek.clone() {
         Some(k) => k,
         None => {

@@ -115,6 +115,11 @@ struct TeeArgs {
     /// for protocol 0.1.x, which must be RSA).
     #[arg(long)]
     tee_key_file: Option<PathBuf>,
+    /// GPU evidence: `auto` sends a report and certificate chain for every NVIDIA GPU in
+    /// confidential-computing mode the driver (NVML) lists (none without the driver);
+    /// `off` sends none.
+    #[arg(long, default_value = "auto", env = "COFFER_GPU", value_parser = ["auto", "off"])]
+    gpu: String,
 }
 
 #[derive(Subcommand)]
@@ -201,6 +206,11 @@ fn tee_client_for(
         key,
     )
     .with_protocol_version(version);
+    let client = if tee.gpu == "auto" {
+        client.with_gpus(Box::new(coffer::gpu::NvmlDevices))
+    } else {
+        client
+    };
     Ok(match &tee.initdata {
         Some(p) => client.with_init_data(read_text(p)?),
         None => client,

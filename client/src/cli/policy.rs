@@ -65,9 +65,14 @@ pub(crate) struct PolicyTestArgs {
     /// Attestation (appraisal) policy to evaluate, as uploaded with set-attestation-policy.
     #[arg(long, group = "policies")]
     attestation_policy: Option<PathBuf>,
-    /// Reference values for the attestation policy: a JSON object of name -> value, as
-    /// registered with `admin set-reference-value NAME VALUE`.
-    #[arg(long, requires = "attestation_policy")]
+    /// GPU appraisal policy for the token's GPU submodules (gpu0, ...), as uploaded with
+    /// `set-attestation-policy --id default_gpu`. Recorded GPUs are appraised afresh with it
+    /// (or with the built-in default_gpu when only --attestation-policy is given).
+    #[arg(long, group = "policies")]
+    gpu_policy: Option<PathBuf>,
+    /// Reference values for the attestation and GPU policies: a JSON object of name ->
+    /// value, as registered with `admin set-reference-value NAME VALUE`.
+    #[arg(long)]
     reference_values: Option<PathBuf>,
     /// Resource policy to evaluate, as uploaded with set-resource-policy.
     #[arg(long, group = "policies", requires = "resource")]
@@ -143,13 +148,13 @@ pub(crate) async fn test(
             .with_context(|| format!("--query {q:?}: expected KEY=VALUE"))?;
         query.insert(k.to_string(), serde_json::Value::String(v.to_string()));
     }
-    let texts = [&t.attestation_policy, &t.resource_policy].map(|p| {
+    let texts = [&t.attestation_policy, &t.resource_policy, &t.gpu_policy].map(|p| {
         p.as_ref()
             .map(|p| Ok::<_, anyhow::Error>((p.display().to_string(), read_text(p)?)))
             .transpose()
     });
-    let [attestation, resource] = texts;
-    let (attestation, resource) = (attestation?, resource?);
+    let [attestation, resource, gpu] = texts;
+    let (attestation, resource, gpu) = (attestation?, resource?, gpu?);
     fn named(p: &Option<(String, String)>) -> Option<coffer::policy_test::NamedPolicy<'_>> {
         p.as_ref().map(|(name, text)| NamedPolicy { name, text })
     }
@@ -160,6 +165,7 @@ pub(crate) async fn test(
     let report = run(
         &recorded,
         named(&attestation),
+        named(&gpu),
         rvs,
         resource_req,
         t.resource_path_dialect,
@@ -180,6 +186,9 @@ pub(crate) async fn test(
                 a.status,
                 tiers.join(", ")
             );
+        }
+        for (submod, a) in &report.devices {
+            println!("device {submod}: {}", a.status);
         }
         if let (Some((path, v)), Some((name, _))) = (&report.resource, &resource) {
             let verdict = if v.allow { "allow" } else { "deny" };

@@ -367,6 +367,7 @@ async fn test(req: HttpRequest, st: web::Data<State>, body: web::Json<TestBody>)
                 Some(p) => run(
                     &recorded,
                     None,
+                    None,
                     HashMap::new(),
                     Some((draft, p, serde_json::Map::new())),
                     ResourcePathDialect::default(),
@@ -374,6 +375,7 @@ async fn test(req: HttpRequest, st: web::Data<State>, body: web::Json<TestBody>)
                 None => run(
                     &recorded,
                     Some(draft),
+                    None,
                     rvs.clone(),
                     None,
                     ResourcePathDialect::default(),

@@ -2,6 +2,7 @@
 //! `/auth`.
 
 pub mod collateral;
+pub mod gpu;
 mod sample;
 mod tdx;
 
@@ -76,9 +77,13 @@ pub trait Verifier: Send + Sync {
     async fn verify(&self, evidence: &Value, binding: &Binding<'_>) -> Result<Value, VerifyError>;
 }
 
-/// The verifiers this server accepts, by TEE name.
+/// The verifiers this server accepts, by TEE name, and the GPU verifier for devices
+/// attached to them.
 #[derive(Clone, Default)]
-pub struct Verifiers(HashMap<&'static str, Arc<dyn Verifier>>);
+pub struct Verifiers(
+    HashMap<&'static str, Arc<dyn Verifier>>,
+    Option<Arc<gpu::GpuAttestation>>,
+);
 
 impl Verifiers {
     /// The built-in set.
@@ -91,6 +96,16 @@ impl Verifiers {
     /// Registers a verifier (replacing one for the same TEE).
     pub fn add(&mut self, v: Arc<dyn Verifier>) {
         self.0.insert(v.tee(), v);
+    }
+
+    /// Enables GPU evidence verification.
+    pub fn set_gpu(&mut self, gpu: Arc<gpu::GpuAttestation>) {
+        self.1 = Some(gpu);
+    }
+
+    /// The GPU verifier, when GPU verification is on.
+    pub fn gpu(&self) -> Option<&Arc<gpu::GpuAttestation>> {
+        self.1.as_ref()
     }
 
     /// The verifier for `tee`.

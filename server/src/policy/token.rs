@@ -42,16 +42,22 @@ impl TokenIssuer {
         json!({ "keys": [jwk] })
     }
 
-    /// Signs an EAR token for `annotated_evidence` appraised as `appraisal`, earned by a
-    /// handshake of protocol `version`.
+    /// Signs an EAR token for `annotated_evidence` appraised as `appraisal` (`cpu0`) and
+    /// the appraised `devices` (`gpu0`, `switch0`, ...), earned by a handshake of protocol
+    /// `version`.
     pub fn issue(
         &self,
         annotated_evidence: Value,
         appraisal: &Appraisal,
+        devices: Map<String, Value>,
         now: i64,
         version: ProtocolVersion,
     ) -> String {
-        let submod = appraisal.submod(annotated_evidence);
+        let mut submods = devices;
+        submods.insert(
+            "cpu0".into(),
+            Value::Object(appraisal.submod(annotated_evidence)),
+        );
         let claims = json!({
             "eat_profile": "tag:github.com,2024:confidential-containers/Trustee",
             "iat": now,
@@ -59,7 +65,7 @@ impl TokenIssuer {
                 "developer": "https://github.com/coffer",
                 "build": concat!("coffer-server ", env!("CARGO_PKG_VERSION")),
             },
-            "submods": { "cpu0": submod },
+            "submods": submods,
             "exp": now + self.ttl_secs,
             "iss": self.issuer,
             (PROTOCOL_VERSION_CLAIM): version.as_str(),
@@ -107,7 +113,7 @@ mod tests {
         let issuer = TokenIssuer::new(k, "coffer".into(), 300);
         let a = Appraisal::from_policy_output(json!({"hardware": 2}), json!([])).unwrap();
         let evidence = json!({"sample": {"svn": "1"}});
-        let t = issuer.issue(evidence, &a, 1000, ProtocolVersion::V0_1_1);
+        let t = issuer.issue(evidence, &a, Map::new(), 1000, ProtocolVersion::V0_1_1);
         let claims = issuer.verify(&t, 1100).unwrap();
         assert_eq!(claims[PROTOCOL_VERSION_CLAIM], "0.1.1");
         assert_eq!(claims["submods"]["cpu0"]["ear.status"], "affirming");
@@ -127,7 +133,13 @@ mod tests {
         let k = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
         let issuer = TokenIssuer::new(k.clone(), "coffer".into(), 300);
         let a = Appraisal::from_policy_output(json!({"hardware": 2}), json!([])).unwrap();
-        let t = issuer.issue(json!({"sample": {}}), &a, 1000, ProtocolVersion::V0_4_0);
+        let t = issuer.issue(
+            json!({"sample": {}}),
+            &a,
+            Map::new(),
+            1000,
+            ProtocolVersion::V0_4_0,
+        );
         assert_eq!(issuer.claims_of_stored(&t, 1100).unwrap()["iss"], "coffer");
         assert_eq!(
             issuer.claims_of_stored(&t, 1300).unwrap_err(),

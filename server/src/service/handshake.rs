@@ -13,6 +13,7 @@ use rand::RngCore;
 use serde_json::{json, Map, Value};
 
 use super::{claims_digest, now_ms, parse_resource_path, Kbs, KbsError};
+use crate::attestation::gpu::GpuEvidence;
 use crate::attestation::{Binding, VerifyError};
 use crate::policy::PROTOCOL_VERSION_CLAIM;
 use crate::store::{AuditEntry, Session, SessionState};
@@ -322,16 +323,7 @@ impl Kbs {
         }
         parse_tee_key(version, &att.tee_pubkey).map_err(attest_err)?;
         let additional = &att.additional_evidence;
-        if !additional.is_empty() {
-            let extra: Value = serde_json::from_str(additional).map_err(|_| {
-                attest_err("additional_evidence must be a JSON object serialised as a string")
-            })?;
-            if let Some(name) = extra.as_object().and_then(|m| m.keys().next()) {
-                return Err(attest_err(format!(
-                    "additional evidence for {name:?} is not supported"
-                )));
-            }
-        }
+        let gpus = GpuEvidence::read(additional, &att.evidence).map_err(attest_err)?;
         let verifier = self
             .verifiers
             .get(&session.tee)
@@ -397,9 +389,12 @@ impl Kbs {
             snapshot.cpu_policy_id,
             &appraisal,
         );
+        let devices = self
+            .device_submods(gpus, &att.tee_pubkey, nonce, alg, &hash, &snapshot, now)
+            .await?;
         let token = self
             .tokens
-            .issue(annotated.clone(), &appraisal, now, version);
+            .issue(annotated.clone(), &appraisal, devices, now, version);
         Ok(Appraised {
             token,
             annotated,

@@ -2,6 +2,7 @@
 //! operations, each returning a typed [`KbsError`] that maps onto Trustee's error kinds.
 
 mod admin;
+mod devices;
 mod handshake;
 mod snapshot;
 

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{Kbs, KbsError};
-use crate::policy::{defaults, ALIBABA_CPU_POLICY_ID, CPU_POLICY_ID, RESOURCE_POLICY_ID};
+use crate::policy::{
+    defaults, ALIBABA_CPU_POLICY_ID, CPU_POLICY_ID, GPU_POLICY_ID, RESOURCE_POLICY_ID,
+    SWITCH_POLICY_ID,
+};
 
 /// Policies and reference values as of one moment.
 pub struct PolicySnapshot {
@@ -19,6 +22,10 @@ pub struct PolicySnapshot {
     pub cpu_policy: String,
     /// Which id `cpu_policy` came from.
     pub cpu_policy_id: &'static str,
+    /// Rego of the GPU appraisal policy (`default_gpu`).
+    pub gpu_policy: String,
+    /// Rego of the NVSwitch appraisal policy (`default_switch`).
+    pub switch_policy: String,
     /// Rego of the resource policy.
     pub resource_policy: String,
     /// Unexpired reference values.
@@ -80,6 +87,14 @@ impl Kbs {
                 ),
             ),
         };
+        let gpu_policy = text(
+            self.store.get_policy(GPU_POLICY_ID).await?,
+            defaults::ATTESTATION_GPU,
+        );
+        let switch_policy = text(
+            self.store.get_policy(SWITCH_POLICY_ID).await?,
+            defaults::ATTESTATION_SWITCH,
+        );
         let resource_policy = text(
             self.store.get_policy(RESOURCE_POLICY_ID).await?,
             defaults::RESOURCE,
@@ -94,6 +109,8 @@ impl Kbs {
         let s = Arc::new(PolicySnapshot {
             cpu_policy,
             cpu_policy_id,
+            gpu_policy,
+            switch_policy,
             resource_policy,
             reference_values: Arc::new(reference_values),
         });

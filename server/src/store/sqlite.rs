@@ -16,9 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension};
 
-use super::sql::{
-    audit_placeholders, audit_where, Arg, AUDIT_COLUMNS, CONSUME_NONCE, PRUNE_BATCH,
-};
+use super::sql::{audit_placeholders, audit_where, Arg, AUDIT_COLUMNS, CONSUME_NONCE, PRUNE_BATCH};
 use super::{
     AuditEntry, AuditFilter, AuditPage, PolicyKind, Session, SessionState, Store, StoreError,
     StoredPolicy,
@@ -81,7 +79,10 @@ impl SqliteStore {
 
 /// Checkpoints the WAL every [`CHECKPOINT_EVERY`] on its own connection until the store is
 /// dropped. PASSIVE never blocks the request path's reads or writes.
-fn spawn_checkpointer(file: PathBuf, store: std::sync::Weak<Mutex<Connection>>) -> Result<(), StoreError> {
+fn spawn_checkpointer(
+    file: PathBuf,
+    store: std::sync::Weak<Mutex<Connection>>,
+) -> Result<(), StoreError> {
     let conn = open_connection(&file)?;
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
@@ -203,7 +204,10 @@ fn arg_value(a: &Arg) -> rusqlite::types::Value {
 fn audit_values(e: &AuditEntry) -> [rusqlite::types::Value; 13] {
     use rusqlite::types::Value;
     let text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::Text);
-    let json = |v: &Option<serde_json::Value>| v.as_ref().map_or(Value::Null, |v| Value::Text(v.to_string()));
+    let json = |v: &Option<serde_json::Value>| {
+        v.as_ref()
+            .map_or(Value::Null, |v| Value::Text(v.to_string()))
+    };
     [
         Value::Integer(e.at_ms),
         Value::Text(e.action.clone()),
@@ -601,7 +605,10 @@ impl Store for SqliteStore {
     async fn get_audit(&self, seq: i64) -> Result<Option<AuditEntry>, StoreError> {
         self.conn()
             .prepare_cached(&format!("{AUDIT_SELECT}, claims FROM audit WHERE seq = ?1"))
-            .and_then(|mut st| st.query_row(params![seq], |r| audit_from_row(r, true)).optional())
+            .and_then(|mut st| {
+                st.query_row(params![seq], |r| audit_from_row(r, true))
+                    .optional()
+            })
             .map_err(unavailable)
     }
 
@@ -676,7 +683,10 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600, "{}", f.display());
         }
         // Recorded rows never change; removal is the retention's (audit.max_*).
-        assert!(s.conn().execute("UPDATE audit SET decision = 'x'", []).is_err());
+        assert!(s
+            .conn()
+            .execute("UPDATE audit SET decision = 'x'", [])
+            .is_err());
         assert!(s.conn().execute("DELETE FROM audit", []).is_ok());
     }
 

@@ -104,14 +104,15 @@ pub fn pids_named(name: &str) -> Vec<u32> {
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim_end() == name)
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == name)
         })
         .collect()
 }
 
 fn total_ticks(pids: &[u32]) -> (u64, u64) {
-    pids.iter().map(|p| cpu_ticks(*p)).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    pids.iter()
+        .map(|p| cpu_ticks(*p))
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
 }
 
 /// TDX evidence minted in-process over the handshake's REPORTDATA.
@@ -160,16 +161,31 @@ pub async fn run(target: &Target, load: &Load) -> anyhow::Result<Measurement> {
     for url in &target.urls {
         one_handshake(&http, url, &load.path, load.pki.clone())
             .await
-            .map_err(|e| anyhow::anyhow!("{}: a first handshake against {url} failed: {e:#}", target.name))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: a first handshake against {url} failed: {e:#}",
+                    target.name
+                )
+            })?;
     }
-    let idle_kib = target.pids.iter().map(|p| status_kib(*p, "VmRSS:")).max().unwrap_or(0);
+    let idle_kib = target
+        .pids
+        .iter()
+        .map(|p| status_kib(*p, "VmRSS:"))
+        .max()
+        .unwrap_or(0);
     let start = Instant::now();
     let warmup_end = start + load.warmup;
     let end = warmup_end + load.window;
     let urls = Arc::new(target.urls.clone());
     let mut tasks = Vec::new();
     for worker in 0..load.concurrency {
-        let (http, urls, path, pki) = (http.clone(), urls.clone(), load.path.clone(), load.pki.clone());
+        let (http, urls, path, pki) = (
+            http.clone(),
+            urls.clone(),
+            load.path.clone(),
+            load.pki.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0u64;
@@ -201,7 +217,10 @@ pub async fn run(target: &Target, load: &Load) -> anyhow::Result<Measurement> {
     let db_start = total_ticks(&db_pids);
     let mut peak_kib = 0;
     while Instant::now() < end {
-        tokio::time::sleep(Duration::from_millis(100).min(end.saturating_duration_since(Instant::now()))).await;
+        tokio::time::sleep(
+            Duration::from_millis(100).min(end.saturating_duration_since(Instant::now())),
+        )
+        .await;
         for p in &target.pids {
             peak_kib = peak_kib.max(status_kib(*p, "VmRSS:"));
         }
@@ -242,9 +261,8 @@ pub async fn run(target: &Target, load: &Load) -> anyhow::Result<Measurement> {
         p99_ms: pct(0.99),
         server_cpu_ms_per_handshake: per(user + sys),
         server_sys_ms_per_handshake: per(sys),
-        db_cpu_ms_per_handshake: (!db_pids.is_empty()).then(|| {
-            per((db_end.0 + db_end.1).saturating_sub(db_start.0 + db_start.1))
-        }),
+        db_cpu_ms_per_handshake: (!db_pids.is_empty())
+            .then(|| per((db_end.0 + db_end.1).saturating_sub(db_start.0 + db_start.1))),
         rss_idle_mib: idle_kib as f64 / 1024.0,
         rss_load_mib: peak_kib as f64 / 1024.0,
     })

@@ -139,7 +139,10 @@ async fn main() -> anyhow::Result<()> {
         for (i, target) in targets.iter().enumerate() {
             let m = load::run(target, &load).await?;
             if args.json {
-                println!("{}", serde_json::json!({"round": round + 1, "tee": args.tee, "concurrency": args.concurrency, "measurement": m}));
+                println!(
+                    "{}",
+                    serde_json::json!({"round": round + 1, "tee": args.tee, "concurrency": args.concurrency, "measurement": m})
+                );
             } else {
                 print_measurement(round + 1, &m);
             }
@@ -163,9 +166,14 @@ fn print_measurement(round: usize, m: &Measurement) {
         m.server_cpu_ms_per_handshake, m.server_sys_ms_per_handshake
     );
     if let Some(db) = m.db_cpu_ms_per_handshake {
-        println!("  PostgreSQL CPU      {db:.3} ms per handshake (all its processes on this machine)");
+        println!(
+            "  PostgreSQL CPU      {db:.3} ms per handshake (all its processes on this machine)"
+        );
     }
-    println!("  latency p50 / p99   {:.2} ms / {:.2} ms", m.p50_ms, m.p99_ms);
+    println!(
+        "  latency p50 / p99   {:.2} ms / {:.2} ms",
+        m.p50_ms, m.p99_ms
+    );
     println!(
         "  server RSS          {:.1} MiB idle, {:.1} MiB peak under load",
         m.rss_idle_mib, m.rss_load_mib
@@ -182,7 +190,8 @@ fn print_ratios(coffer: &[Measurement], trustee: &[Measurement]) {
     };
     let safe = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
     println!("coffer-server / Trustee KBS, same run (min – max over rounds):");
-    let (lo, hi) = range(&|c, t| safe(c.server_cpu_ms_per_handshake, t.server_cpu_ms_per_handshake));
+    let (lo, hi) =
+        range(&|c, t| safe(c.server_cpu_ms_per_handshake, t.server_cpu_ms_per_handshake));
     println!("  server CPU per handshake  {lo:.2}x – {hi:.2}x");
     let (lo, hi) = range(&|c, t| safe(c.handshakes_per_s, t.handshakes_per_s));
     println!("  handshakes/s              {lo:.2}x – {hi:.2}x");

@@ -33,7 +33,9 @@ impl Drop for TrusteeKbs {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Starts `binary` under `dir` and stores `secret` at `resource` (`repo/type/tag`).
@@ -117,7 +119,8 @@ storage_backend_type = "kvstorage"
             ),
         }
     }
-    let policy = "package policy\n\ndefault allow = false\n\nallow if {\n\tdata.plugin == \"resource\"\n}\n";
+    let policy =
+        "package policy\n\ndefault allow = false\n\nallow if {\n\tdata.plugin == \"resource\"\n}\n";
     let body = serde_json::json!({
         "policy": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(policy)
     });
