@@ -10,15 +10,16 @@
 # here the script says so and fails. It removes the containers, volumes and networks it made;
 # the images stay (tags reused by the next run: base, PostgreSQL, coffer).
 #
-# COFFER_IMAGE_PROFILE=release (default) packs `cargo build --release` binaries, as the
-# Dockerfile's build stage makes them; `debug` packs the debug ones (faster to build).
+# COFFER_IMAGE_PROFILE=debug (default) packs the debug binaries scripts/test.sh has already
+# built, so the test command builds the workspace once; `release` packs `cargo build
+# --release` binaries, as the Dockerfile's build stage makes them (what users get).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/coffer-target}"
 export CONTAINERS_CONF="$root/scripts/image-test/containers.conf"
 V="${COFFER_VENVS:-$HOME/.cache/coffer-venvs}"
-profile="${COFFER_IMAGE_PROFILE:-release}"
+profile="${COFFER_IMAGE_PROFILE:-debug}"
 run="coffer-test-$$"
 
 say() { echo "test-image: $*" >&2; }

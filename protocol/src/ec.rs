@@ -60,16 +60,15 @@ pub(crate) fn generate() -> Option<(EcKey<Private>, p256::SecretKey, p256::Publi
 /// (`EcPoint::from_bytes`), and P-256 has cofactor 1, so there is no small subgroup to land in.
 pub(crate) fn ecdh(own: &EcKeyRef<Private>, peer: &EcKeyRef<Public>) -> Option<Zeroizing<Vec<u8>>> {
     let g = group();
-    let ctx = BigNumContext::new().ok()?;
+    let mut ctx = BigNumContext::new().ok()?;
     let mut shared = EcPoint::new(g).ok()?;
     shared
-        .mul(g, peer.public_key(), own.private_key(), &ctx)
+        .mul2(g, peer.public_key(), own.private_key(), &mut ctx)
         .ok()?;
     if shared.is_infinity(g) {
         return None;
     }
     let (mut x, mut y) = (BigNum::new().ok()?, BigNum::new().ok()?);
-    let mut ctx = ctx;
     shared.affine_coordinates(g, &mut x, &mut y, &mut ctx).ok()?;
     let out = Zeroizing::new(x.to_vec_padded(32).ok()?);
     x.clear();

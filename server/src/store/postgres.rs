@@ -25,8 +25,12 @@ impl PgStore {
     /// Connects to `url` (`postgres://...`) and runs migrations. Several servers may do so
     /// at once: sqlx serialises migrations with an advisory lock.
     pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        // Every connection is opened up front and re-opened in the background: a connection
+        // made on a request's path waits for name resolution and authentication, which in a
+        // fresh pod or compose network can take longer than the acquire timeout.
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
+            .min_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await
