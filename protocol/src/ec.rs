@@ -69,7 +69,9 @@ pub(crate) fn ecdh(own: &EcKeyRef<Private>, peer: &EcKeyRef<Public>) -> Option<Z
         return None;
     }
     let (mut x, mut y) = (BigNum::new().ok()?, BigNum::new().ok()?);
-    shared.affine_coordinates(g, &mut x, &mut y, &mut ctx).ok()?;
+    shared
+        .affine_coordinates(g, &mut x, &mut y, &mut ctx)
+        .ok()?;
     let out = Zeroizing::new(x.to_vec_padded(32).ok()?);
     x.clear();
     Some(out)
