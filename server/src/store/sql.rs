@@ -1,6 +1,6 @@
-//! The SQL shared by every sqlx backend. Statements use `$N` placeholders, which both
-//! PostgreSQL and SQLite accept, so one body serves both; [`sql_store!`] instantiates it for
-//! a backend's store type and row type.
+//! The SQL of the sqlx store body ([`sql_store!`], instantiated for PostgreSQL), and the audit
+//! statements' pieces (columns, filter, nonce consumption) the SQLite store (rusqlite) shares.
+//! Statements use `$N` placeholders; the SQLite store renumbers them `?N`.
 
 /// Any sqlx failure: the database could not serve the request.
 pub(crate) fn unavailable(e: sqlx::Error) -> super::StoreError {
@@ -252,9 +252,12 @@ macro_rules! sql_store {
             }
 
             async fn evict_sessions(&self, limit: u64, before: i64) -> Result<u64, StoreError> {
+                // SKIP LOCKED: replicas evicting at the same moment take different rows;
+                // without it the later one waited for the first one's rows, found them gone,
+                // evicted nothing and refused /auth with 429.
                 let r = sqlx::query(
                     "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
-                     WHERE created_at < $2 ORDER BY state, created_at LIMIT $1)",
+                     WHERE created_at < $2 ORDER BY state, created_at LIMIT $1 FOR UPDATE SKIP LOCKED)",
                 )
                 .bind(limit.min(i64::MAX as u64) as i64)
                 .bind(before)

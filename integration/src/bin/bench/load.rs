@@ -33,6 +33,8 @@ pub struct Measurement {
     pub handshakes: u64,
     /// Failed handshakes inside the window.
     pub errors: u64,
+    /// The first failure's message, when there was one.
+    pub first_error: Option<String>,
     /// Completed handshakes per second.
     pub handshakes_per_s: f64,
     /// Latency percentiles, milliseconds.
@@ -189,6 +191,7 @@ pub async fn run(target: &Target, load: &Load) -> anyhow::Result<Measurement> {
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0u64;
+            let mut first_error = None;
             let mut n = worker;
             loop {
                 let t = Instant::now();
@@ -196,19 +199,19 @@ pub async fn run(target: &Target, load: &Load) -> anyhow::Result<Measurement> {
                     break;
                 }
                 n += 1;
-                let ok = one_handshake(&http, &urls[n % urls.len()], &path, pki.clone())
-                    .await
-                    .is_ok();
+                let result = one_handshake(&http, &urls[n % urls.len()], &path, pki.clone()).await;
                 let done = Instant::now();
                 if done >= warmup_end && done < end {
-                    if ok {
-                        lat.push(done - t);
-                    } else {
-                        errors += 1;
+                    match result {
+                        Ok(()) => lat.push(done - t),
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert_with(|| format!("{e:#}"));
+                        }
                     }
                 }
             }
-            (lat, errors)
+            (lat, errors, first_error)
         }));
     }
     tokio::time::sleep_until(warmup_end.into()).await;
@@ -229,10 +232,12 @@ pub async fn run(target: &Target, load: &Load) -> anyhow::Result<Measurement> {
     let db_end = total_ticks(&db_pids);
     let mut lat = Vec::new();
     let mut errors = 0;
+    let mut first_error = None;
     for t in tasks {
-        let (l, e) = t.await?;
+        let (l, e, first) = t.await?;
         lat.extend(l);
         errors += e;
+        first_error = first_error.or(first);
     }
     lat.sort();
     let pct = |p: f64| {
@@ -256,6 +261,7 @@ pub async fn run(target: &Target, load: &Load) -> anyhow::Result<Measurement> {
         target: target.name.clone(),
         handshakes: n,
         errors,
+        first_error,
         handshakes_per_s: n as f64 / load.window.as_secs_f64(),
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),

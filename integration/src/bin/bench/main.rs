@@ -165,6 +165,9 @@ fn print_measurement(round: usize, m: &Measurement) {
         "  server CPU          {:.3} ms per handshake ({:.3} ms of it in the kernel)",
         m.server_cpu_ms_per_handshake, m.server_sys_ms_per_handshake
     );
+    if let Some(e) = &m.first_error {
+        println!("  first error         {e}");
+    }
     if let Some(db) = m.db_cpu_ms_per_handshake {
         println!(
             "  PostgreSQL CPU      {db:.3} ms per handshake (all its processes on this machine)"
