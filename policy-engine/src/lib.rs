@@ -74,6 +74,35 @@ pub enum PolicyError {
 #[derive(Default)]
 pub struct PolicyEngine {
     cache: Mutex<HashMap<[u8; 32], Arc<regorus::Engine>>>,
+    /// Engines with their `data` added and prepared. regorus re-analyses every module on the
+    /// first evaluation after `add_data`, so adding a request's data to a fresh clone each
+    /// time repeated that analysis per request; a prepared engine is cloned with its
+    /// analysis and only gets the request's input.
+    prepared: Mutex<HashMap<PreparedKey, PreparedEngine>>,
+}
+
+/// A prepared engine's key: the policy text's digest and what its data came from.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum PreparedKey {
+    /// An appraisal policy with a reference-value snapshot (by address; the entry holds the
+    /// snapshot, so the address cannot be reused while cached).
+    Appraisal([u8; 32], usize),
+    /// A resource policy with a request's data (JSON text).
+    Resource([u8; 32], String),
+}
+
+struct PreparedEngine {
+    engine: Arc<regorus::Engine>,
+    /// Keeps the reference-value snapshot alive (and its address unique) while cached.
+    _snapshot: Option<Arc<HashMap<String, Value>>>,
+}
+
+/// Runs regorus' analysis now (any evaluation does it first; the rule path here names no
+/// rule, so nothing is evaluated).
+fn prepare(mut engine: regorus::Engine) -> regorus::Engine {
+    engine.set_input(regorus::Value::new_object());
+    let _ = engine.eval_rule("data.policy.coffer_prepare_only".into());
+    engine
 }
 
 const CACHE_LIMIT: usize = 64;
@@ -140,6 +169,38 @@ impl PolicyEngine {
         Ok(())
     }
 
+    /// A clone of the prepared engine for `key`, made by `make` from the compiled policy on
+    /// a miss.
+    fn prepared_engine(
+        &self,
+        text: &str,
+        key: PreparedKey,
+        snapshot: Option<Arc<HashMap<String, Value>>>,
+        make: impl FnOnce(regorus::Engine) -> Result<regorus::Engine, PolicyError>,
+    ) -> Result<regorus::Engine, PolicyError> {
+        if let Some(e) = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok((*e.engine).clone());
+        }
+        let engine = Arc::new(prepare(make(self.engine(text)?)?));
+        let mut cache = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(
+            key,
+            PreparedEngine {
+                engine: engine.clone(),
+                _snapshot: snapshot,
+            },
+        );
+        Ok((*engine).clone())
+    }
+
     fn engine(&self, text: &str) -> Result<regorus::Engine, PolicyError> {
         let key: [u8; 32] = Sha256::digest(text.as_bytes()).into();
         if let Some(e) = self
@@ -167,33 +228,38 @@ impl PolicyEngine {
         input: &Value,
         reference_values: Arc<HashMap<String, Value>>,
     ) -> Result<Appraisal, PolicyError> {
-        let mut engine = self.engine(text)?;
-        let rvs = reference_values.clone();
-        engine
-            .add_extension(
-                "query_reference_value".into(),
-                1,
-                Box::new(move |args: Vec<regorus::Value>| {
-                    let name = args
-                        .first()
-                        .and_then(|a| a.as_string().ok())
-                        .map(|s| s.to_string());
-                    Ok(match name.and_then(|n| rvs.get(&n).cloned()) {
-                        Some(v) => regorus::Value::from(v),
-                        None => regorus::Value::Null,
-                    })
-                }),
-            )
-            .map_err(|e| PolicyError::Eval(e.to_string()))?;
-        let reference: Map<String, Value> = reference_values
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        engine
-            .add_data(regorus::Value::from(
-                serde_json::json!({ "reference": reference }),
-            ))
-            .map_err(|e| PolicyError::Eval(e.to_string()))?;
+        let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+        let key = PreparedKey::Appraisal(digest, Arc::as_ptr(&reference_values) as usize);
+        let mut engine =
+            self.prepared_engine(text, key, Some(reference_values.clone()), |mut engine| {
+                let rvs = reference_values.clone();
+                engine
+                    .add_extension(
+                        "query_reference_value".into(),
+                        1,
+                        Box::new(move |args: Vec<regorus::Value>| {
+                            let name = args
+                                .first()
+                                .and_then(|a| a.as_string().ok())
+                                .map(|s| s.to_string());
+                            Ok(match name.and_then(|n| rvs.get(&n).cloned()) {
+                                Some(v) => regorus::Value::from(v),
+                                None => regorus::Value::Null,
+                            })
+                        }),
+                    )
+                    .map_err(|e| PolicyError::Eval(e.to_string()))?;
+                let reference: Map<String, Value> = reference_values
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                engine
+                    .add_data(regorus::Value::from(
+                        serde_json::json!({ "reference": reference }),
+                    ))
+                    .map_err(|e| PolicyError::Eval(e.to_string()))?;
+                Ok(engine)
+            })?;
         engine.set_input(regorus::Value::from(input.clone()));
         let extensions = declared_rule(&mut engine, "extensions")?
             .map(to_json)
@@ -225,10 +291,14 @@ impl PolicyEngine {
     /// `resource-path` and `query` (see [`resource_data`]). A missing or non-boolean `allow`
     /// is a denial.
     pub fn allow(&self, text: &str, input: &Value, data: &Value) -> Result<bool, PolicyError> {
-        let mut engine = self.engine(text)?;
-        engine
-            .add_data(regorus::Value::from(data.clone()))
-            .map_err(|e| PolicyError::Eval(e.to_string()))?;
+        let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+        let key = PreparedKey::Resource(digest, data.to_string());
+        let mut engine = self.prepared_engine(text, key, None, |mut engine| {
+            engine
+                .add_data(regorus::Value::from(data.clone()))
+                .map_err(|e| PolicyError::Eval(e.to_string()))?;
+            Ok(engine)
+        })?;
         engine.set_input(regorus::Value::from(input.clone()));
         let v = engine
             .eval_rule("data.policy.allow".into())
