@@ -70,6 +70,14 @@ impl SqliteStore {
         Ok(SqliteStore { conn })
     }
 
+    /// Runs one statement (prepared once, cached) and returns the rows it changed.
+    fn run(&self, sql: &str, params: impl rusqlite::Params) -> Result<usize, StoreError> {
+        self.conn()
+            .prepare_cached(sql)
+            .and_then(|mut st| st.execute(params))
+            .map_err(unavailable)
+    }
+
     /// The connection; a panic elsewhere while holding it leaves SQLite consistent (each
     /// statement is atomic), so a poisoned lock is taken over.
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -329,14 +337,12 @@ impl Store for SqliteStore {
         body: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "INSERT INTO policies (id, kind, body, updated_at) VALUES (?1, ?2, ?3, ?4) \
+        self.run(
+            "INSERT INTO policies (id, kind, body, updated_at) VALUES (?1, ?2, ?3, ?4) \
                  ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, body = excluded.body, updated_at = excluded.updated_at",
-                params![id, kind.as_str(), body, now],
-            )
-            .map(|_| ())
-            .map_err(unavailable)
+            params![id, kind.as_str(), body, now],
+        )
+        .map(|_| ())
     }
 
     async fn put_policy_if_absent(
@@ -346,13 +352,8 @@ impl Store for SqliteStore {
         body: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "INSERT INTO policies (id, kind, body, updated_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (id) DO NOTHING",
-                params![id, kind.as_str(), body, now],
-            )
+        self.run("INSERT INTO policies (id, kind, body, updated_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (id) DO NOTHING", params![id, kind.as_str(), body, now])
             .map(|_| ())
-            .map_err(unavailable)
     }
 
     async fn get_policy(&self, id: &str) -> Result<Option<StoredPolicy>, StoreError> {
@@ -383,13 +384,11 @@ impl Store for SqliteStore {
     }
 
     async fn delete_policy(&self, id: &str, kind: PolicyKind) -> Result<bool, StoreError> {
-        self.conn()
-            .execute(
-                "DELETE FROM policies WHERE id = ?1 AND kind = ?2",
-                params![id, kind.as_str()],
-            )
-            .map(|n| n > 0)
-            .map_err(unavailable)
+        self.run(
+            "DELETE FROM policies WHERE id = ?1 AND kind = ?2",
+            params![id, kind.as_str()],
+        )
+        .map(|n| n > 0)
     }
 
     async fn put_reference_value(
@@ -399,14 +398,12 @@ impl Store for SqliteStore {
         expires_at: i64,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "INSERT INTO reference_values (name, value, expires_at, updated_at) VALUES (?1, ?2, ?3, ?4) \
+        self.run(
+            "INSERT INTO reference_values (name, value, expires_at, updated_at) VALUES (?1, ?2, ?3, ?4) \
                  ON CONFLICT (name) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at, updated_at = excluded.updated_at",
-                params![name, value, expires_at, now],
-            )
-            .map(|_| ())
-            .map_err(unavailable)
+            params![name, value, expires_at, now],
+        )
+        .map(|_| ())
     }
 
     async fn reference_values(&self, now: i64) -> Result<Vec<(String, String)>, StoreError> {
@@ -420,24 +417,20 @@ impl Store for SqliteStore {
     }
 
     async fn delete_reference_value(&self, name: &str) -> Result<bool, StoreError> {
-        self.conn()
-            .execute(
-                "DELETE FROM reference_values WHERE name = ?1",
-                params![name],
-            )
-            .map(|n| n > 0)
-            .map_err(unavailable)
+        self.run(
+            "DELETE FROM reference_values WHERE name = ?1",
+            params![name],
+        )
+        .map(|n| n > 0)
     }
 
     async fn put_resource(&self, path: &str, sealed: &[u8], now: i64) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "INSERT INTO resources (path, sealed, updated_at) VALUES (?1, ?2, ?3) \
+        self.run(
+            "INSERT INTO resources (path, sealed, updated_at) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (path) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
-                params![path, sealed, now],
-            )
-            .map(|_| ())
-            .map_err(unavailable)
+            params![path, sealed, now],
+        )
+        .map(|_| ())
     }
 
     async fn get_resource(&self, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -448,10 +441,8 @@ impl Store for SqliteStore {
     }
 
     async fn delete_resource(&self, path: &str) -> Result<bool, StoreError> {
-        self.conn()
-            .execute("DELETE FROM resources WHERE path = ?1", params![path])
+        self.run("DELETE FROM resources WHERE path = ?1", params![path])
             .map(|n| n > 0)
-            .map_err(unavailable)
     }
 
     async fn list_resource_paths(&self) -> Result<Vec<String>, StoreError> {
@@ -486,14 +477,12 @@ impl Store for SqliteStore {
         not_after: i64,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "INSERT INTO dcap_collateral (key, body, not_after, fetched_at) VALUES (?1, ?2, ?3, ?4) \
+        self.run(
+            "INSERT INTO dcap_collateral (key, body, not_after, fetched_at) VALUES (?1, ?2, ?3, ?4) \
                  ON CONFLICT (key) DO UPDATE SET body = excluded.body, not_after = excluded.not_after, fetched_at = excluded.fetched_at",
-                params![key, body, not_after, now],
-            )
-            .map(|_| ())
-            .map_err(unavailable)
+            params![key, body, not_after, now],
+        )
+        .map(|_| ())
     }
 
     async fn get_collateral(
@@ -518,13 +507,8 @@ impl Store for SqliteStore {
         body: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "INSERT INTO wrapped_keys (name, body, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
-                params![name, body, now],
-            )
+        self.run("INSERT INTO wrapped_keys (name, body, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING", params![name, body, now])
             .map(|_| ())
-            .map_err(unavailable)
     }
 
     async fn get_wrapped_key(&self, name: &str) -> Result<Option<String>, StoreError> {
