@@ -1,7 +1,7 @@
 //! Evidence providers: what the TEE says about itself, bound to the handshake's report data.
 
 use async_trait::async_trait;
-use coffer_protocol::b64;
+use coffer_protocol::{b64, Tee};
 use serde_json::{json, Value};
 
 use crate::ClientError;
@@ -9,8 +9,8 @@ use crate::ClientError;
 /// Produces the `primary_evidence` for a TEE.
 #[async_trait]
 pub trait EvidenceProvider: Send + Sync {
-    /// TEE name sent at `/auth`.
-    fn tee(&self) -> &str;
+    /// TEE type sent at `/auth`.
+    fn tee(&self) -> Tee;
     /// Evidence carrying `report_data` (the runtime-data hash).
     async fn evidence(&self, report_data: &[u8]) -> Result<Value, ClientError>;
 }
@@ -20,8 +20,8 @@ pub struct SampleEvidence;
 
 #[async_trait]
 impl EvidenceProvider for SampleEvidence {
-    fn tee(&self) -> &str {
-        "sample"
+    fn tee(&self) -> Tee {
+        Tee::Sample
     }
 
     async fn evidence(&self, report_data: &[u8]) -> Result<Value, ClientError> {

@@ -249,8 +249,8 @@ pub fn assemble_event_log(paths: &TdxPaths) -> Result<Option<Vec<u8>>, ClientErr
 
 #[async_trait]
 impl EvidenceProvider for TdxEvidence {
-    fn tee(&self) -> &str {
-        "tdx"
+    fn tee(&self) -> coffer_protocol::Tee {
+        coffer_protocol::Tee::Tdx
     }
 
     async fn evidence(&self, report_data: &[u8]) -> Result<Value, ClientError> {

@@ -347,8 +347,8 @@ struct AlibabaTd {
 
 #[async_trait]
 impl EvidenceProvider for AlibabaTd {
-    fn tee(&self) -> &str {
-        "tdx"
+    fn tee(&self) -> coffer_protocol::Tee {
+        coffer_protocol::Tee::Tdx
     }
     async fn evidence(&self, report_data: &[u8]) -> Result<Value, ClientError> {
         let mut ev = self.tdx.evidence(report_data).await?;

@@ -19,6 +19,7 @@ pub mod messages;
 pub mod resource;
 mod rsa_ops;
 pub mod runtime_data;
+pub mod tee;
 
 pub use error::{ErrorKind, Problem};
 pub use jwk::{TeeKeyPair, TeePubKey};
@@ -27,3 +28,4 @@ pub use messages::{
 };
 pub use resource::ResourcePath;
 pub use runtime_data::HashAlgorithm;
+pub use tee::{Tee, UnknownTee};

@@ -115,8 +115,8 @@ pub struct Request {
     /// Protocol version; one of [`ProtocolVersion::ALL`] (kept as text so that an unknown
     /// version gets a precise answer rather than a parse error).
     pub version: String,
-    /// Evidence type, e.g. `sample` or `tdx`.
-    pub tee: String,
+    /// Evidence type; a name outside kbs-types' set fails to parse.
+    pub tee: crate::Tee,
     /// Free-form parameters: a string in 0.1.0 (PAI-EAS probes with `"foo"`), later an
     /// object listing `supported-hash-algorithms`.
     #[serde(rename = "extra-params", default)]
@@ -126,13 +126,13 @@ pub struct Request {
 impl Request {
     /// A newest-version request for `tee` announcing the hash algorithms this crate
     /// implements.
-    pub fn new(tee: &str) -> Self {
+    pub fn new(tee: crate::Tee) -> Self {
         Self::for_version(ProtocolVersion::default(), tee)
     }
 
     /// A request of protocol `version` for `tee`. 0.1.0 servers only parse a string
     /// `extra-params`, so it is `""` there; later versions list the supported hashes.
-    pub fn for_version(version: ProtocolVersion, tee: &str) -> Self {
+    pub fn for_version(version: ProtocolVersion, tee: crate::Tee) -> Self {
         let extra_params = if version == ProtocolVersion::V0_1_0 {
             json!("")
         } else {
@@ -140,7 +140,7 @@ impl Request {
         };
         Request {
             version: version.as_str().to_string(),
-            tee: tee.to_string(),
+            tee,
             extra_params,
         }
     }
@@ -387,10 +387,13 @@ mod tests {
 
     #[test]
     fn requests_per_version() {
-        let r =
-            serde_json::to_string(&Request::for_version(ProtocolVersion::V0_1_0, "tdx")).unwrap();
+        let r = serde_json::to_string(&Request::for_version(
+            ProtocolVersion::V0_1_0,
+            crate::Tee::Tdx,
+        ))
+        .unwrap();
         assert_eq!(r, r#"{"version":"0.1.0","tee":"tdx","extra-params":""}"#);
-        let r = Request::for_version(ProtocolVersion::V0_1_1, "tdx");
+        let r = Request::for_version(ProtocolVersion::V0_1_1, crate::Tee::Tdx);
         assert_eq!(r.extra_params["supported-hash-algorithms"][1], "sha384");
     }
 

@@ -117,20 +117,20 @@ impl Kbs {
                 format!("failed to parse KBS version {:?} (accepted: {list})", req.version)
             })
         })?;
-        if self.verifiers.get(&req.tee).is_none() {
+        if self.verifiers.get(req.tee.name()).is_none() {
             return Err(auth_err(format!(
-                "unsupported TEE {:?} (this server verifies: {})",
+                "unsupported TEE \"{}\" (this server verifies: {})",
                 req.tee,
                 self.verifiers.names().join(", ")
             )));
         }
         let now = crate::now_secs();
-        self.check_session_room(now, &req.tee).await?;
+        self.check_session_room(now, req.tee.name()).await?;
         let mut nonce = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let session = Session {
             id: uuid::Uuid::new_v4().simple().to_string(),
-            tee: req.tee,
+            tee: req.tee.to_string(),
             hash_alg: HashAlgorithm::Sha384.name().to_string(),
             protocol_version: version,
             state: SessionState::Authed {

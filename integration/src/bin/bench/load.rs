@@ -122,8 +122,8 @@ struct MintedTdx(Arc<TestPki>);
 
 #[async_trait::async_trait]
 impl EvidenceProvider for MintedTdx {
-    fn tee(&self) -> &str {
-        "tdx"
+    fn tee(&self) -> coffer_protocol::Tee {
+        coffer_protocol::Tee::Tdx
     }
 
     async fn evidence(&self, report_data: &[u8]) -> Result<serde_json::Value, ClientError> {
