@@ -145,7 +145,10 @@ pub(crate) async fn check(
         return Ok(resp);
     }
     let status = resp.status().as_u16();
-    let body = resp.text().await.unwrap_or_default();
+    let body = match resp.text().await {
+        Ok(b) => b,
+        Err(e) => format!("(the body could not be read: {e})"),
+    };
     let problem = serde_json::from_str::<Problem>(&body).ok();
     let mut shown: String = body.chars().take(300).collect();
     if shown.is_empty() {

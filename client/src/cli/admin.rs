@@ -297,7 +297,7 @@ impl AuditArgs {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+            .context("the system clock is set before 1970")?;
         let mut q = vec![
             ("limit", self.limit.to_string()),
             ("offset", self.offset.to_string()),
