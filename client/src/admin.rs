@@ -24,11 +24,8 @@ pub fn mint_admin_token(
         .map(|d| d.as_secs() as i64)
         .map_err(|_| ClientError::Config("the system clock is set before 1970".into()))?;
     let claims = json!({"iss": issuer, "aud": [audience], "role": "admin", "iat": now, "exp": now + ttl_secs});
-    Ok(jwt::sign(
-        &claims,
-        Default::default(),
-        &SigningKey::EdDsa(sk),
-    ))
+    jwt::sign(&claims, Default::default(), &SigningKey::EdDsa(sk))
+        .map_err(|e| ClientError::Config(format!("admin token: {e}")))
 }
 
 /// An authenticated admin client.

@@ -767,6 +767,7 @@ mod tests {
                 Default::default(),
                 &jwt::SigningKey::EdDsa(sk.clone())
             )
+            .unwrap()
         )
     }
 
