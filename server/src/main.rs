@@ -15,6 +15,9 @@ use coffer_server::secrets::SealedDbBackend;
 use coffer_server::service::{AdminAuth, Kbs, SnapshotCache};
 use coffer_server::{keys, now_secs, store};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Trustee-compatible Key Broker Service with built-in attestation.
 ///
 /// With no arguments it serves plain HTTP on 127.0.0.1:8080 and keeps everything (SQLite
