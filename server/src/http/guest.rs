@@ -96,4 +96,3 @@ fn parse_query(q: &str) -> Result<Map<String, Value>, KbsError> {
         })
         .map_err(|e| KbsError::SerdeError(SerdeFailure::Query(QueryError::Form(e))))
 }
-

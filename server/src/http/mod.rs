@@ -140,7 +140,7 @@ pub fn app(
                 "request",
                 method = %method,
                 route = %route,
-                session = session.as_deref().unwrap_or("-"),
+                session = %session.as_deref().unwrap_or("-"),
             );
             let st = metrics_state.clone();
             let call = srv.call(req);
