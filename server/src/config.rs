@@ -240,21 +240,28 @@ struct KeysToml {
     kek_wrapped_file: Option<PathBuf>,
 }
 
-impl TryFrom<KeysToml> for KeysConfig {
-    type Error = String;
+/// `[keys]` entries that exclude or need each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeysConflict {
+    /// A KMS-wrapped KEK with a plain one.
+    #[error("keys.kek_kms_key_id excludes keys.kek_file and keys.kek_env")]
+    KmsAndPlain,
+    /// Where to keep a wrapped KEK, without a KMS key to wrap it.
+    #[error("keys.kek_wrapped_file needs keys.kek_kms_key_id")]
+    WrappedFileWithoutKms,
+}
 
-    fn try_from(k: KeysToml) -> Result<Self, String> {
+impl TryFrom<KeysToml> for KeysConfig {
+    type Error = KeysConflict;
+
+    fn try_from(k: KeysToml) -> Result<Self, KeysConflict> {
         let kek = match (k.kek_kms_key_id, k.kek_env, k.kek_file, k.kek_wrapped_file) {
             (Some(key_id), None, None, wrapped_file) => KekSource::AliyunKms {
                 key_id,
                 wrapped_file,
             },
-            (Some(_), _, _, _) => {
-                return Err("keys.kek_kms_key_id excludes keys.kek_file and keys.kek_env".into())
-            }
-            (None, _, _, Some(_)) => {
-                return Err("keys.kek_wrapped_file needs keys.kek_kms_key_id".into())
-            }
+            (Some(_), _, _, _) => return Err(KeysConflict::KmsAndPlain),
+            (None, _, _, Some(_)) => return Err(KeysConflict::WrappedFileWithoutKms),
             (None, Some(var), _, None) => KekSource::Env(var),
             (None, None, Some(path), None) => KekSource::File(path),
             (None, None, None, None) => KekSource::DataDir,
