@@ -23,11 +23,8 @@ pub fn mint_admin_token(
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
     let claims = json!({"iss": issuer, "aud": [audience], "role": "admin", "iat": now, "exp": now + ttl_secs});
-    Ok(jwt::sign(
-        &claims,
-        Default::default(),
-        &SigningKey::EdDsa(sk),
-    ))
+    jwt::sign(&claims, Default::default(), &SigningKey::EdDsa(sk))
+        .map_err(|e| ClientError::Config(format!("admin token: {e}")))
 }
 
 /// An authenticated admin client.

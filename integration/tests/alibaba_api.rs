@@ -52,6 +52,7 @@ fn alibaba_token(s: &Server, ttl: i64) -> String {
         Default::default(),
         &SigningKey::EdDsa(sk),
     )
+    .unwrap()
 }
 
 async fn send(
@@ -802,7 +803,8 @@ async fn alibaba_style_admin_tokens_only_when_enabled() {
         &json!({"iat": now(), "exp": now() + 600}),
         Default::default(),
         &SigningKey::EdDsa(other),
-    );
+    )
+    .unwrap();
     problem(
         send(
             reqwest::Method::GET,

@@ -5,6 +5,7 @@
 
 use coffer_integration::Server;
 use coffer_protocol::jwe::{self, FlattenedJwe};
+use coffer_protocol::jwk::RsaAlg;
 use coffer_protocol::jwt;
 use coffer_protocol::{b64, Problem, TeeKeyPair};
 use openssl::pkey::Private;
@@ -86,7 +87,7 @@ fn cli_gets_resource_with_every_protocol_version() {
     assert!(stderr(&out).contains("RSA"), "{}", stderr(&out));
     // ... and an RSA key file is used with RSA1_5.
     let rsa = dir.path().join("rsa.pem");
-    let pem = TeeKeyPair::generate_rsa(2048, "RSA-OAEP-256")
+    let pem = TeeKeyPair::generate_rsa(2048, RsaAlg::RsaOaep256)
         .unwrap()
         .to_pkcs8_pem()
         .unwrap();

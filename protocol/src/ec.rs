@@ -77,12 +77,16 @@ pub(crate) fn ecdh(own: &EcKeyRef<Private>, peer: &EcKeyRef<Public>) -> Option<Z
     Some(out)
 }
 
-/// ES256 signature (raw r || s) over `msg`.
-pub(crate) fn sign(key: &EcKeyRef<Private>, msg: &[u8]) -> Option<Vec<u8>> {
-    let sig = EcdsaSig::sign(&Sha256::digest(msg), key).ok()?;
-    let mut out = sig.r().to_vec_padded(32).ok()?;
-    out.extend(sig.s().to_vec_padded(32).ok()?);
-    Some(out)
+/// ES256 signature (raw r || s) over `msg`. Fails when OpenSSL does, or when `key` is not a
+/// P-256 key (its r and s would not fit 32 bytes).
+pub(crate) fn sign(
+    key: &EcKeyRef<Private>,
+    msg: &[u8],
+) -> Result<Vec<u8>, openssl::error::ErrorStack> {
+    let sig = EcdsaSig::sign(&Sha256::digest(msg), key)?;
+    let mut out = sig.r().to_vec_padded(32)?;
+    out.extend(sig.s().to_vec_padded(32)?);
+    Ok(out)
 }
 
 /// Checks an ES256 signature (raw r || s).

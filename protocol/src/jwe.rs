@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::b64;
-use crate::jwk::{ec_coordinates, TeeKeyPair, TeePubKey, ALG_ECDH_ES_A256KW, ALG_RSA1_5, RSA_ALGS};
+use crate::jwk::{ec_coordinates, RsaAlg, TeeKeyPair, TeePubKey, ALG_ECDH_ES_A256KW};
 
 /// Content encryption algorithm.
 pub const ENC_A256GCM: &str = "A256GCM";
@@ -116,11 +116,8 @@ pub fn encrypt(key: &TeePubKey, plaintext: &[u8]) -> Result<FlattenedJwe, JweErr
             (header, wrapped)
         }
         TeePubKey::Rsa { key, alg } => {
-            if !RSA_ALGS.contains(&alg.as_str()) {
-                return Err(JweError::Unsupported(alg.clone()));
-            }
-            let ek = crate::rsa_ops::encrypt(key, alg, cek.as_ref()).ok_or(JweError::Encrypt)?;
-            (json!({"alg": alg, "enc": ENC_A256GCM}), ek)
+            let ek = crate::rsa_ops::encrypt(key, *alg, cek.as_ref()).ok_or(JweError::Encrypt)?;
+            (json!({"alg": alg.name(), "enc": ENC_A256GCM}), ek)
         }
     };
 
@@ -198,13 +195,16 @@ pub fn decrypt(key: &TeeKeyPair, jwe: &FlattenedJwe) -> Result<Zeroizing<Vec<u8>
                     .map_err(|_| JweError::Decrypt)?,
             )
         }
-        ("RSA-OAEP-256" | "RSA-OAEP" | "RSA1_5", TeeKeyPair::Rsa(sk, _)) => {
-            crate::rsa_ops::decrypt(sk, alg, &ek).ok_or(JweError::Decrypt)?
-        }
-        (ALG_ECDH_ES_A256KW | "RSA-OAEP-256" | "RSA-OAEP" | "RSA1_5", _) => {
+        (ALG_ECDH_ES_A256KW, TeeKeyPair::Rsa(..)) => {
             return Err(JweError::KeyMismatch(alg.to_string()))
         }
-        (other, _) => return Err(JweError::Unsupported(other.to_string())),
+        (other, key) => match (RsaAlg::from_name(other), key) {
+            (Some(rsa), TeeKeyPair::Rsa(sk, _)) => {
+                crate::rsa_ops::decrypt(sk, rsa, &ek).ok_or(JweError::Decrypt)?
+            }
+            (Some(_), TeeKeyPair::EcP256(_)) => return Err(JweError::KeyMismatch(alg.to_string())),
+            (None, _) => return Err(JweError::Unsupported(other.to_string())),
+        },
     };
     let iv: [u8; 12] = field(&jwe.iv, "iv")?
         .try_into()
@@ -230,17 +230,18 @@ pub fn decrypt(key: &TeeKeyPair, jwe: &FlattenedJwe) -> Result<Zeroizing<Vec<u8>
 
 /// Encrypts `plaintext` to `key` in the legacy (protocol 0.1.x) layout.
 pub fn encrypt_legacy(key: &TeePubKey, plaintext: &[u8]) -> Result<FlattenedJwe, JweError> {
-    let TeePubKey::Rsa { key, alg } = key else {
+    let TeePubKey::Rsa {
+        key,
+        alg: RsaAlg::Rsa1_5,
+    } = key
+    else {
         return Err(JweError::LegacyKey(key.alg().to_string()));
     };
-    if alg != ALG_RSA1_5 {
-        return Err(JweError::LegacyKey(alg.clone()));
-    }
     let mut rng = rand::rngs::OsRng;
     let mut cek = Zeroizing::new([0u8; 32]);
     rng.fill_bytes(cek.as_mut());
     let encrypted_key =
-        crate::rsa_ops::encrypt(key, ALG_RSA1_5, cek.as_ref()).ok_or(JweError::Encrypt)?;
+        crate::rsa_ops::encrypt(key, RsaAlg::Rsa1_5, cek.as_ref()).ok_or(JweError::Encrypt)?;
     let mut iv = [0u8; 12];
     rng.fill_bytes(&mut iv);
     let cipher = Aes256Gcm::new_from_slice(cek.as_ref()).map_err(|_| JweError::Encrypt)?;
@@ -268,14 +269,12 @@ pub fn decrypt_legacy(
         JweError::Malformed("protected is not raw JSON (a protocol 0.2.0+ server?)")
     })?;
     let alg = content_alg(&header)?;
-    if !RSA_ALGS.contains(&alg) {
-        return Err(JweError::Unsupported(alg.to_string()));
-    }
+    let rsa = RsaAlg::from_name(alg).ok_or_else(|| JweError::Unsupported(alg.to_string()))?;
     let TeeKeyPair::Rsa(sk, _) = key else {
         return Err(JweError::KeyMismatch(alg.to_string()));
     };
     let ek = field(&jwe.encrypted_key, "encrypted_key")?;
-    let cek = crate::rsa_ops::decrypt(sk, alg, &ek).ok_or(JweError::Decrypt)?;
+    let cek = crate::rsa_ops::decrypt(sk, rsa, &ek).ok_or(JweError::Decrypt)?;
     if cek.len() != 32 {
         return Err(JweError::Decrypt);
     }
@@ -329,7 +328,7 @@ mod tests {
 
     #[test]
     fn legacy_shape_is_exact_and_round_trips() {
-        let k = TeeKeyPair::generate_rsa(2048, ALG_RSA1_5).unwrap();
+        let k = TeeKeyPair::generate_rsa(2048, RsaAlg::Rsa1_5).unwrap();
         let jwe = encrypt_legacy(&k.public(), b"anchor-test-secret").unwrap();
         assert_eq!(jwe.protected, r#"{"alg":"RSA1_5","enc":"A256GCM"}"#);
         assert_eq!(jwe.tag, "");
@@ -357,7 +356,7 @@ mod tests {
     fn legacy_decrypts_with_plain_openssl() {
         // Decrypt by hand with OpenSSL's own primitives: PKCS#1 v1.5 unwrap, then
         // AES-256-GCM with no AAD and the tag at the end of `ciphertext`.
-        let k = TeeKeyPair::generate_rsa(2048, ALG_RSA1_5).unwrap();
+        let k = TeeKeyPair::generate_rsa(2048, RsaAlg::Rsa1_5).unwrap();
         let jwe = encrypt_legacy(&k.public(), b"independent check").unwrap();
         let TeeKeyPair::Rsa(sk, _) = &k else {
             unreachable!()
@@ -393,12 +392,12 @@ mod tests {
             encrypt_legacy(&ec.public(), b"x"),
             Err(JweError::LegacyKey(a)) if a == "ECDH-ES+A256KW"
         ));
-        let oaep = TeeKeyPair::generate_rsa(2048, "RSA-OAEP-256").unwrap();
+        let oaep = TeeKeyPair::generate_rsa(2048, RsaAlg::RsaOaep256).unwrap();
         assert!(matches!(
             encrypt_as(JweShape::Legacy, &oaep.public(), b"x"),
             Err(JweError::LegacyKey(_))
         ));
-        let k = TeeKeyPair::generate_rsa(2048, ALG_RSA1_5).unwrap();
+        let k = TeeKeyPair::generate_rsa(2048, RsaAlg::Rsa1_5).unwrap();
         let jwe = encrypt_legacy(&k.public(), b"secret bytes").unwrap();
         let mut ct = b64::url_decode(&jwe.ciphertext).unwrap();
         let last = ct.len() - 1;
@@ -408,7 +407,7 @@ mod tests {
             ..jwe.clone()
         };
         assert!(matches!(decrypt_legacy(&k, &bad), Err(JweError::Decrypt)));
-        let other = TeeKeyPair::generate_rsa(2048, ALG_RSA1_5).unwrap();
+        let other = TeeKeyPair::generate_rsa(2048, RsaAlg::Rsa1_5).unwrap();
         assert!(decrypt_legacy(&other, &jwe).is_err());
         assert!(matches!(
             decrypt_legacy(&ec, &jwe),
@@ -443,7 +442,7 @@ mod tests {
 
     #[test]
     fn rsa_round_trips() {
-        for alg in ["RSA-OAEP-256", "RSA-OAEP", "RSA1_5"] {
+        for alg in [RsaAlg::RsaOaep256, RsaAlg::RsaOaep, RsaAlg::Rsa1_5] {
             let k = TeeKeyPair::generate_rsa(2048, alg).unwrap();
             let pk = TeePubKey::from_jwk(&k.public_jwk()).unwrap();
             let jwe = encrypt(&pk, b"secret").unwrap();

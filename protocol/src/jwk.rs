@@ -10,8 +10,46 @@ use crate::b64;
 
 /// JWE key-management algorithm for EC P-256 keys.
 pub const ALG_ECDH_ES_A256KW: &str = "ECDH-ES+A256KW";
-/// RSA key-management algorithms Trustee accepts.
-pub const RSA_ALGS: [&str; 3] = ["RSA-OAEP-256", "RSA-OAEP", "RSA1_5"];
+
+/// The RSA key-management algorithms Trustee accepts for a TEE key: which padding wraps the
+/// JWE's content key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RsaAlg {
+    /// OAEP with SHA-256 and MGF1-SHA-256 (the default for RSA keys that name none).
+    RsaOaep256,
+    /// OAEP with SHA-1 and MGF1-SHA-1.
+    RsaOaep,
+    /// PKCS#1 v1.5, the only one protocol 0.1.x guests know.
+    Rsa1_5,
+}
+
+impl RsaAlg {
+    /// The JWA name (`RSA-OAEP-256`, `RSA-OAEP`, `RSA1_5`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RsaAlg::RsaOaep256 => "RSA-OAEP-256",
+            RsaAlg::RsaOaep => "RSA-OAEP",
+            RsaAlg::Rsa1_5 => ALG_RSA1_5,
+        }
+    }
+
+    /// Parses a JWA name; any other algorithm is `None`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [RsaAlg::RsaOaep256, RsaAlg::RsaOaep, RsaAlg::Rsa1_5]
+            .into_iter()
+            .find(|a| a.name() == name)
+    }
+
+    fn parse(name: &str) -> Result<Self, JwkError> {
+        Self::from_name(name).ok_or_else(|| JwkError::Unsupported(format!("RSA algorithm {name}")))
+    }
+}
+
+impl std::fmt::Display for RsaAlg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// Why a JWK could not be used as a TEE key.
 #[derive(Debug, thiserror::Error)]
@@ -38,12 +76,12 @@ pub const ALG_RSA1_5: &str = "RSA1_5";
 pub enum TeePubKey {
     /// EC P-256, used with `ECDH-ES+A256KW`.
     EcP256(p256::PublicKey),
-    /// RSA with one of [`RSA_ALGS`].
+    /// RSA, with the padding the guest asked for.
     Rsa {
         /// The key (OpenSSL, the workspace's one RSA provider).
         key: PKey<Public>,
-        /// `RSA-OAEP-256`, `RSA-OAEP` or `RSA1_5`.
-        alg: String,
+        /// How the content key is wrapped.
+        alg: RsaAlg,
     },
 }
 
@@ -103,13 +141,10 @@ impl TeePubKey {
                 Ok(TeePubKey::EcP256(key))
             }
             "RSA" => {
-                let alg = jwk
-                    .get("alg")
-                    .and_then(Value::as_str)
-                    .unwrap_or("RSA-OAEP-256");
-                if !RSA_ALGS.contains(&alg) {
-                    return Err(JwkError::Unsupported(format!("RSA algorithm {alg}")));
-                }
+                let alg = match jwk.get("alg") {
+                    None => RsaAlg::RsaOaep256,
+                    Some(a) => RsaAlg::parse(a.as_str().ok_or(JwkError::Member("alg"))?)?,
+                };
                 Self::rsa_from_jwk(jwk, alg)
             }
             other => Err(JwkError::Unsupported(format!("key type {other}"))),
@@ -121,14 +156,11 @@ impl TeePubKey {
     /// does this.
     pub fn from_legacy_jwk(jwk: &Value) -> Result<Self, JwkError> {
         member(jwk, "kty")?;
-        let alg = member(jwk, "alg")?;
-        if !RSA_ALGS.contains(&alg) {
-            return Err(JwkError::Unsupported(format!("RSA algorithm {alg}")));
-        }
+        let alg = RsaAlg::parse(member(jwk, "alg")?)?;
         Self::rsa_from_jwk(jwk, alg)
     }
 
-    fn rsa_from_jwk(jwk: &Value, alg: &str) -> Result<Self, JwkError> {
+    fn rsa_from_jwk(jwk: &Value, alg: RsaAlg) -> Result<Self, JwkError> {
         use crate::rsa_ops::{public_from_components, KeySize, MAX_BITS, MIN_BITS};
         let key = public_from_components(&b64_member(jwk, "n")?, &b64_member(jwk, "e")?).map_err(
             |e| match e {
@@ -141,17 +173,14 @@ impl TeePubKey {
                 KeySize::BadExponent => JwkError::InvalidKey,
             },
         )?;
-        Ok(TeePubKey::Rsa {
-            key,
-            alg: alg.to_string(),
-        })
+        Ok(TeePubKey::Rsa { key, alg })
     }
 
     /// The JWE key-management algorithm this key is used with.
-    pub fn alg(&self) -> &str {
+    pub fn alg(&self) -> &'static str {
         match self {
             TeePubKey::EcP256(_) => ALG_ECDH_ES_A256KW,
-            TeePubKey::Rsa { alg, .. } => alg,
+            TeePubKey::Rsa { alg, .. } => alg.name(),
         }
     }
 
@@ -163,10 +192,12 @@ impl TeePubKey {
                 json!({"kty": "EC", "crv": "P-256", "alg": ALG_ECDH_ES_A256KW, "x": x, "y": y})
             }
             TeePubKey::Rsa { key, alg } => {
-                let (n, e) = crate::rsa_ops::components(key).unwrap_or_default();
+                // `key` was built as an RSA key (the variant holds nothing else), so its
+                // components are there; only an allocation failure in OpenSSL could fail.
+                let (n, e) = crate::rsa_ops::components(key).expect("an RSA key's n and e");
                 json!({
                     "kty": "RSA",
-                    "alg": alg,
+                    "alg": alg.name(),
                     "n": b64::url_encode(n),
                     "e": b64::url_encode(e),
                 })
@@ -206,7 +237,7 @@ pub enum TeeKeyPair {
     /// EC P-256 (default).
     EcP256(Box<EcKeyPair>),
     /// RSA, with its JWE algorithm.
-    Rsa(Box<PKey<Private>>, String),
+    Rsa(Box<PKey<Private>>, RsaAlg),
 }
 
 impl std::fmt::Debug for TeeKeyPair {
@@ -239,16 +270,13 @@ impl TeeKeyPair {
     }
 
     /// A fresh RSA key (0.1.x peers, which only know `RSA1_5`, and RSA-only peers).
-    pub fn generate_rsa(bits: u32, alg: &str) -> Result<Self, JwkError> {
-        if !RSA_ALGS.contains(&alg) {
-            return Err(JwkError::Unsupported(format!("RSA algorithm {alg}")));
-        }
+    pub fn generate_rsa(bits: u32, alg: RsaAlg) -> Result<Self, JwkError> {
         if !(crate::rsa_ops::MIN_BITS..=crate::rsa_ops::MAX_BITS).contains(&bits) {
             return Err(JwkError::Unsupported(format!("RSA key size {bits}")));
         }
         let key = crate::rsa_ops::generate(bits)
             .ok_or_else(|| JwkError::PrivateKey("RSA key generation failed".into()))?;
-        Ok(TeeKeyPair::Rsa(Box::new(key), alg.to_string()))
+        Ok(TeeKeyPair::Rsa(Box::new(key), alg))
     }
 
     /// Loads a PKCS#8 PEM private key (EC P-256, or RSA used with RSA-OAEP-256).
@@ -265,17 +293,14 @@ impl TeeKeyPair {
         if !(crate::rsa_ops::MIN_BITS..=crate::rsa_ops::MAX_BITS).contains(&bits) {
             return Err(JwkError::Unsupported(format!("RSA key size {bits}")));
         }
-        Ok(TeeKeyPair::Rsa(Box::new(key), "RSA-OAEP-256".to_string()))
+        Ok(TeeKeyPair::Rsa(Box::new(key), RsaAlg::RsaOaep256))
     }
 
     /// The same RSA key used with another JWE algorithm (protocol 0.1.x needs `RSA1_5`).
     /// EC keys have a single algorithm and are refused.
-    pub fn with_rsa_alg(self, alg: &str) -> Result<Self, JwkError> {
-        if !RSA_ALGS.contains(&alg) {
-            return Err(JwkError::Unsupported(format!("RSA algorithm {alg}")));
-        }
+    pub fn with_rsa_alg(self, alg: RsaAlg) -> Result<Self, JwkError> {
         match self {
-            TeeKeyPair::Rsa(k, _) => Ok(TeeKeyPair::Rsa(k, alg.to_string())),
+            TeeKeyPair::Rsa(k, _) => Ok(TeeKeyPair::Rsa(k, alg)),
             TeeKeyPair::EcP256(_) => Err(JwkError::Unsupported(format!(
                 "algorithm {alg} for an EC key (an RSA key is needed)"
             ))),
@@ -283,10 +308,10 @@ impl TeeKeyPair {
     }
 
     /// The JWE key-management algorithm this key is used with.
-    pub fn alg(&self) -> &str {
+    pub fn alg(&self) -> &'static str {
         match self {
             TeeKeyPair::EcP256(_) => ALG_ECDH_ES_A256KW,
-            TeeKeyPair::Rsa(_, alg) => alg,
+            TeeKeyPair::Rsa(_, alg) => alg.name(),
         }
     }
 
@@ -317,10 +342,7 @@ impl TeeKeyPair {
                 // Re-deriving the public key from a valid private key cannot fail short of
                 // an allocation failure inside OpenSSL.
                 let key = crate::rsa_ops::public_half(k).expect("the public half of an RSA key");
-                TeePubKey::Rsa {
-                    key,
-                    alg: alg.clone(),
-                }
+                TeePubKey::Rsa { key, alg: *alg }
             }
         }
     }
@@ -367,7 +389,7 @@ mod tests {
 
     #[test]
     fn rsa_keys_round_trip_and_are_bounded() {
-        let k = TeeKeyPair::generate_rsa(2048, ALG_RSA1_5).unwrap();
+        let k = TeeKeyPair::generate_rsa(2048, RsaAlg::Rsa1_5).unwrap();
         let jwk = k.public_jwk();
         assert_eq!(jwk["kty"], "RSA");
         assert_eq!(jwk["alg"], "RSA1_5");
@@ -387,9 +409,9 @@ mod tests {
         let pem = k.to_pkcs8_pem().unwrap();
         let back = TeeKeyPair::from_pkcs8_pem(&pem).unwrap();
         assert_eq!(back.alg(), "RSA-OAEP-256");
-        let back = back.with_rsa_alg(ALG_RSA1_5).unwrap();
+        let back = back.with_rsa_alg(RsaAlg::Rsa1_5).unwrap();
         assert_eq!(back.public(), k.public());
-        assert!(TeeKeyPair::generate().with_rsa_alg(ALG_RSA1_5).is_err());
+        assert!(TeeKeyPair::generate().with_rsa_alg(RsaAlg::Rsa1_5).is_err());
 
         let small =
             json!({"kty":"RSA","alg":"RSA1_5","n": b64::url_encode([0xffu8; 128]),"e":"AQAB"});

@@ -31,6 +31,12 @@ pub enum JwtError {
     NotYetValid,
 }
 
+/// A JWT could not be signed: the signing key's library refused (an ES256 key that OpenSSL
+/// cannot use). No token is produced, never one with an empty or partial signature.
+#[derive(Debug, thiserror::Error)]
+#[error("JWT signing failed")]
+pub struct SignError(#[source] openssl::error::ErrorStack);
+
 /// A key that signs JWTs.
 pub enum SigningKey {
     /// ECDSA P-256 with SHA-256 (build with [`SigningKey::es256`]).
@@ -182,7 +188,11 @@ pub struct Decoded {
 
 /// Signs `claims` with `key`; `extra_header` members (e.g. `jwk`, `kid`) are added to the
 /// header after `typ` and `alg`.
-pub fn sign(claims: &Value, extra_header: Map<String, Value>, key: &SigningKey) -> String {
+pub fn sign(
+    claims: &Value,
+    extra_header: Map<String, Value>,
+    key: &SigningKey,
+) -> Result<String, SignError> {
     let mut header = Map::new();
     header.insert("typ".into(), "JWT".into());
     header.insert("alg".into(), key.alg().into());
@@ -194,11 +204,11 @@ pub fn sign(claims: &Value, extra_header: Map<String, Value>, key: &SigningKey) 
     );
     let sig: Vec<u8> = match key {
         SigningKey::Es256(k) => {
-            crate::ec::sign(&k.ossl, signing_input.as_bytes()).unwrap_or_default()
+            crate::ec::sign(&k.ossl, signing_input.as_bytes()).map_err(SignError)?
         }
         SigningKey::EdDsa(k) => k.sign(signing_input.as_bytes()).to_bytes().to_vec(),
     };
-    format!("{signing_input}.{}", b64::url_encode(sig))
+    Ok(format!("{signing_input}.{}", b64::url_encode(sig)))
 }
 
 fn split(token: &str) -> Result<(&str, &str, &str), JwtError> {
@@ -288,7 +298,7 @@ mod tests {
         let ed = SigningKey::EdDsa(ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng));
         for key in [es(), ed] {
             let claims = json!({"role": "admin", "exp": 2000});
-            let t = sign(&claims, Map::new(), &key);
+            let t = sign(&claims, Map::new(), &key).unwrap();
             let d = verify(&t, &key.verifying_key(), 1000, 0).unwrap();
             assert_eq!(d.claims, claims);
             assert_eq!(
@@ -309,7 +319,7 @@ mod tests {
     fn wrong_key_and_alg_confusion() {
         let a = es();
         let b = es();
-        let t = sign(&json!({"exp": 5}), Map::new(), &a);
+        let t = sign(&json!({"exp": 5}), Map::new(), &a).unwrap();
         assert_eq!(
             verify(&t, &b.verifying_key(), 1, 0).unwrap_err(),
             JwtError::Signature
@@ -323,6 +333,25 @@ mod tests {
             verify("a.b", &a.verifying_key(), 1, 0),
             Err(JwtError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_key_openssl_cannot_sign_with_gives_an_error_not_a_token() {
+        // A P-384 key where a P-256 one belongs: OpenSSL signs, but r and s do not fit the
+        // 32-byte ES256 encoding, the failure the old code turned into an empty signature.
+        let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::SECP384R1).unwrap();
+        let SigningKey::Es256(good) = es() else {
+            unreachable!()
+        };
+        let bad = SigningKey::Es256(Es256SigningKey {
+            ossl: openssl::ec::EcKey::generate(&group).unwrap(),
+            public: good.public,
+        });
+        let err = sign(&json!({"exp": 5}), Map::new(), &bad).unwrap_err();
+        assert!(
+            std::error::Error::source(&err).is_some(),
+            "the cause is kept"
+        );
     }
 
     #[test]

@@ -355,7 +355,7 @@ mod tests {
     fn recorded_auth_parses() {
         let r: Request = serde_json::from_str(AUTH).unwrap();
         assert_eq!(r.version, PROTOCOL_VERSION);
-        assert_eq!(r.tee, "sample");
+        assert_eq!(r.tee, crate::Tee::Sample);
         assert_eq!(r.extra_params["supported-hash-algorithms"][1], "sha384");
     }
 

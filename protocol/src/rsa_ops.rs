@@ -9,6 +9,8 @@ use openssl::pkey_ctx::PkeyCtx;
 use openssl::rsa::{Padding, Rsa};
 use zeroize::Zeroizing;
 
+use crate::jwk::RsaAlg;
+
 /// Smallest modulus accepted (bits): what Trustee's guests generate.
 pub(crate) const MIN_BITS: u32 = 2048;
 /// Largest modulus accepted (bits). A TEE key comes from an unauthenticated caller; bounding
@@ -74,25 +76,24 @@ pub(crate) fn generate(bits: u32) -> Option<PKey<Private>> {
     PKey::from_rsa(Rsa::generate(bits).ok()?).ok()
 }
 
-fn configure<T>(ctx: &mut PkeyCtx<T>, alg: &str) -> Option<()> {
+fn configure<T>(ctx: &mut PkeyCtx<T>, alg: RsaAlg) -> Option<()> {
     match alg {
-        "RSA1_5" => ctx.set_rsa_padding(Padding::PKCS1).ok(),
-        "RSA-OAEP" => {
+        RsaAlg::Rsa1_5 => ctx.set_rsa_padding(Padding::PKCS1).ok(),
+        RsaAlg::RsaOaep => {
             ctx.set_rsa_padding(Padding::PKCS1_OAEP).ok()?;
             ctx.set_rsa_oaep_md(Md::sha1()).ok()?;
             ctx.set_rsa_mgf1_md(Md::sha1()).ok()
         }
-        "RSA-OAEP-256" => {
+        RsaAlg::RsaOaep256 => {
             ctx.set_rsa_padding(Padding::PKCS1_OAEP).ok()?;
             ctx.set_rsa_oaep_md(Md::sha256()).ok()?;
             ctx.set_rsa_mgf1_md(Md::sha256()).ok()
         }
-        _ => None,
     }
 }
 
 /// Encrypts `data` (a content key) to `key` with the JWE algorithm `alg`.
-pub(crate) fn encrypt(key: &PKeyRef<Public>, alg: &str, data: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn encrypt(key: &PKeyRef<Public>, alg: RsaAlg, data: &[u8]) -> Option<Vec<u8>> {
     let mut ctx = PkeyCtx::new(key).ok()?;
     ctx.encrypt_init().ok()?;
     configure(&mut ctx, alg)?;
@@ -104,7 +105,7 @@ pub(crate) fn encrypt(key: &PKeyRef<Public>, alg: &str, data: &[u8]) -> Option<V
 /// Decrypts a wrapped content key with the JWE algorithm `alg`.
 pub(crate) fn decrypt(
     key: &PKeyRef<Private>,
-    alg: &str,
+    alg: RsaAlg,
     data: &[u8],
 ) -> Option<Zeroizing<Vec<u8>>> {
     let mut ctx = PkeyCtx::new(key).ok()?;

@@ -16,7 +16,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use coffer::{evidence, http_client, ClientError, KbsClient};
 use coffer_protocol::jwe::JweShape;
-use coffer_protocol::jwk::ALG_RSA1_5;
+use coffer_protocol::jwk::RsaAlg;
 use coffer_protocol::{ProtocolVersion, ResourcePath, TeeKeyPair};
 
 use admin::AdminArgs;
@@ -194,10 +194,10 @@ fn tee_client_for(
             TeeKeyPair::from_pkcs8_pem(&read_text(p)?).with_context(|| p.display().to_string())?
         }
         (Some(p), true) => TeeKeyPair::from_pkcs8_pem(&read_text(p)?)
-            .and_then(|k| k.with_rsa_alg(ALG_RSA1_5))
+            .and_then(|k| k.with_rsa_alg(RsaAlg::Rsa1_5))
             .with_context(|| format!("{} (protocol {version})", p.display()))?,
         (None, false) => TeeKeyPair::generate(),
-        (None, true) => TeeKeyPair::generate_rsa(2048, ALG_RSA1_5)?,
+        (None, true) => TeeKeyPair::generate_rsa(2048, RsaAlg::Rsa1_5)?,
     };
     let client = KbsClient::new(
         http,

@@ -44,7 +44,7 @@ impl TokenIssuer {
 
     /// Signs an EAR token for `annotated_evidence` appraised as `appraisal` (`cpu0`) and
     /// the appraised `devices` (`gpu0`, `switch0`, ...), earned by a handshake of protocol
-    /// `version`.
+    /// `version`. Fails only when the signing key cannot sign (no token is made then).
     pub fn issue(
         &self,
         annotated_evidence: Value,
@@ -52,7 +52,7 @@ impl TokenIssuer {
         devices: Map<String, Value>,
         now: i64,
         version: ProtocolVersion,
-    ) -> String {
+    ) -> Result<String, jwt::SignError> {
         let mut submods = devices;
         submods.insert(
             "cpu0".into(),
@@ -113,7 +113,9 @@ mod tests {
         let issuer = TokenIssuer::new(k, "coffer".into(), 300);
         let a = Appraisal::from_policy_output(json!({"hardware": 2}), json!([])).unwrap();
         let evidence = json!({"sample": {"svn": "1"}});
-        let t = issuer.issue(evidence, &a, Map::new(), 1000, ProtocolVersion::V0_1_1);
+        let t = issuer
+            .issue(evidence, &a, Map::new(), 1000, ProtocolVersion::V0_1_1)
+            .unwrap();
         let claims = issuer.verify(&t, 1100).unwrap();
         assert_eq!(claims[PROTOCOL_VERSION_CLAIM], "0.1.1");
         assert_eq!(claims["submods"]["cpu0"]["ear.status"], "affirming");
@@ -133,13 +135,15 @@ mod tests {
         let k = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
         let issuer = TokenIssuer::new(k.clone(), "coffer".into(), 300);
         let a = Appraisal::from_policy_output(json!({"hardware": 2}), json!([])).unwrap();
-        let t = issuer.issue(
-            json!({"sample": {}}),
-            &a,
-            Map::new(),
-            1000,
-            ProtocolVersion::V0_4_0,
-        );
+        let t = issuer
+            .issue(
+                json!({"sample": {}}),
+                &a,
+                Map::new(),
+                1000,
+                ProtocolVersion::V0_4_0,
+            )
+            .unwrap();
         assert_eq!(issuer.claims_of_stored(&t, 1100).unwrap()["iss"], "coffer");
         assert_eq!(
             issuer.claims_of_stored(&t, 1300).unwrap_err(),

@@ -797,6 +797,7 @@ mod tests {
                 Default::default(),
                 &jwt::SigningKey::EdDsa(sk.clone())
             )
+            .unwrap()
         )
     }
 

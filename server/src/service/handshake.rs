@@ -391,7 +391,14 @@ impl Kbs {
             .await?;
         let token = self
             .tokens
-            .issue(annotated.clone(), &appraisal, devices, now, version);
+            .issue(annotated.clone(), &appraisal, devices, now, version)
+            .map_err(|e| {
+                tracing::error!(error = %e, "attestation token not signed");
+                KbsError::new(
+                    ErrorKind::InternalError,
+                    "attestation token could not be signed",
+                )
+            })?;
         Ok(Appraised {
             token,
             annotated,
