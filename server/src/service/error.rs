@@ -587,6 +587,9 @@ pub enum Internal {
         /// The resource path.
         path: String,
     },
+    /// The attestation token cannot be signed.
+    #[error("attestation token could not be signed")]
+    Sign(#[source] coffer_protocol::jwt::SignError),
     /// A resource cannot be sealed.
     #[error("the resource cannot be stored")]
     Seal(#[source] SecretError),

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::error::{
-    AttestError, AuthError, NotFound, PolicyEngineFailure, TokenFailure, Unavailable,
+    AttestError, AuthError, Internal, NotFound, PolicyEngineFailure, TokenFailure, Unavailable,
 };
 use super::{claims_digest, parse_resource_path, Kbs, KbsError};
 use crate::attestation::gpu::GpuEvidence;
@@ -392,13 +392,7 @@ impl Kbs {
         let token = self
             .tokens
             .issue(annotated.clone(), &appraisal, devices, now, version)
-            .map_err(|e| {
-                tracing::error!(error = %e, "attestation token not signed");
-                KbsError::new(
-                    ErrorKind::InternalError,
-                    "attestation token could not be signed",
-                )
-            })?;
+            .map_err(|e| KbsError::InternalError(Internal::Sign(e)))?;
         Ok(Appraised {
             token,
             annotated,
