@@ -18,10 +18,11 @@ pub fn mint_admin_token(
     let sk = ed25519_dalek::SigningKey::from_pkcs8_pem(key_pem).map_err(|_| {
         ClientError::Config("admin key is not an Ed25519 PKCS#8 PEM private key".into())
     })?;
+    // A clock before 1970 would mint tokens that expired decades ago: say so instead.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+        .map_err(|_| ClientError::Config("the system clock is set before 1970".into()))?;
     let claims = json!({"iss": issuer, "aud": [audience], "role": "admin", "iat": now, "exp": now + ttl_secs});
     jwt::sign(&claims, Default::default(), &SigningKey::EdDsa(sk))
         .map_err(|e| ClientError::Config(format!("admin token: {e}")))

@@ -1,8 +1,14 @@
-//! Client errors: transport, KBS problem answers, protocol violations.
+//! Client errors: transport, KBS problem answers, protocol violations, model trees. Each
+//! kind of failure is its own variant, keeping its cause as the source, so callers (and
+//! [`ClientError::exit`], the CLI's exit code) tell them apart by type.
 
+use std::path::PathBuf;
+
+use coffer_cryptfs::tree::EntryError;
+use coffer_cryptfs::{ConfigError, CreateError, ModelDigest, TreeError};
 use coffer_protocol::Problem;
 
-/// Anything that can go wrong talking to a KBS.
+/// Anything that can go wrong in the client.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Could not reach the server or read its answer.
@@ -57,12 +63,57 @@ pub enum ClientError {
     /// Local configuration (keys, certificates) is unusable.
     #[error("{0}")]
     Config(String),
-    /// The model key does not open the cipher directory (gocryptfs password check).
+    /// A cipher directory's `gocryptfs.conf` cannot be read, or asks for what is not
+    /// supported (never a wrong password: that is [`ClientError::WrongKey`]).
     #[error("{0}")]
-    WrongKey(String),
+    ModelConfig(#[source] ConfigError),
+    /// The model key does not open the cipher directory (gocryptfs password check); the
+    /// source is [`ConfigError::WrongPassword`].
+    #[error("{0}")]
+    WrongKey(#[source] ConfigError),
+    /// A root of a model run (cipher directory, destination, source) is unusable.
+    #[error("{0}")]
+    Tree(#[source] TreeError),
+    /// A new cipher directory's `gocryptfs.conf` could not be made.
+    #[error("{0}")]
+    CreateConfig(#[source] CreateError),
+    /// Entries of a model tree failed (tampered, corrupt or unreadable ciphertext): how
+    /// many, and the first one with its cause.
+    #[error("{count} entries failed (first: {}: {first})", path.display())]
+    EntriesFailed {
+        /// Entries that failed.
+        count: usize,
+        /// The first failing entry's ciphertext path.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        first: EntryError,
+    },
+    /// A model tree is not the model that was expected.
+    #[error("{}: model digest {actual} is not the expected {expected} (files swapped, rolled back, deleted, added or truncated on the storage, or another model); the plaintext was removed", tree.display())]
+    DigestMismatch {
+        /// The cipher directory.
+        tree: PathBuf,
+        /// What was expected.
+        expected: ModelDigest,
+        /// What the tree has.
+        actual: ModelDigest,
+    },
     /// The destination cannot hold the plaintext.
     #[error("{0}")]
     NoSpace(String),
+    /// The worker threads of a model run could not be started.
+    #[error("cannot start the worker threads: {0}")]
+    Workers(#[source] rayon::ThreadPoolBuildError),
+    /// No TEE was found where one is required (what was looked for).
+    #[error("no TEE detected ({0}): coffer launch runs in a TDX guest; give --tee sample for development only")]
+    NoTee(String),
+    /// A resource policy evaluated locally (`coffer policy test`) denies the resource.
+    #[error("the resource policy denies {resource}")]
+    PolicyDenies {
+        /// The resource asked for.
+        resource: String,
+    },
 }
 
 impl ClientError {
@@ -94,7 +145,10 @@ pub(crate) async fn check(
         return Ok(resp);
     }
     let status = resp.status().as_u16();
-    let body = resp.text().await.unwrap_or_default();
+    let body = match resp.text().await {
+        Ok(b) => b,
+        Err(e) => format!("(the body could not be read: {e})"),
+    };
     let problem = serde_json::from_str::<Problem>(&body).ok();
     let mut shown: String = body.chars().take(300).collect();
     if shown.is_empty() {

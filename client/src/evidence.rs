@@ -29,22 +29,64 @@ impl EvidenceProvider for SampleEvidence {
     }
 }
 
-/// Picks a provider by TEE name. `auto` uses TDX when the machine is a TD (configfs-tsm or
-/// /dev/tdx_guest present) and otherwise the development-only `sample` TEE.
+/// The TEEs this client collects evidence for.
+pub const SUPPORTED: [Tee; 2] = [Tee::Tdx, Tee::Sample];
+
+/// Which evidence to collect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TeeChoice {
+    /// TDX when the machine is a TD (configfs-tsm or /dev/tdx_guest present), otherwise the
+    /// development-only `sample` TEE.
+    Auto,
+    /// This TEE (one of [`SUPPORTED`]).
+    Only(Tee),
+}
+
+/// The provider `choice` selects; a TEE outside [`SUPPORTED`] is an
+/// [`ClientError::Evidence`] error.
 pub fn provider(
-    tee: &str,
+    choice: TeeChoice,
     paths: &crate::tdx::TdxPaths,
 ) -> Result<Box<dyn EvidenceProvider>, ClientError> {
-    match tee {
-        "tdx" => Ok(Box::new(crate::tdx::TdxEvidence::new(paths.clone()))),
-        "auto" if paths.detect() => Ok(Box::new(crate::tdx::TdxEvidence::new(paths.clone()))),
-        "auto" => {
+    match choice {
+        TeeChoice::Only(Tee::Tdx) => Ok(Box::new(crate::tdx::TdxEvidence::new(paths.clone()))),
+        TeeChoice::Auto if paths.detect() => {
+            Ok(Box::new(crate::tdx::TdxEvidence::new(paths.clone())))
+        }
+        TeeChoice::Auto => {
             tracing::warn!("no TEE detected (no configfs-tsm, no /dev/tdx_guest): using the sample TEE, which production policies refuse");
             Ok(Box::new(SampleEvidence))
         }
-        "sample" => Ok(Box::new(SampleEvidence)),
-        other => Err(ClientError::Evidence(format!(
-            "TEE {other:?} is not supported by this client (supported: auto, tdx, sample)"
+        TeeChoice::Only(Tee::Sample) => Ok(Box::new(SampleEvidence)),
+        TeeChoice::Only(other) => Err(ClientError::Evidence(format!(
+            "TEE {other} is not supported by this client (supported: auto, tdx, sample)"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_supported_tee_gets_its_own_provider() {
+        let paths = crate::tdx::TdxPaths {
+            tsm_report_dir: "/nonexistent/tsm".into(),
+            ccel: "/nonexistent/ccel".into(),
+            aael: "/nonexistent/aael".into(),
+            tdx_guest: "/nonexistent/tdx_guest".into(),
+        };
+        for tee in SUPPORTED {
+            let p = provider(TeeChoice::Only(tee), &paths).unwrap();
+            assert_eq!(p.tee(), tee);
+        }
+        assert_eq!(
+            provider(TeeChoice::Auto, &paths).unwrap().tee(),
+            Tee::Sample
+        );
+        assert!(matches!(
+            provider(TeeChoice::Only(Tee::Snp), &paths),
+            Err(ClientError::Evidence(_))
+        ));
     }
 }

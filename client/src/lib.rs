@@ -14,6 +14,7 @@ pub mod cdh;
 pub mod console;
 pub mod error;
 pub mod evidence;
+pub mod exit;
 pub mod gpu;
 pub mod kbs;
 pub mod measure;

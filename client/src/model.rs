@@ -1,7 +1,6 @@
 //! `coffer model ...`: decrypt gocryptfs-encrypted model trees.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use coffer_cryptfs::tree::{
@@ -27,19 +26,48 @@ pub fn password_from_bytes(bytes: &[u8]) -> Zeroizing<Vec<u8>> {
     Zeroizing::new(line.to_vec())
 }
 
-/// Result of an encrypt or decrypt run, for printing.
+/// Result of an encrypt, decrypt or verify run (the CLI's `--json` summary).
+#[derive(Debug, serde::Serialize)]
 pub struct RunReport {
     /// The per-entry summary.
+    #[serde(flatten)]
     pub summary: Summary,
     /// Wall time in seconds (after key derivation).
     pub seconds: f64,
+    /// Plaintext throughput, MB (10^6 bytes) per second.
+    pub mb_per_s: f64,
 }
 
-/// How a tree run works and reports.
+impl RunReport {
+    fn new(summary: Summary, started: Instant) -> Self {
+        let seconds = started.elapsed().as_secs_f64();
+        RunReport {
+            mb_per_s: summary.bytes as f64 / seconds.max(1e-9) / 1e6,
+            summary,
+            seconds,
+        }
+    }
+
+    /// The report, or [`ClientError::EntriesFailed`] (with the first failure as its source)
+    /// when any entry failed.
+    pub fn into_result(self) -> Result<Self, ClientError> {
+        let count = self.summary.failures.len();
+        if count == 0 {
+            return Ok(self);
+        }
+        let mut summary = self.summary;
+        let first = summary.failures.swap_remove(0);
+        Err(ClientError::EntriesFailed {
+            count,
+            path: first.cipher_path,
+            first: first.error,
+        })
+    }
+}
+
+/// How a tree run works.
 #[derive(Debug, Clone, Copy)]
 pub struct RunOptions {
-    /// No progress bar.
-    pub quiet: bool,
     /// Worker threads (each handles one 256 KiB chunk at a time).
     pub threads: usize,
     /// What decrypt and verify accept and create beyond the safe default.
@@ -60,47 +88,87 @@ fn in_pool<T: Send>(threads: usize, work: impl FnOnce() -> T + Send) -> Result<T
         .num_threads(threads.max(1))
         .thread_name(|i| format!("coffer-worker-{i}"))
         .build()
-        .map_err(|e| ClientError::Config(format!("cannot start {threads} worker threads: {e}")))?;
+        .map_err(ClientError::Workers)?;
     Ok(pool.install(work))
 }
 
-/// Decrypts `cipher_dir` into `dest` (or, with `None`, only authenticates everything),
-/// showing a progress bar on stderr unless `opts.quiet`.
-pub fn decrypt(
-    cipher_dir: &Path,
-    dest: Option<&Path>,
-    key: KeySource,
-    opts: RunOptions,
-) -> Result<RunReport, ClientError> {
-    let cfg = Config::load_from_dir(cipher_dir).map_err(|e| ClientError::Config(e.to_string()))?;
+/// Reads the cipher directory's configuration and opens its master key.
+fn unlock(cipher_dir: &Path, key: KeySource) -> Result<(Config, MasterKey), ClientError> {
+    let cfg = Config::load_from_dir(cipher_dir).map_err(ClientError::ModelConfig)?;
     let master = match key {
         KeySource::MasterKey(k) => k,
         KeySource::Password(p) => cfg.unlock(&p).map_err(|e| match e {
-            ConfigError::WrongPassword { .. } => ClientError::WrongKey(e.to_string()),
-            e => ClientError::Config(e.to_string()),
+            ConfigError::WrongPassword { .. } => ClientError::WrongKey(e),
+            e => ClientError::ModelConfig(e),
         })?,
     };
+    Ok((cfg, master))
+}
+
+/// Decrypts `cipher_dir` into `dest` after checking that `dest` has room for it;
+/// `progress` hears of every finished chunk and file. Entries that fail are in the
+/// report's summary ([`RunReport::into_result`] turns them into an error).
+pub fn decrypt(
+    cipher_dir: &Path,
+    dest: &Path,
+    key: KeySource,
+    opts: RunOptions,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<RunReport, ClientError> {
+    let (cfg, master) = unlock(cipher_dir, key)?;
     let keys = master.keys();
-    let (total, files) = tree_size(cipher_dir, true, |c| {
-        coffer_cryptfs::content::plain_size(c).unwrap_or(0)
-    });
-    if let Some(dest) = dest {
-        check_space(dest, total)?;
-    }
-    let bar = TreeBar::new(total, files, opts.quiet);
+    check_space(dest, TreeTotals::of_cipher(cipher_dir).bytes)?;
     let started = Instant::now();
-    let summary = in_pool(opts.threads, || match dest {
-        Some(dest) => decrypt_tree_with(&cfg, &keys, cipher_dir, dest, &opts.tree, &|p| {
-            bar.update(p)
-        }),
-        None => verify_tree_with(&cfg, &keys, cipher_dir, &opts.tree, &|p| bar.update(p)),
+    let summary = in_pool(opts.threads, || {
+        decrypt_tree_with(&cfg, &keys, cipher_dir, dest, &opts.tree, progress)
     })?
-    .map_err(|e| ClientError::Config(e.to_string()))?;
-    bar.finish();
-    Ok(RunReport {
-        summary,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    .map_err(ClientError::Tree)?;
+    Ok(RunReport::new(summary, started))
+}
+
+/// Authenticates everything in `cipher_dir` without writing anything (and computes its
+/// model digest); `progress` hears of every finished chunk and file.
+pub fn verify(
+    cipher_dir: &Path,
+    key: KeySource,
+    opts: RunOptions,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<RunReport, ClientError> {
+    let (cfg, master) = unlock(cipher_dir, key)?;
+    let keys = master.keys();
+    let started = Instant::now();
+    let summary = in_pool(opts.threads, || {
+        verify_tree_with(&cfg, &keys, cipher_dir, &opts.tree, progress)
+    })?
+    .map_err(ClientError::Tree)?;
+    Ok(RunReport::new(summary, started))
+}
+
+/// What a tree holds, for progress displays and space checks: the plaintext bytes of its
+/// regular files and how many there are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TreeTotals {
+    /// Plaintext bytes.
+    pub bytes: u64,
+    /// Regular files.
+    pub files: u64,
+}
+
+impl TreeTotals {
+    /// Totals of a cipher directory: gocryptfs's own metadata files are skipped, and a
+    /// content file of a size no gocryptfs file has counts as empty (its run reports it).
+    /// Unreadable directories count as empty too: these are estimates, the run itself
+    /// reports every entry it cannot read.
+    pub fn of_cipher(cipher_dir: &Path) -> Self {
+        tree_size(cipher_dir, true, |c| {
+            coffer_cryptfs::content::plain_size(c).unwrap_or(0)
+        })
+    }
+
+    /// Totals of a plaintext tree (the estimate [`TreeTotals::of_cipher`] describes).
+    pub fn of_plain(dir: &Path) -> Self {
+        tree_size(dir, false, |n| n)
+    }
 }
 
 /// Refuses to start when the filesystem of `dest` cannot hold `needed` plaintext bytes, so
@@ -116,7 +184,7 @@ pub fn check_space(dest: &Path, needed: u64) -> Result<(), ClientError> {
     };
     let free = fs.f_bavail.saturating_mul(fs.f_frsize);
     let replaced = if dest.exists() {
-        tree_size(dest, false, |n| n).0
+        TreeTotals::of_plain(dest).bytes
     } else {
         0
     };
@@ -129,14 +197,6 @@ pub fn check_space(dest: &Path, needed: u64) -> Result<(), ClientError> {
         )));
     }
     Ok(())
-}
-
-/// Plaintext bytes a cipher directory holds (content files only), for space checks.
-pub fn plain_tree_size(cipher_dir: &Path) -> u64 {
-    tree_size(cipher_dir, true, |c| {
-        coffer_cryptfs::content::plain_size(c).unwrap_or(0)
-    })
-    .0
 }
 
 /// Removes everything inside `dir` (entries are never followed: a symlink is removed, not
@@ -179,72 +239,31 @@ pub fn human_bytes(n: u64) -> String {
     indicatif::BinaryBytes(n).to_string()
 }
 
-/// Progress display for a tree run: bytes, files done of total, throughput.
-struct TreeBar {
-    bar: indicatif::ProgressBar,
-    files_total: u64,
-    files_done: AtomicU64,
-}
-
-impl TreeBar {
-    fn new(bytes: u64, files: u64, quiet: bool) -> Self {
-        let bar = if quiet {
-            indicatif::ProgressBar::hidden()
-        } else {
-            indicatif::ProgressBar::new(bytes)
-        };
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar.set_message(format!("0/{files} files"));
-        TreeBar {
-            bar,
-            files_total: files,
-            files_done: AtomicU64::new(0),
-        }
-    }
-
-    fn update(&self, p: Progress) {
-        match p {
-            Progress::Bytes(n) => self.bar.inc(n),
-            Progress::FileDone => {
-                let done = self.files_done.fetch_add(1, Ordering::Relaxed) + 1;
-                self.bar
-                    .set_message(format!("{done}/{} files", self.files_total));
+/// Sum of `size(file length)` and count of the regular files below `p`. In a cipher
+/// directory, gocryptfs's own metadata files (config, per-directory IVs, long-name
+/// sidecars) hold no model content and are skipped.
+fn tree_size(p: &Path, cipher: bool, size: fn(u64) -> u64) -> TreeTotals {
+    let mut t = TreeTotals::default();
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return t;
+    };
+    for e in rd.flatten() {
+        match e.file_type() {
+            Ok(ft) if ft.is_dir() => {
+                let sub = tree_size(&e.path(), cipher, size);
+                t.bytes += sub.bytes;
+                t.files += sub.files;
             }
-        }
-    }
-
-    fn finish(&self) {
-        self.bar.finish_and_clear();
-    }
-}
-
-/// Sum of `size(file length)` and count of the regular files below `p`
-/// (progress-bar totals). In a cipher directory, gocryptfs's own metadata files
-/// (config, per-directory IVs, long-name sidecars) hold no model content and are skipped.
-fn tree_size(p: &Path, cipher: bool, size: fn(u64) -> u64) -> (u64, u64) {
-    let (mut total, mut files) = (0, 0);
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => {
-                    let (b, f) = tree_size(&e.path(), cipher, size);
-                    total += b;
-                    files += f;
+            Ok(ft) if ft.is_file() && !(cipher && is_cipher_metadata(&e.file_name())) => {
+                if let Ok(m) = e.metadata() {
+                    t.bytes += size(m.len());
                 }
-                Ok(t) if t.is_file() && !(cipher && is_cipher_metadata(&e.file_name())) => {
-                    total += size(e.metadata().map(|m| m.len()).unwrap_or(0));
-                    files += 1;
-                }
-                _ => {}
+                t.files += 1;
             }
+            _ => {}
         }
     }
-    (total, files)
+    t
 }
 
 fn is_cipher_metadata(name: &std::ffi::OsStr) -> bool {
@@ -254,34 +273,169 @@ fn is_cipher_metadata(name: &std::ffi::OsStr) -> bool {
         || (name.starts_with(b"gocryptfs.longname.") && name.ends_with(b".name"))
 }
 
-/// Encrypts `src` into a new gocryptfs cipher directory protected by `password`.
+/// Encrypts `src` into a new gocryptfs cipher directory protected by `password`;
+/// `progress` hears of every finished chunk and file.
 pub fn encrypt(
     src: &Path,
     cipher_dir: &Path,
     password: &[u8],
     scrypt_log_n: u8,
     opts: RunOptions,
+    progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<RunReport, ClientError> {
     let master = MasterKey::generate();
-    let conf = Config::create_text(password, &master, scrypt_log_n).map_err(ClientError::Config)?;
-    let (total, files) = tree_size(src, false, |n| n);
-    let bar = TreeBar::new(total, files, opts.quiet);
+    let conf =
+        Config::create_text(password, &master, scrypt_log_n).map_err(ClientError::CreateConfig)?;
     let started = Instant::now();
     let keys = master.keys();
     let summary = in_pool(opts.threads, || {
-        coffer_cryptfs::encrypt_tree(&keys, &conf, src, cipher_dir, &|p| bar.update(p))
+        coffer_cryptfs::encrypt_tree(&keys, &conf, src, cipher_dir, progress)
     })?
-    .map_err(|e| ClientError::Config(e.to_string()))?;
-    bar.finish();
-    Ok(RunReport {
-        summary,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    .map_err(ClientError::Tree)?;
+    Ok(RunReport::new(summary, started))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::exit::Exit;
+    use coffer_cryptfs::content::{BlockFault, ContentError};
+    use coffer_cryptfs::tree::{DirIvFault, EntryError};
+
+    fn opts() -> RunOptions {
+        RunOptions {
+            threads: 2,
+            tree: DecryptOptions::default(),
+        }
+    }
+
+    fn password(p: &str) -> KeySource {
+        KeySource::Password(Zeroizing::new(p.as_bytes().to_vec()))
+    }
+
+    /// A one-file model encrypted with password `pw`; returns (temp, cipher dir, the
+    /// content file's path in it).
+    fn model() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let (plain, cipher) = (t.path().join("plain"), t.path().join("cipher"));
+        std::fs::create_dir(&plain).unwrap();
+        std::fs::write(plain.join("weights"), vec![7u8; 3 * 4096]).unwrap();
+        std::fs::create_dir(plain.join("sub")).unwrap();
+        let r = encrypt(&plain, &cipher, b"pw", 10, opts(), &|_| {}).unwrap();
+        assert!(r.summary.failures.is_empty());
+        let content = std::fs::read_dir(&cipher)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.is_file()
+                    && !p
+                        .file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with("gocryptfs.")
+            })
+            .unwrap();
+        (t, cipher, content)
+    }
+
+    /// A wrong password, a tampered block and an unreadable file are told apart by the
+    /// error's type (and so by exit code), not by its text.
+    #[test]
+    fn failures_are_distinguishable_by_type() {
+        let (t, cipher, content) = model();
+        let dest = t.path().join("out");
+
+        let e = decrypt(&cipher, &dest, password("wrong"), opts(), &|_| {}).unwrap_err();
+        assert!(
+            matches!(&e, ClientError::WrongKey(ConfigError::WrongPassword { .. })),
+            "{e:?}"
+        );
+        assert_eq!(e.exit(), Exit::WrongKey);
+
+        let mut bytes = std::fs::read(&content).unwrap();
+        bytes[18 + 4128 + 40] ^= 1;
+        std::fs::write(&content, &bytes).unwrap();
+        let report = verify(&cipher, password("pw"), opts(), &|_| {}).unwrap();
+        let e = report.into_result().unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                ClientError::EntriesFailed {
+                    count: 1,
+                    first: EntryError::Content(ContentError::Block {
+                        block: 1,
+                        reason: BlockFault::Authentication,
+                        ..
+                    }),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.exit(), Exit::Tampered);
+
+        // A file that cannot be read: the subdirectory's IV file, a FIFO in its place.
+        bytes[18 + 4128 + 40] ^= 1; // the block is intact again
+        std::fs::write(&content, &bytes).unwrap();
+        let sub = std::fs::read_dir(&cipher)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.is_dir())
+            .unwrap();
+        let iv = sub.join("gocryptfs.diriv");
+        std::fs::remove_file(&iv).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &iv,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let report = decrypt(&cipher, &dest, password("pw"), opts(), &|_| {}).unwrap();
+        let e = report.into_result().unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                ClientError::EntriesFailed {
+                    first: EntryError::DirIv(DirIvFault::Unreadable(_)),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.exit(), Exit::Tampered);
+
+        // An unreadable configuration is neither a wrong key nor a tampered tree.
+        std::fs::remove_file(cipher.join("gocryptfs.conf")).unwrap();
+        let e = verify(&cipher, password("pw"), opts(), &|_| {}).unwrap_err();
+        assert!(
+            matches!(&e, ClientError::ModelConfig(ConfigError::Io { .. })),
+            "{e:?}"
+        );
+        assert_eq!(e.exit(), Exit::Failure);
+    }
+
+    #[test]
+    fn progress_reaches_the_caller() {
+        let (_t, cipher, _) = model();
+        let bytes = std::sync::atomic::AtomicU64::new(0);
+        let files = std::sync::atomic::AtomicU64::new(0);
+        let r = verify(&cipher, password("pw"), opts(), &|p| match p {
+            Progress::Bytes(n) => {
+                bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            }
+            Progress::FileDone => {
+                files.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+        .unwrap();
+        assert_eq!(bytes.into_inner(), 3 * 4096);
+        assert_eq!(files.into_inner(), 1);
+        assert_eq!(TreeTotals::of_cipher(&cipher).bytes, 3 * 4096);
+        assert!(r.into_result().is_ok());
+    }
 
     #[test]
     fn work_runs_on_the_requested_number_of_workers() {

@@ -33,7 +33,7 @@ fn main() {
     let data: Vec<u8> = (0..mib << 20).map(|i| (i * 31 % 251) as u8).collect();
     std::fs::write(&plain, &data).expect("write plaintext");
     drop(data);
-    let key = [7u8; 32];
+    let key = coffer_cryptfs::ContentKey::from_bytes([7u8; 32]);
     let c = ContentCipher::new(&key);
     c.encrypt_file(
         &mut File::open(&plain).expect("open"),

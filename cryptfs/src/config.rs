@@ -7,7 +7,8 @@ use base64::Engine;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::keys::{gcm_open, gcm_seal, hkdf32, MasterKey, INFO_CONTENT_GCM};
+use crate::gcm::GcmError;
+use crate::keys::{gcm_open, gcm_seal, hkdf32, split_nonce, MasterKey, INFO_CONTENT_GCM};
 
 /// Flags this implementation reads. Anything else is refused by name.
 const SUPPORTED: [&str; 6] = [
@@ -75,6 +76,35 @@ pub enum ConfigError {
         /// File.
         path: PathBuf,
     },
+    /// OpenSSL could not run AES-256-GCM to unwrap the master key (says nothing about the
+    /// password).
+    #[error("{path}: {source}")]
+    Gcm {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: GcmError,
+    },
+}
+
+/// Why [`Config::create_text`] could not make a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// gocryptfs refuses empty passwords, and so does coffer.
+    #[error("empty password")]
+    EmptyPassword,
+    /// The scrypt cost is outside what gocryptfs accepts.
+    #[error("scrypt log2(N) = {0} is outside 10..=28")]
+    ScryptCost(u8),
+    /// scrypt refused its parameters or output length (not expected for checked costs).
+    #[error("scrypt refused its parameters")]
+    Scrypt,
+    /// OpenSSL could not wrap the master key.
+    #[error(transparent)]
+    Gcm(#[from] GcmError),
+    /// The configuration did not serialize (not expected: it is built in memory).
+    #[error("cannot serialize gocryptfs.conf: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
 #[derive(Deserialize)]
@@ -277,26 +307,30 @@ impl Config {
 
     /// Creates the text of a new `gocryptfs.conf` (default flags, scrypt N = 2^`log_n`)
     /// wrapping `master` under `password`.
-    pub fn create_text(password: &[u8], master: &MasterKey, log_n: u8) -> Result<String, String> {
+    pub fn create_text(
+        password: &[u8],
+        master: &MasterKey,
+        log_n: u8,
+    ) -> Result<String, CreateError> {
         use rand::RngCore;
         if password.is_empty() {
-            return Err("empty password".into());
+            return Err(CreateError::EmptyPassword);
         }
-        if !(10..=28).contains(&log_n) {
-            return Err("scrypt log2(N) must be 10..=28".into());
+        if !(10..=MAX_SCRYPT_LOG_N).contains(&log_n) {
+            return Err(CreateError::ScryptCost(log_n));
         }
         let mut salt = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut salt);
-        let params = scrypt::Params::new(log_n, 8, 1, 32).map_err(|e| e.to_string())?;
+        let params = scrypt::Params::new(log_n, 8, 1, 32).map_err(|_| CreateError::Scrypt)?;
         let mut s = Zeroizing::new([0u8; 32]);
-        scrypt::scrypt(password, &salt, &params, s.as_mut()).map_err(|e| e.to_string())?;
+        scrypt::scrypt(password, &salt, &params, s.as_mut()).map_err(|_| CreateError::Scrypt)?;
         let kek = hkdf32(s.as_ref(), INFO_CONTENT_GCM);
         let mut nonce = [0u8; 16];
         while nonce == [0u8; 16] {
             rand::rngs::OsRng.fill_bytes(&mut nonce);
         }
         let mut wrapped = nonce.to_vec();
-        wrapped.extend(gcm_seal(&kek, &nonce, &[0u8; 8], master.bytes()));
+        wrapped.extend(gcm_seal(&kek, &nonce, &[0u8; 8], master.bytes())?);
         let conf = serde_json::json!({
             "Creator": concat!("coffer ", env!("CARGO_PKG_VERSION")),
             "EncryptedKey": STANDARD.encode(&wrapped),
@@ -304,10 +338,7 @@ impl Config {
             "Version": 2,
             "FeatureFlags": ["HKDF", "GCMIV128", "DirIV", "EMENames", "LongNames", "Raw64"],
         });
-        Ok(format!(
-            "{}\n",
-            serde_json::to_string_pretty(&conf).map_err(|e| e.to_string())?
-        ))
+        Ok(format!("{}\n", serde_json::to_string_pretty(&conf)?))
     }
 
     /// Unwraps the master key with `password` (scrypt, then HKDF, then AES-256-GCM).
@@ -332,13 +363,64 @@ impl Config {
             }
         })?;
         let kek = hkdf32(s.as_ref(), INFO_CONTENT_GCM);
-        let (nonce, ct) = self.encrypted_key.split_at(16);
-        let master = gcm_open(&kek, nonce, &[0u8; 8], ct).ok_or(ConfigError::WrongPassword {
+        // `parse` checked the length (64 bytes).
+        let (nonce, ct) = split_nonce(&self.encrypted_key).ok_or(ConfigError::Invalid {
             path: self.path.clone(),
+            message: "EncryptedKey is too short".into(),
         })?;
+        let master = gcm_open(&kek, nonce, &[0u8; 8], ct)
+            .map_err(|source| ConfigError::Gcm {
+                path: self.path.clone(),
+                source,
+            })?
+            .ok_or(ConfigError::WrongPassword {
+                path: self.path.clone(),
+            })?;
         MasterKey::from_slice(&master).ok_or(ConfigError::Invalid {
             path: self.path.clone(),
             message: "master key is not 32 bytes".into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_configs_unlock_and_bad_requests_are_typed() {
+        let master = MasterKey::from_slice(&[3u8; 32]).unwrap();
+        let text = Config::create_text(b"pw", &master, 10).unwrap();
+        let cfg = Config::parse(text.as_bytes(), Path::new("c.conf")).unwrap();
+        assert_eq!(cfg.unlock(b"pw").unwrap().bytes(), master.bytes());
+        assert!(matches!(
+            cfg.unlock(b"other"),
+            Err(ConfigError::WrongPassword { .. })
+        ));
+        assert!(matches!(
+            Config::create_text(b"", &master, 10),
+            Err(CreateError::EmptyPassword)
+        ));
+        assert!(matches!(
+            Config::create_text(b"pw", &master, 9),
+            Err(CreateError::ScryptCost(9))
+        ));
+    }
+
+    /// A failing OpenSSL is neither a wrong password nor a config without its key.
+    #[test]
+    fn openssl_failures_are_not_wrong_passwords() {
+        let master = MasterKey::from_slice(&[3u8; 32]).unwrap();
+        let text = Config::create_text(b"pw", &master, 10).unwrap();
+        let cfg = Config::parse(text.as_bytes(), Path::new("c.conf")).unwrap();
+        crate::gcm::break_on_this_thread(true);
+        let created = Config::create_text(b"pw", &master, 10);
+        let unlocked = cfg.unlock(b"pw");
+        crate::gcm::break_on_this_thread(false);
+        assert!(matches!(created, Err(CreateError::Gcm(_))), "{created:?}");
+        assert!(
+            matches!(unlocked, Err(ConfigError::Gcm { .. })),
+            "{unlocked:?}"
+        );
     }
 }

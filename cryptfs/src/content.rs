@@ -5,9 +5,8 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
-use zeroize::Zeroizing;
-
-use crate::gcm::Gcm;
+use crate::gcm::{Gcm, GcmError};
+use crate::keys::ContentKey;
 
 mod files;
 
@@ -31,9 +30,9 @@ pub enum ContentError {
     /// Reading or writing failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    /// Bad header.
+    /// Bad header, or a file size no gocryptfs file can have.
     #[error("invalid file header: {0}")]
-    Header(&'static str),
+    Header(HeaderFault),
     /// A block failed authentication or is malformed.
     #[error("block {block} (ciphertext offset {offset}): {reason}")]
     Block {
@@ -42,22 +41,76 @@ pub enum ContentError {
         /// Byte offset of the block in the ciphertext file.
         offset: u64,
         /// What is wrong.
-        reason: &'static str,
+        reason: BlockFault,
     },
+    /// OpenSSL could not run AES-256-GCM (says nothing about the file).
+    #[error(transparent)]
+    Gcm(#[from] GcmError),
+}
+
+/// What is wrong with a file header (or the file size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderFault {
+    /// Fewer than 18 bytes.
+    #[error("short header")]
+    Short,
+    /// Not the version-2 header gocryptfs writes.
+    #[error("unsupported header version (need 2)")]
+    Version,
+    /// The file ID is all zeros (never written by gocryptfs).
+    #[error("all-zero file ID")]
+    ZeroFileId,
+    /// No number of blocks gives this ciphertext size: the file was cut.
+    #[error("file size is not a valid gocryptfs size (truncated)")]
+    Size,
+}
+
+/// Why one ciphertext block was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BlockFault {
+    /// An all-zero block (a hole) under [`ContentCipher::strict`].
+    #[error("all-zero block (a hole, or a block zeroed on the storage): refused in strict mode")]
+    ZeroBlock,
+    /// Too short to hold a nonce, a tag and data, or not the length its position implies.
+    #[error("truncated block")]
+    Truncated,
+    /// The nonce is all zeros (never written by gocryptfs).
+    #[error("all-zero nonce")]
+    ZeroNonce,
+    /// The tag does not match: tampered, moved to another block or file, or the wrong key.
+    #[error("authentication failed (tampered or wrong key)")]
+    Authentication,
+}
+
+/// Why a small sealed value (symlink target, extended attribute value) did not open.
+#[derive(Debug, thiserror::Error)]
+pub enum SealedError {
+    /// A symlink target that is not base64url.
+    #[error("not base64url")]
+    Encoding,
+    /// Shorter than a nonce and a tag.
+    #[error("too short")]
+    Short,
+    /// The tag does not match: tampered or the wrong key.
+    #[error("failed authentication (tampered or wrong key)")]
+    Authentication,
+    /// OpenSSL could not run AES-256-GCM.
+    #[error(transparent)]
+    Gcm(#[from] GcmError),
 }
 
 /// Checks an 18-byte file header and returns its file ID.
 fn check_header(header: &[u8]) -> Result<[u8; 16], ContentError> {
     if header.len() != HEADER_LEN {
-        return Err(ContentError::Header("short header"));
+        return Err(ContentError::Header(HeaderFault::Short));
     }
     if header[..2] != [0, 2] {
-        return Err(ContentError::Header("unsupported header version (need 2)"));
+        return Err(ContentError::Header(HeaderFault::Version));
     }
     let mut file_id = [0u8; 16];
     file_id.copy_from_slice(&header[2..]);
     if file_id == [0u8; 16] {
-        return Err(ContentError::Header("all-zero file ID"));
+        return Err(ContentError::Header(HeaderFault::ZeroFileId));
     }
     Ok(file_id)
 }
@@ -89,7 +142,7 @@ pub fn plain_size(c: u64) -> Option<u64> {
 
 /// Decrypts file contents and symlink targets with one content key.
 pub struct ContentCipher {
-    key: Zeroizing<[u8; 32]>,
+    key: ContentKey,
     /// Refuse all-zero blocks instead of reading them as holes.
     strict: bool,
     /// Hash the block tags for the model digest (on unless measuring its cost).
@@ -98,9 +151,9 @@ pub struct ContentCipher {
 
 impl ContentCipher {
     /// A cipher for `key`.
-    pub fn new(key: &[u8; 32]) -> Self {
+    pub fn new(key: &ContentKey) -> Self {
         ContentCipher {
-            key: Zeroizing::new(*key),
+            key: key.clone(),
             strict: false,
             digest: true,
         }
@@ -131,43 +184,42 @@ impl ContentCipher {
         out: &mut [u8],
         block: u64,
         file_id: &[u8; 16],
-    ) -> Result<(), &'static str> {
+    ) -> Result<(), BlockFault> {
         if cblock.len() == CBLOCK && cblock.iter().all(|b| *b == 0) {
-            if self.strict {
-                out.fill(0);
-                return Err("all-zero block (a hole, or a block zeroed on the storage): refused in strict mode");
-            }
             out.fill(0);
-            return Ok(());
+            return if self.strict {
+                Err(BlockFault::ZeroBlock)
+            } else {
+                Ok(())
+            };
         }
         if cblock.len() <= NONCE + TAG || out.len() != cblock.len() - NONCE - TAG {
-            return Err("truncated block");
+            return Err(BlockFault::Truncated);
         }
-        let (nonce, rest) = cblock.split_at(NONCE);
+        let (nonce, rest) = cblock
+            .split_first_chunk::<NONCE>()
+            .ok_or(BlockFault::Truncated)?;
         if nonce.iter().all(|b| *b == 0) {
-            return Err("all-zero nonce");
+            return Err(BlockFault::ZeroNonce);
         }
-        let nonce: [u8; 16] = nonce.try_into().map_err(|_| "bad nonce")?;
-        let (data, tag) = rest.split_at(rest.len() - TAG);
-        let tag: [u8; 16] = tag.try_into().map_err(|_| "bad tag")?;
-        if !gcm.open_to(&nonce, &block_aad(block, file_id), data, out, &tag) {
+        let (data, tag) = rest
+            .split_last_chunk::<TAG>()
+            .ok_or(BlockFault::Truncated)?;
+        if !gcm.open_to(nonce, &block_aad(block, file_id), data, out, tag) {
             out.fill(0);
-            return Err("authentication failed (tampered or wrong key)");
+            return Err(BlockFault::Authentication);
         }
         Ok(())
     }
 
     /// Decrypts a whole ciphertext file held in memory (small files, tests, fuzzing).
     pub fn decrypt_bytes(&self, data: &[u8]) -> Result<Vec<u8>, ContentError> {
-        let plain = plain_size(data.len() as u64).ok_or(ContentError::Header(
-            "file size is not a valid gocryptfs size (truncated)",
-        ))?;
+        let plain = plain_size(data.len() as u64).ok_or(ContentError::Header(HeaderFault::Size))?;
         if plain == 0 {
             return Ok(Vec::new());
         }
         let file_id = check_header(&data[..HEADER_LEN])?;
-        let mut gcm = Gcm::new(&self.key, false)
-            .ok_or(ContentError::Header("OpenSSL AES-256-GCM unavailable"))?;
+        let mut gcm = Gcm::decryptor(self.key.bytes())?;
         let mut out = vec![0u8; plain as usize];
         let blocks = data[HEADER_LEN..].chunks(CBLOCK).zip(out.chunks_mut(BLOCK));
         for (i, (cblock, target)) in blocks.enumerate() {
@@ -199,67 +251,68 @@ impl ContentCipher {
         let (head, rest) = out.split_at_mut(NONCE);
         head.copy_from_slice(&nonce);
         let (data, tag) = rest.split_at_mut(plain.len());
-        let t = gcm
-            .seal_to(&nonce, &block_aad(block, file_id), plain, data)
-            .ok_or(ContentError::Block {
-                block,
-                offset: HEADER_LEN as u64 + block * CBLOCK as u64,
-                reason: "encryption failed",
-            })?;
+        let t = gcm.seal_to(&nonce, &block_aad(block, file_id), plain, data)?;
         tag.copy_from_slice(&t);
         Ok(())
     }
 
     /// Encrypts a symlink target to its stored form: base64url(nonce || ct || tag), AAD 8
     /// zero bytes (a one-block file without file ID).
-    pub fn encrypt_symlink(&self, target: &[u8]) -> String {
-        URL_SAFE_NO_PAD.encode(self.seal_small(target))
+    pub fn encrypt_symlink(&self, target: &[u8]) -> Result<String, GcmError> {
+        Ok(URL_SAFE_NO_PAD.encode(self.seal_small(target)?))
     }
 
     /// Seals a small value (symlink target, xattr value): nonce ‖ ciphertext ‖ tag, AAD 8
     /// zero bytes.
-    pub fn seal_small(&self, data: &[u8]) -> Vec<u8> {
+    pub fn seal_small(&self, data: &[u8]) -> Result<Vec<u8>, GcmError> {
         use rand::RngCore;
         let mut nonce = [0u8; 16];
         while nonce == [0; 16] {
             rand::thread_rng().fill_bytes(&mut nonce);
         }
         let mut blob = nonce.to_vec();
-        blob.extend(crate::keys::gcm_seal(&self.key, &nonce, &[0u8; 8], data));
-        blob
+        blob.extend(crate::keys::gcm_seal(
+            self.key.bytes(),
+            &nonce,
+            &[0u8; 8],
+            data,
+        )?);
+        Ok(blob)
+    }
+
+    /// Opens `nonce || ct || tag` sealed with AAD 8 zero bytes.
+    fn open_sealed(&self, blob: &[u8]) -> Result<Vec<u8>, SealedError> {
+        if blob.len() < NONCE + TAG {
+            return Err(SealedError::Short);
+        }
+        let (nonce, ct) = crate::keys::split_nonce(blob).ok_or(SealedError::Short)?;
+        crate::keys::gcm_open(self.key.bytes(), nonce, &[0u8; 8], ct)?
+            .map(|t| t.to_vec())
+            .ok_or(SealedError::Authentication)
     }
 
     /// Opens a value sealed by [`ContentCipher::seal_small`]; falls back to base64 (how old
     /// gocryptfs versions stored xattr values).
-    pub fn open_small(&self, blob: &[u8]) -> Result<Vec<u8>, &'static str> {
-        let open = |b: &[u8]| {
-            if b.len() < NONCE + TAG {
-                return None;
-            }
-            crate::keys::gcm_open(&self.key, &b[..NONCE], &[0u8; 8], &b[NONCE..])
-                .map(|t| t.to_vec())
-        };
-        if let Some(v) = open(blob) {
-            return Ok(v);
+    pub fn open_small(&self, blob: &[u8]) -> Result<Vec<u8>, SealedError> {
+        match self.open_sealed(blob) {
+            Err(SealedError::Short | SealedError::Authentication) => {}
+            done => return done,
         }
-        base64::engine::general_purpose::STANDARD
+        let decoded = base64::engine::general_purpose::STANDARD
             .decode(blob)
-            .ok()
-            .and_then(|b| open(&b))
-            .ok_or("failed authentication (tampered or wrong key)")
+            .map_err(|_| SealedError::Authentication)?;
+        match self.open_sealed(&decoded) {
+            Err(SealedError::Short) => Err(SealedError::Authentication),
+            done => done,
+        }
     }
 
     /// Decrypts a symlink target stored as base64url(nonce || ct || tag), AAD 8 zero bytes.
-    pub fn decrypt_symlink(&self, stored: &[u8]) -> Result<Vec<u8>, &'static str> {
+    pub fn decrypt_symlink(&self, stored: &[u8]) -> Result<Vec<u8>, SealedError> {
         let blob = URL_SAFE_NO_PAD
             .decode(stored)
-            .map_err(|_| "symlink target is not base64url")?;
-        if blob.len() < NONCE + TAG {
-            return Err("symlink target too short");
-        }
-        crate::keys::gcm_open(&self.key, &blob[..NONCE], &[0u8; 8], &blob[NONCE..])
-            .map(|t| t.to_vec())
-            .ok_or("symlink target failed authentication")
+            .map_err(|_| SealedError::Encoding)?;
+        self.open_sealed(&blob)
     }
 }
 
@@ -294,11 +347,46 @@ mod tests {
                 .try_into()
                 .unwrap();
         let file = hex::decode("0002f7beb55731339da5626422f82998d095fb36088729 06b38c9ed602f1aeab807b712fe8ef44850d1f939e321389cf1c2f7673ddcb497af4b03ffb8fba58e01a80548b".replace(' ', "")).unwrap();
-        let c = ContentCipher::new(&key);
+        let c = ContentCipher::new(&ContentKey::from_bytes(key));
         assert_eq!(c.decrypt_bytes(&file).unwrap(), b"Hello, gocryptfs!\n");
         let mut bad = file.clone();
         bad[40] ^= 1;
-        assert!(c.decrypt_bytes(&bad).is_err());
+        assert!(matches!(
+            c.decrypt_bytes(&bad),
+            Err(ContentError::Block {
+                block: 0,
+                reason: BlockFault::Authentication,
+                ..
+            })
+        ));
+        assert!(matches!(
+            c.decrypt_bytes(&file[..40]),
+            Err(ContentError::Header(HeaderFault::Size))
+        ));
+    }
+
+    /// A failing OpenSSL is its own error: not a bad header, not an empty ciphertext.
+    #[test]
+    fn openssl_failures_are_errors_of_their_own() {
+        let c = ContentCipher::new(&ContentKey::from_bytes([4; 32]));
+        let sealed = c.seal_small(b"value").unwrap();
+        let file = {
+            let mut f = vec![0u8, 2];
+            f.extend_from_slice(&[1; 16]);
+            f.extend_from_slice(&sealed);
+            f
+        };
+        crate::gcm::break_on_this_thread(true);
+        let seal = c.seal_small(b"value");
+        let link = c.encrypt_symlink(b"target");
+        let open = c.open_small(&sealed);
+        let whole = c.decrypt_bytes(&file);
+        crate::gcm::break_on_this_thread(false);
+        assert!(matches!(seal, Err(GcmError { .. })), "{seal:?}");
+        assert!(matches!(link, Err(GcmError { .. })), "{link:?}");
+        assert!(matches!(open, Err(SealedError::Gcm(_))), "{open:?}");
+        assert!(matches!(whole, Err(ContentError::Gcm(_))), "{whole:?}");
+        assert_eq!(c.open_small(&sealed).unwrap(), b"value");
     }
 
     #[test]
@@ -309,18 +397,19 @@ mod tests {
                 .unwrap()
                 .try_into()
                 .unwrap();
-        let c = ContentCipher::new(&key);
+        let c = ContentCipher::new(&ContentKey::from_bytes(key));
         let b = hex::decode(
             "000102030405060708090a0b0c0d0e0fa3a47ef84c9fb2afc42e2434e90a9d29166f98493a",
         )
         .unwrap();
         let id: [u8; 16] = (0x10..0x20).collect::<Vec<u8>>().try_into().unwrap();
-        let mut gcm = Gcm::new(&key, false).unwrap();
+        let mut gcm = Gcm::decryptor(&key).unwrap();
         let mut out = [0u8; 5];
         c.open_block(&mut gcm, &b, &mut out, 1, &id).unwrap();
         assert_eq!(&out, b"hello");
-        assert!(
-            c.open_block(&mut gcm, &b, &mut out, 0, &id).is_err(),
+        assert_eq!(
+            c.open_block(&mut gcm, &b, &mut out, 0, &id),
+            Err(BlockFault::Authentication),
             "block number is authenticated"
         );
         assert_eq!(

@@ -17,28 +17,36 @@ fn xor(a: &mut [u8; 16], b: &[u8; 16]) {
     a.iter_mut().zip(b).for_each(|(x, y)| *x ^= y);
 }
 
-/// Encrypts (`encrypt = true`) or decrypts `data` (1..=128 blocks of 16 bytes) under `key`
-/// with `tweak`. `None` when the length is not a positive multiple of 16.
+/// Which way [`transform`] works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    Encrypt,
+    Decrypt,
+}
+
+/// Encrypts or decrypts `data` (1..=128 blocks of 16 bytes) under `key` with `tweak`.
+/// `None` when the length is not a positive multiple of 16 or over 128 blocks.
 pub(crate) fn transform(
     key: &[u8; 32],
     tweak: &[u8; 16],
     data: &[u8],
-    encrypt: bool,
+    direction: Direction,
 ) -> Option<Vec<u8>> {
     if data.is_empty() || !data.len().is_multiple_of(16) || data.len() > 16 * 128 {
         return None;
     }
     let aes = Aes256::new(key.into());
-    let f = |b: &mut [u8; 16]| {
-        if encrypt {
-            aes.encrypt_block(b.into())
-        } else {
-            aes.decrypt_block(b.into())
-        }
+    let f = |b: &mut [u8; 16]| match direction {
+        Direction::Encrypt => aes.encrypt_block(b.into()),
+        Direction::Decrypt => aes.decrypt_block(b.into()),
     };
     let blocks: Vec<[u8; 16]> = data
         .chunks_exact(16)
-        .map(|c| c.try_into().unwrap_or([0; 16]))
+        .map(|c| {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(c);
+            b
+        })
         .collect();
     let m = blocks.len();
     // L_j = 2^j · E(0), always computed with encryption.
@@ -98,13 +106,13 @@ mod tests {
             .unwrap();
         let iv: [u8; 16] = h("1d8ee9502c0ca3f49df3a59ce02a1568").try_into().unwrap();
         let p = h("6d756c74692d626c6f636b2d6e616d65 2e7478740c0c0c0c0c0c0c0c0c0c0c0c");
-        let c = transform(&key, &iv, &p, true).unwrap();
+        let c = transform(&key, &iv, &p, Direction::Encrypt).unwrap();
         assert_eq!(
             hex::encode(&c),
             "1d2d0db8b029bbfe96599aa00fb7cdcdeea13b571ab080ef46f3ac19a585abc6"
         );
-        assert_eq!(transform(&key, &iv, &c, false).unwrap(), p);
-        assert!(transform(&key, &iv, &p[..15], true).is_none());
+        assert_eq!(transform(&key, &iv, &c, Direction::Decrypt).unwrap(), p);
+        assert!(transform(&key, &iv, &p[..15], Direction::Encrypt).is_none());
     }
 
     #[test]
@@ -117,7 +125,7 @@ mod tests {
             &key,
             &[0; 16],
             b"hello.txt\x07\x07\x07\x07\x07\x07\x07",
-            true,
+            Direction::Encrypt,
         )
         .unwrap();
         assert_eq!(hex::encode(c), "8cbd801960ac1f728bd984764b792a36");

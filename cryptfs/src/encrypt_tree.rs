@@ -14,7 +14,7 @@ use crate::content::{ContentCipher, FileDone};
 use crate::digest;
 use crate::keys::Keys;
 use crate::names::{encrypt_name, on_disk_name, DIRIV_NAME, LONGNAME_SUFFIX};
-use crate::tree::{io, restore_dirs, Failure, FileJob, Summary, TreeError};
+use crate::tree::{io, restore_dirs, DirMeta, EntryError, Failure, FileJob, Summary, TreeError};
 
 fn write_readonly(path: &Path, data: &[u8]) -> Result<(), TreeError> {
     use std::io::Write;
@@ -44,11 +44,19 @@ struct Walk<'a> {
     leaves: Vec<(Vec<u8>, [u8; 32])>,
     cipher: ContentCipher,
     jobs: Vec<FileJob>,
-    dirs: Vec<(PathBuf, u32, SystemTime)>,
+    dirs: Vec<DirMeta>,
     summary: Summary,
 }
 
 impl Walk<'_> {
+    fn fail(&mut self, cipher_path: PathBuf, plain_path: PathBuf, error: EntryError) {
+        self.summary.failures.push(Failure {
+            cipher_path,
+            plain_path: Some(plain_path),
+            error,
+        });
+    }
+
     fn walk(&mut self, src: &Path, dst: &Path, iv: &[u8; 16]) -> Result<(), TreeError> {
         let mut entries: Vec<_> = std::fs::read_dir(src)
             .map_err(io(src))?
@@ -57,7 +65,13 @@ impl Walk<'_> {
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let spath = e.path();
-            let cname = encrypt_name(&self.keys.names, iv, e.file_name().as_bytes());
+            let cname = match encrypt_name(&self.keys.names, iv, e.file_name().as_bytes()) {
+                Ok(c) => c,
+                Err(error) => {
+                    self.fail(dst.to_path_buf(), spath, EntryError::Name(error));
+                    continue;
+                }
+            };
             let disk = on_disk_name(&cname);
             let out = dst.join(&disk);
             if disk != cname {
@@ -84,18 +98,24 @@ impl Walk<'_> {
                 if let Err(error) =
                     crate::xattrs::encrypt_onto(&self.keys.names, &self.cipher, &spath, &out)
                 {
-                    self.summary.failures.push(Failure {
-                        cipher_path: out.clone(),
-                        plain_path: Some(spath.clone()),
-                        error,
-                    });
+                    self.fail(out.clone(), spath.clone(), error.into());
                 }
                 self.summary.dirs += 1;
                 self.walk(&spath, &out, &sub_iv)?;
-                self.dirs.push((out, mode, mtime));
+                self.dirs.push(DirMeta {
+                    path: out,
+                    mode,
+                    mtime,
+                });
             } else if ft.is_symlink() {
                 let target = std::fs::read_link(&spath).map_err(io(&spath))?;
-                let stored = self.cipher.encrypt_symlink(target.as_os_str().as_bytes());
+                let stored = match self.cipher.encrypt_symlink(target.as_os_str().as_bytes()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        self.fail(out, spath, e.into());
+                        continue;
+                    }
+                };
                 std::os::unix::fs::symlink(stored, &out).map_err(io(&out))?;
                 self.summary.symlinks += 1;
                 self.leaves
@@ -113,11 +133,7 @@ impl Walk<'_> {
                         self.summary.special += 1;
                         self.leaves.push((rel, digest::special_leaf()));
                     }
-                    Err(error) => self.summary.failures.push(Failure {
-                        cipher_path: out,
-                        plain_path: Some(spath),
-                        error,
-                    }),
+                    Err(error) => self.fail(out, spath, error),
                 }
             }
         }
@@ -130,22 +146,23 @@ fn encrypt_one(
     cipher: &ContentCipher,
     job: &FileJob,
     report: &(dyn Fn(u64) + Sync),
-) -> Result<FileDone, String> {
-    let mut src =
-        std::fs::File::open(&job.src).map_err(|e| format!("{}: {e}", job.src.display()))?;
+) -> Result<FileDone, EntryError> {
+    let at = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| EntryError::Path { path, source }
+    };
+    let mut src = std::fs::File::open(&job.src).map_err(at(&job.src))?;
     let out = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&job.dst)
-        .map_err(|e| format!("{}: {e}", job.dst.display()))?;
-    let n = cipher
-        .encrypt_file(&mut src, &out, report)
-        .map_err(|e| e.to_string())?;
+        .map_err(at(&job.dst))?;
+    let n = cipher.encrypt_file(&mut src, &out, report)?;
     crate::xattrs::encrypt_onto(&keys.names, cipher, &job.src, &job.dst)?;
     out.set_permissions(std::fs::Permissions::from_mode(job.mode))
-        .map_err(|e| e.to_string())?;
-    out.set_modified(job.mtime).map_err(|e| e.to_string())?;
+        .map_err(at(&job.dst))?;
+    out.set_modified(job.mtime).map_err(at(&job.dst))?;
     Ok(n)
 }
 
@@ -192,7 +209,7 @@ pub fn encrypt_tree(
     };
     w.walk(src, cipher_dir, &root_iv)?;
     let bytes = AtomicU64::new(0);
-    let results: Vec<Result<FileDone, String>> = w
+    let results: Vec<Result<FileDone, EntryError>> = w
         .jobs
         .par_iter()
         .map(|job| {

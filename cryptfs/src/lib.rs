@@ -25,6 +25,8 @@ pub mod xattrs;
 
 pub use encrypt_tree::encrypt_tree;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, CreateError};
 pub use digest::ModelDigest;
-pub use keys::{Keys, MasterKey};
+pub use gcm::GcmError;
+pub use keys::{ContentKey, Keys, MasterKey, NameKey};
+pub use tree::{EntryError, TreeError};

@@ -10,6 +10,8 @@ use std::path::Path;
 
 use rustix::fs::{mknodat, FileType, Mode, CWD};
 
+use crate::tree::EntryError;
+
 /// The special file type of `raw_mode` (`None` for regular files, directories, symlinks).
 pub(crate) fn special_kind(raw_mode: u32) -> Option<FileType> {
     match FileType::from_raw_mode(raw_mode) {
@@ -34,7 +36,7 @@ pub(crate) fn kind_name(kind: FileType) -> &'static str {
 
 /// Creates at `dst` a special file of the same type, mode and device number as `meta`
 /// (encryption side: `dst` is in the new cipher directory this process creates).
-pub(crate) fn recreate(meta: &Metadata, dst: &Path) -> Result<(), String> {
+pub(crate) fn recreate(meta: &Metadata, dst: &Path) -> Result<(), EntryError> {
     let ft = meta.file_type();
     let kind = if ft.is_fifo() {
         FileType::Fifo
@@ -45,7 +47,7 @@ pub(crate) fn recreate(meta: &Metadata, dst: &Path) -> Result<(), String> {
     } else if ft.is_block_device() {
         FileType::BlockDevice
     } else {
-        return Err("unsupported file type".into());
+        return Err(EntryError::UnsupportedType(meta.mode()));
     };
     let _ = std::fs::remove_file(dst);
     mknodat(
@@ -55,18 +57,20 @@ pub(crate) fn recreate(meta: &Metadata, dst: &Path) -> Result<(), String> {
         Mode::from_raw_mode(meta.mode() & 0o7777),
         meta.rdev(),
     )
-    .map_err(|e| {
-        format!(
-            "{}: cannot create {kind:?}: {e} (device nodes need CAP_MKNOD)",
-            dst.display()
-        )
+    .map_err(|e| EntryError::Special {
+        path: dst.to_path_buf(),
+        kind: kind_name(kind),
+        source: e.into(),
     })?;
     // mknod applies the umask; chmod gives the exact mode.
     std::fs::set_permissions(
         dst,
         std::os::unix::fs::PermissionsExt::from_mode(meta.mode() & 0o7777),
     )
-    .map_err(|e| format!("{}: {e}", dst.display()))
+    .map_err(|source| EntryError::Path {
+        path: dst.to_path_buf(),
+        source,
+    })
 }
 
 /// Creates in `dir` a special file `name` of type `kind` with `mode` and device `rdev`
@@ -79,14 +83,14 @@ pub(crate) fn recreate_at(
     mode: u32,
     rdev: u64,
     shown: &Path,
-) -> Result<(), String> {
+) -> Result<(), EntryError> {
     let tmp = crate::fsat::temp_name();
     mknodat(dir, tmp.as_str(), kind, Mode::from_raw_mode(mode), rdev).map_err(|e| {
-        format!(
-            "{}: cannot create {}: {e} (device nodes need CAP_MKNOD)",
-            shown.display(),
-            kind_name(kind)
-        )
+        EntryError::Special {
+            path: shown.to_path_buf(),
+            kind: kind_name(kind),
+            source: e.into(),
+        }
     })?;
     // mknod applies the umask; chmod gives the exact mode. The name is fresh and
     // unpredictable, so nobody has swapped it for a symlink in between.
@@ -98,9 +102,12 @@ pub(crate) fn recreate_at(
     )
     .map_err(std::io::Error::from)
     .and_then(|()| crate::fsat::rename_into_place(dir, &tmp, name));
-    if let Err(e) = done {
+    if let Err(source) = done {
         crate::fsat::remove_at(dir, &tmp);
-        return Err(format!("{}: {e}", shown.display()));
+        return Err(EntryError::Path {
+            path: shown.to_path_buf(),
+            source,
+        });
     }
     Ok(())
 }

@@ -44,12 +44,15 @@ use rayon::prelude::*;
 use rustix::fs::{statat, AtFlags, FileType};
 
 use crate::config::Config;
-use crate::content::{ContentCipher, FileDone};
+use crate::content::{ContentCipher, ContentError, FileDone, SealedError};
 use crate::digest;
 use crate::fsat;
+use crate::gcm::GcmError;
 use crate::keys::Keys;
-use crate::names::{self, CONF_NAME, DIRIV_NAME, LONGNAME_PREFIX, LONGNAME_SUFFIX, NAME_MAX};
-use crate::xattrs::Handle;
+use crate::names::{
+    self, NameError, CONF_NAME, DIRIV_NAME, LONGNAME_PREFIX, LONGNAME_SUFFIX, NAME_MAX,
+};
+use crate::xattrs::{Handle, XattrError};
 
 /// Permission bits a decrypted file keeps from the (unauthenticated) ciphertext tree: no
 /// setuid, setgid or sticky bit and no write permission for others.
@@ -79,15 +82,123 @@ pub struct DecryptOptions {
     pub strict: bool,
 }
 
-/// One entry that could not be decrypted.
-#[derive(Debug, Clone, serde::Serialize)]
+/// One entry that could not be decrypted, verified or encrypted.
+#[derive(Debug, serde::Serialize)]
 pub struct Failure {
     /// Ciphertext path.
     pub cipher_path: PathBuf,
     /// Plaintext path, when the name decrypted.
     pub plain_path: Option<PathBuf>,
-    /// Why.
-    pub error: String,
+    /// The cause, typed (serialized as its message).
+    #[serde(serialize_with = "as_message")]
+    pub error: EntryError,
+}
+
+fn as_message<S: serde::Serializer>(e: &EntryError, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(e)
+}
+
+/// Why one entry failed. The entry's own paths are in its [`Failure`]; a variant that
+/// carries a `path` names where the failing call was made when that is another path (the
+/// destination, or the source of an encryption).
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    /// A call on the entry itself (or its directory) in the cipher tree failed.
+    #[error("{0}")]
+    Io(#[source] std::io::Error),
+    /// A call on `path` failed: creating, writing or replacing output, or reading the
+    /// plaintext an encryption reads.
+    #[error("{}: {source}", path.display())]
+    Path {
+        /// Where.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// No temporary for the output could be created beside `path`.
+    #[error("{}: creating a temporary: {source}", path.display())]
+    Temporary {
+        /// The output the temporary was for.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The encrypted name does not decrypt (tampered, wrong key), or a name cannot be
+    /// encrypted.
+    #[error("name: {0}")]
+    Name(#[source] NameError),
+    /// Two entries of one directory decrypt to the same name (only forged long names can):
+    /// every claimant is refused.
+    #[error("decrypts to the same name as another entry of its directory: refused, none of them is written")]
+    DuplicateName,
+    /// The directory's `gocryptfs.diriv` is unusable, so none of its names decrypt.
+    #[error("invalid gocryptfs.diriv ({0}): directory cannot be decrypted")]
+    DirIv(#[source] DirIvFault),
+    /// A `gocryptfs.longname.*` entry whose `.name` file is unusable or does not match it.
+    #[error("long name file {sidecar}: {fault}")]
+    LongName {
+        /// The `.name` file.
+        sidecar: String,
+        /// What is wrong with it.
+        #[source]
+        fault: LongNameFault,
+    },
+    /// Deeper than [`MAX_DEPTH`].
+    #[error("nested deeper than {MAX_DEPTH} directories")]
+    TooDeep,
+    /// The content failed (a block, the header, or reading it).
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    /// The symlink target does not decrypt.
+    #[error("symlink target: {0}")]
+    Symlink(#[source] SealedError),
+    /// Extended attributes failed.
+    #[error(transparent)]
+    Xattr(#[from] XattrError),
+    /// A file type gocryptfs does not store (raw `st_mode`).
+    #[error("unsupported file type (mode {0:o})")]
+    UnsupportedType(u32),
+    /// A FIFO, socket or device node could not be created at `path`.
+    #[error("{}: cannot create {kind}: {source} (device nodes need CAP_MKNOD)", path.display())]
+    Special {
+        /// Where.
+        path: PathBuf,
+        /// Its type.
+        kind: &'static str,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// OpenSSL could not seal a symlink target.
+    #[error(transparent)]
+    Gcm(#[from] GcmError),
+}
+
+/// What is wrong with a `gocryptfs.diriv` file.
+#[derive(Debug, thiserror::Error)]
+pub enum DirIvFault {
+    /// Missing, not a regular file, or not 16 bytes.
+    #[error("{0}")]
+    Unreadable(#[source] std::io::Error),
+    /// All zeros (never written by gocryptfs).
+    #[error("all zero")]
+    AllZero,
+}
+
+/// What is wrong with a `gocryptfs.longname.*.name` file.
+#[derive(Debug, thiserror::Error)]
+pub enum LongNameFault {
+    /// Missing, not a regular file, or of an impossible size.
+    #[error("{0}")]
+    Unreadable(#[source] std::io::Error),
+    /// Not UTF-8 (an encrypted name is base64url).
+    #[error("not text")]
+    NotText,
+    /// Holds a name short enough to be stored directly (its length).
+    #[error("holds a short name ({0} characters), which gocryptfs never stores as a long name")]
+    Short(usize),
+    /// Its content is not the name the entry's hash stands for.
+    #[error("its content does not hash to the entry's name (swapped or forged)")]
+    HashMismatch,
 }
 
 /// One entry deliberately not created (not an error).
@@ -137,6 +248,14 @@ pub enum TreeError {
     },
 }
 
+/// A directory whose mode and modification time are set once everything inside it is
+/// written.
+pub(crate) struct DirMeta {
+    pub(crate) path: PathBuf,
+    pub(crate) mode: u32,
+    pub(crate) mtime: SystemTime,
+}
+
 /// A regular file to encrypt, with the metadata to give its output.
 pub(crate) struct FileJob {
     pub(crate) src: PathBuf,
@@ -183,11 +302,20 @@ struct Ctx<'a> {
     dest: Option<(&'a Path, File)>,
 }
 
+/// Whether a cipher directory is the tree's root, the only one that holds
+/// `gocryptfs.conf` (a name that is not encrypted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Root,
+    Nested,
+}
+
 struct Walk<'a> {
     ctx: &'a Ctx<'a>,
     dir_iv: bool,
     files: Vec<DecJob>,
-    dirs: Vec<(PathBuf, u32, SystemTime)>,
+    /// Relative to the destination root.
+    dirs: Vec<DirMeta>,
     summary: Summary,
     /// Digest leaves of the directories, symlinks and special files seen.
     leaves: Vec<(Vec<u8>, [u8; 32])>,
@@ -200,16 +328,11 @@ struct Entry {
 }
 
 impl Walk<'_> {
-    fn fail(
-        &mut self,
-        cipher_path: PathBuf,
-        plain_path: Option<PathBuf>,
-        error: impl Into<String>,
-    ) {
+    fn fail(&mut self, cipher_path: PathBuf, plain_path: Option<PathBuf>, error: EntryError) {
         self.summary.failures.push(Failure {
             cipher_path,
             plain_path,
-            error: error.into(),
+            error,
         });
     }
 
@@ -228,7 +351,7 @@ impl Walk<'_> {
         src_rel: &Path,
         dst_rel: &Path,
         iv: &[u8; 16],
-        root: bool,
+        level: Level,
     ) -> Result<Vec<Entry>, std::io::Error> {
         let mut names = Vec::new();
         let mut dir = rustix::fs::Dir::read_from(src)?;
@@ -244,7 +367,9 @@ impl Walk<'_> {
         let mut out = Vec::new();
         for name in names {
             let bytes = name.as_bytes();
-            if bytes == DIRIV_NAME.as_bytes() || (root && bytes == CONF_NAME.as_bytes()) {
+            if bytes == DIRIV_NAME.as_bytes()
+                || (level == Level::Root && bytes == CONF_NAME.as_bytes())
+            {
                 continue;
             }
             if bytes.starts_with(LONGNAME_PREFIX.as_bytes())
@@ -257,8 +382,8 @@ impl Walk<'_> {
             let cname = if s.starts_with(LONGNAME_PREFIX) {
                 match self.long_name(src, &s) {
                     Ok(c) => c,
-                    Err(e) => {
-                        self.fail(cpath, None, e);
+                    Err((sidecar, fault)) => {
+                        self.fail(cpath, None, EntryError::LongName { sidecar, fault });
                         continue;
                     }
                 }
@@ -267,7 +392,7 @@ impl Walk<'_> {
             };
             match names::decrypt_name(&self.ctx.keys.names, iv, &cname) {
                 Ok(plain) => out.push(Entry { name, plain }),
-                Err(e) => self.fail(cpath, None, format!("name: {e}")),
+                Err(e) => self.fail(cpath, None, EntryError::Name(e)),
             }
         }
         // EME is a permutation, so only forged long names can collide; refuse every claimant
@@ -284,7 +409,7 @@ impl Walk<'_> {
                 self.fail(
                     cdir.join(&e.name),
                     Some(self.dest_path(&plain)),
-                    "decrypts to the same name as another entry of its directory: refused, none of them is written",
+                    EntryError::DuplicateName,
                 );
             } else {
                 kept.push(e);
@@ -294,25 +419,23 @@ impl Walk<'_> {
     }
 
     /// The encrypted name a `gocryptfs.longname.<hash>` entry stands for, checked against
-    /// its hash and required to be long (short names are stored as they are).
-    fn long_name(&self, src: &File, entry: &str) -> Result<String, String> {
+    /// its hash and required to be long (short names are stored as they are); on failure
+    /// the `.name` file's name and what is wrong with it.
+    fn long_name(&self, src: &File, entry: &str) -> Result<String, (String, LongNameFault)> {
         let sidecar = format!("{entry}{LONGNAME_SUFFIX}");
-        let bytes = fsat::read_small_at(src, OsStr::new(&sidecar), 1, MAX_LONGNAME_FILE)
-            .map_err(|e| format!("long name file {sidecar}: {e}"))?;
-        let c =
-            String::from_utf8(bytes).map_err(|_| format!("long name file {sidecar}: not text"))?;
-        if c.len() <= NAME_MAX {
-            return Err(format!(
-                "long name file {sidecar}: holds a short name ({} characters), which gocryptfs never stores as a long name",
-                c.len()
-            ));
-        }
-        if names::on_disk_name(&c) != entry {
-            return Err(format!(
-                "long name file {sidecar}: its content does not hash to the entry's name (swapped or forged)"
-            ));
-        }
-        Ok(c)
+        let check = || {
+            let bytes = fsat::read_small_at(src, OsStr::new(&sidecar), 1, MAX_LONGNAME_FILE)
+                .map_err(LongNameFault::Unreadable)?;
+            let c = String::from_utf8(bytes).map_err(|_| LongNameFault::NotText)?;
+            if c.len() <= NAME_MAX {
+                return Err(LongNameFault::Short(c.len()));
+            }
+            if names::on_disk_name(&c) != entry {
+                return Err(LongNameFault::HashMismatch);
+            }
+            Ok(c)
+        };
+        check().map_err(|fault| (sidecar.clone(), fault))
     }
 
     fn walk(
@@ -324,27 +447,24 @@ impl Walk<'_> {
         depth: usize,
     ) -> Result<(), std::io::Error> {
         let iv: [u8; 16] = if self.dir_iv {
-            match fsat::read_small_at(src, OsStr::new(DIRIV_NAME), 16, 16)
-                .map_err(|e| e.to_string())
-                .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).map_err(|_| "short".into()))
-            {
-                Ok(iv) if iv != [0; 16] => iv,
-                r => {
-                    let why = r.err().unwrap_or_else(|| "all zero".into());
+            match read_dir_iv(src) {
+                Ok(iv) => iv,
+                Err(fault) => {
                     let p = self.ctx.cipher_root.join(src_rel).join(DIRIV_NAME);
                     let d = self.dest_path(dst_rel);
-                    self.fail(
-                        p,
-                        Some(d),
-                        format!("invalid gocryptfs.diriv ({why}): directory cannot be decrypted"),
-                    );
+                    self.fail(p, Some(d), EntryError::DirIv(fault));
                     return Ok(());
                 }
             }
         } else {
             [0; 16]
         };
-        let entries = self.entries(src, src_rel, dst_rel, &iv, depth == 0)?;
+        let level = if depth == 0 {
+            Level::Root
+        } else {
+            Level::Nested
+        };
+        let entries = self.entries(src, src_rel, dst_rel, &iv, level)?;
         for Entry { name, plain } in entries {
             let plain = OsString::from_vec(plain);
             let crel = src_rel.join(&name);
@@ -354,7 +474,7 @@ impl Walk<'_> {
             let st = match statat(src, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
                 Err(e) => {
-                    self.fail(cpath, Some(out), e.to_string());
+                    self.fail(cpath, Some(out), EntryError::Io(e.into()));
                     continue;
                 }
             };
@@ -363,25 +483,24 @@ impl Walk<'_> {
             match FileType::from_raw_mode(st.st_mode) {
                 FileType::Directory => {
                     if depth + 1 >= MAX_DEPTH {
-                        self.fail(
-                            cpath,
-                            Some(out),
-                            format!("nested deeper than {MAX_DEPTH} directories"),
-                        );
+                        self.fail(cpath, Some(out), EntryError::TooDeep);
                         continue;
                     }
                     let sub = match fsat::open_dir_at(src, &name) {
                         Ok(f) => f,
                         Err(e) => {
-                            self.fail(cpath, Some(out), e.to_string());
+                            self.fail(cpath, Some(out), EntryError::Io(e));
                             continue;
                         }
                     };
                     let dsub = match dst.map(|d| fsat::ensure_dir_at(d, &plain)).transpose() {
                         Ok(d) => d,
-                        Err(e) => {
-                            let msg = format!("{}: {e}", out.display());
-                            self.fail(cpath, Some(out), msg);
+                        Err(source) => {
+                            let e = EntryError::Path {
+                                path: out.clone(),
+                                source,
+                            };
+                            self.fail(cpath, Some(out), e);
                             continue;
                         }
                     };
@@ -396,28 +515,35 @@ impl Walk<'_> {
                             &Handle(&sub, &cpath),
                             target.as_ref(),
                         ) {
-                            self.fail(cpath.clone(), Some(out.clone()), e);
+                            self.fail(cpath.clone(), Some(out.clone()), e.into());
                         }
                     }
                     self.summary.dirs += 1;
                     self.leaves
                         .push((prel.as_os_str().as_bytes().to_vec(), digest::dir_leaf()));
                     if let Err(e) = self.walk(&sub, dsub.as_ref(), &crel, &prel, depth + 1) {
-                        self.fail(cpath, Some(out), e.to_string());
+                        self.fail(cpath, Some(out), EntryError::Io(e));
                         continue;
                     }
                     if dsub.is_some() {
-                        self.dirs.push((prel, mode, mtime));
+                        self.dirs.push(DirMeta {
+                            path: prel,
+                            mode,
+                            mtime,
+                        });
                     }
                 }
                 FileType::Symlink => {
                     let r = rustix::fs::readlinkat(src, name.as_os_str(), Vec::new())
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| EntryError::Io(e.into()))
                         .and_then(|t| {
                             self.ctx
                                 .cipher
                                 .decrypt_symlink(t.as_bytes())
-                                .map_err(String::from)
+                                .map_err(|e| match e {
+                                    SealedError::Gcm(g) => EntryError::Gcm(g),
+                                    e => EntryError::Symlink(e),
+                                })
                         })
                         .and_then(|t| {
                             if let Some(d) = dst {
@@ -442,9 +568,9 @@ impl Walk<'_> {
                     mode,
                     mtime,
                 }),
-                ft => {
+                _ => {
                     let Some(kind) = crate::special::special_kind(st.st_mode) else {
-                        self.fail(cpath, Some(out), format!("unsupported file type {ft:?}"));
+                        self.fail(cpath, Some(out), EntryError::UnsupportedType(st.st_mode));
                         continue;
                     };
                     self.leaves
@@ -483,36 +609,54 @@ impl Walk<'_> {
     }
 }
 
+/// Reads a directory's IV: a regular file of exactly 16 bytes, not all zero.
+fn read_dir_iv(dir: &File) -> Result<[u8; 16], DirIvFault> {
+    let bytes =
+        fsat::read_small_at(dir, OsStr::new(DIRIV_NAME), 16, 16).map_err(DirIvFault::Unreadable)?;
+    let mut iv = [0u8; 16];
+    // read_small_at returned exactly 16 bytes.
+    iv.copy_from_slice(&bytes);
+    if iv == [0; 16] {
+        return Err(DirIvFault::AllZero);
+    }
+    Ok(iv)
+}
+
 /// Creates the symlink `name` → `target` in `dir` under a fresh temporary name renamed over
 /// `name` (replacing an existing non-directory, never following it).
-fn symlink_at(dir: &File, name: &OsStr, target: &[u8], shown: &Path) -> Result<(), String> {
+fn symlink_at(dir: &File, name: &OsStr, target: &[u8], shown: &Path) -> Result<(), EntryError> {
+    let at = |source| EntryError::Path {
+        path: shown.to_path_buf(),
+        source,
+    };
     let tmp = fsat::temp_name();
     rustix::fs::symlinkat(OsStr::from_bytes(target), dir, tmp.as_str())
-        .map_err(|e| format!("{}: {e}", shown.display()))?;
+        .map_err(|e| at(e.into()))?;
     fsat::rename_into_place(dir, &tmp, name).map_err(|e| {
         fsat::remove_at(dir, &tmp);
-        format!("{}: {e}", shown.display())
+        at(e)
     })
 }
 
 /// Sets directory modes and times last, innermost first, so writing inside them does not
-/// disturb the times (and read-only modes do not block the writes).
-pub(crate) fn restore_dirs(dirs: &[(PathBuf, u32, SystemTime)]) {
-    for (d, mode, mtime) in dirs.iter().rev() {
-        let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(*mode));
-        if let Ok(f) = std::fs::File::open(d) {
-            let _ = f.set_modified(*mtime);
+/// disturb the times (and read-only modes do not block the writes). Best effort: the
+/// contents are complete either way, so a directory that refuses is left as it is.
+pub(crate) fn restore_dirs(dirs: &[DirMeta]) {
+    for d in dirs.iter().rev() {
+        let _ = std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(d.mode));
+        if let Ok(f) = std::fs::File::open(&d.path) {
+            let _ = f.set_modified(d.mtime);
         }
     }
 }
 
 /// [`restore_dirs`] for the decryptor: relative to the destination handle, modes masked.
-fn restore_dirs_at(root: &File, dirs: &[(PathBuf, u32, SystemTime)]) {
-    for (rel, mode, mtime) in dirs.iter().rev() {
-        if let Ok(f) = fsat::open_dir_beneath(root, rel) {
-            let mode = (mode & FILE_MODE_MASK) | DIR_MODE_FORCED;
+fn restore_dirs_at(root: &File, dirs: &[DirMeta]) {
+    for d in dirs.iter().rev() {
+        if let Ok(f) = fsat::open_dir_beneath(root, &d.path) {
+            let mode = (d.mode & FILE_MODE_MASK) | DIR_MODE_FORCED;
             let _ = f.set_permissions(std::fs::Permissions::from_mode(mode));
-            let _ = f.set_modified(*mtime);
+            let _ = f.set_modified(d.mtime);
         }
     }
 }
@@ -523,19 +667,19 @@ impl Ctx<'_> {
     }
 
     /// Opens a job's ciphertext (regular files only) and its size.
-    fn open_src(&self, job: &DecJob) -> Result<(File, u64), String> {
-        let dir =
-            fsat::open_dir_beneath(&self.cipher_fd, &job.src_dir).map_err(|e| e.to_string())?;
-        fsat::open_regular_at(&dir, &job.src_name).map_err(|e| e.to_string())
+    fn open_src(&self, job: &DecJob) -> Result<(File, u64), EntryError> {
+        let dir = fsat::open_dir_beneath(&self.cipher_fd, &job.src_dir).map_err(EntryError::Io)?;
+        fsat::open_regular_at(&dir, &job.src_name).map_err(EntryError::Io)
     }
 
-    fn verify_one(&self, job: &DecJob, report: &(dyn Fn(u64) + Sync)) -> Result<FileDone, String> {
+    fn verify_one(
+        &self,
+        job: &DecJob,
+        report: &(dyn Fn(u64) + Sync),
+    ) -> Result<FileDone, EntryError> {
         let (mut src, len) = self.open_src(job)?;
-        let n = self
-            .cipher
-            .verify_file(&mut src, report)
-            .map_err(|e| e.to_string())?;
-        fsat::same_size(&src, len).map_err(|e| e.to_string())?;
+        let n = self.cipher.verify_file(&mut src, report)?;
+        fsat::same_size(&src, len).map_err(EntryError::Io)?;
         crate::xattrs::decrypt_onto::<Handle>(
             &self.keys.names,
             &self.cipher,
@@ -550,19 +694,21 @@ impl Ctx<'_> {
         dest: &(&Path, File),
         job: &DecJob,
         report: &(dyn Fn(u64) + Sync),
-    ) -> Result<FileDone, String> {
+    ) -> Result<FileDone, EntryError> {
         let (mut src, len) = self.open_src(job)?;
         let shown = dest.0.join(&job.dst_dir).join(&job.dst_name);
-        let dir = fsat::open_dir_beneath(&dest.1, &job.dst_dir)
-            .map_err(|e| format!("{}: {e}", shown.display()))?;
-        let (tmp, out) = fsat::create_temp_at(&dir)
-            .map_err(|e| format!("{}: creating a temporary: {e}", shown.display()))?;
-        let mut run = || -> Result<FileDone, String> {
-            let n = self
-                .cipher
-                .decrypt_file(&mut src, &out, report)
-                .map_err(|e| e.to_string())?;
-            fsat::same_size(&src, len).map_err(|e| e.to_string())?;
+        let at = |source| EntryError::Path {
+            path: shown.clone(),
+            source,
+        };
+        let dir = fsat::open_dir_beneath(&dest.1, &job.dst_dir).map_err(at)?;
+        let (tmp, out) = fsat::create_temp_at(&dir).map_err(|source| EntryError::Temporary {
+            path: shown.clone(),
+            source,
+        })?;
+        let mut run = || -> Result<FileDone, EntryError> {
+            let n = self.cipher.decrypt_file(&mut src, &out, report)?;
+            fsat::same_size(&src, len).map_err(EntryError::Io)?;
             if self.opts.xattrs {
                 crate::xattrs::decrypt_onto(
                     &self.keys.names,
@@ -572,10 +718,9 @@ impl Ctx<'_> {
                 )?;
             }
             out.set_permissions(std::fs::Permissions::from_mode(job.mode & FILE_MODE_MASK))
-                .map_err(|e| e.to_string())?;
-            out.set_modified(job.mtime).map_err(|e| e.to_string())?;
-            fsat::rename_into_place(&dir, &tmp, &job.dst_name)
-                .map_err(|e| format!("{}: {e}", shown.display()))?;
+                .map_err(at)?;
+            out.set_modified(job.mtime).map_err(at)?;
+            fsat::rename_into_place(&dir, &tmp, &job.dst_name).map_err(at)?;
             Ok(n)
         };
         let r = run();
@@ -689,7 +834,7 @@ fn run(
     w.walk(&ctx.cipher_fd, root_dst, Path::new(""), Path::new(""), 0)
         .map_err(io(cipher_dir))?;
     let bytes = AtomicU64::new(0);
-    let results: Vec<(usize, Result<FileDone, String>)> = w
+    let results: Vec<(usize, Result<FileDone, EntryError>)> = w
         .files
         .par_iter()
         .enumerate()

@@ -6,12 +6,14 @@
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use xattr::FileExt;
 
-use crate::content::ContentCipher;
-use crate::names::{decrypt_name, encrypt_name};
+use crate::content::{ContentCipher, SealedError};
+use crate::gcm::GcmError;
+use crate::keys::NameKey;
+use crate::names::{decrypt_name, encrypt_name, NameError};
 
 /// EME tweak for attribute names.
 pub const XATTR_NAME_TWEAK: [u8; 16] = *b"xattr_name_iv_xx";
@@ -20,17 +22,77 @@ pub const STORED_PREFIX: &str = "user.gocryptfs.";
 /// The POSIX ACL attributes, stored as they are on both sides.
 pub const ACL_NAMES: [&str; 2] = ["system.posix_acl_access", "system.posix_acl_default"];
 
+/// Why the extended attributes of one entry could not be read, sealed, opened or set.
+#[derive(Debug, thiserror::Error)]
+pub enum XattrError {
+    /// A filesystem call on the attributes of `path` failed.
+    #[error("{}: {op}: {source}", path.display())]
+    Io {
+        /// The entry (ciphertext or plaintext side, whichever the call was on).
+        path: PathBuf,
+        /// What was being done.
+        op: XattrOp,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A stored attribute name does not decrypt, or a name cannot be encrypted.
+    #[error("extended attribute name: {0}")]
+    Name(#[source] NameError),
+    /// A stored attribute value does not open.
+    #[error("extended attribute value: {0}")]
+    Value(#[source] SealedError),
+    /// OpenSSL could not seal a value.
+    #[error(transparent)]
+    Gcm(#[from] GcmError),
+}
+
+/// The attribute operation an [`XattrError::Io`] failed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum XattrOp {
+    /// Listing the attribute names.
+    List,
+    /// Reading one attribute's value.
+    Read,
+    /// Reading a POSIX ACL.
+    ReadAcl(&'static str),
+    /// Setting a POSIX ACL.
+    SetAcl(&'static str),
+    /// Removing an ACL the entry inherited but the source lacks.
+    RemoveAcl(&'static str),
+    /// Storing an encrypted attribute on the ciphertext entry.
+    Store,
+    /// Setting a decrypted attribute (its name, lossily as text) on the output.
+    Set(String),
+}
+
+impl std::fmt::Display for XattrOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            XattrOp::List => f.write_str("listing extended attributes"),
+            XattrOp::Read => f.write_str("reading attribute"),
+            XattrOp::ReadAcl(acl) => write!(f, "reading {acl}"),
+            XattrOp::SetAcl(acl) => write!(
+                f,
+                "setting {acl} (does the destination support POSIX ACLs?)"
+            ),
+            XattrOp::RemoveAcl(acl) => write!(f, "removing inherited {acl}"),
+            XattrOp::Store => f.write_str("storing an encrypted extended attribute"),
+            XattrOp::Set(name) => write!(f, "setting extended attribute {name}"),
+        }
+    }
+}
+
 /// Stored name for a plaintext attribute name (e.g. `user.comment`).
-pub fn encrypt_xattr_name(names_key: &[u8; 32], name: &[u8]) -> String {
-    format!(
+pub fn encrypt_xattr_name(names_key: &NameKey, name: &[u8]) -> Result<String, NameError> {
+    Ok(format!(
         "{STORED_PREFIX}{}",
-        encrypt_name(names_key, &XATTR_NAME_TWEAK, name)
-    )
+        encrypt_name(names_key, &XATTR_NAME_TWEAK, name)?
+    ))
 }
 
 /// Plaintext name of a stored attribute; `None` for attributes gocryptfs does not manage.
 pub fn decrypt_xattr_name(
-    names_key: &[u8; 32],
+    names_key: &NameKey,
     stored: &[u8],
 ) -> Option<Result<Vec<u8>, crate::names::NameError>> {
     let rest = stored.strip_prefix(STORED_PREFIX.as_bytes())?;
@@ -42,8 +104,8 @@ pub fn decrypt_xattr_name(
 /// source and output) or an open handle (the decryptor, which names nothing by path in the
 /// untrusted tree or in the destination).
 pub(crate) trait Node {
-    /// For messages.
-    fn show(&self) -> String;
+    /// For errors.
+    fn path(&self) -> &Path;
     /// Attribute names.
     fn names(&self) -> std::io::Result<Vec<OsString>>;
     /// One attribute's value.
@@ -55,8 +117,8 @@ pub(crate) trait Node {
 }
 
 impl Node for &Path {
-    fn show(&self) -> String {
-        self.display().to_string()
+    fn path(&self) -> &Path {
+        self
     }
     fn names(&self) -> std::io::Result<Vec<OsString>> {
         Ok(xattr::list(self)?.collect())
@@ -76,8 +138,8 @@ impl Node for &Path {
 pub(crate) struct Handle<'a>(pub &'a std::fs::File, pub &'a Path);
 
 impl Node for Handle<'_> {
-    fn show(&self) -> String {
-        self.1.display().to_string()
+    fn path(&self) -> &Path {
+        self.1
     }
     fn names(&self) -> std::io::Result<Vec<OsString>> {
         Ok(self.0.list_xattr()?.collect())
@@ -93,12 +155,21 @@ impl Node for Handle<'_> {
     }
 }
 
-fn list(node: &impl Node) -> Result<Vec<OsString>, String> {
+/// An [`XattrError::Io`] on `node`.
+fn io_err(node: &impl Node, op: XattrOp) -> impl FnOnce(std::io::Error) -> XattrError + '_ {
+    move |source| XattrError::Io {
+        path: node.path().to_path_buf(),
+        op,
+        source,
+    }
+}
+
+fn list(node: &impl Node) -> Result<Vec<OsString>, XattrError> {
     match node.names() {
         Ok(names) => Ok(names),
         // A filesystem without xattrs simply has none.
         Err(e) if e.raw_os_error() == Some(libc_enotsup()) => Ok(Vec::new()),
-        Err(e) => Err(format!("{}: listing extended attributes: {e}", node.show())),
+        Err(e) => Err(io_err(node, XattrOp::List)(e)),
     }
 }
 
@@ -113,31 +184,27 @@ const fn libc_enodata() -> i32 {
 /// Copies the POSIX ACLs of `src` (whose attribute names are `names`) to `dst` unchanged,
 /// and removes from `dst` an ACL that `src` lacks (one `dst` inherited from its directory's
 /// default ACL at creation), so both sides carry the same ACLs. Returns how many were set.
-fn copy_acls(names: &[OsString], src: &impl Node, dst: &impl Node) -> Result<usize, String> {
+fn copy_acls(names: &[OsString], src: &impl Node, dst: &impl Node) -> Result<usize, XattrError> {
     let mut n = 0;
     for acl in ACL_NAMES {
         let acl_os = std::ffi::OsStr::new(acl);
         let value = if names.iter().any(|x| x == acl) {
             src.get(acl_os)
-                .map_err(|e| format!("{}: reading {acl}: {e}", src.show()))?
+                .map_err(io_err(src, XattrOp::ReadAcl(acl)))?
         } else {
             None
         };
         match value {
             Some(value) => {
-                dst.set(acl_os, &value).map_err(|e| {
-                    format!(
-                        "{}: setting {acl} (does the destination support POSIX ACLs?): {e}",
-                        dst.show()
-                    )
-                })?;
+                dst.set(acl_os, &value)
+                    .map_err(io_err(dst, XattrOp::SetAcl(acl)))?;
                 n += 1;
             }
             None => match dst.remove(acl_os) {
                 Ok(()) => {}
                 Err(e) if matches!(e.raw_os_error(), Some(c) if c == libc_enodata() || c == libc_enotsup()) =>
                     {}
-                Err(e) => return Err(format!("{}: removing inherited {acl}: {e}", dst.show())),
+                Err(e) => return Err(io_err(dst, XattrOp::RemoveAcl(acl))(e)),
             },
         }
     }
@@ -147,34 +214,27 @@ fn copy_acls(names: &[OsString], src: &impl Node, dst: &impl Node) -> Result<usi
 /// Encrypts the `user.*` attributes of `src` onto `dst` and copies its POSIX ACLs; returns
 /// how many attributes were set.
 pub(crate) fn encrypt_onto(
-    names_key: &[u8; 32],
+    names_key: &NameKey,
     cipher: &ContentCipher,
     src: &Path,
     dst: &Path,
-) -> Result<usize, String> {
+) -> Result<usize, XattrError> {
     let names = list(&src)?;
     let mut n = copy_acls(&names, &src, &dst)?;
     for name in names {
         if !name.as_bytes().starts_with(b"user.") {
             continue;
         }
-        let Some(value) = xattr::get(src, &name)
-            .map_err(|e| format!("{}: reading attribute: {e}", src.display()))?
-        else {
+        let Some(value) = xattr::get(src, &name).map_err(io_err(&src, XattrOp::Read))? else {
             continue;
         };
-        let stored = encrypt_xattr_name(names_key, name.as_bytes());
+        let stored = encrypt_xattr_name(names_key, name.as_bytes()).map_err(XattrError::Name)?;
         let sealed = if value.is_empty() {
             Vec::new()
         } else {
-            cipher.seal_small(&value)
+            cipher.seal_small(&value)?
         };
-        xattr::set(dst, &stored, &sealed).map_err(|e| {
-            format!(
-                "{}: storing an encrypted extended attribute: {e}",
-                dst.display()
-            )
-        })?;
+        xattr::set(dst, &stored, &sealed).map_err(io_err(&dst, XattrOp::Store))?;
         n += 1;
     }
     Ok(n)
@@ -184,11 +244,11 @@ pub(crate) fn encrypt_onto(
 /// authenticates the encrypted attributes when `dst` is `None`); any bad attribute fails
 /// the entry.
 pub(crate) fn decrypt_onto<D: Node>(
-    names_key: &[u8; 32],
+    names_key: &NameKey,
     cipher: &ContentCipher,
     src: &impl Node,
     dst: Option<&D>,
-) -> Result<usize, String> {
+) -> Result<usize, XattrError> {
     let names = list(src)?;
     let mut n = match dst {
         Some(dst) => copy_acls(&names, src, dst)?,
@@ -198,29 +258,22 @@ pub(crate) fn decrypt_onto<D: Node>(
         let Some(name) = decrypt_xattr_name(names_key, stored.as_bytes()) else {
             continue;
         };
-        let name = name.map_err(|e| format!("extended attribute name: {e}"))?;
-        let Some(blob) = src
-            .get(&stored)
-            .map_err(|e| format!("{}: reading attribute: {e}", src.show()))?
-        else {
+        let name = name.map_err(XattrError::Name)?;
+        let Some(blob) = src.get(&stored).map_err(io_err(src, XattrOp::Read))? else {
             continue;
         };
         let value = if blob.is_empty() {
             Vec::new()
         } else {
-            cipher
-                .open_small(&blob)
-                .map_err(|e| format!("extended attribute value: {e}"))?
+            cipher.open_small(&blob).map_err(|e| match e {
+                SealedError::Gcm(g) => XattrError::Gcm(g),
+                e => XattrError::Value(e),
+            })?
         };
         if let Some(dst) = dst {
             let name = OsString::from_vec(name);
-            dst.set(&name, &value).map_err(|e| {
-                format!(
-                    "{}: setting extended attribute {}: {e}",
-                    dst.show(),
-                    name.to_string_lossy()
-                )
-            })?;
+            let op = XattrOp::Set(name.to_string_lossy().into_owned());
+            dst.set(&name, &value).map_err(io_err(dst, op))?;
         }
         n += 1;
     }
@@ -236,7 +289,7 @@ mod tests {
     fn name_matches_the_spec_vector() {
         let keys = MasterKey::from_slice(&[0u8; 32]).unwrap().keys();
         assert_eq!(
-            encrypt_xattr_name(&keys.names, b"user.foo"),
+            encrypt_xattr_name(&keys.names, b"user.foo").unwrap(),
             "user.gocryptfs.WnDhkvrx-Ccp_3TyHvWE2w"
         );
         let back = decrypt_xattr_name(&keys.names, b"user.gocryptfs.WnDhkvrx-Ccp_3TyHvWE2w");
@@ -246,11 +299,14 @@ mod tests {
 
     #[test]
     fn values_round_trip_and_tampering_fails() {
-        let c = ContentCipher::new(&[1u8; 32]);
-        let sealed = c.seal_small(b"value");
+        let c = ContentCipher::new(&crate::keys::ContentKey::from_bytes([1u8; 32]));
+        let sealed = c.seal_small(b"value").unwrap();
         assert_eq!(c.open_small(&sealed).unwrap(), b"value");
         let mut bad = sealed.clone();
         bad[20] ^= 1;
-        assert!(c.open_small(&bad).is_err());
+        assert!(matches!(
+            c.open_small(&bad),
+            Err(SealedError::Authentication)
+        ));
     }
 }

@@ -1,8 +1,10 @@
 //! Extended attributes through coffer's own encryptor and decryptor: stored encrypted,
 //! restored on decrypt, and a tampered value fails its file without leaving plaintext.
 
+use coffer_cryptfs::content::SealedError;
 use coffer_cryptfs::tree::{decrypt_tree_with, DecryptOptions};
-use coffer_cryptfs::{encrypt_tree, Config, MasterKey};
+use coffer_cryptfs::xattrs::XattrError;
+use coffer_cryptfs::{encrypt_tree, Config, EntryError, MasterKey};
 
 /// Attributes are copied only when asked.
 const XATTRS: DecryptOptions = DecryptOptions {
@@ -59,7 +61,10 @@ fn xattrs_round_trip_and_tampering_fails_the_file() {
     let s = decrypt_tree_with(&config, &keys, &cipher, &out2, &XATTRS, &|_| {}).unwrap();
     assert_eq!(s.failures.len(), 1);
     assert!(
-        s.failures[0].error.contains("extended attribute"),
+        matches!(
+            s.failures[0].error,
+            EntryError::Xattr(XattrError::Value(SealedError::Authentication))
+        ),
         "{:?}",
         s.failures
     );

@@ -16,6 +16,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// The `coffer` CLI's exit codes, by name (the same enum the CLI maps its errors with).
+pub use coffer::exit::Exit;
+
+/// What `Output::status.code()` is when the `coffer` CLI ends with `e`, for
+/// `assert_eq!(out.status.code(), exit_code(Exit::Refused))`: the source names the code and
+/// a mismatch shows the number the process returned.
+pub fn exit_code(e: Exit) -> Option<i32> {
+    Some(i32::from(e.code()))
+}
+
 /// Path of a workspace binary (`coffer-server`, `coffer`).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use base64::Engine;
 use coffer_integration::fake_tsm::{FakeTsm, FakeTsmOptions};
 use coffer_integration::tdx_mint::{CollateralOptions, TdFields, TestPki};
-use coffer_integration::Server;
+use coffer_integration::{exit_code, Exit, Server};
 use coffer_tdx::eventlog::{aael_record, spec_id_header, EventLog};
 use serde_json::{json, Value};
 
@@ -220,7 +220,7 @@ fn pai_default_policy_releases_to_a_td_that_loaded_the_registered_model() {
     assert_eq!(cpu["ear.trustworthiness-vector"]["executables"], 33);
     let out = run(&s, &["get-resource", RES], &tee);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(out.status.code(), exit_code(Exit::Refused), "{err}");
     assert!(err.contains("PolicyDeny"), "{err}");
     assert!(s.server.log().contains("request refused"));
 }
@@ -298,7 +298,7 @@ fn chart_default_policy_and_a_string_path_resource_policy() {
         report["resource"],
         json!({"path": RES, "allow": true, "resource_path": "alibaba"})
     );
-    assert_eq!(test("upstream").status.code(), Some(1));
+    assert_eq!(test("upstream").status.code(), exit_code(Exit::Failure));
     // Another repository: the same policy refuses.
     s.server.admin(&[
         "set-resource",
@@ -309,7 +309,7 @@ fn chart_default_policy_and_a_string_path_resource_policy() {
     let out = run(&s, &["get-resource", "other/aliyun/key"], &tee);
     assert_eq!(
         out.status.code(),
-        Some(3),
+        exit_code(Exit::Refused),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use coffer_integration::Server;
+use coffer_integration::{exit_code, Exit, Server};
 use serde_json::Value;
 
 const SECRET: &[u8] = b"audited-model-key";
@@ -227,7 +227,12 @@ async fn records_filters_and_policy_test(s: &Server, dir: &std::path::Path) {
         "default/model/key",
         "--json",
     ]);
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        exit_code(Exit::Refused),
+        "{}",
+        stderr(&out)
+    );
     let out = policy_test(&[
         &seq_s,
         "--attestation-policy",
@@ -246,7 +251,7 @@ async fn records_filters_and_policy_test(s: &Server, dir: &std::path::Path) {
         "--attestation-policy",
         "../policies/attestation/default_cpu.rego",
     ]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), exit_code(Exit::Failure));
     assert!(
         stderr(&out).contains("not an attestation"),
         "{}",

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use coffer_integration::cdh_emulator::Cdh;
-use coffer_integration::Server;
+use coffer_integration::{exit_code, Exit, Server};
 use serde_json::Value;
 
 const RES: &str = "kbs:///default/aliyun/model-decryption-key";
@@ -79,7 +79,12 @@ fn model_key_through_the_confidential_data_hub() {
     s.admin(&["set-resource-policy", "--deny-all"]);
     let dest2 = d.join("model2");
     let out = decrypt(&dest2, &cdh.url);
-    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        exit_code(Exit::Unavailable),
+        "{}",
+        stderr(&out)
+    );
     let err = stderr(&out);
     assert!(
         err.contains("Confidential Data Hub")
@@ -91,9 +96,14 @@ fn model_key_through_the_confidential_data_hub() {
 
     // A URL that is not a CDH (404) and a CDH that is not running are named as such.
     let out = decrypt(&dest2, &format!("{}/not-the-api", cdh.url));
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        exit_code(Exit::NotFound),
+        "{}",
+        stderr(&out)
+    );
     let out = decrypt(&dest2, "http://127.0.0.1:9");
-    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(out.status.code(), exit_code(Exit::Unavailable));
     assert!(
         stderr(&out).contains("cannot reach the Confidential Data Hub at http://127.0.0.1:9/cdh/resource/default/aliyun/model-decryption-key"),
         "{}",
@@ -109,5 +119,5 @@ fn model_key_through_the_confidential_data_hub() {
         .args(["--masterkey", "00", "--cdh", &cdh.url])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), exit_code(Exit::Usage));
 }

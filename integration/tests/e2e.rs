@@ -1,6 +1,6 @@
 //! End-to-end: the real coffer-server binary, real HTTP, a real SQLite file, the real CLI.
 
-use coffer_integration::Server;
+use coffer_integration::{exit_code, Exit, Server};
 use coffer_protocol::jwe::{self, FlattenedJwe};
 use coffer_protocol::jwt::{self, VerifyingKey};
 use coffer_protocol::messages::Challenge;
@@ -127,7 +127,12 @@ fn cli_happy_path_and_default_policy_denial() {
 
     // The shipped default policy never releases to the sample TEE.
     let out = s.coffer(&["get-resource", "default/test/key1"]);
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        exit_code(Exit::Refused),
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("PolicyDeny"), "{}", stderr(&out));
     assert!(out.stdout.is_empty());
 
@@ -152,7 +157,12 @@ fn cli_happy_path_and_default_policy_denial() {
     );
 
     let out = s.coffer(&["get-resource", "default/test/missing"]);
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        exit_code(Exit::NotFound),
+        "{}",
+        stderr(&out)
+    );
 
     // Audit: the admin changes, the denials, and one release per success.
     let out = s.admin(&["audit", "--json"]);
@@ -198,7 +208,7 @@ fn custom_policy_by_path_and_get_resource_policy() {
         s.coffer(&["get-resource", "default/test/key2"])
             .status
             .code(),
-        Some(3)
+        exit_code(Exit::Refused)
     );
 
     // A policy that does not compile is refused and the old one stays.
@@ -212,7 +222,12 @@ fn custom_policy_by_path_and_get_resource_policy() {
         "--file",
         f.to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        exit_code(Exit::Refused),
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("PolicyEngineError"));
     assert_eq!(
         s.coffer(&["get-resource", "default/test/key1"]).stdout,
@@ -224,12 +239,12 @@ fn custom_policy_by_path_and_get_resource_policy() {
 fn attestation_policy_and_reference_values_drive_ear_status() {
     let (dir, s) = setup(None);
     store_secret(&s, dir.path(), "default/test/key1", SECRET);
-    s.admin(&["set-resource-policy", "--affirming"]);
+    s.admin(&["set-resource-policy", "--builtin", "affirming"]);
     assert_eq!(
         s.coffer(&["get-resource", "default/test/key1"])
             .status
             .code(),
-        Some(3)
+        exit_code(Exit::Refused)
     );
     s.admin(&["set-reference-value", "launch_digest", r#"["abcde"]"#]);
     s.admin(&["set-reference-value", "svn", r#"["1"]"#]);
@@ -257,7 +272,7 @@ fn attestation_policy_and_reference_values_drive_ear_status() {
         s.coffer(&["get-resource", "default/test/key1"])
             .status
             .code(),
-        Some(3)
+        exit_code(Exit::Refused)
     );
 }
 
@@ -652,7 +667,12 @@ fn tls_listener_with_client_ca() {
     assert_eq!(out.stdout, SECRET, "{}", stderr(&out));
     // Without the CA the client refuses the server, and plain HTTP is not served.
     let out = s.coffer(&["get-resource", "default/test/key1"]);
-    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        exit_code(Exit::Unavailable),
+        "{}",
+        stderr(&out)
+    );
     let plain = s.url.replace("https://", "http://");
     let out = std::process::Command::new(coffer_integration::binary("coffer"))
         .args(["--url", &plain, "get-resource", "default/test/key1"])
@@ -724,7 +744,7 @@ fn model_decrypt_with_key_from_kbs() {
         "default/aliyun/model-decryption-key",
     ]);
     // Exit code 7: wrong model key.
-    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(out.status.code(), exit_code(Exit::WrongKey));
     assert!(
         stderr(&out).contains("wrong password") && stderr(&out).contains("gocryptfs.conf"),
         "{}",
@@ -749,7 +769,12 @@ fn model_decrypt_with_key_from_kbs() {
         "--threads",
         "1",
     ]);
-    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        exit_code(Exit::Tampered),
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("block 0"), "{}", stderr(&out));
     assert!(!dest3.join("5000.bin").exists());
     assert!(dest3.join("hello.txt").exists());
@@ -765,7 +790,12 @@ fn model_decrypt_with_key_from_kbs() {
         pw.to_str().unwrap(),
         "--json",
     ]);
-    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        exit_code(Exit::Tampered),
+        "{}",
+        stderr(&out)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let failures = v["failures"].as_array().unwrap();
     assert_eq!(failures.len(), 1);

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use coffer_gpu::evidence::{Arch, DeviceEvidence};
 use coffer_gpu::verify::{Collateral, GpuVerifier};
-use coffer_integration::binary;
 use coffer_integration::gpu_mint::{GpuFields, GpuPki, DRIVER_RIM_INDICES, VBIOS_RIM_INDICES};
+use coffer_integration::{binary, exit_code, Exit};
 use coffer_policy::PolicyEngine;
 use serde_json::{json, Value};
 
@@ -156,7 +156,7 @@ fn policy_test_appraises_recorded_gpu_submodules() {
     let out = run("revoked.json", claims(&["brom"]), &[]);
     assert_eq!(
         out.status.code(),
-        Some(3),
+        exit_code(Exit::Refused),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

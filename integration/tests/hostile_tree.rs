@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use coffer_integration::binary;
+use coffer_integration::{binary, exit_code, Exit};
 
 fn ok(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("run");
@@ -105,7 +105,7 @@ impl Tree {
                 .unwrap()
                 .try_into()
                 .unwrap();
-            let c = coffer_cryptfs::names::encrypt_name(&keys.names, &iv, part.as_bytes());
+            let c = coffer_cryptfs::names::encrypt_name(&keys.names, &iv, part.as_bytes()).unwrap();
             dir = dir.join(coffer_cryptfs::names::on_disk_name(&c));
         }
         dir
@@ -138,8 +138,8 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
+fn code(o: &Output) -> Option<i32> {
+    o.status.code()
 }
 
 #[test]
@@ -147,7 +147,7 @@ fn safe_defaults_and_opt_in_flags() {
     let t = Tree::new();
     let dest = t.path("out");
     let o = t.coffer(&["decrypt"], Some(&dest));
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(code(&o), exit_code(Exit::Success), "{}", stderr(&o));
     assert!(stderr(&o).contains("SKIPPED"), "{}", stderr(&o));
     assert!(std::fs::symlink_metadata(dest.join("pipe")).is_err());
     let mode = std::fs::metadata(dest.join("suid"))
@@ -162,7 +162,7 @@ fn safe_defaults_and_opt_in_flags() {
 
     let dest2 = t.path("out2");
     let o = t.coffer(&["decrypt", "--special-files", "--xattrs"], Some(&dest2));
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(code(&o), exit_code(Exit::Success), "{}", stderr(&o));
     assert!(std::fs::symlink_metadata(dest2.join("pipe"))
         .unwrap()
         .file_type()
@@ -187,7 +187,7 @@ fn safe_defaults_and_opt_in_flags() {
             cmd.arg("--masterkey-file").arg(&mk);
         }
         let o = timed(&mut cmd);
-        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert_eq!(code(&o), exit_code(Exit::Success), "{}", stderr(&o));
         assert_eq!(std::fs::read(out.join("a")).unwrap(), b"file a");
     }
 }
@@ -201,7 +201,7 @@ fn planted_symlink_in_dest_is_an_error_and_nothing_outside_changes() {
     std::fs::create_dir(&dest).unwrap();
     std::os::unix::fs::symlink(&outside, dest.join("d")).unwrap();
     let o = t.coffer(&["decrypt"], Some(&dest));
-    assert_eq!(code(&o), 6, "{}", stderr(&o));
+    assert_eq!(code(&o), exit_code(Exit::Tampered), "{}", stderr(&o));
     let shown = dest.join("d").display().to_string();
     assert!(
         stderr(&o).contains(&shown) && stderr(&o).contains("not a directory"),
@@ -235,7 +235,12 @@ fn hostile_tree_entries_fail_by_name_on_decrypt_and_verify() {
         (vec!["verify"], None),
     ] {
         let o = t.coffer(&args, dest.as_deref());
-        assert_eq!(code(&o), 6, "{args:?}: {}", stderr(&o));
+        assert_eq!(
+            code(&o),
+            exit_code(Exit::Tampered),
+            "{args:?}: {}",
+            stderr(&o)
+        );
         let e = stderr(&o);
         assert!(e.contains("gocryptfs.diriv") && e.contains("FIFO"), "{e}");
         assert!(e.contains("does not hash"), "{e}");
@@ -252,7 +257,7 @@ fn scrypt_cost_over_the_ceiling_is_refused() {
     let _ = std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o600));
     std::fs::write(&conf, serde_json::to_vec(&v).unwrap()).unwrap();
     let o = t.coffer(&["verify"], None);
-    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert_eq!(code(&o), exit_code(Exit::Failure), "{}", stderr(&o));
     assert!(stderr(&o).contains("N = 2^40"), "{}", stderr(&o));
 }
 
@@ -264,12 +269,17 @@ fn strict_refuses_a_zeroed_block() {
     b[18 + 4128..18 + 2 * 4128].fill(0);
     std::fs::write(&w, &b).unwrap();
     let o = t.coffer(&["verify"], None);
-    assert_eq!(code(&o), 0, "holes pass by default: {}", stderr(&o));
+    assert_eq!(
+        code(&o),
+        exit_code(Exit::Success),
+        "holes pass by default: {}",
+        stderr(&o)
+    );
     let o = t.coffer(&["verify", "--strict"], None);
-    assert_eq!(code(&o), 6, "{}", stderr(&o));
+    assert_eq!(code(&o), exit_code(Exit::Tampered), "{}", stderr(&o));
     assert!(stderr(&o).contains("all-zero"), "{}", stderr(&o));
     let dest = t.path("out");
     let o = t.coffer(&["decrypt", "--strict"], Some(&dest));
-    assert_eq!(code(&o), 6, "{}", stderr(&o));
+    assert_eq!(code(&o), exit_code(Exit::Tampered), "{}", stderr(&o));
     assert!(!dest.join("w").exists(), "no partial plaintext");
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use coffer_integration::{kms_emulator, Server};
+use coffer_integration::{exit_code, kms_emulator, Exit, Server};
 
 mod reqwest {
     /// The server's /metrics text (a tiny blocking GET for this sync test).
@@ -85,7 +85,7 @@ fn secrets_come_from_kms() {
     let out = s.coffer(&["get-resource", "default/aliyun/nope"]);
     assert_eq!(
         out.status.code(),
-        Some(4),
+        exit_code(Exit::NotFound),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -154,7 +154,7 @@ fn refused_credentials_are_a_clear_error() {
     let s = Server::start(dir.path(), Some(&config(emu.port, &path)));
     s.admin(&["set-resource-policy", "--allow-all"]);
     let out = s.coffer(&["get-resource", "default/aliyun/k"]);
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), exit_code(Exit::Refused));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("KMS 404 Unauthorized"), "{err}");
     assert_eq!(emu.served.load(std::sync::atomic::Ordering::SeqCst), 0);
@@ -354,7 +354,7 @@ fn access_key_mode_reads_secrets_through_the_openapi() {
     let out = s.coffer(&["get-resource", "default/aliyun/nope"]);
     assert_eq!(
         out.status.code(),
-        Some(4),
+        exit_code(Exit::NotFound),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -387,7 +387,7 @@ fn access_key_with_a_wrong_secret_is_refused_with_a_clear_error() {
     );
     s.admin(&["set-resource-policy", "--allow-all"]);
     let out = s.coffer(&["get-resource", "default/aliyun/k"]);
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), exit_code(Exit::Refused));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("SignatureDoesNotMatch") && err.contains("AccessKey secret does not match"),

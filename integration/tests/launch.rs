@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use coffer_integration::fake_tsm::{FakeRtmrs, FakeTsm, FakeTsmOptions};
 use coffer_integration::tdx_mint::{CollateralOptions, TdFields, TestPki};
-use coffer_integration::{binary, Server};
+use coffer_integration::{binary, exit_code, Exit, Server};
 use coffer_tdx::eventlog::{aael_record, spec_id_header, EventLog};
 use serde_json::{json, Value};
 
@@ -437,9 +437,9 @@ impl Failing {
     }
 }
 
-fn assert_fails(out: &Output, code: i32, needles: &[&str]) {
+fn assert_fails(out: &Output, code: Exit, needles: &[&str]) {
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "{err}");
+    assert_eq!(out.status.code(), exit_code(code), "{err}");
     for n in needles {
         assert!(err.contains(n), "{n:?} not in:\n{err}");
     }
@@ -489,7 +489,7 @@ fn each_failure_has_its_exit_code_and_leaves_mount_path_clean() {
             "never",
         ],
     );
-    assert_fails(&out, 10, &["no TEE", "--tee sample"]);
+    assert_fails(&out, Exit::NoTee, &["no TEE", "--tee sample"]);
     assert!(listing(&mount).is_empty());
 
     // KBS unreachable, after the bounded retries: 5.
@@ -498,7 +498,7 @@ fn each_failure_has_its_exit_code_and_leaves_mount_path_clean() {
         "http://127.0.0.1:9/eas",
         &[&sample[..], &["--retries", "1"]].concat(),
     );
-    assert_fails(&out, 5, &["attest", "retrying"]);
+    assert_fails(&out, Exit::Unavailable, &["attest", "retrying"]);
     assert!(listing(&mount).is_empty());
 
     // Policy refusal, with the KBS's reason: 3.
@@ -507,7 +507,7 @@ fn each_failure_has_its_exit_code_and_leaves_mount_path_clean() {
     f.server
         .admin(&["set-resource-policy", "--file", deny.to_str().unwrap()]);
     let (out, mount) = f.launch("refused", &url, &sample);
-    assert_fails(&out, 3, &["key", "PolicyDeny"]);
+    assert_fails(&out, Exit::Refused, &["key", "PolicyDeny"]);
     assert!(listing(&mount).is_empty());
     f.server.admin(&["set-resource-policy", "--allow-all"]);
 
@@ -517,7 +517,7 @@ fn each_failure_has_its_exit_code_and_leaves_mount_path_clean() {
     f.server
         .admin(&["set-resource", RES, "--file", wrong.to_str().unwrap()]);
     let (out, mount) = f.launch("wrongkey", &url, &sample);
-    assert_fails(&out, 7, &["wrong password"]);
+    assert_fails(&out, Exit::WrongKey, &["wrong password"]);
     assert!(listing(&mount).is_empty(), "{:?}", listing(&mount));
     f.server
         .admin(&["set-resource", RES, "--file", f.m.pw_file.to_str().unwrap()]);
@@ -542,7 +542,7 @@ fn each_failure_has_its_exit_code_and_leaves_mount_path_clean() {
         .args(["--tee", "sample"])
         .output()
         .unwrap();
-    assert_fails(&out, 8, &["free", "needs"]);
+    assert_fails(&out, Exit::NoSpace, &["free", "needs"]);
     assert!(listing(&small).is_empty());
 
     // Sam is refused before anything happens: 1, and a missing field is named.
@@ -556,7 +556,7 @@ fn each_failure_has_its_exit_code_and_leaves_mount_path_clean() {
         .unwrap();
     assert_fails(
         &out,
-        1,
+        Exit::Failure,
         &["storage[0]", "\"sam\"", "no public specification"],
     );
     v["storage"][0]["encryption"]["method"] = json!("gocryptfs");
@@ -571,7 +571,7 @@ fn each_failure_has_its_exit_code_and_leaves_mount_path_clean() {
         .unwrap();
     assert_fails(
         &out,
-        1,
+        Exit::Failure,
         &["sam.json", "confidential.trustee_endpoint", "missing"],
     );
 
@@ -609,7 +609,7 @@ fn each_failure_has_its_exit_code_and_leaves_mount_path_clean() {
         &url,
         &[&sample[..], &["--expect-digest", &f.m.digest]].concat(),
     );
-    assert_fails(&out, 9, &["digest", &f.m.digest]);
+    assert_fails(&out, Exit::DigestMismatch, &["digest", &f.m.digest]);
     assert!(listing(&mount).is_empty(), "{:?}", listing(&mount));
     // Without the expected digest the swap goes unnoticed by the format itself.
     let (out, mount) = f.launch(
@@ -642,7 +642,7 @@ fn each_failure_has_its_exit_code_and_leaves_mount_path_clean() {
     let (out, mount) = f.launch("tampered", &url, &["--tee", "sample"]);
     assert_fails(
         &out,
-        6,
+        Exit::Tampered,
         &["block 300", &big.file_name().unwrap().to_string_lossy()],
     );
     assert!(listing(&mount).is_empty());
@@ -687,7 +687,10 @@ fn model_digest_binds_the_whole_tree() {
             String::from_utf8(out.stdout).unwrap().trim().to_string(),
         )
     };
-    assert_eq!(digest(cipher_s), (Some(0), printed.clone()));
+    assert_eq!(
+        digest(cipher_s),
+        (exit_code(Exit::Success), printed.clone())
+    );
 
     let decrypt = |name: &str| {
         let dest = root.join(name);
@@ -739,14 +742,14 @@ fn model_digest_binds_the_whole_tree() {
     let (out, dest) = decrypt("truncated");
     assert_eq!(
         out.status.code(),
-        Some(9),
+        exit_code(Exit::DigestMismatch),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!dest.exists(), "output removed");
     std::fs::remove_file(&big).unwrap();
     let (out, dest) = decrypt("deleted");
-    assert_eq!(out.status.code(), Some(9));
+    assert_eq!(out.status.code(), exit_code(Exit::DigestMismatch));
     assert!(!dest.exists());
     std::fs::write(&big, &original).unwrap();
     assert_eq!(digest(cipher_s).1, printed, "restored");
@@ -765,7 +768,7 @@ fn model_digest_binds_the_whole_tree() {
     let (out, dest) = decrypt("added");
     assert_eq!(
         out.status.code(),
-        Some(9),
+        exit_code(Exit::DigestMismatch),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -826,7 +829,7 @@ fn launch_through_the_confidential_data_hub_with_the_digest_from_the_kbs() {
         digest_file.to_str().unwrap(),
     ]);
     let (out, mount) = f.launch("cdh-other", "http://127.0.0.1:9/unused", &args);
-    assert_fails(&out, 9, &["digest"]);
+    assert_fails(&out, Exit::DigestMismatch, &["digest"]);
     assert!(listing(&mount).is_empty());
     assert_eq!(
         cdh.events.lock().unwrap().len(),

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use coffer_integration::binary;
+use coffer_integration::{binary, exit_code, Exit};
 
 struct Tmpfs<'a>(&'a Path);
 impl Drop for Tmpfs<'_> {
@@ -64,7 +64,7 @@ fn model_too_large_for_its_tmpfs_is_refused_up_front() {
     ]);
     // Exit code 8: not enough space (distinct, so scripts such as `coffer launch` callers can
     // tell it from other local errors).
-    assert_eq!(out.status.code(), Some(8));
+    assert_eq!(out.status.code(), exit_code(Exit::NoSpace));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("free but the model needs 3.00 MiB"), "{err}");
     assert!(!dest.exists(), "nothing written");

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use coffer_integration::{binary, Server};
+use coffer_integration::{binary, exit_code, Exit, Server};
 use serde_json::Value;
 
 const SECRET: &[u8] = b"policy-test-secret";
@@ -136,7 +136,7 @@ fn local_verdicts_match_the_server() {
         ],
         None,
     );
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), exit_code(Exit::Refused));
     assert!(String::from_utf8_lossy(&out.stderr).contains("denies default/test/key1"));
 
     // A stricter appraisal policy, tried locally first, then uploaded: the same verdict.
@@ -160,13 +160,16 @@ fn local_verdicts_match_the_server() {
     );
     assert_eq!(
         out.status.code(),
-        Some(3),
+        exit_code(Exit::Refused),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("contraindicated"));
     s.admin(&["set-attestation-policy", "--file", &strict]);
-    assert_eq!(s.coffer(&["get-resource", RES]).status.code(), Some(3));
+    assert_eq!(
+        s.coffer(&["get-resource", RES]).status.code(),
+        exit_code(Exit::Refused)
+    );
 }
 
 #[test]
@@ -189,7 +192,7 @@ fn bad_inputs_and_policies_are_named() {
         ],
         None,
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), exit_code(Exit::Failure));
     assert!(String::from_utf8_lossy(&out.stderr).contains("reads token claims"));
 
     // A policy that does not compile is named.
@@ -198,7 +201,7 @@ fn bad_inputs_and_policies_are_named() {
         &["--input", &evidence, "--attestation-policy", &broken],
         None,
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), exit_code(Exit::Failure));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("broken.rego") && err.contains("does not compile"),
@@ -217,7 +220,7 @@ fn bad_inputs_and_policies_are_named() {
         ],
         None,
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), exit_code(Exit::Failure));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("junk.txt") && err.contains("neither an attestation token nor JSON"),
@@ -229,7 +232,7 @@ fn bad_inputs_and_policies_are_named() {
         &["--input", &evidence, "--resource-policy", affirming],
         None,
     );
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), exit_code(Exit::Usage));
     let out = policy_test(&["--input", &evidence], None);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), exit_code(Exit::Usage));
 }

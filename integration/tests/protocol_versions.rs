@@ -3,7 +3,7 @@
 //! version's wire shapes. Bodies, binding objects and legacy JWE decryption are written out
 //! by hand here (not taken from coffer-protocol), so a shape that drifts fails.
 
-use coffer_integration::Server;
+use coffer_integration::{exit_code, Exit, Server};
 use coffer_protocol::jwe::{self, FlattenedJwe};
 use coffer_protocol::jwk::RsaAlg;
 use coffer_protocol::jwt;
@@ -83,7 +83,12 @@ fn cli_gets_resource_with_every_protocol_version() {
         "--tee-key-file",
         ec.to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        exit_code(Exit::Failure),
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("RSA"), "{}", stderr(&out));
     // ... and an RSA key file is used with RSA1_5.
     let rsa = dir.path().join("rsa.pem");
@@ -103,7 +108,7 @@ fn cli_gets_resource_with_every_protocol_version() {
     assert_eq!(out.stdout, SECRET, "{}", stderr(&out));
     // Unknown versions are a usage error listing the accepted ones.
     let out = s.coffer(&["--protocol-version", "0.5.0", "attest"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), exit_code(Exit::Usage));
     assert!(stderr(&out).contains("0.1.1"), "{}", stderr(&out));
 }
 

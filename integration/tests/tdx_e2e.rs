@@ -10,7 +10,7 @@ use base64::Engine;
 use coffer_integration::fake_tsm::{FakeTsm, FakeTsmOptions};
 use coffer_integration::pccs_emulator::Pccs;
 use coffer_integration::tdx_mint::{CollateralOptions, TdFields, TestPki, OLD_TEE_TCB_SVN};
-use coffer_integration::Server;
+use coffer_integration::{exit_code, Exit, Server};
 use coffer_tdx::eventlog::EventLog;
 use serde_json::Value;
 
@@ -207,7 +207,7 @@ fn alibaba_style_policy_on_tcb_verification_decides() {
         } else {
             assert_eq!(
                 out.status.code(),
-                Some(3),
+                exit_code(Exit::Refused),
                 "released below the minimum TCB date"
             );
         }
@@ -222,20 +222,28 @@ fn policy_decides_on_debug_tds_and_unknown_mrtd() {
     fields.td_attributes |= 1;
     let tsm = td(&s.root, pki.clone(), fields, unchanged);
     let out = get(&s, &tsm, None);
-    assert_eq!(out.status.code(), Some(3), "debug TD released");
+    assert_eq!(
+        out.status.code(),
+        exit_code(Exit::Refused),
+        "debug TD released"
+    );
     let fields = TdFields {
         mr_td: [0x99; 48],
         ..Default::default()
     };
     let tsm = td(&s.root, pki.clone(), fields, unchanged);
     let out = get(&s, &tsm, None);
-    assert_eq!(out.status.code(), Some(3), "unknown MRTD released");
+    assert_eq!(
+        out.status.code(),
+        exit_code(Exit::Refused),
+        "unknown MRTD released"
+    );
 }
 
 fn refused_with(s: &Setup, tsm: &FakeTsm, needle: &str) {
     let out = get(s, tsm, None);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(out.status.code(), exit_code(Exit::Refused), "{err}");
     assert!(err.contains(needle), "{err:?} lacks {needle:?}");
     assert!(out.stdout.is_empty());
 }
@@ -334,7 +342,7 @@ fn event_log_is_replayed_and_its_events_reach_the_policy() {
     let t = td(&s.root, pki.clone(), TdFields::default(), unchanged);
     let out = get(&s, &t, Some(c));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(out.status.code(), exit_code(Exit::Refused), "{err}");
     assert!(err.contains("replay of RTMR"), "{err}");
 }
 
@@ -373,7 +381,7 @@ fn unreachable_pccs_without_cache_is_a_retryable_503() {
     let t = td(&s.root, pki.clone(), TdFields::default(), unchanged);
     let out = get(&s, &t, None);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert_eq!(out.status.code(), exit_code(Exit::Unavailable), "{err}");
     assert!(err.contains("TCB info") && err.contains("503"), "{err}");
 }
 
@@ -403,7 +411,7 @@ fn client_checks_the_configfs_provider_and_generation() {
     );
     let out = get(&s, &sev, None);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0));
+    assert_ne!(out.status.code(), exit_code(Exit::Success));
     assert!(err.contains("not tdx_guest"), "{err}");
     let racy = fake(
         "racy",
@@ -414,7 +422,7 @@ fn client_checks_the_configfs_provider_and_generation() {
     );
     let out = get(&s, &racy, None);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0));
+    assert_ne!(out.status.code(), exit_code(Exit::Success));
     assert!(err.contains("generation moved"), "{err}");
 }
 
@@ -468,7 +476,7 @@ fn init_data_is_bound_through_mrconfigid() {
     assert_eq!(out.stdout, SECRET);
     let out = run(&other);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(out.status.code(), exit_code(Exit::Refused), "{err}");
     assert!(
         err.contains("does not match the supplied init-data"),
         "{err}"
@@ -517,7 +525,11 @@ fn default_resource_policy_refuses_debug_tds_and_needs_no_reference_values() {
     let tsm = td(&s.root, pki.clone(), debug, unchanged);
     let out = get(&s, &tsm, None);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "debug TD released: {err}");
+    assert_eq!(
+        out.status.code(),
+        exit_code(Exit::Refused),
+        "debug TD released: {err}"
+    );
     assert!(
         err.contains("PolicyDeny") || err.contains("denied"),
         "{err}"
@@ -552,7 +564,11 @@ fn default_resource_policy_refuses_debug_tds_and_needs_no_reference_values() {
     s.server
         .admin(&["set-resource-policy", "--file", f.to_str().unwrap()]);
     let out = get(&s, &tsm, None);
-    assert_eq!(out.status.code(), Some(3), "out-of-date TCB released");
+    assert_eq!(
+        out.status.code(),
+        exit_code(Exit::Refused),
+        "out-of-date TCB released"
+    );
 }
 
 /// A TD on a platform whose TCB level is revoked never gets the key.
@@ -571,7 +587,11 @@ fn revoked_tcb_is_refused_by_default() {
     let tsm = td(&s.root, pki.clone(), revoked, unchanged);
     let out = get(&s, &tsm, None);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "revoked TCB released: {err}");
+    assert_eq!(
+        out.status.code(),
+        exit_code(Exit::Refused),
+        "revoked TCB released: {err}"
+    );
     assert!(out.stdout.is_empty());
     // The same platform at its current level is fine.
     let tsm = td(&s.root, pki.clone(), TdFields::default(), unchanged);
@@ -595,7 +615,7 @@ fn collateral_failures_are_fetched_once_and_never_name_the_pccs() {
     let pccs_addr = pccs.url.trim_start_matches("http://");
     for out in &outs {
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(3), "{err}");
+        assert_eq!(out.status.code(), exit_code(Exit::Refused), "{err}");
         assert!(err.contains("no collateral: TCB info"), "{err}");
         assert!(!err.contains(pccs_addr), "PCCS address leaked: {err}");
     }
@@ -615,7 +635,7 @@ fn unreachable_pccs_is_not_named_to_clients() {
     for _ in 0..3 {
         let out = get(&s, &t, None);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(5), "{err}");
+        assert_eq!(out.status.code(), exit_code(Exit::Unavailable), "{err}");
         assert!(
             !err.contains(pccs.url.trim_start_matches("http://")),
             "{err}"

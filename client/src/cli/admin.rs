@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use coffer::admin::{mint_admin_token, AdminClient};
 use coffer_policy::defaults;
 use coffer_protocol::ResourcePath;
@@ -61,21 +61,28 @@ pub(crate) enum AdminCommand {
         id: String,
     },
     /// Upload the resource policy: a Rego file or one of the shipped policies.
+    #[command(
+        group(clap::ArgGroup::new("policy").required(true)),
+        override_usage = "coffer admin set-resource-policy <--file <FILE>|--builtin <POLICY>>"
+    )]
     SetResourcePolicy {
         /// Rego file.
-        #[arg(long, group = "policy", required = true)]
+        #[arg(long, group = "policy")]
         file: Option<PathBuf>,
-        /// Release everything to every attested TEE (testing only).
-        #[arg(long, group = "policy")]
+        /// One of the policies shipped with coffer.
+        #[arg(long, group = "policy", value_enum, value_name = "POLICY")]
+        builtin: Option<BuiltinPolicy>,
+        /// Old spelling of `--builtin allow-all`.
+        #[arg(long, group = "policy", hide = true)]
         allow_all: bool,
-        /// Release nothing.
-        #[arg(long, group = "policy")]
+        /// Old spelling of `--builtin deny-all`.
+        #[arg(long, group = "policy", hide = true)]
         deny_all: bool,
-        /// Require ear.status == "affirming".
-        #[arg(long, group = "policy")]
+        /// Old spelling of `--builtin affirming`.
+        #[arg(long, group = "policy", hide = true)]
         affirming: bool,
-        /// coffer's default (any real TEE, never `sample`).
-        #[arg(long, group = "policy")]
+        /// Old spelling of `--builtin default`.
+        #[arg(long, group = "policy", hide = true)]
         default: bool,
     },
     /// Print the current resource policy (Rego).
@@ -156,6 +163,49 @@ pub(crate) enum AdminCommand {
         /// The row's sequence number (first column of `audit`).
         seq: i64,
     },
+}
+
+/// The resource policies shipped with coffer (`set-resource-policy --builtin`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum BuiltinPolicy {
+    /// Release everything to every attested TEE (testing only).
+    AllowAll,
+    /// Release nothing.
+    DenyAll,
+    /// Require ear.status == "affirming".
+    Affirming,
+    /// coffer's default (any real TEE, never `sample`).
+    Default,
+}
+
+impl BuiltinPolicy {
+    /// The Rego text.
+    fn text(self) -> &'static str {
+        match self {
+            BuiltinPolicy::AllowAll => defaults::RESOURCE_ALLOW_ALL,
+            BuiltinPolicy::DenyAll => defaults::RESOURCE_DENY_ALL,
+            BuiltinPolicy::Affirming => defaults::RESOURCE_AFFIRMING,
+            BuiltinPolicy::Default => defaults::RESOURCE,
+        }
+    }
+
+    /// The policy `--builtin` or one of the hidden old flags (`--allow-all`, ...) named;
+    /// clap's group lets at most one through.
+    fn chosen(
+        builtin: Option<BuiltinPolicy>,
+        [allow_all, deny_all, affirming, default]: [bool; 4],
+    ) -> Option<BuiltinPolicy> {
+        builtin.or_else(|| {
+            [
+                (allow_all, BuiltinPolicy::AllowAll),
+                (deny_all, BuiltinPolicy::DenyAll),
+                (affirming, BuiltinPolicy::Affirming),
+                (default, BuiltinPolicy::Default),
+            ]
+            .into_iter()
+            .find_map(|(set, p)| set.then_some(p))
+        })
+    }
 }
 
 /// Filters of `coffer admin audit`.
@@ -247,7 +297,7 @@ impl AuditArgs {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+            .context("the system clock is set before 1970")?;
         let mut q = vec![
             ("limit", self.limit.to_string()),
             ("offset", self.offset.to_string()),
@@ -405,17 +455,18 @@ pub(crate) async fn run(cli: &Cli, http: reqwest::Client, a: &AdminArgs) -> anyh
         }
         AdminCommand::SetResourcePolicy {
             file,
+            builtin,
             allow_all,
             deny_all,
             affirming,
             default,
         } => {
-            let text = match (file, allow_all, deny_all, affirming, default) {
-                (Some(f), ..) => read_text(f)?,
-                (_, true, ..) => defaults::RESOURCE_ALLOW_ALL.to_string(),
-                (_, _, true, ..) => defaults::RESOURCE_DENY_ALL.to_string(),
-                (_, _, _, true, _) => defaults::RESOURCE_AFFIRMING.to_string(),
-                _ => defaults::RESOURCE.to_string(),
+            let chosen =
+                BuiltinPolicy::chosen(*builtin, [*allow_all, *deny_all, *affirming, *default]);
+            let text = match (file, chosen) {
+                (Some(f), _) => read_text(f)?,
+                (None, Some(p)) => p.text().to_string(),
+                (None, None) => bail!("give --file or --builtin"),
             };
             c.set_resource_policy(&text).await?;
             eprintln!("resource policy set");
@@ -470,4 +521,73 @@ pub(crate) async fn run(cli: &Cli, http: reqwest::Client, a: &AdminArgs) -> anyh
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    fn chosen(args: &[&str]) -> Result<Option<BuiltinPolicy>, clap::Error> {
+        let mut full = vec!["coffer", "admin", "set-resource-policy"];
+        full.extend_from_slice(args);
+        let cli = crate::Cli::try_parse_from(full)?;
+        let crate::Command::Admin(a) = cli.cmd else {
+            panic!("not admin")
+        };
+        let AdminCommand::SetResourcePolicy {
+            builtin,
+            allow_all,
+            deny_all,
+            affirming,
+            default,
+            ..
+        } = a.cmd
+        else {
+            panic!("not set-resource-policy")
+        };
+        Ok(BuiltinPolicy::chosen(
+            builtin,
+            [allow_all, deny_all, affirming, default],
+        ))
+    }
+
+    #[test]
+    fn builtin_resource_policies_are_one_option_and_the_old_flags_still_work() {
+        assert_eq!(
+            chosen(&["--builtin", "deny-all"]).unwrap(),
+            Some(BuiltinPolicy::DenyAll)
+        );
+        for (old, p) in [
+            ("--allow-all", BuiltinPolicy::AllowAll),
+            ("--deny-all", BuiltinPolicy::DenyAll),
+            ("--affirming", BuiltinPolicy::Affirming),
+            ("--default", BuiltinPolicy::Default),
+        ] {
+            assert_eq!(chosen(&[old]).unwrap(), Some(p), "{old}");
+        }
+        assert_eq!(chosen(&["--file", "p.rego"]).unwrap(), None);
+        let kind = |args: &[&str]| chosen(args).unwrap_err().kind();
+        use clap::error::ErrorKind;
+        assert_eq!(kind(&["--builtin", "allow"]), ErrorKind::InvalidValue);
+        assert_eq!(kind(&[]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(
+            kind(&["--builtin", "default", "--allow-all"]),
+            ErrorKind::ArgumentConflict
+        );
+        let mut cmd = crate::Cli::command();
+        let help = cmd
+            .find_subcommand_mut("admin")
+            .and_then(|a| a.find_subcommand_mut("set-resource-policy"))
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        for v in ["allow-all", "deny-all", "affirming", "default"] {
+            assert!(help.contains(v), "{v} missing: {help}");
+        }
+        assert!(
+            !help.contains("--allow-all"),
+            "old flags are hidden: {help}"
+        );
+    }
 }

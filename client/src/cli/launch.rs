@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use coffer::model::{self, KeySource, RunOptions};
+use coffer::model::{self, KeySource, RunOptions, TreeTotals};
 use coffer::service::{resolve_source, Encryption, Service, SourceMap};
 use coffer::ClientError;
 use coffer_cryptfs::tree::DecryptOptions;
@@ -21,8 +21,7 @@ use coffer_cryptfs::ModelDigest;
 use coffer_protocol::ResourcePath;
 use zeroize::Zeroizing;
 
-use crate::model::DigestMismatch;
-use crate::{tee_client_for, Cli, TeeArgs};
+use crate::{tee_client_for, Cli, CliTee, TeeArgs};
 
 /// When to mount a tmpfs on `mount_path`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -87,20 +86,10 @@ pub(crate) struct LaunchArgs {
     tee: TeeArgs,
 }
 
-/// No TEE found and `--tee sample` not given.
-#[derive(Debug, thiserror::Error)]
-#[error("no TEE detected ({0}): coffer launch runs in a TDX guest; give --tee sample for development only")]
-pub(crate) struct NoTee(String);
-
 /// A storage entry coffer does not decrypt.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub(crate) struct Unsupported(String);
-
-/// Some files of a tree failed to decrypt (tampered or corrupt ciphertext).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct Tampered(String);
 
 fn step(name: &str, started: Instant, detail: &str) {
     eprintln!(
@@ -311,19 +300,19 @@ pub(crate) async fn run(cli: &Cli, http: reqwest::Client, a: &LaunchArgs) -> any
     // TEE.
     let t = Instant::now();
     let paths = crate::tdx_paths(&a.tee);
-    let tee_name = match (a.tee.tee.as_str(), &a.cdh) {
+    let tee_name = match (a.tee.tee, &a.cdh) {
         (_, Some(_)) => "attested by the Confidential Data Hub".to_string(),
-        ("auto", None) if paths.detect() => "tdx".to_string(),
-        ("auto", None) => {
-            return Err(NoTee(format!(
+        (CliTee::Auto, None) if paths.detect() => "tdx".to_string(),
+        (CliTee::Auto, None) => {
+            return Err(ClientError::NoTee(format!(
                 "neither {} nor {}",
                 paths.tsm_report_dir.display(),
                 paths.tdx_guest.display()
             ))
             .into())
         }
-        ("sample", None) => "sample (development only: production policies refuse it)".into(),
-        (other, None) => other.to_string(),
+        (CliTee::Sample, None) => "sample (development only: production policies refuse it)".into(),
+        (CliTee::Tdx, None) => "tdx".to_string(),
     };
     step("tee", t, &tee_name);
 
@@ -432,7 +421,7 @@ pub(crate) async fn run(cli: &Cli, http: reqwest::Client, a: &LaunchArgs) -> any
             )
             .await
             .map(|_| format!("AAEL via {cdh}"))
-        } else if a.tee.tee == "sample" {
+        } else if a.tee.tee == CliTee::Sample {
             Ok("not recorded (the sample TEE has no measurement registers)".to_string())
         } else {
             coffer::measure::record_direct(
@@ -505,40 +494,40 @@ fn decrypt_entry(
     a: &LaunchArgs,
 ) -> anyhow::Result<(Dest, ModelDigest)> {
     let t = Instant::now();
-    let needed = model::plain_tree_size(cipher);
+    let needed = TreeTotals::of_cipher(cipher).bytes;
     let (dest, how) = prepare(mount_path, needed, a.tmpfs)?;
     let opts = RunOptions {
-        quiet: true,
         threads: a.threads.map_or_else(model::default_threads, usize::from),
         tree: DecryptOptions::default(),
     };
-    let report = match model::decrypt(
+    let decrypted = model::decrypt(
         cipher,
-        Some(mount_path),
+        mount_path,
         KeySource::Password(password.clone()),
         opts,
-    ) {
+        &|_| {},
+    );
+    let report = match decrypted {
         Ok(r) => r,
         Err(e) => {
             dest.wipe();
             return Err(e.into());
         }
     };
-    let s = &report.summary;
-    if !s.failures.is_empty() {
-        for f in &s.failures {
-            eprintln!("FAILED {}: {}", f.cipher_path.display(), f.error);
-        }
-        dest.wipe();
-        return Err(Tampered(format!(
-            "{} of the model's entries failed authentication (tampered or corrupt ciphertext; first: {}: {}); nothing was left in {}",
-            s.failures.len(),
-            s.failures[0].cipher_path.display(),
-            s.failures[0].error,
-            mount_path.display()
-        ))
-        .into());
+    for f in &report.summary.failures {
+        eprintln!("FAILED {}: {}", f.cipher_path.display(), f.error);
     }
+    let report = match report.into_result() {
+        Ok(r) => r,
+        Err(e) => {
+            dest.wipe();
+            return Err(anyhow::Error::new(e).context(format!(
+                "the model failed authentication (tampered or corrupt ciphertext); nothing was left in {}",
+                mount_path.display()
+            )));
+        }
+    };
+    let s = &report.summary;
     let Some(digest) = s.digest else {
         dest.wipe();
         anyhow::bail!("no model digest was computed");
@@ -546,8 +535,8 @@ fn decrypt_entry(
     if let Some(want) = expected {
         if want != digest {
             dest.wipe();
-            return Err(DigestMismatch {
-                tree: cipher.display().to_string(),
+            return Err(ClientError::DigestMismatch {
+                tree: cipher.to_path_buf(),
                 expected: want,
                 actual: digest,
             }

@@ -14,25 +14,20 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use coffer::{evidence, http_client, ClientError, KbsClient};
+use coffer::evidence::{self, TeeChoice};
+use coffer::exit::Exit;
+use coffer::{http_client, ClientError, KbsClient};
 use coffer_protocol::jwe::JweShape;
 use coffer_protocol::jwk::RsaAlg;
-use coffer_protocol::{ProtocolVersion, ResourcePath, TeeKeyPair};
+use coffer_protocol::{ProtocolVersion, ResourcePath, Tee, TeeKeyPair};
 
 use admin::AdminArgs;
 use model::ModelCommand;
 use policy::PolicyCommand;
 
 /// coffer: keep models encrypted everywhere except inside an attested confidential VM.
-///
-/// Exit codes: 0 success, 1 local error (files, keys, arguments), 2 usage,
-/// 3 refused by the KBS (attestation or policy) or by a policy under `policy test`,
-/// 4 not found, 5 KBS (or Confidential Data Hub) unreachable or failing, 6 some model
-/// files failed to decrypt (tampered or corrupt ciphertext), 7 wrong model key, 8 not
-/// enough space for the plaintext, 9 model digest mismatch, 10 no TEE (`launch`).
-/// `coffer launch` becomes the service's script on success: its exit code is the script's.
 #[derive(Parser)]
-#[command(name = "coffer", version)]
+#[command(name = "coffer", version, after_help = Exit::help())]
 struct Cli {
     /// KBS base URL (coffer-server or Trustee's KBS).
     #[arg(
@@ -91,11 +86,42 @@ impl From<CliProtocolVersion> for ProtocolVersion {
     }
 }
 
+/// `--tee` values: `auto` and the TEEs this client collects evidence for
+/// ([`coffer::evidence::SUPPORTED`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum CliTee {
+    /// TDX when this is a TD (configfs-tsm or /dev/tdx_guest present), else `sample`.
+    Auto,
+    /// Intel TDX: a quote from configfs-tsm or the legacy guest device.
+    Tdx,
+    /// No hardware (development only; production policies refuse it).
+    Sample,
+}
+
+impl From<CliTee> for TeeChoice {
+    fn from(t: CliTee) -> Self {
+        match t {
+            CliTee::Auto => TeeChoice::Auto,
+            CliTee::Tdx => TeeChoice::Only(Tee::Tdx),
+            CliTee::Sample => TeeChoice::Only(Tee::Sample),
+        }
+    }
+}
+
+/// `--gpu` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum GpuEvidence {
+    /// Every NVIDIA GPU in confidential-computing mode the driver lists.
+    Auto,
+    /// None.
+    Off,
+}
+
 #[derive(Args)]
 struct TeeArgs {
-    /// Evidence type: `auto` (TDX when this is a TD, else `sample`), `tdx` or `sample`.
-    #[arg(long, default_value = "auto", env = "COFFER_TEE")]
-    tee: String,
+    /// Evidence type.
+    #[arg(long, value_enum, default_value = "auto", env = "COFFER_TEE")]
+    tee: CliTee,
     /// configfs-tsm report directory (TDX quotes).
     #[arg(long, env = "COFFER_TSM_REPORT_DIR", default_value = coffer::tdx::TSM_REPORT_DIR)]
     tsm_report_dir: PathBuf,
@@ -118,8 +144,8 @@ struct TeeArgs {
     /// GPU evidence: `auto` sends a report and certificate chain for every NVIDIA GPU in
     /// confidential-computing mode the driver (NVML) lists (none without the driver);
     /// `off` sends none.
-    #[arg(long, default_value = "auto", env = "COFFER_GPU", value_parser = ["auto", "off"])]
-    gpu: String,
+    #[arg(long, value_enum, default_value = "auto", env = "COFFER_GPU")]
+    gpu: GpuEvidence,
 }
 
 #[derive(Subcommand)]
@@ -202,11 +228,11 @@ fn tee_client_for(
     let client = KbsClient::new(
         http,
         url,
-        evidence::provider(&tee.tee, &tdx_paths(tee))?,
+        evidence::provider(tee.tee.into(), &tdx_paths(tee))?,
         key,
     )
     .with_protocol_version(version);
-    let client = if tee.gpu == "auto" {
+    let client = if tee.gpu == GpuEvidence::Auto {
         client.with_gpus(Box::new(coffer::gpu::NvmlDevices))
     } else {
         client
@@ -288,41 +314,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.downcast_ref::<model::ModelFailures>().is_some()
-        || e.downcast_ref::<launch::Tampered>().is_some()
-    {
-        return 6;
+/// The exit code for a failed run: the [`ClientError`] in it decides
+/// ([`ClientError::exit`]); anything else is a local error.
+fn exit_code(e: &anyhow::Error) -> Exit {
+    e.downcast_ref::<ClientError>()
+        .map_or(Exit::Failure, ClientError::exit)
+}
+
+/// The error and its causes on one line, each cause once: typed errors keep their cause
+/// as a source and often show it in their own message too.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
     }
-    if e.downcast_ref::<model::DigestMismatch>().is_some() {
-        return 9;
-    }
-    if e.downcast_ref::<launch::NoTee>().is_some() {
-        return 10;
-    }
-    if e.downcast_ref::<policy::PolicyDenies>().is_some() {
-        return 3;
-    }
-    match e.downcast_ref::<ClientError>() {
-        Some(ClientError::Kbs { status: 404, .. }) => 4,
-        Some(ClientError::Kbs {
-            status: 401 | 403, ..
-        }) => 3,
-        Some(ClientError::Cdh { status: 404, .. }) => 4,
-        Some(ClientError::Cdh {
-            status: 401 | 403, ..
-        }) => 3,
-        Some(ClientError::WrongKey(_)) => 7,
-        Some(ClientError::NoSpace(_)) => 8,
-        Some(
-            ClientError::Kbs { .. }
-            | ClientError::Transport { .. }
-            | ClientError::Protocol(_)
-            | ClientError::Cdh { .. }
-            | ClientError::CdhUnreachable { .. },
-        ) => 5,
-        _ => 1,
-    }
+    out
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -337,8 +350,8 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("coffer: {e:#}");
-            ExitCode::from(exit_code(&e))
+            eprintln!("coffer: {}", message(&e));
+            exit_code(&e).into()
         }
     }
 }
@@ -367,6 +380,60 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names.len(), 3, "no temporary left: {names:?}");
+    }
+
+    #[test]
+    fn exit_codes_are_in_help_and_typed_errors_choose_them() {
+        use super::{exit_code, message, Exit};
+        use clap::CommandFactory;
+        let help = super::Cli::command().render_long_help().to_string();
+        for e in Exit::ALL {
+            let line = format!("{:>2}  {}", e.code(), e.meaning());
+            assert!(help.contains(&line), "{line:?} missing from --help: {help}");
+        }
+        let tee = anyhow::Error::new(coffer::ClientError::NoTee("nothing".into()))
+            .context("tee")
+            .context("launch");
+        assert_eq!(exit_code(&tee), Exit::NoTee);
+        assert_eq!(exit_code(&anyhow::anyhow!("bad file")), Exit::Failure);
+        let denied = anyhow::Error::new(coffer::ClientError::PolicyDenies {
+            resource: "a/b/c".into(),
+        });
+        assert_eq!(exit_code(&denied), Exit::Refused);
+        // A cause repeated in its wrapper's message is shown once.
+        let io = std::io::Error::other("disk on fire");
+        let wrapped = anyhow::Error::new(coffer_cryptfs::TreeError::Io {
+            path: "/m".into(),
+            source: io,
+        })
+        .context("decrypt");
+        assert_eq!(message(&wrapped), "decrypt: /m: disk on fire");
+    }
+
+    #[test]
+    fn tee_and_gpu_values_are_parsed_and_listed() {
+        use clap::{CommandFactory, Parser};
+        let cli = super::Cli::try_parse_from(["coffer", "attest", "--tee", "tdx"]).unwrap();
+        let super::Command::Attest { tee } = cli.cmd else {
+            panic!("not attest")
+        };
+        assert_eq!(
+            coffer::evidence::TeeChoice::from(tee.tee),
+            coffer::evidence::TeeChoice::Only(coffer_protocol::Tee::Tdx)
+        );
+        assert_eq!(tee.gpu, super::GpuEvidence::Auto);
+        for bad in [["--tee", "snp"], ["--gpu", "on"]] {
+            let e = super::Cli::try_parse_from(["coffer", "attest", bad[0], bad[1]])
+                .err()
+                .unwrap();
+            assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue, "{bad:?}");
+        }
+        let mut cmd = super::Cli::command();
+        let attest = cmd.find_subcommand_mut("attest").unwrap();
+        let help = attest.render_long_help().to_string();
+        for v in ["auto", "tdx", "sample", "off"] {
+            assert!(help.contains(v), "{v} missing: {help}");
+        }
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! `coffer model ...`: encrypt, decrypt and verify gocryptfs model trees.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use coffer::model::{password_from_bytes, KeySource, RunOptions};
-use coffer_cryptfs::tree::DecryptOptions;
+use coffer::model::{password_from_bytes, KeySource, RunOptions, RunReport, TreeTotals};
+use coffer::ClientError;
+use coffer_cryptfs::tree::{DecryptOptions, Progress};
 use coffer_cryptfs::{MasterKey, ModelDigest};
 use coffer_protocol::ResourcePath;
 use zeroize::Zeroizing;
@@ -110,13 +112,76 @@ pub(crate) struct RunArgs {
 impl RunArgs {
     fn options(&self, tree: DecryptOptions) -> RunOptions {
         RunOptions {
-            quiet: self.quiet || self.json,
             threads: self
                 .threads
                 .map_or_else(coffer::model::default_threads, usize::from),
             tree,
         }
     }
+
+    /// The progress display for a run over `totals` (hidden with --quiet or --json).
+    fn bar(&self, totals: TreeTotals) -> TreeBar {
+        TreeBar::new(totals, self.quiet || self.json)
+    }
+}
+
+/// Progress display for a tree run: bytes, files done of total, throughput; driven by the
+/// tree engine's [`Progress`] reports.
+struct TreeBar {
+    bar: indicatif::ProgressBar,
+    files_total: u64,
+    files_done: AtomicU64,
+}
+
+impl TreeBar {
+    fn new(totals: TreeTotals, hidden: bool) -> Self {
+        let bar = if hidden {
+            indicatif::ProgressBar::hidden()
+        } else {
+            indicatif::ProgressBar::new(totals.bytes)
+        };
+        // The template is a constant that parses; the plain bar is only a fallback.
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(format!("0/{} files", totals.files));
+        TreeBar {
+            bar,
+            files_total: totals.files,
+            files_done: AtomicU64::new(0),
+        }
+    }
+
+    fn update(&self, p: Progress) {
+        match p {
+            Progress::Bytes(n) => self.bar.inc(n),
+            Progress::FileDone => {
+                let done = self.files_done.fetch_add(1, Ordering::Relaxed) + 1;
+                self.bar
+                    .set_message(format!("{done}/{} files", self.files_total));
+            }
+        }
+    }
+}
+
+impl Drop for TreeBar {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Verifies `cipher_dir` with a progress bar.
+fn verify(
+    cipher_dir: &Path,
+    key: KeySource,
+    out: &RunArgs,
+    tree: DecryptOptions,
+) -> Result<RunReport, ClientError> {
+    let bar = out.bar(TreeTotals::of_cipher(cipher_dir));
+    coffer::model::verify(cipher_dir, key, out.options(tree), &|p| bar.update(p))
 }
 
 /// What `decrypt` creates beyond regular files, directories and symlinks (none of it is
@@ -240,12 +305,12 @@ pub(crate) async fn run(
                 strict: *strict,
                 ..DecryptOptions::default()
             };
-            let report = coffer::model::decrypt(cipher_dir, None, source, out.options(tree))?;
-            let r = print_report("authenticated", &report, out.json);
+            let report = verify(cipher_dir, source, out, tree)?;
+            print_report("authenticated", &report, out.json)?;
             if !out.json {
                 eprintln!("{VERIFY_LIMITS}");
             }
-            r?;
+            report.into_result()?;
         }
         ModelCommand::Encrypt {
             src,
@@ -258,14 +323,18 @@ pub(crate) async fn run(
                 std::fs::read(password_file)
                     .with_context(|| format!("cannot read {}", password_file.display()))?,
             ));
+            let bar = out.bar(TreeTotals::of_plain(src));
             let report = coffer::model::encrypt(
                 src,
                 cipher_dir,
                 &pw,
                 *scryptn,
                 out.options(DecryptOptions::default()),
+                &|p| bar.update(p),
             )?;
+            drop(bar);
             print_report("encrypted", &report, out.json)?;
+            let report = report.into_result()?;
             print_digest(&report, out.json);
         }
         ModelCommand::Digest {
@@ -274,13 +343,9 @@ pub(crate) async fn run(
             out,
         } => {
             let source = key_source(cli, http, key).await?;
-            let report = coffer::model::decrypt(
-                cipher_dir,
-                None,
-                source,
-                out.options(DecryptOptions::default()),
-            )?;
+            let report = verify(cipher_dir, source, out, DecryptOptions::default())?;
             print_report("authenticated", &report, out.json)?;
+            let report = report.into_result()?;
             print_digest(&report, out.json);
         }
         ModelCommand::Decrypt {
@@ -309,12 +374,15 @@ pub(crate) async fn run(
                 );
             }
             let source = key_source(cli, http, key).await?;
+            let bar = out.bar(TreeTotals::of_cipher(cipher_dir));
             let report = coffer::model::decrypt(
                 cipher_dir,
-                Some(dest),
+                dest,
                 source,
                 out.options(tree.options()),
+                &|p| bar.update(p),
             )?;
+            drop(bar);
             let wipe = || {
                 let _ = coffer::model::remove_contents(dest);
                 if created {
@@ -327,8 +395,9 @@ pub(crate) async fn run(
                     wipe();
                 } else if s.digest != Some(want) {
                     wipe();
-                    return Err(DigestMismatch {
-                        tree: cipher_dir.display().to_string(),
+                    // Without failures the run computed a digest; all zeros never matches.
+                    return Err(ClientError::DigestMismatch {
+                        tree: cipher_dir.clone(),
                         expected: want,
                         actual: s.digest.unwrap_or(ModelDigest([0; 32])),
                     }
@@ -336,26 +405,23 @@ pub(crate) async fn run(
                 }
             }
             print_report("decrypted", &report, out.json)?;
+            report.into_result()?;
         }
     }
     Ok(())
 }
 
-/// Prints the summary; fails (exit code 6) when any entry failed.
-fn print_report(verb: &str, report: &coffer::model::RunReport, json: bool) -> anyhow::Result<()> {
+/// Prints the summary: the report as JSON on stdout, or a line and every skipped and
+/// failed entry on stderr. Failed entries are then an error of the caller's
+/// ([`RunReport::into_result`], exit code 6).
+fn print_report(verb: &str, report: &RunReport, json: bool) -> anyhow::Result<()> {
     let s = &report.summary;
-    let rate = s.bytes as f64 / report.seconds.max(1e-9) / 1e6;
     if json {
-        println!(
-            "{}",
-            serde_json::json!({"files": s.files, "dirs": s.dirs, "symlinks": s.symlinks, "special": s.special, "bytes": s.bytes,
-                "seconds": report.seconds, "mb_per_s": rate, "failures": s.failures, "skipped": s.skipped,
-                "digest": s.digest})
-        );
+        println!("{}", serde_json::to_string(report)?);
     } else {
         eprintln!(
-            "{verb} {} files, {} dirs, {} symlinks, {} special files, {} bytes in {:.2} s ({rate:.0} MB/s)",
-            s.files, s.dirs, s.symlinks, s.special, s.bytes, report.seconds
+            "{verb} {} files, {} dirs, {} symlinks, {} special files, {} bytes in {:.2} s ({:.0} MB/s)",
+            s.files, s.dirs, s.symlinks, s.special, s.bytes, report.seconds, report.mb_per_s
         );
         for k in &s.skipped {
             eprintln!("SKIPPED {}: {}", k.cipher_path.display(), k.reason);
@@ -364,34 +430,14 @@ fn print_report(verb: &str, report: &coffer::model::RunReport, json: bool) -> an
             eprintln!("FAILED {}: {}", f.cipher_path.display(), f.error);
         }
     }
-    if s.failures.is_empty() {
-        Ok(())
-    } else {
-        Err(anyhow::Error::new(ModelFailures(s.failures.len())))
-    }
+    Ok(())
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{0} entries failed")]
-pub(crate) struct ModelFailures(usize);
-
 /// Prints the model digest on stdout (the JSON summary already carries it).
-fn print_digest(report: &coffer::model::RunReport, json: bool) {
+fn print_digest(report: &RunReport, json: bool) {
     if let (Some(d), false) = (report.summary.digest, json) {
         println!("{d}");
     }
-}
-
-/// The decrypted tree is not the model that was expected.
-#[derive(Debug, thiserror::Error)]
-#[error("{tree}: model digest {actual} is not the expected {expected} (files swapped, rolled back, deleted, added or truncated on the storage, or another model); the plaintext was removed")]
-pub(crate) struct DigestMismatch {
-    /// The cipher directory.
-    pub(crate) tree: String,
-    /// What was expected.
-    pub(crate) expected: ModelDigest,
-    /// What the tree has.
-    pub(crate) actual: ModelDigest,
 }
 
 #[cfg(test)]

@@ -96,10 +96,6 @@ pub(crate) struct PolicyTestArgs {
     json: bool,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("the resource policy denies {0}")]
-pub(crate) struct PolicyDenies(String);
-
 fn read_input(path: &Path) -> anyhow::Result<String> {
     if path == Path::new("-") {
         let mut s = String::new();
@@ -110,7 +106,8 @@ fn read_input(path: &Path) -> anyhow::Result<String> {
     read_text(path)
 }
 
-/// Runs `coffer policy test`; a denial is a [`PolicyDenies`] error (exit code 3).
+/// Runs `coffer policy test`; a denial is a [`coffer::ClientError::PolicyDenies`] error
+/// (exit code 3).
 pub(crate) async fn test(
     cli: &crate::Cli,
     http: reqwest::Client,
@@ -199,7 +196,9 @@ pub(crate) async fn test(
         }
     }
     match report.resource {
-        Some((path, v)) if !v.allow => Err(PolicyDenies(path).into()),
+        Some((path, v)) if !v.allow => {
+            Err(coffer::ClientError::PolicyDenies { resource: path }.into())
+        }
         _ => Ok(()),
     }
 }

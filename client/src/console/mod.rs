@@ -47,7 +47,7 @@ pub enum ConsoleError {
     NotLoopback(SocketAddr),
     /// The admin key does not sign tokens.
     #[error("admin key: {0}")]
-    Key(String),
+    Key(#[source] crate::ClientError),
     /// The listener could not be opened.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -59,6 +59,63 @@ pub enum ConsoleError {
     /// The HTTP server stopped with an error.
     #[error("console server failed: {0}")]
     Serve(std::io::Error),
+}
+
+/// Why a browser request is refused (answered 403 with this text).
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    /// The `Host` header is not this listener (DNS rebinding); the name to use.
+    #[error("the console answers only as {0}")]
+    WrongHost(String),
+    /// The `Origin` is another site.
+    #[error("cross-site request refused")]
+    CrossSite,
+    /// No session cookie, or another session's.
+    #[error("open the URL `coffer admin console` printed (it carries this session's token)")]
+    NoSession,
+}
+
+/// Why a call the console makes to the server on its own behalf failed.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    /// No admin token could be minted.
+    #[error("{0}")]
+    Token(#[source] crate::ClientError),
+    /// The server could not be reached.
+    #[error("{url}: {source}")]
+    Transport {
+        /// The URL called.
+        url: String,
+        /// Cause.
+        source: reqwest::Error,
+    },
+    /// The answer is not JSON.
+    #[error("{url}: answer is not JSON: {source}")]
+    NotJson {
+        /// The URL called.
+        url: String,
+        /// Cause.
+        source: reqwest::Error,
+    },
+    /// The server refused, with its problem detail.
+    #[error("{status}: {detail}")]
+    Refused {
+        /// HTTP status.
+        status: reqwest::StatusCode,
+        /// The problem body's `detail`.
+        detail: String,
+    },
+}
+
+/// Why one recorded attestation could not be tested.
+#[derive(Debug, thiserror::Error)]
+enum TestError {
+    /// Its audit row could not be fetched.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// It could not be evaluated.
+    #[error(transparent)]
+    Policy(#[from] crate::policy_test::PolicyTestError),
 }
 
 /// What the console needs to sign and forward calls.
@@ -114,14 +171,15 @@ fn same(a: &str, b: &str) -> bool {
 
 impl State {
     /// Refuses requests for another host name (DNS rebinding) and cross-site requests.
-    fn same_site(&self, req: &HttpRequest) -> Result<(), String> {
+    fn same_site(&self, req: &HttpRequest) -> Result<(), Refusal> {
         let host = req
             .headers()
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or("");
         if !self.hosts.iter().any(|h| h == host) {
-            return Err(format!("the console answers only as {}", self.hosts[0]));
+            let shown = self.hosts.first().cloned().unwrap_or_default();
+            return Err(Refusal::WrongHost(shown));
         }
         if let Some(origin) = req.headers().get(header::ORIGIN) {
             let ok = origin
@@ -130,21 +188,18 @@ impl State {
                 .and_then(|o| o.strip_prefix("http://"))
                 .is_some_and(|o| self.hosts.iter().any(|h| h == o));
             if !ok {
-                return Err("cross-site request refused".into());
+                return Err(Refusal::CrossSite);
             }
         }
         Ok(())
     }
 
     /// Also requires the session cookie.
-    fn authorised(&self, req: &HttpRequest) -> Result<(), String> {
+    fn authorised(&self, req: &HttpRequest) -> Result<(), Refusal> {
         self.same_site(req)?;
         match req.cookie(COOKIE) {
             Some(c) if same(c.value(), &self.session) => Ok(()),
-            _ => Err(
-                "open the URL `coffer admin console` printed (it carries this session's token)"
-                    .into(),
-            ),
+            _ => Err(Refusal::NoSession),
         }
     }
 
@@ -158,27 +213,24 @@ impl State {
     }
 
     /// A signed GET to the server, as JSON.
-    async fn get_json(&self, path: &str) -> Result<Value, String> {
-        let token = self.token().map_err(|e| e.to_string())?;
+    async fn get_json(&self, path: &str) -> Result<Value, CallError> {
+        let token = self.token().map_err(CallError::Token)?;
         let url = format!("{}{path}", self.cfg.server);
-        let resp = self
-            .cfg
-            .http
-            .get(&url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
+        let resp = match self.cfg.http.get(&url).bearer_auth(token).send().await {
+            Ok(r) => r,
+            Err(source) => return Err(CallError::Transport { url, source }),
+        };
         let status = resp.status();
-        let body: Value = resp
-            .json()
-            .await
-            .map_err(|e| format!("{url}: answer is not JSON: {e}"))?;
+        let body: Value = match resp.json().await {
+            Ok(b) => b,
+            Err(source) => return Err(CallError::NotJson { url, source }),
+        };
         if !status.is_success() {
-            return Err(format!(
-                "{status}: {}",
-                body.get("detail").and_then(Value::as_str).unwrap_or("")
-            ));
+            let detail = body.get("detail").and_then(Value::as_str).unwrap_or("");
+            return Err(CallError::Refused {
+                status,
+                detail: detail.to_string(),
+            });
         }
         Ok(body)
     }
@@ -203,7 +255,7 @@ struct TokenQuery {
 
 async fn index(req: HttpRequest, st: web::Data<State>) -> HttpResponse {
     if let Err(r) = st.same_site(&req) {
-        return problem(403, r);
+        return problem(403, r.to_string());
     }
     let q = web::Query::<TokenQuery>::from_query(req.query_string())
         .map(|q| q.into_inner().t)
@@ -224,7 +276,7 @@ async fn index(req: HttpRequest, st: web::Data<State>) -> HttpResponse {
             .finish();
     }
     if let Err(r) = st.authorised(&req) {
-        return problem(403, r);
+        return problem(403, r.to_string());
     }
     with_security_headers(HttpResponse::Ok())
         .content_type("text/html; charset=utf-8")
@@ -233,7 +285,7 @@ async fn index(req: HttpRequest, st: web::Data<State>) -> HttpResponse {
 
 async fn asset(req: HttpRequest, st: web::Data<State>) -> HttpResponse {
     if let Err(r) = st.same_site(&req) {
-        return problem(403, r);
+        return problem(403, r.to_string());
     }
     let (body, kind) = match req.path() {
         "/app.js" => (APP_JS, "text/javascript; charset=utf-8"),
@@ -247,7 +299,7 @@ async fn asset(req: HttpRequest, st: web::Data<State>) -> HttpResponse {
 /// `/api/<path>`: forwards to `<server>/<path>` with a freshly minted admin token.
 async fn forward(req: HttpRequest, body: web::Bytes, st: web::Data<State>) -> HttpResponse {
     if let Err(r) = st.authorised(&req) {
-        return problem(403, r);
+        return problem(403, r.to_string());
     }
     // The raw path keeps the browser's percent-encoding of each segment.
     let tail = req.uri().path().trim_start_matches("/api/");
@@ -303,7 +355,7 @@ struct CheckBody {
 /// column.
 async fn check(req: HttpRequest, st: web::Data<State>, body: web::Json<CheckBody>) -> HttpResponse {
     if let Err(r) = st.authorised(&req) {
-        return problem(403, r);
+        return problem(403, r.to_string());
     }
     match st.engine.check(&body.text) {
         Ok(()) => HttpResponse::Ok().json(json!({"ok": true, "errors": []})),
@@ -328,7 +380,7 @@ const MAX_TEST_ROWS: usize = 100;
 /// trust vector (with the server's reference values), a resource policy its `allow`.
 async fn test(req: HttpRequest, st: web::Data<State>, body: web::Json<TestBody>) -> HttpResponse {
     if let Err(r) = st.authorised(&req) {
-        return problem(403, r);
+        return problem(403, r.to_string());
     }
     if body.seqs.len() > MAX_TEST_ROWS {
         return problem(
@@ -358,7 +410,7 @@ async fn test(req: HttpRequest, st: web::Data<State>, body: web::Json<TestBody>)
     for seq in &body.seqs {
         let outcome = async {
             let row = st.get_json(&format!("/coffer/v1/audit/{seq}")).await?;
-            let recorded = Recorded::from_audit_row(&row).map_err(|e| e.to_string())?;
+            let recorded = Recorded::from_audit_row(&row)?;
             let draft = NamedPolicy {
                 name: "draft",
                 text: &body.text,
@@ -380,9 +432,8 @@ async fn test(req: HttpRequest, st: web::Data<State>, body: web::Json<TestBody>)
                     None,
                     ResourcePathDialect::default(),
                 ),
-            }
-            .map_err(|e| e.to_string())?;
-            Ok::<Value, String>(match (report.appraisal, report.resource) {
+            }?;
+            Ok::<Value, TestError>(match (report.appraisal, report.resource) {
                 (_, Some((_, v))) => json!({"seq": seq, "allow": v.allow}),
                 (Some(a), None) => {
                     json!({"seq": seq, "status": a.status, "trust_vector": a.trust_vector})
@@ -391,14 +442,14 @@ async fn test(req: HttpRequest, st: web::Data<State>, body: web::Json<TestBody>)
             })
         }
         .await;
-        results.push(outcome.unwrap_or_else(|e| json!({"seq": seq, "error": e})));
+        results.push(outcome.unwrap_or_else(|e| json!({"seq": seq, "error": e.to_string()})));
     }
     HttpResponse::Ok().json(json!({"results": results}))
 }
 
 async fn info(req: HttpRequest, st: web::Data<State>) -> HttpResponse {
     if let Err(r) = st.authorised(&req) {
-        return problem(403, r);
+        return problem(403, r.to_string());
     }
     HttpResponse::Ok().json(json!({"server": st.cfg.server}))
 }
@@ -416,8 +467,7 @@ pub fn serve(cfg: ConsoleConfig, ready: impl FnOnce(&str)) -> Result<(), Console
     if !cfg.listen.ip().is_loopback() {
         return Err(ConsoleError::NotLoopback(cfg.listen));
     }
-    mint_admin_token(&cfg.key_pem, &cfg.issuer, &cfg.audience, 1)
-        .map_err(|e| ConsoleError::Key(e.to_string()))?;
+    mint_admin_token(&cfg.key_pem, &cfg.issuer, &cfg.audience, 1).map_err(ConsoleError::Key)?;
     let listener =
         std::net::TcpListener::bind(cfg.listen).map_err(|source| ConsoleError::Listen {
             addr: cfg.listen,

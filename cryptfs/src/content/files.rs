@@ -15,9 +15,11 @@ use std::os::unix::fs::FileExt;
 use rand::RngCore;
 use rayon::prelude::*;
 
-use super::{plain_size, ContentCipher, ContentError, BLOCK, CBLOCK, HEADER_LEN, NONCE, TAG};
+use super::{
+    plain_size, ContentCipher, ContentError, HeaderFault, BLOCK, CBLOCK, HEADER_LEN, NONCE, TAG,
+};
 use crate::digest::{chunk_hash, file_leaf};
-use crate::gcm::Gcm;
+use crate::gcm::{Gcm, GcmError};
 
 /// What a whole-file run produced: the plaintext size and the file's leaf of the model
 /// digest ([`crate::digest`]).
@@ -43,8 +45,13 @@ impl FileDone {
 /// copy from the page cache, the AES pass and the copy out.
 pub(crate) const BLOCKS_PER_CHUNK: usize = 64;
 
-fn no_gcm() -> ContentError {
-    ContentError::Header("OpenSSL AES-256-GCM unavailable")
+/// A worker's context, or (once) the error that kept it from being created; later chunks
+/// of the same worker get a repeat without OpenSSL's detail.
+fn usable(gcm: &mut Result<Gcm, GcmError>) -> Result<&mut Gcm, ContentError> {
+    match gcm {
+        Ok(g) => Ok(g),
+        Err(e) => Err(ContentError::Gcm(std::mem::replace(e, GcmError::again()))),
+    }
 }
 
 /// Ciphertext file size for a plaintext size.
@@ -118,7 +125,7 @@ impl ContentCipher {
             BLOCK * BLOCKS_PER_CHUNK,
             || self.opener(),
             |(gcm, buf), c, out| {
-                let gcm = gcm.as_mut().ok_or_else(no_gcm)?;
+                let gcm = usable(gcm)?;
                 let first_block = c * BLOCKS_PER_CHUNK as u64;
                 let n = out.len();
                 let h = self.open_chunk(gcm, src, buf, &file_id, first_block, n, Some(out))?;
@@ -151,7 +158,7 @@ impl ContentCipher {
             .map_init(
                 || self.opener(),
                 |(gcm, buf), c| -> Result<[u8; 32], ContentError> {
-                    let gcm = gcm.as_mut().ok_or_else(no_gcm)?;
+                    let gcm = usable(gcm)?;
                     let plain_len = (plain - c * chunk).min(chunk) as usize;
                     let first_block = c * BLOCKS_PER_CHUNK as u64;
                     let h =
@@ -167,9 +174,9 @@ impl ContentCipher {
         })
     }
 
-    fn opener(&self) -> (Option<Gcm>, Vec<u8>) {
+    fn opener(&self) -> (Result<Gcm, GcmError>, Vec<u8>) {
         (
-            Gcm::new(&self.key, false),
+            Gcm::decryptor(self.key.bytes()),
             vec![0u8; CBLOCK * BLOCKS_PER_CHUNK],
         )
     }
@@ -244,12 +251,12 @@ impl ContentCipher {
             CBLOCK * BLOCKS_PER_CHUNK,
             || {
                 (
-                    Gcm::new(&self.key, true),
+                    Gcm::encryptor(self.key.bytes()),
                     vec![0u8; BLOCK * BLOCKS_PER_CHUNK],
                 )
             },
             |(gcm, buf), c, out| {
-                let gcm = gcm.as_mut().ok_or_else(no_gcm)?;
+                let gcm = usable(gcm)?;
                 let first_block = c * BLOCKS_PER_CHUNK as u64;
                 let plain_len = out.len() - out.len().div_ceil(CBLOCK) * (NONCE + TAG);
                 let plain = &mut buf[..plain_len];
@@ -272,9 +279,7 @@ impl ContentCipher {
 /// file (0 bytes, or a header without blocks, left by an interrupted write), else the
 /// plaintext size and the file ID.
 fn read_header(src: &mut File, len: u64) -> Result<Option<(u64, [u8; 16])>, ContentError> {
-    let plain = plain_size(len).ok_or(ContentError::Header(
-        "file size is not a valid gocryptfs size (truncated)",
-    ))?;
+    let plain = plain_size(len).ok_or(ContentError::Header(HeaderFault::Size))?;
     if plain == 0 {
         return Ok(None);
     }
@@ -286,6 +291,8 @@ fn read_header(src: &mut File, len: u64) -> Result<Option<(u64, [u8; 16])>, Cont
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::content::BlockFault;
+    use crate::keys::ContentKey;
 
     #[test]
     fn cipher_size_inverts_plain_size() {
@@ -299,8 +306,7 @@ mod tests {
     #[test]
     fn multi_chunk_round_trip_and_tamper() {
         let dir = tempfile::tempdir().unwrap();
-        let key = [3u8; 32];
-        let c = ContentCipher::new(&key);
+        let c = ContentCipher::new(&ContentKey::from_bytes([3u8; 32]));
         let len = 20 * BLOCK * BLOCKS_PER_CHUNK + 3 * BLOCK + 123;
         let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
         let (p, e, d) = (
@@ -334,7 +340,11 @@ mod tests {
         std::fs::write(&e, &bad).unwrap();
         for out in [rw(&d), File::create(&d).unwrap()] {
             match c.decrypt_file(&mut File::open(&e).unwrap(), &out, &|_| {}) {
-                Err(ContentError::Block { block, .. }) => assert_eq!(block, bad_block),
+                Err(ContentError::Block {
+                    block,
+                    reason: BlockFault::Authentication,
+                    ..
+                }) => assert_eq!(block, bad_block),
                 other => panic!("{other:?}"),
             }
             // The bad block's plaintext is not in the output (its range reads as zeros).
@@ -352,7 +362,7 @@ mod tests {
     #[test]
     fn write_only_destination_over_old_file() {
         let dir = tempfile::tempdir().unwrap();
-        let c = ContentCipher::new(&[9u8; 32]);
+        let c = ContentCipher::new(&ContentKey::from_bytes([9u8; 32]));
         let len = BLOCK * BLOCKS_PER_CHUNK + 5 * BLOCK + 1;
         let data: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
         let (p, e, d) = (
@@ -369,6 +379,37 @@ mod tests {
         c.decrypt_file(&mut File::open(&e).unwrap(), &out, &|_| {})
             .unwrap();
         assert_eq!(std::fs::read(&d).unwrap(), data);
+    }
+
+    /// Workers whose OpenSSL context cannot be created fail the file with that error (not
+    /// a header error, and not a file that "decrypts" to nothing).
+    #[test]
+    fn openssl_failures_in_workers_are_reported_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = ContentCipher::new(&ContentKey::from_bytes([5u8; 32]));
+        let (p, e, d) = (
+            dir.path().join("p"),
+            dir.path().join("e"),
+            dir.path().join("d"),
+        );
+        std::fs::write(&p, vec![7u8; 3 * BLOCK * BLOCKS_PER_CHUNK]).unwrap();
+        c.encrypt_file(&mut File::open(&p).unwrap(), &rw(&e), &|_| {})
+            .unwrap();
+        let broken = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .start_handler(|_| crate::gcm::break_on_this_thread(true))
+            .build()
+            .unwrap();
+        let (dec, ver, enc) = broken.install(|| {
+            (
+                c.decrypt_file(&mut File::open(&e).unwrap(), &rw(&d), &|_| {}),
+                c.verify_file(&mut File::open(&e).unwrap(), &|_| {}),
+                c.encrypt_file(&mut File::open(&p).unwrap(), &rw(&d), &|_| {}),
+            )
+        });
+        for r in [dec, ver, enc] {
+            assert!(matches!(r, Err(ContentError::Gcm(_))), "{r:?}");
+        }
     }
 
     fn rw(path: &std::path::Path) -> File {
