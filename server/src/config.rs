@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 /// Errors reading or validating the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -12,18 +12,19 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
-        /// File.
+        /// The file named by `--config`.
         path: PathBuf,
-        /// Cause.
+        /// What the file system said.
         source: std::io::Error,
     },
-    /// The file is not valid TOML for this schema.
-    #[error("invalid config file {path}: {message}")]
+    /// The file is not valid TOML for this schema: an unknown key, a value of the wrong type
+    /// or outside its set, or keys that exclude each other.
+    #[error("invalid config file {path}: {source}")]
     Parse {
-        /// File.
+        /// The file named by `--config`.
         path: PathBuf,
-        /// Parser message (line and key).
-        message: String,
+        /// The parser's error: line, column, the offending line (with its key) and why.
+        source: toml::de::Error,
     },
     /// A value is inconsistent with another.
     #[error("invalid configuration: {0}")]
@@ -147,6 +148,16 @@ pub fn path_prefix_problem(prefix: &str) -> Option<&'static str> {
     None
 }
 
+impl ServerConfig {
+    /// HTTP worker threads: `workers`, or one per CPU when it is 0.
+    pub fn worker_threads(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -187,20 +198,85 @@ pub struct DatabaseConfig {
 
 /// `[keys]`. Unset paths default to files in the data directory, generated on first start.
 #[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
+#[serde(try_from = "KeysToml")]
 pub struct KeysConfig {
-    /// 32-byte key-encryption key, hex. Default `<data_dir>/kek.hex`.
-    pub kek_file: Option<PathBuf>,
-    /// Name of an environment variable holding the KEK as hex; wins over `kek_file`.
-    pub kek_env: Option<String>,
+    /// Where the key-encryption key comes from (`kek_file`, `kek_env` or `kek_kms_key_id`).
+    pub kek: KekSource,
     /// PKCS#8 PEM P-256 key that signs attestation tokens. Default `<data_dir>/token-signing.pem`.
     pub token_signing_key: Option<PathBuf>,
-    /// Wrap the KEK with this Aliyun KMS key (needs `[aliyun_kms]`): only the KMS ciphertext
-    /// is stored, in `kek_wrapped_file`; excludes `kek_file` and `kek_env`.
-    pub kek_kms_key_id: Option<String>,
-    /// A file for the KMS-wrapped KEK. Default: the database (table `wrapped_keys`), which
-    /// every replica shares.
-    pub kek_wrapped_file: Option<PathBuf>,
+}
+
+/// Where the 32-byte key-encryption key of resources at rest comes from: one source, so no
+/// combination of keys can be half-applied.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum KekSource {
+    /// `<data_dir>/kek.hex`, generated on first start (no `kek_*` key set).
+    #[default]
+    DataDir,
+    /// A file holding the key as hex (`keys.kek_file`); never generated.
+    File(PathBuf),
+    /// An environment variable holding the key as hex (`keys.kek_env`; it wins over
+    /// `kek_file`, as documented since the key exists).
+    Env(String),
+    /// A key generated once and kept only wrapped by an Aliyun KMS key
+    /// (`keys.kek_kms_key_id`; needs `[aliyun_kms]` in its ClientKey mode).
+    AliyunKms {
+        /// The symmetric KMS key that wraps it.
+        key_id: String,
+        /// Where the wrapped key is kept (`keys.kek_wrapped_file`); `None`: the database's
+        /// `wrapped_keys` table, which every replica shares.
+        wrapped_file: Option<PathBuf>,
+    },
+}
+
+/// `[keys]` as written in the file.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct KeysToml {
+    kek_file: Option<PathBuf>,
+    kek_env: Option<String>,
+    token_signing_key: Option<PathBuf>,
+    kek_kms_key_id: Option<String>,
+    kek_wrapped_file: Option<PathBuf>,
+}
+
+/// `[keys]` entries that exclude or need each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeysConflict {
+    /// A KMS-wrapped KEK with a plain one.
+    #[error("keys.kek_kms_key_id excludes keys.kek_file and keys.kek_env")]
+    KmsAndPlain,
+    /// Where to keep a wrapped KEK, without a KMS key to wrap it.
+    #[error("keys.kek_wrapped_file needs keys.kek_kms_key_id")]
+    WrappedFileWithoutKms,
+}
+
+impl TryFrom<KeysToml> for KeysConfig {
+    type Error = KeysConflict;
+
+    fn try_from(k: KeysToml) -> Result<Self, KeysConflict> {
+        let kek = match (k.kek_kms_key_id, k.kek_env, k.kek_file, k.kek_wrapped_file) {
+            (Some(key_id), None, None, wrapped_file) => KekSource::AliyunKms {
+                key_id,
+                wrapped_file,
+            },
+            (Some(_), _, _, _) => return Err(KeysConflict::KmsAndPlain),
+            (None, _, _, Some(_)) => return Err(KeysConflict::WrappedFileWithoutKms),
+            (None, Some(var), _, None) => KekSource::Env(var),
+            (None, None, Some(path), None) => KekSource::File(path),
+            (None, None, None, None) => KekSource::DataDir,
+        };
+        Ok(KeysConfig {
+            kek,
+            token_signing_key: k.token_signing_key,
+        })
+    }
+}
+
+/// Reads an optional check: an empty string means "no check" (how the file says it).
+fn empty_is_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    Ok(Some(s).filter(|s| !s.is_empty()))
 }
 
 /// `[admin]`.
@@ -210,10 +286,12 @@ pub struct AdminConfig {
     /// Ed25519 public key (PEM) that verifies admin tokens. Default `<data_dir>/admin.pub`,
     /// generated with its private half `<data_dir>/admin.key` on first start.
     pub public_key: Option<PathBuf>,
-    /// Required `iss` claim; empty disables the check.
-    pub issuer: String,
-    /// Required member of `aud`; empty disables the check.
-    pub audience: String,
+    /// Required `iss` claim; `None` (an empty string in the file) disables the check.
+    #[serde(deserialize_with = "empty_is_none")]
+    pub issuer: Option<String>,
+    /// Required member of `aud`; `None` (an empty string in the file) disables the check.
+    #[serde(deserialize_with = "empty_is_none")]
+    pub audience: Option<String>,
     /// Refuse every admin call (read-only deployments).
     pub deny_all: bool,
     /// Also accept admin tokens as Alibaba's Trustee tooling mints them: EdDSA, signed by the
@@ -241,8 +319,8 @@ impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             public_key: None,
-            issuer: "coffer".into(),
-            audience: "kbs".into(),
+            issuer: Some("coffer".into()),
+            audience: Some("kbs".into()),
             deny_all: false,
             accept_alibaba_tokens: false,
             token_max_ttl_secs: crate::service::DEFAULT_ADMIN_TOKEN_MAX_TTL_SECS,
@@ -306,9 +384,9 @@ impl Config {
 
     /// Parses TOML text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            source,
         })
     }
 
@@ -360,7 +438,7 @@ impl Config {
             Some(k) => Some(k.mode().map_err(|e| ConfigError::Invalid(e.to_string()))?),
             None => None,
         };
-        if self.keys.kek_kms_key_id.is_some() {
+        if let KekSource::AliyunKms { .. } = self.keys.kek {
             match kms_mode {
                 None => {
                     return Err(ConfigError::Invalid(
@@ -374,19 +452,8 @@ impl Config {
                 }
                 Some(crate::secrets::aliyun::KmsMode::ClientKey { .. }) => {}
             }
-            if self.keys.kek_file.is_some() || self.keys.kek_env.is_some() {
-                return Err(ConfigError::Invalid(
-                    "keys.kek_kms_key_id excludes keys.kek_file and keys.kek_env".into(),
-                ));
-            }
         }
         let d = &self.dcap;
-        if !matches!(d.pccs_update.as_str(), "standard" | "early") {
-            return Err(ConfigError::Invalid(format!(
-                "dcap.pccs_update must be \"standard\" or \"early\", not {:?}",
-                d.pccs_update
-            )));
-        }
         let url_ok = d.pccs_url.is_empty()
             || d.pccs_url.starts_with("https://")
             || d.pccs_url.starts_with("http://");
@@ -397,6 +464,15 @@ impl Config {
             )));
         }
         Ok(())
+    }
+
+    /// Database connections: `database.max_connections`, else twice the HTTP workers
+    /// (4 to 16).
+    pub fn pool_size(&self) -> u32 {
+        self.database.max_connections.unwrap_or_else(|| {
+            let workers = u32::try_from(self.server.worker_threads()).unwrap_or(u32::MAX);
+            workers.saturating_mul(2).clamp(4, 16)
+        })
     }
 
     /// The database URL, defaulting to a SQLite file in the data directory.
@@ -431,8 +507,10 @@ mod tests {
             .to_string()
             .contains("[aliyun_kms]"));
         let with_kms = "[keys]\nkek_kms_key_id = \"key-1\"\nkek_env = \"K\"\n[aliyun_kms]\nkms_instance_id = \"kst-x\"\nclient_key_file = \"a\"\npassword_file = \"b\"\ncert_pem_file = \"c\"\n";
-        let c = Config::parse(with_kms, Path::new("c")).unwrap();
-        assert!(c.validate().unwrap_err().to_string().contains("excludes"));
+        // One source: the combination is refused as the file is read.
+        let e = Config::parse(with_kms, Path::new("c")).unwrap_err();
+        assert!(matches!(e, ConfigError::Parse { .. }));
+        assert!(e.to_string().contains("excludes"), "{e}");
         let access_key =
             "[keys]\nkek_kms_key_id = \"key-1\"\n[aliyun_kms]\nregion_id = \"cn-hangzhou\"\n";
         let c = Config::parse(access_key, Path::new("c")).unwrap();
@@ -497,6 +575,102 @@ mod tests {
         assert!(e.contains("path_prefixes") && e.contains("/x/"), "{e}");
         let c = Config::parse("[server]\npath_prefixes = []", Path::new("c")).unwrap();
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn compose_config_parses() {
+        let text = include_str!("../../deploy/compose/coffer-server.toml");
+        let c = Config::parse(text, Path::new("compose")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.keys.kek, KekSource::DataDir);
+    }
+
+    /// What `helm/coffer/templates/configmap.yaml` renders, for both KEK branches.
+    #[test]
+    fn helm_rendered_configs_parse() {
+        let rendered = |kek: &str| {
+            format!(
+                "[server]\nlisten = \"0.0.0.0:8080\"\ninsecure_http = true\npath_prefixes = [\"/api\"]\n\
+                 [keys]\n{kek}\ntoken_signing_key = \"/etc/coffer/keys/token-signing.pem\"\n\
+                 [admin]\npublic_key = \"/etc/coffer/keys/admin.pub\"\nissuer = \"coffer\"\naudience = \"\"\n\
+                 [attestation]\nsession_ttl_secs = 300\ntoken_ttl_secs = 300\n\
+                 [dcap]\npccs_update = \"early\"\n\
+                 [aliyun_kms]\nkms_instance_id = \"kst-x\"\nclient_key_file = \"a\"\npassword_file = \"b\"\ncert_pem_file = \"c\"\n"
+            )
+        };
+        let c = Config::parse(
+            &rendered("kek_file = \"/etc/coffer/keys/kek.hex\""),
+            Path::new("h"),
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.keys.kek,
+            KekSource::File(PathBuf::from("/etc/coffer/keys/kek.hex"))
+        );
+        assert_eq!(c.admin.issuer.as_deref(), Some("coffer"));
+        assert_eq!(
+            c.admin.audience, None,
+            "an empty audience disables the check"
+        );
+        assert_eq!(
+            c.dcap.pccs_update,
+            crate::attestation::collateral::PccsUpdate::Early
+        );
+        let c = Config::parse(&rendered("kek_kms_key_id = \"key-1\""), Path::new("h")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.keys.kek,
+            KekSource::AliyunKms {
+                key_id: "key-1".into(),
+                wrapped_file: None
+            }
+        );
+    }
+
+    #[test]
+    fn kek_sources_are_one_of_a_kind() {
+        let kek = |text: &str| Config::parse(text, Path::new("c")).map(|c| c.keys.kek);
+        assert_eq!(kek("").unwrap(), KekSource::DataDir);
+        assert_eq!(
+            kek("[keys]\nkek_env = \"K\"\nkek_file = \"/k\"").unwrap(),
+            KekSource::Env("K".into()),
+            "kek_env wins over kek_file, as documented"
+        );
+        assert_eq!(
+            kek("[keys]\nkek_kms_key_id = \"k\"\nkek_wrapped_file = \"/w\"").unwrap(),
+            KekSource::AliyunKms {
+                key_id: "k".into(),
+                wrapped_file: Some("/w".into())
+            }
+        );
+        let e = kek("[keys]\nkek_wrapped_file = \"/w\"").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("keys.kek_wrapped_file needs keys.kek_kms_key_id"),
+            "{e}"
+        );
+        let e = kek("[keys]\nkek_kms_key_id = \"k\"\nkek_file = \"/k\"").unwrap_err();
+        assert!(e.to_string().contains("excludes"), "{e}");
+        let e = kek("[keys]\nkek_fil = \"/k\"").unwrap_err();
+        assert!(e.to_string().contains("kek_fil"), "{e}");
+    }
+
+    /// A value outside a closed set is refused as the file is read, naming the key.
+    #[test]
+    fn pccs_update_is_a_closed_set() {
+        let e = Config::parse("[dcap]\npccs_update = \"latest\"", Path::new("c.toml")).unwrap_err();
+        assert!(matches!(e, ConfigError::Parse { .. }));
+        let text = e.to_string();
+        assert!(
+            text.contains("pccs_update") && text.contains("standard") && text.contains("early"),
+            "{text}"
+        );
+        let c = Config::parse("[dcap]\npccs_update = \"standard\"", Path::new("c")).unwrap();
+        assert_eq!(
+            c.dcap.pccs_update,
+            crate::attestation::collateral::PccsUpdate::Standard
+        );
     }
 
     #[test]

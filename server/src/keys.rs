@@ -10,7 +10,7 @@ use p256::pkcs8::{DecodePrivateKey, LineEnding};
 use rand::RngCore;
 use zeroize::Zeroizing;
 
-use crate::config::Config;
+use crate::config::{Config, KekSource};
 use crate::secrets::Kek;
 
 /// Key loading failures; each names the file and never includes key bytes.
@@ -31,6 +31,15 @@ pub enum KeyError {
         path: PathBuf,
         /// What was expected.
         what: &'static str,
+    },
+    /// `keys.kek_env` names a variable that is not set (or not UTF-8).
+    #[error("${var} (keys.kek_env) is not set")]
+    EnvMissing {
+        /// The variable.
+        var: String,
+        /// Why it cannot be read.
+        #[source]
+        source: std::env::VarError,
     },
 }
 
@@ -115,15 +124,20 @@ pub fn load_or_create(cfg: &Config) -> Result<ServerKeys, KeyError> {
     let dir = &cfg.server.data_dir;
     create_data_dir(dir)?;
 
-    let kek = match &cfg.keys.kek_env {
-        _ if cfg.keys.kek_kms_key_id.is_some() => None,
-        Some(var) => Some({
-            let value = Zeroizing::new(std::env::var(var).unwrap_or_default());
+    let kek = match &cfg.keys.kek {
+        KekSource::AliyunKms { .. } => None,
+        KekSource::Env(var) => Some({
+            let value =
+                Zeroizing::new(std::env::var(var).map_err(|source| KeyError::EnvMissing {
+                    var: var.clone(),
+                    source,
+                })?);
             parse_kek(&value, Path::new(&format!("${var}")))?
         }),
-        None => Some({
-            let (path, default) = pick(&cfg.keys.kek_file, dir, "kek.hex");
-            if default && !path.exists() {
+        KekSource::File(path) => Some(parse_kek(&read(path)?, path)?),
+        KekSource::DataDir => Some({
+            let path = dir.join("kek.hex");
+            if !path.exists() {
                 let mut k = Zeroizing::new([0u8; 32]);
                 rand::rngs::OsRng.fill_bytes(k.as_mut());
                 write_private_file(&path, hex::encode(k.as_ref()).as_bytes())?;
@@ -297,11 +311,27 @@ mod tests {
         cfg.server.data_dir = dir.path().to_path_buf();
         let kek = dir.path().join("custom-kek");
         std::fs::write(&kek, "zz").unwrap();
-        cfg.keys.kek_file = Some(kek);
+        cfg.keys.kek = KekSource::File(kek);
         let e = load_or_create(&cfg).err().unwrap().to_string();
         assert!(e.contains("custom-kek") && e.contains("hex"), "{e}");
-        cfg.keys.kek_file = Some(dir.path().join("missing"));
+        cfg.keys.kek = KekSource::File(dir.path().join("missing"));
         let e = load_or_create(&cfg).err().unwrap().to_string();
         assert!(e.contains("missing"), "{e}");
+    }
+
+    /// An unset `keys.kek_env` variable is named as unset, not read as an empty key.
+    #[test]
+    fn an_unset_kek_variable_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.server.data_dir = dir.path().to_path_buf();
+        cfg.keys.kek = KekSource::Env("COFFER_TEST_KEK_THAT_IS_NEVER_SET".into());
+        match load_or_create(&cfg) {
+            Err(KeyError::EnvMissing { var, .. }) => {
+                assert_eq!(var, "COFFER_TEST_KEK_THAT_IS_NEVER_SET")
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("loaded a KEK from an unset variable"),
+        }
     }
 }

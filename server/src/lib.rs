@@ -4,11 +4,16 @@
 //! Layers, outermost first: [`http`] (routes, problem+json errors, metrics) → [`service`]
 //! (handshake, release, admin) → [`attestation`] (verifiers) and [`policy`] (regorus, EAR
 //! tokens) → [`store`] (SQLite through rusqlite, PostgreSQL through sqlx) and [`secrets`] (resource backends).
+//! Every time is read from one injected [`clock::Clock`].
+//!
+//! The binary is `config` → [`service::Kbs::from_config`] → [`http::app`]; tests build the
+//! same [`service::Kbs`] over a temporary store with a [`clock::ManualClock`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod attestation;
+pub mod clock;
 pub mod config;
 pub mod http;
 pub mod keys;
@@ -17,11 +22,3 @@ pub mod policy;
 pub mod secrets;
 pub mod service;
 pub mod store;
-
-/// Current time in Unix seconds.
-pub fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}

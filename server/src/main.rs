@@ -1,4 +1,5 @@
-//! `coffer-server` binary: configuration, key bootstrap, database, HTTP(S) listener.
+//! `coffer-server` binary: arguments → configuration → [`Kbs::from_config`] → HTTP(S)
+//! listener, plus the two maintenance loops (session sweep, audit retention).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -6,14 +7,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 
-use coffer_server::attestation::Verifiers;
+use coffer_server::clock::SystemClock;
 use coffer_server::config::Config;
 use coffer_server::http::{app, AppState};
-use coffer_server::metrics::Metrics;
-use coffer_server::policy::{PolicyEngine, TokenIssuer};
-use coffer_server::secrets::SealedDbBackend;
-use coffer_server::service::{AdminAuth, Kbs, SnapshotCache};
-use coffer_server::{keys, now_secs, store};
+use coffer_server::service::Kbs;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -124,184 +121,34 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let keys = keys::load_or_create(&cfg).context("loading keys")?;
-    if let Some(p) = &keys.generated_admin_key {
-        tracing::info!(path = %p.display(), "generated admin key pair; the private key (mode 0600) signs admin tokens: coffer admin --key {}", p.display());
-    }
-    let workers = if cfg.server.workers == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    } else {
-        cfg.server.workers
-    };
-    let db_url = cfg.database_url();
-    let pool_size = cfg
-        .database
-        .max_connections
-        .unwrap_or((workers as u32 * 2).clamp(4, 16));
-    let store = store::open(&db_url, pool_size)
-        .await
-        .context("opening database")?;
+    let kbs = Arc::new(Kbs::from_config(&cfg, Arc::new(SystemClock)).await?);
+    spawn_maintenance(kbs.clone(), cfg.audit.clone());
+    serve(kbs, &cfg).await
+}
 
-    let metrics = Metrics::new();
-    let mut routes: Vec<(
-        String,
-        String,
-        Arc<dyn coffer_server::secrets::SecretBackend>,
-    )> = Vec::new();
-    if let Some(kms) = &cfg.aliyun_kms {
-        let backend = coffer_server::secrets::aliyun::AliyunKms::new(kms)
-            .context("Aliyun KMS backend")?
-            .with_metrics(metrics.kms_requests.clone());
-        tracing::info!(repository = %kms.repository, resource_type = %kms.resource_type, kms = %backend.describe(), "resources routed to Aliyun KMS");
-        routes.push((
-            kms.repository.clone(),
-            kms.resource_type.clone(),
-            Arc::new(backend),
-        ));
-    }
-    let mut verifiers = Verifiers::builtin();
-    {
-        use coffer_server::attestation::collateral::{root_ca, CollateralProvider};
-        use coffer_server::attestation::DcapTeeVerifier;
-        let root = root_ca(&cfg.dcap).context("dcap trust anchor")?;
-        let provider =
-            Arc::new(CollateralProvider::new(&cfg.dcap, store.clone()).context("dcap collateral")?);
-        tracing::info!(
-            pccs = %cfg.dcap.pccs_url,
-            offline_bundles = provider.offline_count(),
-            custom_root = cfg.dcap.root_ca_file.is_some(),
-            sgx = cfg.dcap.sgx,
-            "tdx verifier enabled{}",
-            if cfg.dcap.sgx { ", and sgx (dcap.sgx)" } else { "" }
-        );
-        let dcap = coffer_tdx::dcap::DcapVerifier::with_root(root);
-        verifiers.add(Arc::new(
-            DcapTeeVerifier::tdx(dcap.clone(), provider.clone())
-                .context("dcap trust anchor is not a DER certificate")?,
-        ));
-        // SGX is a second attack surface (another quote format, other claims) that most
-        // deployments never use: only on request.
-        if cfg.dcap.sgx {
-            verifiers.add(Arc::new(
-                DcapTeeVerifier::sgx(dcap, provider)
-                    .context("dcap trust anchor is not a DER certificate")?,
-            ));
-        }
-    }
-    if cfg.gpu.enabled {
-        use coffer_server::attestation::gpu::GpuAttestation;
-        let gpu = GpuAttestation::new(&cfg.gpu, store.clone()).context("gpu verification")?;
-        let (rims, ocsp) = gpu.offline_counts();
-        tracing::info!(
-            offline_rims = rims,
-            offline_ocsp_responses = ocsp,
-            rim_service = cfg.gpu.rim_service_url.is_some(),
-            ocsp_responder = cfg.gpu.ocsp_url.is_some(),
-            custom_roots = cfg.gpu.device_root_file.is_some() || cfg.gpu.rim_root_file.is_some(),
-            "gpu verifier enabled"
-        );
-        verifiers.set_gpu(Arc::new(gpu));
-    }
-    let kek = match keys.kek.clone() {
-        Some(k) => k,
-        None => {
-            let (Some(kms_cfg), Some(key_id)) = (&cfg.aliyun_kms, &cfg.keys.kek_kms_key_id) else {
-                anyhow::bail!("keys.kek_kms_key_id needs [aliyun_kms]");
-            };
-            let kms = coffer_server::secrets::aliyun::AliyunKms::new(kms_cfg)
-                .context("Aliyun KMS client for the KEK")?;
-            use coffer_server::secrets::kek_kms::{unwrap_or_create, WrappedKekLocation};
-            let at = match &cfg.keys.kek_wrapped_file {
-                Some(path) => WrappedKekLocation::File(path),
-                None => WrappedKekLocation::Database(store.as_ref()),
-            };
-            let k = unwrap_or_create(&kms, key_id, at)
-                .await
-                .context("unwrapping the KEK with Aliyun KMS")?;
-            let kept = cfg
-                .keys
-                .kek_wrapped_file
-                .as_ref()
-                .map_or_else(|| "database".to_string(), |p| p.display().to_string());
-            tracing::info!(kms_key = %key_id, wrapped_in = %kept, "KEK unwrapped by KMS");
-            k
-        }
-    };
-    let kbs = Arc::new(Kbs {
-        secrets: Arc::new(coffer_server::secrets::RoutedSecrets {
-            default: Arc::new(SealedDbBackend::new(store.clone(), kek)),
-            routes,
-        }),
-        store,
-        verifiers,
-        policies: PolicyEngine::default(),
-        tokens: TokenIssuer::new(
-            keys.token_signing.clone(),
-            cfg.attestation.token_issuer.clone(),
-            cfg.attestation.token_ttl_secs as i64,
-        ),
-        admin: AdminAuth::new(
-            keys.admin_public,
-            cfg.admin.issuer.clone(),
-            cfg.admin.audience.clone(),
-            cfg.admin.deny_all,
-        )
-        .with_max_ttl(cfg.admin.token_max_ttl_secs.min(i64::MAX as u64) as i64)
-        .with_alibaba_tokens(
-            cfg.admin
-                .accept_alibaba_tokens
-                .then_some(cfg.admin.alibaba_max_ttl().min(i64::MAX as u64) as i64),
-        ),
-        session_ttl_secs: cfg.attestation.session_ttl_secs as i64,
-        max_sessions: cfg.attestation.max_sessions,
-        auths_since_count: Default::default(),
-        resource_path_dialect: cfg.attestation.resource_path_dialect,
-        metrics,
-        snapshots: SnapshotCache::new(std::time::Duration::from_millis(
-            cfg.attestation.policy_cache_ms,
-        )),
-        audit_claims_max_bytes: cfg.audit.max_claims_bytes,
-    });
-    kbs.install_default_policies()
-        .await
-        .context("installing default policies")?;
-    if let Some(dir) = &cfg.server.policy_dir {
-        let ids = kbs
-            .install_policy_dir(dir)
-            .await
-            .map_err(anyhow::Error::msg)
-            .context("installing policies from server.policy_dir")?;
-        tracing::info!(dir = %dir.display(), ?ids, "policies installed from files");
-    }
-    kbs.warn_if_unmeasured()
-        .await
-        .context("reading the resource policy")?;
-
+/// Purges expired sessions every minute and applies the audit retention every
+/// `audit.prune_interval_secs` (and once at start).
+fn spawn_maintenance(kbs: Arc<Kbs>, audit: coffer_server::config::AuditConfig) {
     let sweeper = kbs.clone();
     actix_web::rt::spawn(async move {
         let mut tick = actix_web::rt::time::interval(std::time::Duration::from_secs(60));
         loop {
             tick.tick().await;
-            if let Err(e) = sweeper.store.purge_expired_sessions(now_secs()).await {
-                tracing::warn!(error = %e, "session sweep failed");
+            if let Err(e) = sweeper.purge_expired_sessions().await {
+                tracing::warn!(
+                    error = &e as &(dyn std::error::Error + 'static),
+                    "session sweep failed"
+                );
             }
         }
     });
-
-    let pruner = kbs.clone();
-    let audit = cfg.audit.clone();
     actix_web::rt::spawn(async move {
         let mut tick = actix_web::rt::time::interval(std::time::Duration::from_secs(
             audit.prune_interval_secs,
         ));
-        let max_age_ms = (audit.max_age_secs.min(i64::MAX as u64 / 1000) as i64) * 1000;
         loop {
             tick.tick().await;
-            let before = (audit.max_age_secs > 0).then(|| now_secs() * 1000 - max_age_ms);
-            let keep = (audit.max_rows > 0).then_some(audit.max_rows);
-            match pruner.store.prune_audit(before, keep).await {
+            match kbs.apply_audit_retention(&audit).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(
                     removed = n,
@@ -309,16 +156,20 @@ async fn main() -> anyhow::Result<()> {
                     max_rows = audit.max_rows,
                     "audit retention applied"
                 ),
-                Err(e) => tracing::warn!(error = %e, "audit retention failed"),
+                Err(e) => tracing::warn!(
+                    error = &e as &(dyn std::error::Error + 'static),
+                    "audit retention failed"
+                ),
             }
         }
     });
+}
 
-    let state = actix_web::web::Data::new(AppState {
-        kbs,
-        max_body_bytes: cfg.server.max_body_bytes,
-        path_prefixes: cfg.server.path_prefixes.clone(),
-    });
+/// Serves `kbs` over HTTP or HTTPS until the process is stopped.
+async fn serve(kbs: Arc<Kbs>, cfg: &Config) -> anyhow::Result<()> {
+    let db_url = cfg.database_url();
+    let workers = cfg.server.worker_threads();
+    let state = actix_web::web::Data::new(AppState::new(kbs, &cfg.server));
     let server = actix_web::HttpServer::new(move || app(state.clone())).workers(workers);
     let server = match &cfg.server.tls {
         Some(tls) => server.bind_rustls_0_23(cfg.server.listen, tls_config(tls)?),

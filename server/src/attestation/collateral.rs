@@ -16,8 +16,8 @@ use crate::store::Store;
 pub struct DcapConfig {
     /// PCS or PCCS base URL; empty for offline operation.
     pub pccs_url: String,
-    /// `standard` or `early` TCB evaluation data.
-    pub pccs_update: String,
+    /// Which TCB evaluation data the PCS/PCCS serves (`standard` or `early`).
+    pub pccs_update: PccsUpdate,
     /// Root CA CRL URL; default: Intel's CRL distribution point for Intel PCS, else
     /// `<pccs_url>/sgx/certification/v4/rootcacrl`.
     pub root_ca_crl_url: Option<String>,
@@ -44,7 +44,7 @@ impl Default for DcapConfig {
     fn default() -> Self {
         DcapConfig {
             pccs_url: INTEL_PCS.into(),
-            pccs_update: "standard".into(),
+            pccs_update: PccsUpdate::Standard,
             root_ca_crl_url: None,
             collateral_dir: None,
             root_ca_file: None,
@@ -53,6 +53,28 @@ impl Default for DcapConfig {
             sgx: false,
             failure_cache_secs: 60,
             max_concurrent_fetches: 4,
+        }
+    }
+}
+
+/// The `update` parameter of PCS/PCCS collateral requests: which TCB evaluation data
+/// number the answers are from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PccsUpdate {
+    /// The data Intel recommends for production (the default).
+    #[default]
+    Standard,
+    /// The newest data, published before it becomes standard.
+    Early,
+}
+
+impl PccsUpdate {
+    /// The query value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PccsUpdate::Standard => "standard",
+            PccsUpdate::Early => "early",
         }
     }
 }
@@ -407,7 +429,7 @@ impl CollateralProvider {
         }
         let base = self.cfg.pccs_url.trim_end_matches('/');
         let tee = if key.tee == "TDX" { "tdx" } else { "sgx" };
-        let update = &self.cfg.pccs_update;
+        let update = self.cfg.pccs_update.as_str();
         let (tcb, tcb_chain) = self
             .get_text(
                 &format!(

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use coffer_gpu::evidence::{parse_alibaba, parse_upstream, DeviceEvidence};
 use coffer_gpu::verify::{Authenticated, Collateral, GpuVerifier};
-use coffer_protocol::{jcs, HashAlgorithm};
+use coffer_protocol::{jcs, HashAlgorithm, Tee};
 use openssl::x509::X509;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -86,6 +86,31 @@ pub enum GpuConfigError {
         /// Cause.
         reason: String,
     },
+    /// The HTTP client for NRAS, the RIM service or OCSP cannot be built (TLS set-up).
+    #[error("gpu: cannot build the HTTP client")]
+    Http(#[source] reqwest::Error),
+}
+
+/// Why the GPU evidence of an `/attest` call cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuEvidenceError {
+    /// `additional_evidence` is not a JSON object in a string.
+    #[error("additional_evidence must be a JSON object serialised as a string")]
+    NotAnObject,
+    /// Additional evidence of a kind no verifier here reads.
+    #[error("additional evidence for {0:?} is not supported")]
+    Unsupported(String),
+    /// The device evidence does not parse.
+    #[error("{0}")]
+    Device(#[source] coffer_gpu::evidence::EvidenceError),
+    /// More devices than any machine has.
+    #[error("GPU evidence lists {found} devices, at most {max} are accepted")]
+    TooMany {
+        /// Devices listed.
+        found: usize,
+        /// The bound.
+        max: usize,
+    },
 }
 
 /// Which form the evidence came in; decides the nonce it must carry.
@@ -109,36 +134,32 @@ impl GpuEvidence {
     /// Reads `additional_evidence` (a JSON object as a string, or empty) and the primary
     /// evidence's `gpu_evidence`. Additional evidence for anything but `nvidia` is
     /// refused: no verifier for it exists here, and ignoring it would hide it from policy.
-    pub fn read(additional: &str, primary: &Value) -> Result<Self, String> {
+    pub fn read(additional: &str, primary: &Value) -> Result<Self, GpuEvidenceError> {
         let mut devices = Vec::new();
         if !additional.is_empty() {
-            let extra: Value = serde_json::from_str(additional).map_err(|_| {
-                "additional_evidence must be a JSON object serialised as a string".to_string()
-            })?;
-            let map = extra.as_object().ok_or_else(|| {
-                "additional_evidence must be a JSON object serialised as a string".to_string()
-            })?;
+            let extra: Value =
+                serde_json::from_str(additional).map_err(|_| GpuEvidenceError::NotAnObject)?;
+            let map = extra.as_object().ok_or(GpuEvidenceError::NotAnObject)?;
             for (name, value) in map {
                 if name != "nvidia" {
-                    return Err(format!("additional evidence for {name:?} is not supported"));
+                    return Err(GpuEvidenceError::Unsupported(name.clone()));
                 }
-                let list = parse_upstream(value).map_err(|e| e.to_string())?;
+                let list = parse_upstream(value).map_err(GpuEvidenceError::Device)?;
                 devices.extend(list.into_iter().map(|d| (GpuForm::Upstream, d)));
             }
         }
         match primary.get("gpu_evidence") {
             None | Some(Value::Null) => {}
             Some(v) => {
-                let list = parse_alibaba(v).map_err(|e| e.to_string())?;
+                let list = parse_alibaba(v).map_err(GpuEvidenceError::Device)?;
                 devices.extend(list.into_iter().map(|d| (GpuForm::Alibaba, d)));
             }
         }
         if devices.len() > coffer_gpu::evidence::MAX_DEVICES {
-            return Err(format!(
-                "GPU evidence lists {} devices, at most {} are accepted",
-                devices.len(),
-                coffer_gpu::evidence::MAX_DEVICES
-            ));
+            return Err(GpuEvidenceError::TooMany {
+                found: devices.len(),
+                max: coffer_gpu::evidence::MAX_DEVICES,
+            });
         }
         Ok(GpuEvidence { devices })
     }
@@ -217,18 +238,18 @@ impl GpuAttestation {
                 path: PathBuf::new(),
                 reason: e.to_string(),
             })?;
-        let nras = cfg.nras_url.as_ref().map(|url| Nras {
-            url: url.trim_end_matches('/').to_string(),
-            jwks_url: cfg
-                .nras_jwks_url
-                .clone()
-                .unwrap_or_else(|| NRAS_JWKS.to_string()),
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(cfg.timeout_secs.max(1)))
-                .build()
-                .unwrap_or_default(),
-            jwks: Mutex::new(None),
-        });
+        let nras = match &cfg.nras_url {
+            Some(url) => Some(Nras {
+                url: url.trim_end_matches('/').to_string(),
+                jwks_url: cfg
+                    .nras_jwks_url
+                    .clone()
+                    .unwrap_or_else(|| NRAS_JWKS.to_string()),
+                http: http_client(cfg)?,
+                jwks: Mutex::new(None),
+            }),
+            None => None,
+        };
         Ok(GpuAttestation {
             verifier,
             collateral: GpuCollateral::new(cfg, store)?,
@@ -256,7 +277,7 @@ impl GpuAttestation {
                 .verifier
                 .authenticate(i, device.clone(), &nonce)
                 .map_err(|e| VerifyError::Rejected {
-                    tee: "nvidia",
+                    tee: Tee::Nvidia,
                     reason: e.to_string(),
                 })?;
             authenticated.push((a, device, nonce));
@@ -327,19 +348,35 @@ fn load_dir(
         if p.extension().and_then(|x| x.to_str()) != Some(ext) {
             continue;
         }
-        let stem = p
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default()
-            .to_string();
+        let Some(stem) = p.file_stem().and_then(|s| s.to_str()) else {
+            return Err(GpuConfigError::File {
+                key,
+                path: p.clone(),
+                reason: "the file name is not UTF-8".into(),
+            });
+        };
+        let stem = stem.to_string();
         out.push((stem, read_file(key, &p)?));
     }
     Ok(out)
 }
 
-fn cert_key(c: &X509) -> String {
-    let der = c.to_der().unwrap_or_default();
-    format!("nvidia/ocsp/{}", hex::encode(sha2::Sha256::digest(der)))
+/// The cache key of `c`'s OCSP answer; an error when the certificate cannot be encoded
+/// (two such certificates must not share one key).
+fn cert_key(c: &X509) -> Result<String, openssl::error::ErrorStack> {
+    let der = c.to_der()?;
+    Ok(format!(
+        "nvidia/ocsp/{}",
+        hex::encode(sha2::Sha256::digest(der))
+    ))
+}
+
+/// The HTTP client for GPU collateral and NRAS, with the configured timeout.
+fn http_client(cfg: &GpuConfig) -> Result<reqwest::Client, GpuConfigError> {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(cfg.timeout_secs.max(1)))
+        .build()
+        .map_err(GpuConfigError::Http)
 }
 
 impl GpuCollateral {
@@ -369,14 +406,11 @@ impl GpuCollateral {
             }
         }
         let online = cfg.rim_service_url.is_some() || cfg.ocsp_url.is_some();
-        let http = online
-            .then(|| {
-                reqwest::Client::builder()
-                    .timeout(std::time::Duration::from_secs(cfg.timeout_secs.max(1)))
-                    .build()
-                    .ok()
-            })
-            .flatten();
+        let http = if online {
+            Some(http_client(cfg)?)
+        } else {
+            None
+        };
         Ok(GpuCollateral {
             rims,
             ocsp,
@@ -488,7 +522,13 @@ impl GpuCollateral {
             if self.file_answers(cert, issuer) {
                 continue;
             }
-            let key = cert_key(cert);
+            let key = match cert_key(cert) {
+                Ok(k) => k,
+                Err(e) => {
+                    problems.push(format!("a certificate cannot be encoded: {e}"));
+                    continue;
+                }
+            };
             if let Some(body) = self.cached(&key, now).await {
                 if let Ok(der) = b64.decode(body) {
                     out.push(der);
@@ -498,7 +538,7 @@ impl GpuCollateral {
             let (Some(http), Some(url)) = (&self.http, &self.ocsp_url) else {
                 continue;
             };
-            match fetch_ocsp(http, url, cert, issuer).await {
+            match fetch_ocsp(http, url, cert, issuer, now).await {
                 Ok((der, next_update)) => {
                     self.keep(&key, &b64.encode(&der), next_update, now).await;
                     out.push(der);
@@ -603,6 +643,7 @@ async fn fetch_ocsp(
     url: &str,
     cert: &X509,
     issuer: &X509,
+    now: i64,
 ) -> Result<(Vec<u8>, i64), FetchError> {
     let der = (|| {
         let id = openssl::ocsp::OcspCertId::from_cert(
@@ -630,7 +671,6 @@ async fn fetch_ocsp(
         .await
         .map_err(|e| FetchError::Http(e.without_url().to_string()))?
         .to_vec();
-    let now = crate::now_secs();
     let status = coffer_gpu::revocation::cert_status(
         cert,
         issuer,
@@ -663,7 +703,7 @@ struct Nras {
 
 fn nras_unavailable(reason: impl std::fmt::Display) -> VerifyError {
     VerifyError::Unavailable {
-        tee: "nvidia",
+        tee: Tee::Nvidia,
         reason: format!("NRAS: {reason}"),
     }
 }
@@ -749,12 +789,12 @@ impl Nras {
         let devices =
             coffer_gpu::nras::verify_answer(&text, &jwks, &self.issuer(), &nonce_hex, now)
                 .map_err(|e| VerifyError::Rejected {
-                    tee: "nvidia",
+                    tee: Tee::Nvidia,
                     reason: e.to_string(),
                 })?;
         let [(_, claims)] =
             <[(String, Value); 1]>::try_from(devices).map_err(|_| VerifyError::Rejected {
-                tee: "nvidia",
+                tee: Tee::Nvidia,
                 reason: "NRAS answered for another number of devices than sent".into(),
             })?;
         let mut merged = match local {

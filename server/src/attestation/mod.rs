@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use coffer_protocol::messages::InitData;
+use coffer_protocol::Tee;
 use serde_json::Value;
 
 pub use sample::SampleVerifier;
@@ -23,7 +24,7 @@ pub enum VerifyError {
     #[error("malformed {tee} evidence: {reason}")]
     Malformed {
         /// TEE type.
-        tee: &'static str,
+        tee: Tee,
         /// What is wrong.
         reason: String,
     },
@@ -31,14 +32,14 @@ pub enum VerifyError {
     #[error("{tee} evidence report_data does not match the runtime data (nonce and tee-pubkey) of this session")]
     ReportDataMismatch {
         /// TEE type.
-        tee: &'static str,
+        tee: Tee,
     },
     /// The evidence is genuine-looking but failed verification (signature, chain,
     /// revocation, TCB, collateral, event log).
     #[error("{tee} evidence rejected: {reason}")]
     Rejected {
         /// TEE type.
-        tee: &'static str,
+        tee: Tee,
         /// Which check failed.
         reason: String,
     },
@@ -46,7 +47,7 @@ pub enum VerifyError {
     #[error("{tee} verification unavailable: {reason}")]
     Unavailable {
         /// TEE type.
-        tee: &'static str,
+        tee: Tee,
         /// What failed.
         reason: String,
     },
@@ -54,23 +55,31 @@ pub enum VerifyError {
     #[error("{tee} evidence does not match the supplied init-data")]
     InitDataMismatch {
         /// TEE type.
-        tee: &'static str,
+        tee: Tee,
     },
 }
 
-/// What a verifier needs to check the binding of evidence to the session.
+/// What a verifier needs to check the binding of evidence to the session, and the time.
 pub struct Binding<'a> {
     /// The runtime-data hash (unpadded) the evidence must carry.
     pub report_data: &'a [u8],
     /// Init-data from the attestation request, if any.
     pub init_data: Option<&'a InitData>,
+    /// Unix seconds of the attestation (the service's clock): collateral, certificates and
+    /// CRLs are checked against it.
+    pub now: i64,
 }
 
 /// Verifies one kind of TEE evidence and turns it into policy claims.
+///
+/// Contract: `verify` fails unless the evidence is genuine for [`Verifier::tee`] and carries
+/// `binding.report_data`; a failure to reach a collateral source is
+/// [`VerifyError::Unavailable`] (the caller answers 503 and the guest retries), every other
+/// failure is final for this evidence.
 #[async_trait]
 pub trait Verifier: Send + Sync {
-    /// TEE name as used in `/auth` (`sample`, `tdx`, ...) and as the claims key.
-    fn tee(&self) -> &'static str;
+    /// The TEE named at `/auth` that this verifier serves; its name is the claims key.
+    fn tee(&self) -> Tee;
 
     /// Checks `evidence` (the `primary_evidence` value) and its binding; returns the TEE
     /// claims that the attestation policy sees as `input.<tee>`.
@@ -81,7 +90,7 @@ pub trait Verifier: Send + Sync {
 /// attached to them.
 #[derive(Clone, Default)]
 pub struct Verifiers(
-    HashMap<&'static str, Arc<dyn Verifier>>,
+    HashMap<Tee, Arc<dyn Verifier>>,
     Option<Arc<gpu::GpuAttestation>>,
 );
 
@@ -109,13 +118,13 @@ impl Verifiers {
     }
 
     /// The verifier for `tee`.
-    pub fn get(&self, tee: &str) -> Option<&Arc<dyn Verifier>> {
-        self.0.get(tee)
+    pub fn get(&self, tee: Tee) -> Option<&Arc<dyn Verifier>> {
+        self.0.get(&tee)
     }
 
     /// Names of the supported TEEs, sorted.
     pub fn names(&self) -> Vec<&'static str> {
-        let mut n: Vec<_> = self.0.keys().copied().collect();
+        let mut n: Vec<_> = self.0.keys().map(|t| t.name()).collect();
         n.sort_unstable();
         n
     }

@@ -2,7 +2,7 @@
 //! For development and tests only; the default resource policy refuses it.
 
 use async_trait::async_trait;
-use coffer_protocol::b64;
+use coffer_protocol::{b64, Tee};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha384};
 
@@ -13,15 +13,15 @@ pub struct SampleVerifier;
 
 fn malformed(reason: impl Into<String>) -> VerifyError {
     VerifyError::Malformed {
-        tee: "sample",
+        tee: Tee::Sample,
         reason: reason.into(),
     }
 }
 
 #[async_trait]
 impl Verifier for SampleVerifier {
-    fn tee(&self) -> &'static str {
-        "sample"
+    fn tee(&self) -> Tee {
+        Tee::Sample
     }
 
     async fn verify(&self, evidence: &Value, binding: &Binding<'_>) -> Result<Value, VerifyError> {
@@ -45,13 +45,13 @@ impl Verifier for SampleVerifier {
                 && report_data.starts_with(expected)
                 && report_data[expected.len()..].iter().all(|b| *b == 0));
         if !matches {
-            return Err(VerifyError::ReportDataMismatch { tee: "sample" });
+            return Err(VerifyError::ReportDataMismatch { tee: Tee::Sample });
         }
         if let Some(init) = binding.init_data {
             if let Some(claimed) = obj.get("init_data").and_then(Value::as_str) {
                 let digest = hex::encode(Sha384::digest(init.body.as_bytes()));
                 if !claimed.eq_ignore_ascii_case(&digest) {
-                    return Err(VerifyError::InitDataMismatch { tee: "sample" });
+                    return Err(VerifyError::InitDataMismatch { tee: Tee::Sample });
                 }
             }
         }
@@ -74,6 +74,7 @@ mod tests {
         let b = Binding {
             report_data: &hash,
             init_data: None,
+            now: 0,
         };
         let ok = json!({"svn": "1", "report_data": b64::std_encode(&hash)});
         let claims = SampleVerifier.verify(&ok, &b).await.unwrap();

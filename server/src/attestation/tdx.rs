@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use coffer_protocol::b64;
+use coffer_protocol::{b64, Tee};
 use coffer_tdx::binding::{config_id_matches, init_data_digest, report_data_matches};
 use coffer_tdx::claims::{dcap_claims, sgx_quote_claims, tcb_verification_claim, tdx_quote_claims};
 use coffer_tdx::dcap::{DcapError, DcapVerifier};
@@ -15,9 +15,9 @@ use serde_json::Value;
 use super::collateral::{CollateralProvider, CollateralSourceError};
 use super::{Binding, Verifier, VerifyError};
 
-/// DCAP verifier for one TEE name (`tdx` or `sgx`).
+/// DCAP verifier for one TEE (`tdx` or `sgx`).
 pub struct DcapTeeVerifier {
-    tee: &'static str,
+    tee: Tee,
     dcap: DcapVerifier,
     collateral: Arc<CollateralProvider>,
     /// The trust anchor, parsed once: every quote's PCK chain is checked against it before
@@ -31,15 +31,15 @@ pub struct DcapTeeVerifier {
 /// is unauthenticated: without this check anyone could make the server fetch collateral
 /// for platforms they invent. Only signatures are checked here (cheap); dates, CRLs and
 /// the rest are DCAP verification's, after collateral is at hand.
-fn pck_chain_anchored(chain_pem: &[u8], anchor: &openssl::x509::X509) -> Result<(), String> {
+fn pck_chain_anchored(chain_pem: &[u8], anchor: &openssl::x509::X509) -> Result<(), PckChainError> {
     use openssl::x509::X509;
     let certs = coffer_tdx::pem::certificates(chain_pem)
         .iter()
         .map(|der| X509::from_der(der))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| "a PCK chain certificate does not parse".to_string())?;
+        .map_err(PckChainError::Parse)?;
     if certs.len() < 2 {
-        return Err("the PCK chain needs the PCK certificate and its CA".into());
+        return Err(PckChainError::Short);
     }
     let signed_by = |cert: &X509, issuer: &X509| {
         issuer
@@ -49,13 +49,26 @@ fn pck_chain_anchored(chain_pem: &[u8], anchor: &openssl::x509::X509) -> Result<
     };
     for pair in certs.windows(2) {
         if !signed_by(&pair[0], &pair[1]) {
-            return Err("the PCK chain's signatures do not verify".into());
+            return Err(PckChainError::Signature);
         }
     }
     match certs.last() {
         Some(last) if signed_by(last, anchor) => Ok(()),
-        _ => Err("the PCK chain does not lead to the trusted root CA".into()),
+        _ => Err(PckChainError::Anchor),
     }
+}
+
+/// Why a quote's PCK chain was refused before any collateral was fetched.
+#[derive(Debug, thiserror::Error)]
+enum PckChainError {
+    #[error("a PCK chain certificate does not parse")]
+    Parse(#[source] openssl::error::ErrorStack),
+    #[error("the PCK chain needs the PCK certificate and its CA")]
+    Short,
+    #[error("the PCK chain's signatures do not verify")]
+    Signature,
+    #[error("the PCK chain does not lead to the trusted root CA")]
+    Anchor,
 }
 
 impl DcapTeeVerifier {
@@ -64,11 +77,11 @@ impl DcapTeeVerifier {
         dcap: DcapVerifier,
         collateral: Arc<CollateralProvider>,
     ) -> Result<Self, openssl::error::ErrorStack> {
-        Self::named("tdx", dcap, collateral)
+        Self::named(Tee::Tdx, dcap, collateral)
     }
 
     fn named(
-        tee: &'static str,
+        tee: Tee,
         dcap: DcapVerifier,
         collateral: Arc<CollateralProvider>,
     ) -> Result<Self, openssl::error::ErrorStack> {
@@ -87,7 +100,7 @@ impl DcapTeeVerifier {
         dcap: DcapVerifier,
         collateral: Arc<CollateralProvider>,
     ) -> Result<Self, openssl::error::ErrorStack> {
-        Self::named("sgx", dcap, collateral)
+        Self::named(Tee::Sgx, dcap, collateral)
     }
 
     fn malformed(&self, reason: impl Into<String>) -> VerifyError {
@@ -107,7 +120,7 @@ impl DcapTeeVerifier {
 
 #[async_trait]
 impl Verifier for DcapTeeVerifier {
-    fn tee(&self) -> &'static str {
+    fn tee(&self) -> Tee {
         self.tee
     }
 
@@ -122,7 +135,7 @@ impl Verifier for DcapTeeVerifier {
             return Err(self.malformed("`quote` is empty"));
         }
         let quote = Quote::parse(&raw).map_err(|e| self.malformed(e.to_string()))?;
-        if quote.is_tdx() != (self.tee == "tdx") {
+        if quote.is_tdx() != (self.tee == Tee::Tdx) {
             return Err(self.malformed(format!(
                 "quote is for TEE type {:#x}, not {}",
                 quote.tee_type(),
@@ -144,7 +157,7 @@ impl Verifier for DcapTeeVerifier {
             .dcap
             .collateral_key_for(&quote)
             .map_err(|e| self.rejected(e.to_string()))?;
-        let t = crate::now_secs();
+        let t = binding.now;
         let collateral = self.collateral.get(&key, t).await.map_err(|e| match e {
             CollateralSourceError::Unavailable(reason) => VerifyError::Unavailable {
                 tee: self.tee,

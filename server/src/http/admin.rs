@@ -1,33 +1,16 @@
 //! Admin endpoints. Every handler authenticates first; nothing is read or written otherwise.
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use coffer_protocol::{ErrorKind, Problem};
 use serde::Deserialize;
 
 use super::{authorization, body, AppState};
-use crate::service::{KbsError, RvListError};
+use crate::service::{AdminRoute, KbsError, QueryError, SerdeFailure};
 
-/// Trustee reports admin failures on plugin calls (resource writes) as
+/// Checks the admin token; Trustee reports failures on plugin calls (resource writes) as
 /// `AdminAuthInitialization` and on built-in endpoints as `AdminAuthAccess`.
-fn require_admin(req: &HttpRequest, st: &AppState, plugin: bool) -> Result<String, KbsError> {
+fn require_admin(req: &HttpRequest, st: &AppState, route: AdminRoute) -> Result<String, KbsError> {
     st.kbs
-        .admin
-        .authorize(authorization(req), crate::now_secs())
-        .map_err(|reason| {
-            tracing::warn!(path = %req.path(), %reason, "admin call refused");
-            if plugin {
-                KbsError::new(
-                    ErrorKind::AdminAuthInitialization,
-                    format!("failed to initialize [admin] configuration: {reason}"),
-                )
-            } else {
-                KbsError::new(
-                    ErrorKind::AdminAuthAccess,
-                    format!("admin access denied for endpoint {}: {reason}", req.path()),
-                )
-            }
-        })
+        .authorize_admin(authorization(req), req.path(), route)
 }
 
 /// Authenticates, then reads the body: nothing is read from an unauthenticated caller.
@@ -35,9 +18,9 @@ async fn admin_body(
     req: &HttpRequest,
     payload: web::Payload,
     st: &AppState,
-    plugin: bool,
+    route: AdminRoute,
 ) -> Result<(String, web::Bytes), KbsError> {
-    let actor = require_admin(req, st, plugin)?;
+    let actor = require_admin(req, st, route)?;
     Ok((actor, body::read(req, payload, st.max_body_bytes).await?))
 }
 
@@ -48,7 +31,7 @@ pub async fn set_resource(
     payload: web::Payload,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
-    let (actor, body) = admin_body(&req, payload, &st, true).await?;
+    let (actor, body) = admin_body(&req, payload, &st, AdminRoute::Plugin).await?;
     st.kbs.admin_set_resource(&actor, &path, &body).await?;
     Ok(HttpResponse::Ok().finish())
 }
@@ -59,7 +42,7 @@ pub async fn delete_resource(
     path: web::Path<String>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
-    let actor = require_admin(&req, &st, true)?;
+    let actor = require_admin(&req, &st, AdminRoute::Plugin)?;
     st.kbs.admin_delete_resource(&actor, &path).await?;
     Ok(HttpResponse::Ok().finish())
 }
@@ -70,7 +53,7 @@ pub async fn set_resource_policy(
     payload: web::Payload,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
-    let (actor, body) = admin_body(&req, payload, &st, false).await?;
+    let (actor, body) = admin_body(&req, payload, &st, AdminRoute::BuiltIn).await?;
     st.kbs.admin_set_resource_policy(&actor, &body).await?;
     Ok(HttpResponse::Ok().finish())
 }
@@ -80,7 +63,7 @@ pub async fn list_resource_policies(
     req: HttpRequest,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
-    require_admin(&req, &st, false)?;
+    require_admin(&req, &st, AdminRoute::BuiltIn)?;
     Ok(HttpResponse::Ok().json(st.kbs.admin_resource_policy_ids().await?))
 }
 
@@ -90,7 +73,7 @@ pub async fn set_attestation_policy(
     payload: web::Payload,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
-    let (actor, body) = admin_body(&req, payload, &st, false).await?;
+    let (actor, body) = admin_body(&req, payload, &st, AdminRoute::BuiltIn).await?;
     st.kbs.admin_set_attestation_policy(&actor, &body).await?;
     Ok(HttpResponse::Ok().finish())
 }
@@ -101,7 +84,7 @@ pub async fn register_reference_value(
     payload: web::Payload,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
-    let (actor, body) = admin_body(&req, payload, &st, false).await?;
+    let (actor, body) = admin_body(&req, payload, &st, AdminRoute::BuiltIn).await?;
     st.kbs.admin_register_reference_value(&actor, &body).await?;
     Ok(HttpResponse::Ok().content_type("application/json").finish())
 }
@@ -112,7 +95,7 @@ pub async fn get_reference_value(
     name: web::Path<String>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
-    require_admin(&req, &st, false)?;
+    require_admin(&req, &st, AdminRoute::BuiltIn)?;
     Ok(HttpResponse::Ok().json(st.kbs.admin_get_reference_value(&name).await?))
 }
 
@@ -123,7 +106,7 @@ pub async fn get_attestation_policy(
     id: web::Path<String>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
-    require_admin(&req, &st, false)?;
+    require_admin(&req, &st, AdminRoute::BuiltIn)?;
     let text = st.kbs.admin_get_attestation_policy(&id).await?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
@@ -136,7 +119,7 @@ pub async fn delete_attestation_policy(
     id: web::Path<String>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
-    let actor = require_admin(&req, &st, false)?;
+    let actor = require_admin(&req, &st, AdminRoute::BuiltIn)?;
     st.kbs.admin_delete_attestation_policy(&actor, &id).await?;
     Ok(HttpResponse::Ok().finish())
 }
@@ -146,7 +129,7 @@ pub async fn list_attestation_policies(
     req: HttpRequest,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
-    require_admin(&req, &st, false)?;
+    require_admin(&req, &st, AdminRoute::BuiltIn)?;
     Ok(HttpResponse::Ok().json(st.kbs.admin_list_attestation_policies().await?))
 }
 
@@ -162,9 +145,9 @@ pub async fn list_resources(
     req: HttpRequest,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
-    require_admin(&req, &st, false)?;
+    require_admin(&req, &st, AdminRoute::BuiltIn)?;
     let q = web::Query::<ResourcesQuery>::from_query(req.query_string())
-        .map_err(|e| KbsError::new(ErrorKind::SerdeError, format!("invalid query: {e}")))?;
+        .map_err(|e| bad_query(QueryError::Form(e)))?;
     // The gateway treats an empty parameter as no filter.
     let nonempty = |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(String::from);
     let (repo, kind) = (nonempty(&q.repository), nonempty(&q.kind));
@@ -180,7 +163,7 @@ pub async fn rvps_query(
     req: HttpRequest,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
-    require_admin(&req, &st, false)?;
+    require_admin(&req, &st, AdminRoute::BuiltIn)?;
     Ok(HttpResponse::Ok().json(st.kbs.admin_rvps_query().await?))
 }
 
@@ -190,7 +173,7 @@ pub async fn rvps_register(
     payload: web::Payload,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
-    let (actor, body) = admin_body(&req, payload, &st, false).await?;
+    let (actor, body) = admin_body(&req, payload, &st, AdminRoute::BuiltIn).await?;
     st.kbs.admin_rvps_register(&actor, &body).await?;
     Ok(HttpResponse::Ok().finish())
 }
@@ -202,16 +185,9 @@ pub async fn rvps_set_reference_value_list(
     payload: web::Payload,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
-    let (_actor, body) = admin_body(&req, payload, &st, false).await?;
-    let (status, detail) = match st.kbs.admin_rvps_set_list(&body).await {
-        Ok(()) => return Ok(HttpResponse::Ok().finish()),
-        Err(e @ RvListError::Invalid(_)) => (StatusCode::BAD_REQUEST, e.to_string()),
-        Err(e @ RvListError::Unsupported(_)) => (StatusCode::NOT_IMPLEMENTED, e.to_string()),
-    };
-    Ok(HttpResponse::build(status).json(Problem::new(
-        ErrorKind::RvpsError,
-        format!("RVPS configuration failed: {detail}"),
-    )))
+    let (_actor, body) = admin_body(&req, payload, &st, AdminRoute::BuiltIn).await?;
+    st.kbs.admin_rvps_set_list(&body).await?;
+    Ok(HttpResponse::Ok().finish())
 }
 
 /// `DELETE /kbs/v0/rvps/delete/{name}` (Alibaba): 200 whether or not it existed.
@@ -220,7 +196,7 @@ pub async fn rvps_delete(
     name: web::Path<String>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
-    let actor = require_admin(&req, &st, false)?;
+    let actor = require_admin(&req, &st, AdminRoute::BuiltIn)?;
     st.kbs.admin_rvps_delete(&actor, &name).await?;
     Ok(HttpResponse::Ok().finish())
 }
@@ -231,7 +207,7 @@ pub async fn get_policy(
     id: web::Path<String>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
-    require_admin(&req, &st, false)?;
+    require_admin(&req, &st, AdminRoute::BuiltIn)?;
     Ok(HttpResponse::Ok().json(st.kbs.admin_get_policy(&id).await?))
 }
 
@@ -269,50 +245,59 @@ fn default_limit() -> i64 {
 /// Most rows one audit page holds.
 pub const MAX_AUDIT_PAGE: i64 = 1000;
 
-fn bad_query(detail: impl std::fmt::Display) -> KbsError {
-    KbsError::new(ErrorKind::SerdeError, format!("invalid query: {detail}"))
+fn bad_query(e: QueryError) -> KbsError {
+    KbsError::SerdeError(SerdeFailure::Query(e))
 }
 
 /// A time given as Unix milliseconds or RFC 3339.
-fn parse_time(name: &str, v: &str) -> Result<i64, KbsError> {
+fn parse_time(name: &'static str, v: &str) -> Result<i64, KbsError> {
     if let Ok(ms) = v.parse::<i64>() {
         return Ok(ms);
     }
     time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
         .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-        .map_err(|e| {
-            bad_query(format!(
-                "{name}={v:?} is neither Unix milliseconds nor an RFC 3339 time ({e})"
-            ))
+        .map_err(|source| {
+            bad_query(QueryError::Time {
+                name,
+                value: v.to_string(),
+                source,
+            })
         })
 }
 
 impl AuditQuery {
     fn into_filter(self) -> Result<crate::store::AuditFilter, KbsError> {
         if !(1..=MAX_AUDIT_PAGE).contains(&self.limit) {
-            return Err(bad_query(format!(
-                "limit must be 1..{MAX_AUDIT_PAGE}, got {}",
-                self.limit
-            )));
+            return Err(bad_query(QueryError::Limit {
+                got: self.limit,
+                max: MAX_AUDIT_PAGE,
+            }));
         }
         if self.offset < 0 {
-            return Err(bad_query("offset must not be negative"));
+            return Err(bad_query(QueryError::NegativeOffset));
         }
         let oldest_first = match self.order.as_deref() {
             None | Some("desc") => false,
             Some("asc") => true,
-            Some(o) => return Err(bad_query(format!("order must be asc or desc, got {o:?}"))),
+            Some(o) => return Err(bad_query(QueryError::Order(o.to_string()))),
         };
-        let time =
-            |name: &str, v: &Option<String>| v.as_deref().map(|v| parse_time(name, v)).transpose();
+        let time = |name: &'static str, v: &Option<String>| {
+            v.as_deref().map(|v| parse_time(name, v)).transpose()
+        };
         let empty_none = |v: Option<String>| v.filter(|s| !s.is_empty());
+        let action = empty_none(self.action)
+            .map(|a| a.parse().map_err(|e| bad_query(QueryError::Action(e))))
+            .transpose()?;
+        let decision = empty_none(self.decision)
+            .map(|d| d.parse().map_err(|e| bad_query(QueryError::Decision(e))))
+            .transpose()?;
         Ok(crate::store::AuditFilter {
             since_ms: time("since", &self.since)?,
             until_ms: time("until", &self.until)?,
-            action: empty_none(self.action),
+            action,
             tee: empty_none(self.tee),
             resource: empty_none(self.resource),
-            decision: empty_none(self.decision),
+            decision,
             session_id: empty_none(self.session),
             after_seq: self.after,
             oldest_first,
@@ -326,10 +311,11 @@ impl AuditQuery {
 /// `GET /coffer/v1/audit?since=&until=&action=&tee=&resource=&decision=&session=&after=&order=&offset=&limit=&claims=`:
 /// one page `{total, offset, limit, entries}`.
 pub async fn audit(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpResponse, KbsError> {
-    require_admin(&req, &st, false)?;
-    let q = web::Query::<AuditQuery>::from_query(req.query_string()).map_err(bad_query)?;
+    require_admin(&req, &st, AdminRoute::BuiltIn)?;
+    let q = web::Query::<AuditQuery>::from_query(req.query_string())
+        .map_err(|e| bad_query(QueryError::Form(e)))?;
     let filter = q.into_inner().into_filter()?;
-    Ok(HttpResponse::Ok().json(st.kbs.store.list_audit(&filter).await?))
+    Ok(HttpResponse::Ok().json(st.kbs.audit_page(&filter).await?))
 }
 
 /// `GET /coffer/v1/audit/{seq}`: one row with its recorded claims.
@@ -338,20 +324,11 @@ pub async fn audit_entry(
     seq: web::Path<String>,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
-    require_admin(&req, &st, false)?;
-    let seq: i64 = seq.parse().map_err(|_| {
-        bad_query(format!(
-            "audit sequence number {:?} is not an integer",
-            *seq
-        ))
-    })?;
-    match st.kbs.store.get_audit(seq).await? {
-        Some(e) => Ok(HttpResponse::Ok().json(e)),
-        None => Err(KbsError::new(
-            ErrorKind::ResourceNotFound,
-            format!("no audit row {seq} (never written, or removed by retention)"),
-        )),
-    }
+    require_admin(&req, &st, AdminRoute::BuiltIn)?;
+    let seq: i64 = seq
+        .parse()
+        .map_err(|_| bad_query(QueryError::Seq(seq.to_string())))?;
+    Ok(HttpResponse::Ok().json(st.kbs.audit_entry(seq).await?))
 }
 
 /// `GET /coffer/v1/resources`: `[{path, size, updated_at}]`, never values.
@@ -359,7 +336,7 @@ pub async fn resource_meta(
     req: HttpRequest,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
-    require_admin(&req, &st, false)?;
+    require_admin(&req, &st, AdminRoute::BuiltIn)?;
     Ok(HttpResponse::Ok().json(st.kbs.admin_resource_meta().await?))
 }
 
@@ -375,17 +352,16 @@ pub async fn audit_stats(
     req: HttpRequest,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
-    require_admin(&req, &st, false)?;
-    let q = web::Query::<StatsQuery>::from_query(req.query_string()).map_err(bad_query)?;
-    let since = match &q.since {
-        Some(v) => parse_time("since", v)?,
-        None => crate::service::now_ms_pub() - 24 * 3600 * 1000,
-    };
-    let rows: Vec<serde_json::Value> = st
-        .kbs
-        .store
-        .audit_counts(since)
-        .await?
+    require_admin(&req, &st, AdminRoute::BuiltIn)?;
+    let q = web::Query::<StatsQuery>::from_query(req.query_string())
+        .map_err(|e| bad_query(QueryError::Form(e)))?;
+    let since = q
+        .since
+        .as_deref()
+        .map(|v| parse_time("since", v))
+        .transpose()?;
+    let (since, counts) = st.kbs.audit_counts(since).await?;
+    let rows: Vec<serde_json::Value> = counts
         .into_iter()
         .map(|(action, decision, count)| {
             serde_json::json!({"action": action, "decision": decision, "count": count})

@@ -1,16 +1,12 @@
 //! Reading request bodies with a hard size limit.
 
 use actix_web::web::{Bytes, BytesMut, Payload};
-use coffer_protocol::ErrorKind;
 use futures_util::StreamExt;
 
-use crate::service::KbsError;
+use crate::service::{KbsError, SerdeFailure};
 
 fn too_large(limit: usize) -> KbsError {
-    KbsError::new(
-        ErrorKind::PayloadTooLarge,
-        format!("request body exceeds the limit of {limit} bytes"),
-    )
+    KbsError::PayloadTooLarge { limit }
 }
 
 /// Collects the body, refusing it as soon as it exceeds `limit` bytes.
@@ -29,12 +25,7 @@ pub async fn read(
     }
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            KbsError::new(
-                ErrorKind::SerdeError,
-                format!("cannot read request body: {e}"),
-            )
-        })?;
+        let chunk = chunk.map_err(|e| KbsError::SerdeError(SerdeFailure::Body(e)))?;
         if buf.len() + chunk.len() > limit {
             return Err(too_large(limit));
         }

@@ -1,50 +1,44 @@
 //! Every error leaves as `{"type": ".../errors/<Kind>", "detail": "..."}` with the kind's
-//! status.
+//! status ([`KbsError::kind`], [`KbsError::status`]); the logging middleware in
+//! [`super::app`] finds the error on the response and logs it once, inside the request span.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
-use coffer_protocol::{ErrorKind, Problem};
+use coffer_protocol::Problem;
 
-use crate::service::KbsError;
+use crate::service::{InvalidPath, KbsError};
 
 impl ResponseError for KbsError {
     fn status_code(&self) -> StatusCode {
-        StatusCode::from_u16(self.kind.status()).unwrap_or(StatusCode::UNAUTHORIZED)
+        StatusCode::from_u16(self.status()).unwrap_or(StatusCode::UNAUTHORIZED)
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut builder = HttpResponse::build(self.status_code());
-        if self.kind == ErrorKind::TooManyRequests {
+        if matches!(self, KbsError::TooManyRequests) {
             // Expired sessions are purged every minute, so room appears within one.
             builder.insert_header((actix_web::http::header::RETRY_AFTER, "60"));
         }
-        let mut res = builder.json(Problem::new(self.kind, &self.detail));
-        // Read back by the logging middleware, which knows the request (one line per refusal).
-        res.extensions_mut().insert(self.clone());
-        res
+        builder.json(Problem::new(self.kind(), self.to_string()))
     }
 }
 
 /// Unknown first segment under `/kbs/v0` (Trustee treats it as a plugin name).
-pub async fn plugin_not_found(req: HttpRequest) -> HttpResponse {
+pub async fn plugin_not_found(req: HttpRequest) -> Result<HttpResponse, KbsError> {
     let name = req
         .path()
         .trim_start_matches("/kbs/v0/")
         .split('/')
         .next()
         .unwrap_or("");
-    KbsError::new(
-        ErrorKind::PluginNotFound,
-        format!("Plugin {name} not found"),
-    )
-    .error_response()
+    Err(KbsError::PluginNotFound {
+        name: name.to_string(),
+    })
 }
 
 /// Anything else.
-pub async fn not_found(req: HttpRequest) -> HttpResponse {
-    KbsError::new(
-        ErrorKind::InvalidRequestPath,
-        format!("Request path {} is invalid", req.path()),
-    )
-    .error_response()
+pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, KbsError> {
+    Err(KbsError::InvalidRequestPath(InvalidPath::NoRoute(
+        req.path().to_string(),
+    )))
 }

@@ -5,7 +5,7 @@ use coffer_protocol::messages::{AttestationToken, SESSION_COOKIE};
 use serde_json::{Map, Value};
 
 use super::{attestation_header, authorization, body, session_cookie, AppState};
-use crate::service::KbsError;
+use crate::service::{KbsError, QueryError, SerdeFailure};
 use crate::store::Session;
 
 fn set_cookie(session: &Session) -> String {
@@ -64,7 +64,7 @@ pub async fn get_resource(
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
     });
-    let query = parse_query(req.query_string());
+    let query = parse_query(req.query_string())?;
     let jwe = st
         .kbs
         .release(
@@ -83,7 +83,10 @@ fn client_addr(req: &HttpRequest) -> Option<String> {
     req.peer_addr().map(|a| a.ip().to_string())
 }
 
-fn parse_query(q: &str) -> Map<String, Value> {
+/// The query parameters the resource policy sees as `input` members. Any query reads into
+/// strings today (invalid escapes are kept, invalid UTF-8 replaced); should reading ever
+/// fail, the caller is refused rather than the policy shown no query at all.
+fn parse_query(q: &str) -> Result<Map<String, Value>, KbsError> {
     web::Query::<std::collections::BTreeMap<String, String>>::from_query(q)
         .map(|m| {
             m.into_inner()
@@ -91,5 +94,5 @@ fn parse_query(q: &str) -> Map<String, Value> {
                 .map(|(k, v)| (k, Value::String(v)))
                 .collect()
         })
-        .unwrap_or_default()
+        .map_err(|e| KbsError::SerdeError(SerdeFailure::Query(QueryError::Form(e))))
 }

@@ -12,18 +12,29 @@ use std::time::Instant;
 
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{web, HttpRequest};
-use futures_util::FutureExt;
+use tracing::Instrument;
 
 use crate::service::{Kbs, KbsError};
 
 /// Shared state handed to every handler.
 pub struct AppState {
-    /// The KBS.
-    pub kbs: Arc<Kbs>,
+    kbs: Arc<Kbs>,
     /// Largest accepted body, bytes.
-    pub max_body_bytes: usize,
+    max_body_bytes: usize,
     /// Extra prefixes the KBS API is also served under (validated: `/x[/y...]`).
-    pub path_prefixes: Vec<String>,
+    path_prefixes: Vec<String>,
+}
+
+impl AppState {
+    /// The state for serving `kbs` with the HTTP settings of `server` (body limit, path
+    /// prefixes).
+    pub fn new(kbs: Arc<Kbs>, server: &crate::config::ServerConfig) -> Self {
+        AppState {
+            kbs,
+            max_body_bytes: server.max_body_bytes,
+            path_prefixes: server.path_prefixes.clone(),
+        }
+    }
 }
 
 /// Registers every route.
@@ -100,7 +111,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .default_service(web::to(error::not_found));
 }
 
-/// Builds the actix `App` for `state` (used by the binary and by tests).
+/// Builds the actix `App` for `state`: the routes of [`configure`], the path prefixes, and
+/// one middleware that opens the request's span, records its metrics and logs its failure.
 pub fn app(
     state: web::Data<AppState>,
 ) -> actix_web::App<
@@ -120,24 +132,29 @@ pub fn app(
         .wrap_fn(move |req, srv| {
             let started = Instant::now();
             let method = req.method().to_string();
+            let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+            let session = req
+                .cookie(coffer_protocol::messages::SESSION_COOKIE)
+                .map(|c| crate::service::short_session_id(c.value()).to_string());
+            let span = tracing::info_span!(
+                "request",
+                method = %method,
+                route = %route,
+                session = %session.as_deref().unwrap_or("-"),
+            );
             let st = metrics_state.clone();
-            srv.call(req).map(move |res| {
+            let call = srv.call(req);
+            async move {
+                let res = call.await;
                 if let Ok(res) = &res {
-                    if let Some(e) = res.response().extensions().get::<KbsError>() {
-                        tracing::info!(
-                            method = %method,
-                            path = %res.request().path(),
-                            status = res.status().as_u16(),
-                            kind = e.kind.name(),
-                            reason = %e.detail,
-                            "request refused"
-                        );
+                    if let Some(e) = res
+                        .response()
+                        .error()
+                        .and_then(|e| e.as_error::<KbsError>())
+                    {
+                        log_refusal(res.request().path(), res.status().as_u16(), e);
                     }
-                    let route = res
-                        .request()
-                        .match_pattern()
-                        .unwrap_or_else(|| "unmatched".into());
-                    let m = &st.kbs.metrics;
+                    let m = st.kbs.metrics();
                     m.requests
                         .with_label_values(&[&route, &method, res.status().as_str()])
                         .inc();
@@ -146,7 +163,8 @@ pub fn app(
                         .observe(started.elapsed().as_secs_f64());
                 }
                 res
-            })
+            }
+            .instrument(span)
         })
         // Registered last, so it runs first: routing, metrics and error details all see
         // the unprefixed path.
@@ -158,6 +176,19 @@ pub fn app(
             srv.call(req)
         })
         .configure(configure)
+}
+
+/// The one log line of a failed request: its error with every cause (the causes may name
+/// database hosts or backend answers, which the problem body leaves out), as an error when
+/// the server is at fault and as a refusal otherwise. Never secret material: no error type
+/// carries any.
+fn log_refusal(path: &str, status: u16, e: &KbsError) {
+    let error: &(dyn std::error::Error + 'static) = e;
+    if e.is_server_fault() {
+        tracing::error!(path = %path, status, kind = e.kind().name(), error, "request failed");
+    } else {
+        tracing::info!(path = %path, status, kind = e.kind().name(), reason = %e, "request refused");
+    }
 }
 
 /// Maps `<prefix>/kbs/v0/...` to `/kbs/v0/...` and, as Alibaba's gateway does,

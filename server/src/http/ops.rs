@@ -1,10 +1,9 @@
 //! Operational endpoints.
 
 use actix_web::{web, HttpResponse};
-use coffer_protocol::ErrorKind;
 
 use super::AppState;
-use crate::service::KbsError;
+use crate::service::{Internal, KbsError};
 
 /// `GET /healthz`: the process is up.
 pub async fn healthz() -> HttpResponse {
@@ -13,23 +12,25 @@ pub async fn healthz() -> HttpResponse {
 
 /// `GET /readyz`: the database answers.
 pub async fn readyz(st: web::Data<AppState>) -> Result<HttpResponse, KbsError> {
-    st.kbs.store.ping().await.map_err(|e| {
-        tracing::warn!(error = %e, "readiness check failed");
-        KbsError::new(ErrorKind::StorageUnavailable, "database unreachable")
-    })?;
+    st.kbs.ping().await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics(st: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
+pub async fn metrics(st: web::Data<AppState>) -> Result<HttpResponse, KbsError> {
+    let page = st
+        .kbs
+        .metrics()
+        .render()
+        .map_err(|e| KbsError::InternalError(Internal::Metrics(e)))?;
+    Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(st.kbs.metrics.render())
+        .body(page))
 }
 
 /// `GET /.well-known/jwks.json`: keys that verify this server's attestation tokens.
 pub async fn jwks(st: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(st.kbs.tokens.jwks())
+    HttpResponse::Ok().json(st.kbs.jwks())
 }
 
 /// The OpenAPI 3.1 description of every endpoint (`server/src/http/openapi.json`).

@@ -485,10 +485,14 @@ impl AliyunKms {
             return self.fetch_rpc(key, region_id, name).await;
         }
         let body = get_secret_value_request(name, "", "");
-        Ok(self
-            .call("GetSecretValue", body)
+        self.call("GetSecretValue", body)
             .await?
-            .map(|mut f| Zeroizing::new(f.remove(&3).unwrap_or_default())))
+            .map(|mut f| {
+                f.remove(&3).map(Zeroizing::new).ok_or_else(|| {
+                    SecretError::Unavailable("KMS GetSecretValue answer lacks SecretData".into())
+                })
+            })
+            .transpose()
     }
 
     /// Encrypt with a symmetric KMS key (AES_GCM): returns (CiphertextBlob, Iv).
@@ -533,7 +537,9 @@ impl AliyunKms {
             .call("Decrypt", b)
             .await?
             .ok_or_else(|| SecretError::Refused(format!("KMS key {key_id} not found")))?;
-        Ok(Zeroizing::new(f.remove(&2).unwrap_or_default()))
+        f.remove(&2)
+            .map(Zeroizing::new)
+            .ok_or_else(|| SecretError::Unavailable("KMS Decrypt answer lacks Plaintext".into()))
     }
 
     /// One signed request with retries; `None` for a 404 other than Unauthorized.
@@ -571,9 +577,14 @@ impl AliyunKms {
                 .await;
             let retry = match resp {
                 Err(e) => format!("KMS unreachable: {e}"),
-                Ok(r) => {
+                Ok(r) => 'answer: {
                     let status = r.status().as_u16();
-                    let bytes = r.bytes().await.unwrap_or_default();
+                    let bytes = match r.bytes().await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            break 'answer format!("KMS answer cut short: {}", e.without_url())
+                        }
+                    };
                     if status == 200 {
                         let f = decode_fields(&bytes).ok_or_else(|| {
                             SecretError::Unavailable("KMS answer is not protobuf".into())
@@ -645,9 +656,14 @@ impl AliyunKms {
                 .await;
             let retry = match resp {
                 Err(e) => format!("KMS unreachable: {e}"),
-                Ok(r) => {
+                Ok(r) => 'answer: {
                     let status = r.status().as_u16();
-                    let bytes = r.bytes().await.unwrap_or_default();
+                    let bytes = match r.bytes().await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            break 'answer format!("KMS answer cut short: {}", e.without_url())
+                        }
+                    };
                     let json: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
                     if (200..300).contains(&status) {
                         let data = json

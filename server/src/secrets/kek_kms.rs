@@ -27,6 +27,9 @@ pub enum KekKmsError {
     /// KMS refused or could not be reached.
     #[error("KMS: {0}")]
     Kms(#[from] SecretError),
+    /// The database row of the wrapped KEK cannot be read or written.
+    #[error("database table wrapped_keys, row {DB_NAME:?}")]
+    Store(#[source] crate::store::StoreError),
 }
 
 /// On-disk form of the wrapped KEK.
@@ -50,15 +53,21 @@ pub enum WrappedKekLocation<'a> {
     /// A JSON file (mode 0600), for a single server.
     File(&'a Path),
     /// The `wrapped_keys` table of the server's database, shared by every replica: the first
-    /// replica to start creates the KEK, the others unwrap the same one.
-    Database(&'a dyn Store),
+    /// replica to start creates the KEK, the others unwrap the same one. `now` (Unix
+    /// seconds) dates a new row.
+    Database {
+        /// The database.
+        store: &'a dyn Store,
+        /// The time of the start-up.
+        now: i64,
+    },
 }
 
 impl WrappedKekLocation<'_> {
     fn describe(&self) -> String {
         match self {
             WrappedKekLocation::File(p) => p.display().to_string(),
-            WrappedKekLocation::Database(_) => {
+            WrappedKekLocation::Database { .. } => {
                 format!("database table wrapped_keys, row {DB_NAME:?}")
             }
         }
@@ -77,10 +86,10 @@ impl WrappedKekLocation<'_> {
             WrappedKekLocation::File(p) => std::fs::read_to_string(p)
                 .map(Some)
                 .map_err(|e| file_err(p, e.to_string())),
-            WrappedKekLocation::Database(store) => store
+            WrappedKekLocation::Database { store, .. } => store
                 .get_wrapped_key(DB_NAME)
                 .await
-                .map_err(|e| self.err(e.to_string())),
+                .map_err(KekKmsError::Store),
         }
     }
 
@@ -89,10 +98,10 @@ impl WrappedKekLocation<'_> {
         match self {
             WrappedKekLocation::File(p) => crate::keys::write_private_file(p, json.as_bytes())
                 .map_err(|e| file_err(p, e.to_string())),
-            WrappedKekLocation::Database(store) => store
-                .put_wrapped_key_if_absent(DB_NAME, json, crate::now_secs())
+            WrappedKekLocation::Database { store, now } => store
+                .put_wrapped_key_if_absent(DB_NAME, json, *now)
                 .await
-                .map_err(|e| self.err(e.to_string())),
+                .map_err(KekKmsError::Store),
         }
     }
 }
@@ -133,7 +142,7 @@ pub async fn unwrap_or_create(
             Kek::from_slice(k.as_ref()).ok_or_else(|| at.err("KEK is not 32 bytes"))
         }
         // Another replica may have stored its KEK first: use whatever the table holds.
-        WrappedKekLocation::Database(_) => {
+        WrappedKekLocation::Database { .. } => {
             let stored = at
                 .read()
                 .await?

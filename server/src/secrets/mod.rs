@@ -27,6 +27,15 @@ pub enum SecretError {
     /// The backend refused the request (credentials, permissions, bad request).
     #[error("secret backend refused the request: {0}")]
     Refused(String),
+    /// The database behind the sealed backend failed.
+    #[error("secret store")]
+    Store(#[from] crate::store::StoreError),
+    /// A value cannot be sealed (beyond AES-GCM's size limit).
+    #[error("the value for {0} cannot be sealed")]
+    Seal(String),
+    /// The clock cannot be read to date a write.
+    #[error("secret backend")]
+    Clock(#[from] crate::clock::ClockError),
 }
 
 /// Sends each resource path to the backend configured for its repository and type, and

@@ -11,7 +11,8 @@ use rand::RngCore;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::{SecretBackend, SecretError};
-use crate::store::{Store, StoreError};
+use crate::clock::Clock;
+use crate::store::Store;
 
 const AAD_PREFIX: &str = "coffer-resource-v1:";
 
@@ -37,8 +38,9 @@ impl Kek {
         Aes256Gcm::new(self.0.as_ref().into())
     }
 
-    /// Seals `value` for `path`.
-    pub fn seal(&self, path: &str, value: &[u8]) -> Vec<u8> {
+    /// Seals `value` for `path`. Fails only for a value beyond AES-GCM's limit (64 GiB);
+    /// never returns an empty or partial seal.
+    pub fn seal(&self, path: &str, value: &[u8]) -> Result<Vec<u8>, SecretError> {
         let mut nonce = [0u8; 12];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let aad = format!("{AAD_PREFIX}{path}");
@@ -51,10 +53,10 @@ impl Kek {
                     aad: aad.as_bytes(),
                 },
             )
-            .unwrap_or_default();
+            .map_err(|_| SecretError::Seal(path.to_string()))?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&ct);
-        out
+        Ok(out)
     }
 
     /// Opens a sealed value for `path`; `None` if it fails authentication.
@@ -88,24 +90,21 @@ impl std::fmt::Debug for Kek {
 pub struct SealedDbBackend {
     store: Arc<dyn Store>,
     kek: Kek,
+    clock: Arc<dyn Clock>,
 }
 
 impl SealedDbBackend {
-    /// A backend over `store` using `kek`.
-    pub fn new(store: Arc<dyn Store>, kek: Kek) -> Self {
-        SealedDbBackend { store, kek }
+    /// A backend over `store` using `kek`; `clock` dates each write.
+    pub fn new(store: Arc<dyn Store>, kek: Kek, clock: Arc<dyn Clock>) -> Self {
+        SealedDbBackend { store, kek, clock }
     }
-}
-
-fn unavailable(e: StoreError) -> SecretError {
-    SecretError::Unavailable(e.to_string())
 }
 
 #[async_trait]
 impl SecretBackend for SealedDbBackend {
     async fn get(&self, path: &ResourcePath) -> Result<Option<Zeroizing<Vec<u8>>>, SecretError> {
         let key = path.to_string();
-        match self.store.get_resource(&key).await.map_err(unavailable)? {
+        match self.store.get_resource(&key).await? {
             None => Ok(None),
             Some(sealed) => self
                 .kek
@@ -117,21 +116,15 @@ impl SecretBackend for SealedDbBackend {
 
     async fn put(&self, path: &ResourcePath, value: &[u8]) -> Result<(), SecretError> {
         let key = path.to_string();
-        let mut sealed = self.kek.seal(&key, value);
-        let r = self
-            .store
-            .put_resource(&key, &sealed, crate::now_secs())
-            .await
-            .map_err(unavailable);
+        let now = self.clock.now_secs()?;
+        let mut sealed = self.kek.seal(&key, value)?;
+        let r = self.store.put_resource(&key, &sealed, now).await;
         sealed.zeroize();
-        r
+        Ok(r?)
     }
 
     async fn delete(&self, path: &ResourcePath) -> Result<bool, SecretError> {
-        self.store
-            .delete_resource(&path.to_string())
-            .await
-            .map_err(unavailable)
+        Ok(self.store.delete_resource(&path.to_string()).await?)
     }
 }
 
@@ -142,7 +135,7 @@ mod tests {
     #[test]
     fn seal_binds_path_and_key() {
         let k = Kek::from_slice(&[7; 32]).unwrap();
-        let sealed = k.seal("default/a/b", b"model key");
+        let sealed = k.seal("default/a/b", b"model key").unwrap();
         assert!(!sealed.windows(9).any(|w| w == b"model key"));
         assert_eq!(&k.open("default/a/b", &sealed).unwrap()[..], b"model key");
         assert!(k.open("default/a/c", &sealed).is_none());

@@ -2,9 +2,10 @@
 //! (see [`crate::attestation::gpu`]) and appraised by the device policy of its class
 //! (`default_gpu`, `default_switch`), as Trustee appraises `gpu0`, `switch0`, ....
 
-use coffer_protocol::{ErrorKind, HashAlgorithm};
+use coffer_protocol::HashAlgorithm;
 use serde_json::{Map, Value};
 
+use super::error::{AttestError, PolicyEngineFailure, Unavailable};
 use super::snapshot::PolicySnapshot;
 use super::{Kbs, KbsError};
 use crate::attestation::gpu::{GpuBinding, GpuEvidence};
@@ -41,15 +42,10 @@ impl Kbs {
             primary_hash,
         };
         let devices = gpu.verify(gpus, &binding, now).await.map_err(|e| match e {
-            VerifyError::Unavailable { .. } => {
-                KbsError::new(ErrorKind::StorageUnavailable, format!("{e}; retry later"))
+            e @ VerifyError::Unavailable { .. } => {
+                KbsError::StorageUnavailable(Unavailable::Verification(e))
             }
-            e => KbsError::new(
-                ErrorKind::AttestationError,
-                format!(
-                    "Attestation error: RCAR handshake Attest failed: GPU evidence verification failed: {e}"
-                ),
-            ),
+            e => KbsError::attest(AttestError::GpuVerification(e)),
         })?;
         for d in devices {
             let (policy, id) = match d.class {
@@ -59,11 +55,11 @@ impl Kbs {
             let appraisal = self
                 .policies
                 .appraise(policy, &d.annotated, snapshot.reference_values.clone())
-                .map_err(|e| {
-                    KbsError::new(
-                        ErrorKind::PolicyEngineError,
-                        format!("Policy engine error ({id}): {e}"),
-                    )
+                .map_err(|source| {
+                    KbsError::PolicyEngineError(PolicyEngineFailure::Appraisal {
+                        policy: id,
+                        source,
+                    })
                 })?;
             tracing::debug!(submod = %d.submod, policy = id, status = appraisal.status, "device appraised");
             out.insert(d.submod, Value::Object(appraisal.submod(d.annotated)));

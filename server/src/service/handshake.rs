@@ -8,28 +8,24 @@ use coffer_protocol::jwe::{self, FlattenedJwe, JweShape};
 use coffer_protocol::jwk::ALG_RSA1_5;
 use coffer_protocol::messages::{AttestationParts, Challenge, Request};
 use coffer_protocol::runtime_data::{binding_claims, binding_hash};
-use coffer_protocol::{b64, ErrorKind, HashAlgorithm, ProtocolVersion, TeePubKey};
+use coffer_protocol::{b64, HashAlgorithm, ProtocolVersion, Tee, TeePubKey};
 use rand::RngCore;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use super::{claims_digest, now_ms, parse_resource_path, Kbs, KbsError};
+use super::error::{
+    AttestError, AuthError, Internal, NotFound, PolicyEngineFailure, TokenFailure, Unavailable,
+};
+use super::{claims_digest, parse_resource_path, Kbs, KbsError};
 use crate::attestation::gpu::GpuEvidence;
 use crate::attestation::{Binding, VerifyError};
 use crate::policy::PROTOCOL_VERSION_CLAIM;
-use crate::store::{AuditEntry, Session, SessionState};
+use crate::store::{AuditAction, AuditEntry, Decision, Session, SessionState};
 
-fn auth_err(detail: impl std::fmt::Display) -> KbsError {
-    KbsError::new(
-        ErrorKind::AttestationError,
-        format!("Attestation error: RCAR handshake Auth failed: {detail}"),
-    )
-}
-
-fn attest_err(detail: impl std::fmt::Display) -> KbsError {
-    KbsError::new(
-        ErrorKind::AttestationError,
-        format!("Attestation error: RCAR handshake Attest failed: {detail}"),
-    )
+/// The `init_data_claims` the policy sees: the parsed init-data document as JSON. A
+/// document without a JSON form is refused, never passed on as `null`.
+fn init_data_claims(parsed: &impl Serialize) -> Result<Value, AttestError> {
+    serde_json::to_value(parsed).map_err(AttestError::InitDataClaims)
 }
 
 /// JSON pointers where a token may carry the TEE public key (Trustee's search order).
@@ -99,39 +95,35 @@ impl Kbs {
     pub async fn auth(&self, body: &[u8]) -> Result<(Session, Challenge), KbsError> {
         // `extra-params` is read as any JSON value: 0.1.0 guests send a string (PAI-EAS's
         // probe sends "foo"), later ones an object.
-        let req: Request = serde_json::from_slice(body)
-            .map_err(|e| auth_err(format!("invalid request body: {e}")))?;
+        let req: Request =
+            serde_json::from_slice(body).map_err(|e| KbsError::auth(AuthError::Body(e)))?;
         let version: ProtocolVersion = req.version.parse().map_err(|_| {
-            let list = ProtocolVersion::accepted_list();
             let parses = req.version.split('.').count() == 3
                 && req
                     .version
                     .split('.')
                     .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
-            auth_err(if parses {
-                format!(
-                    "KBS Client Protocol Version Mismatch: expect one of {list} while the request is {}",
-                    req.version
-                )
+            let requested = req.version.clone();
+            KbsError::auth(if parses {
+                AuthError::VersionMismatch { requested }
             } else {
-                format!("failed to parse KBS version {:?} (accepted: {list})", req.version)
+                AuthError::BadVersion { requested }
             })
         })?;
-        if self.verifiers.get(req.tee.name()).is_none() {
-            return Err(auth_err(format!(
-                "unsupported TEE \"{}\" (this server verifies: {})",
-                req.tee,
-                self.verifiers.names().join(", ")
-            )));
+        if self.verifiers.get(req.tee).is_none() {
+            return Err(KbsError::auth(AuthError::UnsupportedTee {
+                tee: req.tee,
+                supported: self.verifiers.names().join(", "),
+            }));
         }
-        let now = crate::now_secs();
-        self.check_session_room(now, req.tee.name()).await?;
+        let now = self.clock.now_secs()?;
+        self.check_session_room(now, req.tee).await?;
         let mut nonce = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let session = Session {
             id: uuid::Uuid::new_v4().simple().to_string(),
-            tee: req.tee.to_string(),
-            hash_alg: HashAlgorithm::Sha384.name().to_string(),
+            tee: req.tee,
+            hash_alg: HashAlgorithm::Sha384,
             protocol_version: version,
             state: SessionState::Authed {
                 nonce: b64::std_encode(nonce),
@@ -166,7 +158,7 @@ impl Kbs {
     /// nor a busy hour breaks it; only a table filled within the grace period refuses (429).
     /// The table is counted once per [`Self::session_batch`] calls of this process, so the bound
     /// may be overshot by one batch per replica plus the calls in flight.
-    async fn check_session_room(&self, now: i64, tee: &str) -> Result<(), KbsError> {
+    async fn check_session_room(&self, now: i64, tee: Tee) -> Result<(), KbsError> {
         if self.max_sessions == 0 {
             return Ok(());
         }
@@ -198,7 +190,7 @@ impl Kbs {
         {
             self.metrics
                 .attestations
-                .with_label_values(&[tee, "evicted"])
+                .with_label_values(&[tee.name(), "evicted"])
                 .inc();
             return Ok(());
         }
@@ -208,16 +200,13 @@ impl Kbs {
         }
         self.metrics
             .attestations
-            .with_label_values(&[tee, "session_limit"])
+            .with_label_values(&[tee.name(), "session_limit"])
             .inc();
         tracing::warn!(
             max_sessions = self.max_sessions,
             "session limit reached; /auth refused (attestation.max_sessions)"
         );
-        Err(KbsError::new(
-            ErrorKind::TooManyRequests,
-            "too many handshakes in progress; retry later",
-        ))
+        Err(KbsError::TooManyRequests)
     }
 
     /// `POST /attest`: verifies evidence bound to the session's nonce, appraises it and
@@ -230,26 +219,25 @@ impl Kbs {
         client: Option<&str>,
         body: &[u8],
     ) -> Result<(Session, String), KbsError> {
-        let id = session_id.ok_or_else(|| attest_err("cookie not found"))?;
-        let now = crate::now_secs();
+        let id = session_id.ok_or(KbsError::attest(AttestError::NoCookie))?;
+        let now = self.clock.now_secs()?;
         let session = self
             .store
             .load_session(id, now)
             .await?
-            .ok_or_else(|| attest_err("session not found"))?;
+            .ok_or(KbsError::attest(AttestError::NoSession))?;
         let nonce = match &session.state {
             SessionState::Attested { token } => return Ok((session.clone(), token.clone())),
             SessionState::Authed { nonce } => nonce.clone(),
         };
         let result = self.appraise(&session, &nonce, body, now).await;
-        let tee = session.tee.clone();
-        let record = AuditEntry {
-            at_ms: now_ms(),
-            action: "attest".into(),
+        let tee = session.tee.name();
+        let at_ms = self.clock.now_ms()?;
+        let record = |decision| AuditEntry {
             session_id: Some(session.id.clone()),
-            tee: Some(tee.clone()),
+            tee: Some(tee.to_string()),
             client_addr: client.map(str::to_string),
-            ..Default::default()
+            ..AuditEntry::new(at_ms, AuditAction::Attest, decision)
         };
         let Appraised {
             token,
@@ -260,53 +248,48 @@ impl Kbs {
             Err(e) => {
                 self.metrics
                     .attestations
-                    .with_label_values(&[&tee, "refused"])
+                    .with_label_values(&[tee, "refused"])
                     .inc();
                 // A storage failure is not the guest's doing and has nowhere to be written.
-                if e.kind != ErrorKind::StorageUnavailable {
+                if !matches!(e, KbsError::StorageUnavailable(_)) {
                     self.audit(AuditEntry {
-                        decision: "deny".into(),
-                        detail: Some(e.detail.clone()),
-                        ..record
+                        detail: Some(e.to_string()),
+                        ..record(Decision::Deny)
                     })
                     .await;
                 }
                 return Err(e);
             }
         };
-        let record = AuditEntry {
-            decision: "allow".into(),
+        let allowed = AuditEntry {
             verdict: Some(appraisal.status.to_string()),
             detail: Some(format!("token issued ({})", appraisal.status)),
             trust_vector: Some(Value::Object(appraisal.trust_vector)),
             claims: Some(super::capped_claims(annotated, self.audit_claims_max_bytes)),
-            ..record
+            ..record(Decision::Allow)
         };
         if !self
             .store
-            .consume_nonce_audited(id, &nonce, &token, now, &record)
+            .consume_nonce_audited(id, &nonce, &token, now, &allowed)
             .await?
         {
             self.metrics
                 .attestations
-                .with_label_values(&[&tee, "replay"])
+                .with_label_values(&[tee, "replay"])
                 .inc();
-            let detail = "challenge already used or session expired (replay refused)";
+            let refusal = AttestError::Replay;
             self.audit(AuditEntry {
-                decision: "deny".into(),
-                detail: Some(detail.into()),
-                verdict: None,
-                trust_vector: None,
-                claims: None,
-                ..record
+                detail: Some(refusal.to_string()),
+                ..record(Decision::Deny)
             })
             .await;
-            return Err(attest_err(detail));
+            return Err(KbsError::attest(refusal));
         }
         self.metrics
             .attestations
-            .with_label_values(&[&tee, "issued"])
+            .with_label_values(&[tee, "issued"])
             .inc();
+        tracing::debug!(session = %super::short_session_id(&session.id), "token issued");
         Ok((session, token))
     }
 
@@ -318,35 +301,37 @@ impl Kbs {
         now: i64,
     ) -> Result<Appraised, KbsError> {
         let version = session.protocol_version;
-        let att = AttestationParts::parse(version, body).map_err(attest_err)?;
+        let att = AttestationParts::parse(version, body)
+            .map_err(|e| KbsError::attest(AttestError::Body(e)))?;
         // Only 0.4.0 echoes the nonce; older versions bind it through the evidence alone.
         if att.nonce.as_deref().is_some_and(|n| n != nonce) {
-            return Err(attest_err(
-                "nonce mismatch: runtime-data does not carry this session's challenge",
-            ));
+            return Err(KbsError::attest(AttestError::NonceMismatch));
         }
-        parse_tee_key(version, &att.tee_pubkey).map_err(attest_err)?;
+        parse_tee_key(version, &att.tee_pubkey)
+            .map_err(|e| KbsError::attest(AttestError::TeeKey(e)))?;
         let additional = &att.additional_evidence;
-        let gpus = GpuEvidence::read(additional, &att.evidence).map_err(attest_err)?;
+        let gpus = GpuEvidence::read(additional, &att.evidence)
+            .map_err(|e| KbsError::attest(AttestError::GpuEvidence(e)))?;
         let verifier = self
             .verifiers
-            .get(&session.tee)
-            .ok_or_else(|| attest_err(format!("unsupported TEE {:?}", session.tee)))?;
-        let alg = HashAlgorithm::from_name(&session.hash_alg).unwrap_or_default();
+            .get(session.tee)
+            .ok_or(KbsError::attest(AttestError::UnsupportedTee(session.tee)))?;
+        tracing::debug!(tee = %verifier.tee(), protocol = %version, "verifier chosen");
+        let alg = session.hash_alg;
         let hash = binding_hash(version, alg, nonce, &att.tee_pubkey, additional);
         let binding = Binding {
             report_data: &hash,
             init_data: att.init_data.as_ref(),
+            now,
         };
         let tee_claims = verifier
             .verify(&att.evidence, &binding)
             .await
             .map_err(|e| match e {
-                VerifyError::Unavailable { .. } => {
-                    tracing::warn!(error = %e, "evidence verification unavailable");
-                    KbsError::new(ErrorKind::StorageUnavailable, format!("{e}; retry later"))
+                e @ VerifyError::Unavailable { .. } => {
+                    KbsError::StorageUnavailable(Unavailable::Verification(e))
                 }
-                e => attest_err(format!("evidence verification failed: {e}")),
+                e => KbsError::attest(AttestError::Evidence(e)),
             })?;
 
         let mut annotated = Map::new();
@@ -357,22 +342,25 @@ impl Kbs {
         );
         if let Some(init) = &att.init_data {
             if init.format != "toml" {
-                return Err(attest_err(format!(
-                    "init-data format {:?} is not supported (use toml)",
-                    init.format
+                return Err(KbsError::attest(AttestError::InitDataFormat(
+                    init.format.clone(),
                 )));
             }
             let parsed: toml::Value = toml::from_str(&init.body)
-                .map_err(|e| attest_err(format!("init-data is not valid TOML: {e}")))?;
+                .map_err(|e| KbsError::attest(AttestError::InitDataToml(e)))?;
             annotated.insert(
                 "init_data_claims".into(),
-                serde_json::to_value(parsed).unwrap_or(Value::Null),
+                init_data_claims(&parsed).map_err(KbsError::attest)?,
             );
         }
-        annotated.insert(verifier.tee().to_string(), tee_claims);
+        annotated.insert(verifier.tee().name().to_string(), tee_claims);
         let annotated = Value::Object(annotated);
 
         let snapshot = self.snapshot().await?;
+        tracing::debug!(
+            policy = snapshot.cpu_policy_id,
+            "appraising with attestation policy"
+        );
         let appraisal = self
             .policies
             .appraise(
@@ -380,12 +368,17 @@ impl Kbs {
                 &annotated,
                 snapshot.reference_values.clone(),
             )
-            .map_err(|e| {
-                KbsError::new(
-                    ErrorKind::PolicyEngineError,
-                    format!("Policy engine error ({}): {e}", snapshot.cpu_policy_id),
-                )
+            .map_err(|source| {
+                KbsError::PolicyEngineError(PolicyEngineFailure::Appraisal {
+                    policy: snapshot.cpu_policy_id,
+                    source,
+                })
             })?;
+        tracing::debug!(
+            policy = snapshot.cpu_policy_id,
+            status = %appraisal.status,
+            "appraisal status"
+        );
         log_appraisal(
             verifier.tee(),
             version,
@@ -399,13 +392,7 @@ impl Kbs {
         let token = self
             .tokens
             .issue(annotated.clone(), &appraisal, devices, now, version)
-            .map_err(|e| {
-                tracing::error!(error = %e, "attestation token not signed");
-                KbsError::new(
-                    ErrorKind::InternalError,
-                    "attestation token could not be signed",
-                )
-            })?;
+            .map_err(|e| KbsError::InternalError(Internal::Sign(e)))?;
         Ok(Appraised {
             token,
             annotated,
@@ -424,7 +411,7 @@ impl Kbs {
         query: Map<String, Value>,
     ) -> Result<FlattenedJwe, KbsError> {
         let path = parse_resource_path(path)?;
-        let now = crate::now_secs();
+        let now = self.clock.now_secs()?;
         let session = match session_id {
             Some(id) => self.store.load_session(id, now).await?,
             None => None,
@@ -438,49 +425,28 @@ impl Kbs {
                 _,
             ) => self.tokens.claims_of_stored(token, now),
             (_, Some(b)) => self.tokens.verify(b, now),
-            _ => {
-                return Err(KbsError::new(
-                    ErrorKind::TokenNotFound,
-                    "Attestation Token not found",
-                ))
-            }
+            _ => return Err(KbsError::TokenNotFound),
         };
         let session_version = session
             .as_ref()
             .filter(|s| matches!(s.state, SessionState::Attested { .. }))
             .map(|s| s.protocol_version);
-        let claims = claims.map_err(|e| {
-            KbsError::new(
-                ErrorKind::TokenVerifierError,
-                format!("Token Verifier error: {e}"),
-            )
-        })?;
+        let claims = claims.map_err(|e| KbsError::TokenVerifierError(TokenFailure::Jwt(e)))?;
         let tee_key = TEE_PUBKEY_POINTERS
             .iter()
             .find_map(|p| claims.pointer(p))
-            .ok_or_else(|| {
-                KbsError::new(
-                    ErrorKind::TokenVerifierError,
-                    "Tee public key not found in Attestation Token",
-                )
-            })?;
+            .ok_or(KbsError::TokenVerifierError(TokenFailure::NoTeeKey))?;
         let version = session_version.or_else(|| version_of_claims(&claims));
         let shape = version.map_or_else(|| shape_hint(tee_key), ProtocolVersion::jwe_shape);
-        let tee_key = parse_tee_key(version.unwrap_or_default(), tee_key).map_err(|_| {
-            KbsError::new(
-                ErrorKind::TokenVerifierError,
-                "Failed to parse Tee public key",
-            )
-        })?;
+        // A token without the version claim (an older coffer's) is read as the newest
+        // version's, whose key rules are the strictest.
+        let tee_key = parse_tee_key(version.unwrap_or_default(), tee_key)
+            .map_err(|e| KbsError::TokenVerifierError(TokenFailure::BadTeeKey(e)))?;
         // Refused before the secret is read: a 0.1.x guest cannot open anything else.
         if shape == JweShape::Legacy && tee_key.alg() != ALG_RSA1_5 {
-            return Err(KbsError::new(
-                ErrorKind::JweError,
-                format!(
-                    "JWE failed: {}",
-                    jwe::JweError::LegacyKey(tee_key.alg().to_string())
-                ),
-            ));
+            return Err(KbsError::JweError(jwe::JweError::LegacyKey(
+                tee_key.alg().to_string(),
+            )));
         }
 
         let snapshot = self.snapshot().await?;
@@ -496,12 +462,7 @@ impl Kbs {
                 &request,
                 self.resource_path_dialect,
             )
-            .map_err(|e| {
-                KbsError::new(
-                    ErrorKind::PolicyEngineError,
-                    format!("Policy engine error: {e}"),
-                )
-            })?;
+            .map_err(|e| KbsError::PolicyEngineError(PolicyEngineFailure::Evaluation(e)))?;
         let allowed = verdict.allow;
         tracing::info!(
             resource = %path,
@@ -509,58 +470,39 @@ impl Kbs {
             resource_path = %verdict.dialect.as_str(),
             "resource policy decided"
         );
-        let entry = AuditEntry {
-            at_ms: now_ms(),
+        let at_ms = self.clock.now_ms()?;
+        let entry = |decision, detail: Option<&str>| AuditEntry {
             session_id: session.as_ref().map(|s| s.id.clone()),
             tee: session
                 .as_ref()
-                .map(|s| s.tee.clone())
+                .map(|s| s.tee.name().to_string())
                 .or_else(|| tee_of_claims(&claims)),
             claims_digest: Some(claims_digest(&claims)),
             resource: Some(path.to_string()),
             client_addr: client.map(str::to_string),
-            ..Default::default()
+            detail: detail.map(str::to_string),
+            ..AuditEntry::new(at_ms, AuditAction::Release, decision)
         };
         if !allowed {
             self.metrics.releases.with_label_values(&["deny"]).inc();
-            self.audit(AuditEntry {
-                action: "release".into(),
-                decision: "deny".into(),
-                detail: Some("resource policy".into()),
-                ..entry
-            })
-            .await;
-            return Err(KbsError::new(
-                ErrorKind::PolicyDeny,
-                "Access denied by policy",
-            ));
+            self.audit(entry(Decision::Deny, Some("resource policy")))
+                .await;
+            tracing::debug!(resource = %path, "release refused by the resource policy");
+            return Err(KbsError::PolicyDeny);
         }
         let Some(secret) = self.secrets.get(&path).await? else {
             self.metrics
                 .releases
                 .with_label_values(&["not_found"])
                 .inc();
-            self.audit(AuditEntry {
-                action: "release".into(),
-                decision: "deny".into(),
-                detail: Some("no such resource".into()),
-                ..entry
-            })
-            .await;
-            return Err(KbsError::new(
-                ErrorKind::ResourceNotFound,
-                format!("resource {path} not found"),
-            ));
+            self.audit(entry(Decision::Deny, Some("no such resource")))
+                .await;
+            return Err(KbsError::ResourceNotFound(NotFound::Resource(path)));
         };
-        let jwe = jwe::encrypt_as(shape, &tee_key, &secret)
-            .map_err(|e| KbsError::new(ErrorKind::JweError, format!("JWE failed: {e}")))?;
+        let jwe = jwe::encrypt_as(shape, &tee_key, &secret).map_err(KbsError::JweError)?;
         self.metrics.releases.with_label_values(&["allow"]).inc();
-        self.audit(AuditEntry {
-            action: "release".into(),
-            decision: "allow".into(),
-            ..entry
-        })
-        .await;
+        self.audit(entry(Decision::Allow, None)).await;
+        tracing::debug!(resource = %path, shape = ?shape, "resource released");
         Ok(jwe)
     }
 }
@@ -569,13 +511,13 @@ impl Kbs {
 /// verified: TEE, the measurements policies usually pin, the TCB status, the policy and its
 /// verdict. Only public values (measurements, claims); never keys or secrets.
 fn log_appraisal(
-    tee: &str,
+    tee: Tee,
     version: ProtocolVersion,
     annotated: &Value,
     policy_id: &str,
     appraisal: &crate::policy::Appraisal,
 ) {
-    let claims = annotated.get(tee).unwrap_or(&Value::Null);
+    let claims = annotated.get(tee.name()).unwrap_or(&Value::Null);
     let field = |ptr: &str| {
         claims
             .pointer(ptr)
@@ -598,4 +540,26 @@ fn log_appraisal(
         trust_vector = %vector,
         "attestation appraised"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A parsed init-data document whose claims have no JSON form is an error, not `null`
+    /// in the policy input. (TOML values always have one; the conversion is checked with a
+    /// value that has not: a map with non-string keys.)
+    #[test]
+    fn init_data_without_a_json_form_is_refused() {
+        let no_json: std::collections::BTreeMap<Vec<u8>, u8> = [(vec![1], 1)].into();
+        assert!(matches!(
+            init_data_claims(&no_json),
+            Err(AttestError::InitDataClaims(_))
+        ));
+        let parsed: toml::Value = toml::from_str("[image]\ndigest = \"ab\"").unwrap();
+        assert_eq!(
+            init_data_claims(&parsed).unwrap(),
+            json!({"image": {"digest": "ab"}})
+        );
+    }
 }

@@ -1,118 +1,72 @@
 //! The KBS itself, independent of HTTP: the RCAR handshake, resource release and the admin
 //! operations, each returning a typed [`KbsError`] that maps onto Trustee's error kinds.
+//!
+//! A [`Kbs`] is built from the configuration by [`Kbs::from_config`] (or, over a store the
+//! caller opened, [`Kbs::with_store`]) with the [`Clock`] it reads every time from: sessions,
+//! tokens, audit rows and reference values all expire by that clock, so tests step it.
 
 mod admin;
+mod build;
 mod devices;
+mod error;
 mod handshake;
 mod snapshot;
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use coffer_protocol::ErrorKind;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::attestation::Verifiers;
+use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::policy::{defaults, PolicyEngine, TokenIssuer, CPU_POLICY_ID, RESOURCE_POLICY_ID};
-use crate::secrets::{SecretBackend, SecretError};
+use crate::secrets::SecretBackend;
 use crate::store::{AuditEntry, PolicyKind, Store, StoreError};
 
 pub use admin::{
-    AdminAuth, ResourceListEntry, ResourceMeta, RvListError, ALIBABA_TOKEN_ACTOR,
+    AdminAuth, AdminRoute, ResourceListEntry, ResourceMeta, ALIBABA_TOKEN_ACTOR,
     DEFAULT_ADMIN_TOKEN_MAX_TTL_SECS,
+};
+pub use build::{PolicyDirError, StartError};
+pub use error::{
+    AdminAuthError, AttestError, AttestationError, AuthError, Internal, InvalidPath, KbsError,
+    NotFound, PluginError, PolicyEngineFailure, PolicyParseError, QueryError, RegisterError,
+    RvListError, RvpsFailure, SerdeFailure, SetPolicyError, TokenFailure, Unavailable,
 };
 pub use snapshot::{PolicySnapshot, SnapshotCache};
 
-/// An error answer: a Trustee error kind and a detail that is safe to show the caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KbsError {
-    /// Kind (decides the HTTP status).
-    pub kind: ErrorKind,
-    /// Human-readable detail; never contains secret material.
-    pub detail: String,
-}
-
-impl KbsError {
-    /// Builds an error.
-    pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
-        KbsError {
-            kind,
-            detail: detail.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for KbsError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.kind.name(), self.detail)
-    }
-}
-
-impl From<StoreError> for KbsError {
-    fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "storage failure");
-        KbsError::new(
-            ErrorKind::StorageUnavailable,
-            "storage unavailable; retry later",
-        )
-    }
-}
-
-impl From<SecretError> for KbsError {
-    fn from(e: SecretError) -> Self {
-        tracing::error!(error = %e, "secret backend failure");
-        match e {
-            SecretError::Unavailable(_) => KbsError::new(
-                ErrorKind::StorageUnavailable,
-                "secret backend unavailable; retry later",
-            ),
-            SecretError::Integrity(p) => KbsError::new(
-                ErrorKind::InternalError,
-                format!("stored resource {p} failed its integrity check"),
-            ),
-            SecretError::Refused(reason) => KbsError::new(
-                ErrorKind::PluginInternalError,
-                format!("Plugin internal error: secret backend refused the request ({reason})"),
-            ),
-            SecretError::ReadOnly(p) => KbsError::new(
-                ErrorKind::PluginInternalError,
-                format!("resource backend for {p} is read-only"),
-            ),
-        }
-    }
-}
-
-/// Everything a request needs; shared by all HTTP workers.
+/// Everything a request needs; shared by all HTTP workers. Built by [`Kbs::from_config`].
 pub struct Kbs {
-    /// Persistent state.
-    pub store: Arc<dyn Store>,
-    /// Resource bytes.
-    pub secrets: Arc<dyn SecretBackend>,
-    /// Evidence verifiers by TEE.
-    pub verifiers: Verifiers,
-    /// Rego evaluation.
-    pub policies: PolicyEngine,
-    /// Attestation token signing / verification.
-    pub tokens: TokenIssuer,
-    /// Admin token checks.
-    pub admin: AdminAuth,
+    store: Arc<dyn Store>,
+    secrets: Arc<dyn SecretBackend>,
+    verifiers: Verifiers,
+    policies: PolicyEngine,
+    tokens: TokenIssuer,
+    admin: AdminAuth,
+    clock: Arc<dyn Clock>,
     /// Session lifetime, seconds.
-    pub session_ttl_secs: i64,
+    session_ttl_secs: i64,
     /// Most sessions the database may hold; `/auth` answers 429 beyond (0: no bound).
-    pub max_sessions: u64,
+    max_sessions: u64,
     /// `/auth` calls since this process last counted the session table: the count is a
     /// table scan, so it runs once per ~1% of `max_sessions` calls, not on every handshake.
-    pub auths_since_count: std::sync::atomic::AtomicU64,
+    auths_since_count: AtomicU64,
     /// How resource policies see the resource path (upstream array or Alibaba string).
-    pub resource_path_dialect: crate::policy::ResourcePathDialect,
-    /// Prometheus metrics.
-    pub metrics: Metrics,
+    resource_path_dialect: crate::policy::ResourcePathDialect,
+    metrics: Metrics,
     /// Recently read policies and reference values.
-    pub snapshots: SnapshotCache,
+    snapshots: SnapshotCache,
     /// Largest verified-claims JSON an attestation's audit row keeps
     /// (`audit.max_claims_bytes`); see [`capped_claims`].
-    pub audit_claims_max_bytes: usize,
+    audit_claims_max_bytes: usize,
+}
+
+/// The first 8 characters of a session id: enough to follow one handshake in the log,
+/// too few to replay its cookie.
+pub(crate) fn short_session_id(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
 }
 
 /// Key added to recorded claims that were shortened to fit `audit.max_claims_bytes`.
@@ -176,12 +130,8 @@ pub fn capped_claims(claims: Value, max: usize) -> Value {
 
 /// Parses a resource path as Trustee's resource plugin does (401 `PluginInternalError`).
 pub(crate) fn parse_resource_path(path: &str) -> Result<coffer_protocol::ResourcePath, KbsError> {
-    path.parse().map_err(|e| {
-        KbsError::new(
-            ErrorKind::PluginInternalError,
-            format!("Plugin internal error: illegal resource path: {e}"),
-        )
-    })
+    path.parse()
+        .map_err(|e| KbsError::PluginInternalError(PluginError::IllegalPath(e)))
 }
 
 /// Words in a resource policy that show it looks at what runs in the TEE (the appraisal's
@@ -232,8 +182,8 @@ pub fn claims_digest(claims: &Value) -> String {
 
 impl Kbs {
     /// Installs the built-in policies where the database has none (never overwrites).
-    pub async fn install_default_policies(&self) -> Result<(), StoreError> {
-        let now = crate::now_secs();
+    pub async fn install_default_policies(&self) -> Result<(), KbsError> {
+        let now = self.clock.now_secs()?;
         self.store
             .put_policy_if_absent(
                 CPU_POLICY_ID,
@@ -249,41 +199,8 @@ impl Kbs {
                 defaults::RESOURCE,
                 now,
             )
-            .await
-    }
-
-    /// Installs every `*.rego` of `dir` (see `server.policy_dir`), refusing the first that
-    /// does not compile. Returns the installed ids.
-    pub async fn install_policy_dir(&self, dir: &std::path::Path) -> Result<Vec<String>, String> {
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|e| format!("{}: {e}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "rego"))
-            .collect();
-        files.sort();
-        let mut ids = Vec::new();
-        for f in files {
-            let text = std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
-            self.policies
-                .check(&text)
-                .map_err(|e| format!("{}: {e}", f.display()))?;
-            let id = f
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let kind = if id == RESOURCE_POLICY_ID {
-                PolicyKind::Resource
-            } else {
-                PolicyKind::Attestation
-            };
-            self.store
-                .put_policy(&id, kind, &text, crate::now_secs())
-                .await
-                .map_err(|e| e.to_string())?;
-            ids.push(id);
-        }
-        self.snapshots.invalidate();
-        Ok(ids)
+            .await?;
+        Ok(())
     }
 
     /// Logs a warning when the active resource policy releases without any measurement
@@ -306,22 +223,59 @@ impl Kbs {
     pub(crate) async fn audit(&self, entry: AuditEntry) {
         if let Err(e) = self.store.append_audit(&entry).await {
             self.metrics.audit_failures.inc();
-            tracing::error!(error = %e, action = %entry.action, "audit write failed");
+            tracing::error!(
+                error = &e as &(dyn std::error::Error + 'static),
+                action = %entry.action,
+                "audit write failed"
+            );
         }
     }
-}
 
-/// Current time in Unix milliseconds (for the HTTP layer).
-pub fn now_ms_pub() -> i64 {
-    now_ms()
-}
+    /// Whether the database answers (`/readyz`).
+    pub async fn ping(&self) -> Result<(), KbsError> {
+        self.store
+            .ping()
+            .await
+            .map_err(|e| KbsError::StorageUnavailable(Unavailable::Ping(e)))
+    }
 
-/// Current time in Unix milliseconds.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    /// The server's Prometheus metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The public JWKS that verifies this server's attestation tokens.
+    pub fn jwks(&self) -> Value {
+        self.tokens.jwks()
+    }
+
+    /// The clock every expiry is measured by.
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
+    /// Deletes expired sessions (run every minute); returns how many.
+    pub async fn purge_expired_sessions(&self) -> Result<u64, KbsError> {
+        let now = self.clock.now_secs()?;
+        Ok(self.store.purge_expired_sessions(now).await?)
+    }
+
+    /// Applies the audit retention of `audit` (`max_age_secs`, `max_rows`; 0 disables
+    /// either); returns how many rows were removed.
+    pub async fn apply_audit_retention(
+        &self,
+        audit: &crate::config::AuditConfig,
+    ) -> Result<u64, KbsError> {
+        let max_age_ms = i64::try_from(audit.max_age_secs)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1000);
+        let before = match audit.max_age_secs {
+            0 => None,
+            _ => Some(self.clock.now_ms()?.saturating_sub(max_age_ms)),
+        };
+        let keep = (audit.max_rows > 0).then_some(audit.max_rows);
+        Ok(self.store.prune_audit(before, keep).await?)
+    }
 }
 
 #[cfg(test)]

@@ -101,7 +101,7 @@ impl Kbs {
         );
         let reference_values = self
             .store
-            .reference_values(crate::now_secs())
+            .reference_values(self.clock.now_secs()?)
             .await?
             .into_iter()
             .filter_map(|(k, v)| serde_json::from_str(&v).ok().map(|v| (k, v)))

@@ -9,8 +9,8 @@ use super::StoreError;
 
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
-fn failed(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Migration(e.to_string())
+fn failed(e: rusqlite::Error) -> StoreError {
+    StoreError::MigrationDriver(Box::new(e))
 }
 
 /// Applies every migration of `migrations/sqlite` that `conn` lacks, each in its own
@@ -35,14 +35,14 @@ pub(crate) fn run_sqlite(conn: &mut Connection) -> Result<(), StoreError> {
         })
         .map_err(failed)?;
     if let Some((v, _, _)) = applied.iter().find(|(_, _, ok)| !ok) {
-        return Err(failed(format!(
+        return Err(StoreError::Migration(format!(
             "migration {v} was left partially applied; restore the database from a backup"
         )));
     }
     for m in SQLITE.iter() {
         if let Some((_, sum, _)) = applied.iter().find(|(v, _, _)| *v == m.version) {
             if sum.as_slice() != &*m.checksum {
-                return Err(failed(format!(
+                return Err(StoreError::Migration(format!(
                     "migration {} ({}) differs from the one applied to this database",
                     m.version, m.description
                 )));
@@ -52,7 +52,11 @@ pub(crate) fn run_sqlite(conn: &mut Connection) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
         let tx = conn.transaction().map_err(failed)?;
         tx.execute_batch(&m.sql)
-            .map_err(|e| failed(format!("migration {} ({}): {e}", m.version, m.description)))?;
+            .map_err(|e| StoreError::MigrationStep {
+                version: m.version,
+                description: m.description.to_string(),
+                source: Box::new(e),
+            })?;
         tx.execute(
             "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
              VALUES (?1, ?2, TRUE, ?3, ?4)",

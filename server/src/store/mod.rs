@@ -9,24 +9,80 @@ mod sqlite;
 #[cfg(test)]
 mod tests;
 
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
 use async_trait::async_trait;
-use serde::Serialize;
+use coffer_protocol::{HashAlgorithm, ProtocolVersion, Tee};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
-/// Store failures.
+/// A driver's error (sqlx, rusqlite) or an I/O error, kept as the cause of a [`StoreError`].
+pub type DriverError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Store failures. The texts never contain stored values other than the unreadable one of
+/// [`StoreError::Corrupt`] (an identifier such as a TEE or algorithm name, never a secret).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database cannot be reached or refused the operation.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
+    /// The database cannot be reached or refused the operation (the driver's error says why).
+    #[error("database unavailable")]
+    Unavailable(#[source] DriverError),
+    /// The database file could not be created or opened.
+    #[error("cannot open the database {path}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The driver's or the file system's error.
+        #[source]
+        source: DriverError,
+    },
+    /// A `sqlite://` URL that names no file (`:memory:`, `file:` URIs, nothing).
+    #[error("{0:?} is not a database file path (use sqlite:///path/to/coffer.db)")]
+    NotAFile(String),
     /// The database URL is not supported.
     #[error("unsupported database URL scheme {0:?} (expected sqlite://PATH or postgres://...)")]
     UnsupportedUrl(String),
-    /// Migrations failed.
+    /// Migrations failed: the database holds a migration history this build does not
+    /// accept (changed or half-applied migrations).
     #[error("database migration failed: {0}")]
     Migration(String),
+    /// Running the migrations failed in the driver.
+    #[error("database migration failed")]
+    MigrationDriver(#[source] DriverError),
+    /// One migration's SQL failed.
+    #[error("database migration {version} ({description}) failed")]
+    MigrationStep {
+        /// Its number.
+        version: i64,
+        /// Its name.
+        description: String,
+        /// The driver's error.
+        #[source]
+        source: DriverError,
+    },
+    /// The caller broke the [`Store`] contract (a bug in this server, not a database
+    /// problem), e.g. creating a session that is not in the `Authed` state.
+    #[error("store misuse: {0}")]
+    Misuse(&'static str),
+    /// A stored value cannot be read back as its type: written by hand, or by another
+    /// version of this server.
+    #[error("stored {column} {value:?} is not valid")]
+    Corrupt {
+        /// `table.column`.
+        column: &'static str,
+        /// The stored text.
+        value: String,
+    },
+}
+
+impl StoreError {
+    /// Wraps a driver error as [`StoreError::Unavailable`].
+    pub fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Unavailable(Box::new(e))
+    }
 }
 
 /// State of a handshake session.
@@ -49,12 +105,12 @@ pub enum SessionState {
 pub struct Session {
     /// Cookie value.
     pub id: String,
-    /// TEE named at `/auth`.
-    pub tee: String,
-    /// Hash algorithm for the runtime-data binding.
-    pub hash_alg: String,
+    /// TEE named at `/auth` (stored as its wire name).
+    pub tee: Tee,
+    /// Hash algorithm for the runtime-data binding (stored as its name).
+    pub hash_alg: HashAlgorithm,
     /// KBS protocol version named at `/auth`; decides the `/attest` body and the JWE shape.
-    pub protocol_version: coffer_protocol::ProtocolVersion,
+    pub protocol_version: ProtocolVersion,
     /// Where the handshake is.
     pub state: SessionState,
     /// Unix seconds.
@@ -63,8 +119,9 @@ pub struct Session {
     pub expires_at: i64,
 }
 
-/// A policy kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A policy kind; serialised (database and JSON) as `attestation` or `resource`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PolicyKind {
     /// Attestation (appraisal) policy, producing trust claims.
     Attestation,
@@ -82,30 +139,321 @@ impl PolicyKind {
     }
 }
 
+impl FromStr for PolicyKind {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "attestation" => Ok(PolicyKind::Attestation),
+            "resource" => Ok(PolicyKind::Resource),
+            _ => Err(StoreError::Corrupt {
+                column: "policies.kind",
+                value: s.to_string(),
+            }),
+        }
+    }
+}
+
 /// A stored policy.
 #[derive(Debug, Clone, Serialize)]
 pub struct StoredPolicy {
     /// Policy id.
     pub id: String,
-    /// `attestation` or `resource`.
-    pub kind: String,
+    /// Attestation or resource policy.
+    pub kind: PolicyKind,
     /// Rego text.
     pub body: String,
     /// Unix seconds.
     pub updated_at: i64,
 }
 
+/// An admin change recorded in the audit log as `admin:<name>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AdminOp {
+    /// A resource stored.
+    SetResource,
+    /// A resource deleted.
+    DeleteResource,
+    /// The resource policy replaced.
+    SetResourcePolicy,
+    /// An attestation policy stored.
+    SetAttestationPolicy,
+    /// An attestation policy deleted.
+    DeleteAttestationPolicy,
+    /// A reference value stored.
+    SetReferenceValue,
+    /// A reference value deleted.
+    DeleteReferenceValue,
+}
+
+impl AdminOp {
+    /// Every operation.
+    pub const ALL: [AdminOp; 7] = [
+        AdminOp::SetResource,
+        AdminOp::DeleteResource,
+        AdminOp::SetResourcePolicy,
+        AdminOp::SetAttestationPolicy,
+        AdminOp::DeleteAttestationPolicy,
+        AdminOp::SetReferenceValue,
+        AdminOp::DeleteReferenceValue,
+    ];
+
+    /// The name after `admin:`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AdminOp::SetResource => "set-resource",
+            AdminOp::DeleteResource => "delete-resource",
+            AdminOp::SetResourcePolicy => "set-resource-policy",
+            AdminOp::SetAttestationPolicy => "set-attestation-policy",
+            AdminOp::DeleteAttestationPolicy => "delete-attestation-policy",
+            AdminOp::SetReferenceValue => "set-reference-value",
+            AdminOp::DeleteReferenceValue => "delete-reference-value",
+        }
+    }
+}
+
+/// What an audit row records; stored and served as `attest`, `release` or
+/// `admin:<operation>` (the strings earlier versions wrote).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditAction {
+    /// An `/attest` call for a live session.
+    Attest,
+    /// A resource request that reached the resource policy.
+    Release,
+    /// An admin change.
+    Admin(AdminOp),
+}
+
+/// An audit action name no version of this server writes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown audit action {0:?} (attest, release, admin or admin:<operation>)")]
+pub struct UnknownAction(pub String);
+
+impl fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuditAction::Attest => f.write_str("attest"),
+            AuditAction::Release => f.write_str("release"),
+            AuditAction::Admin(op) => write!(f, "admin:{}", op.name()),
+        }
+    }
+}
+
+impl FromStr for AuditAction {
+    type Err = UnknownAction;
+
+    fn from_str(s: &str) -> Result<Self, UnknownAction> {
+        match s {
+            "attest" => Ok(AuditAction::Attest),
+            "release" => Ok(AuditAction::Release),
+            _ => s
+                .strip_prefix("admin:")
+                .and_then(|name| AdminOp::ALL.into_iter().find(|op| op.name() == name))
+                .map(AuditAction::Admin)
+                .ok_or_else(|| UnknownAction(s.to_string())),
+        }
+    }
+}
+
+impl Serialize for AuditAction {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AuditAction {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Which actions an audit listing returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionFilter {
+    /// Exactly this action.
+    Is(AuditAction),
+    /// Every admin change (`action=admin`).
+    AnyAdmin,
+}
+
+impl FromStr for ActionFilter {
+    type Err = UnknownAction;
+
+    fn from_str(s: &str) -> Result<Self, UnknownAction> {
+        if s == "admin" {
+            Ok(ActionFilter::AnyAdmin)
+        } else {
+            s.parse().map(ActionFilter::Is)
+        }
+    }
+}
+
+/// The outcome an audit row records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// Token issued, or resource released.
+    Allow,
+    /// Attestation or release refused.
+    Deny,
+    /// An admin change applied.
+    Ok,
+}
+
+impl Decision {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+            Decision::Ok => "ok",
+        }
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A decision name no version of this server writes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown audit decision {0:?} (allow, deny or ok)")]
+pub struct UnknownDecision(pub String);
+
+impl FromStr for Decision {
+    type Err = UnknownDecision;
+
+    fn from_str(s: &str) -> Result<Self, UnknownDecision> {
+        match s {
+            "allow" => Ok(Decision::Allow),
+            "deny" => Ok(Decision::Deny),
+            "ok" => Ok(Decision::Ok),
+            _ => Err(UnknownDecision(s.to_string())),
+        }
+    }
+}
+
+/// Reads a stored column through `FromStr`, naming the column when it does not parse.
+pub(crate) fn parse_column<T: FromStr>(
+    column: &'static str,
+    value: String,
+) -> Result<T, StoreError> {
+    value
+        .parse()
+        .map_err(|_| StoreError::Corrupt { column, value })
+}
+
+/// Reads a stored hash algorithm name; one this build does not know is an error, never the
+/// default algorithm (the evidence would be checked against the wrong digest).
+pub(crate) fn parse_hash_alg(value: String) -> Result<HashAlgorithm, StoreError> {
+    HashAlgorithm::from_name(&value).ok_or(StoreError::Corrupt {
+        column: "sessions.hash_alg",
+        value,
+    })
+}
+
+/// A `sessions` row as a driver reads it, before its columns are parsed.
+pub(crate) struct SessionRow {
+    pub id: String,
+    pub tee: String,
+    pub hash_alg: String,
+    pub protocol_version: String,
+    pub state: i64,
+    pub nonce: Option<String>,
+    pub token: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+impl SessionRow {
+    /// The session, or [`StoreError::Corrupt`] naming the first column that does not parse
+    /// (a TEE, algorithm or protocol version this build does not know, a missing nonce or
+    /// token).
+    pub(crate) fn parse(self) -> Result<Session, StoreError> {
+        let missing = |column| StoreError::Corrupt {
+            column,
+            value: "NULL".into(),
+        };
+        let state = if self.state == 1 {
+            SessionState::Attested {
+                token: self.token.ok_or_else(|| missing("sessions.token"))?,
+            }
+        } else {
+            SessionState::Authed {
+                nonce: self.nonce.ok_or_else(|| missing("sessions.nonce"))?,
+            }
+        };
+        Ok(Session {
+            id: self.id,
+            tee: parse_column("sessions.tee", self.tee)?,
+            hash_alg: parse_hash_alg(self.hash_alg)?,
+            protocol_version: parse_column("sessions.protocol_version", self.protocol_version)?,
+            state,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+        })
+    }
+}
+
+/// An `audit` row as a driver reads it, before its columns are parsed.
+pub(crate) struct AuditRow {
+    pub seq: i64,
+    pub at_ms: i64,
+    pub action: String,
+    pub decision: String,
+    pub session_id: Option<String>,
+    pub tee: Option<String>,
+    pub claims_digest: Option<String>,
+    pub resource: Option<String>,
+    pub actor: Option<String>,
+    pub detail: Option<String>,
+    pub client_addr: Option<String>,
+    pub verdict: Option<String>,
+    pub trust_vector: Option<String>,
+    pub claims: Option<String>,
+    pub has_claims: bool,
+}
+
+impl AuditRow {
+    /// The entry; an action or decision no version of this server writes is
+    /// [`StoreError::Corrupt`]. JSON columns that do not parse read as absent: they are
+    /// informative only, and one bad row must not hide the rest of the log.
+    pub(crate) fn parse(self) -> Result<AuditEntry, StoreError> {
+        let json = |t: Option<String>| t.and_then(|t| serde_json::from_str(&t).ok());
+        Ok(AuditEntry {
+            seq: self.seq,
+            at_ms: self.at_ms,
+            action: parse_column("audit.action", self.action)?,
+            decision: parse_column("audit.decision", self.decision)?,
+            session_id: self.session_id,
+            tee: self.tee,
+            claims_digest: self.claims_digest,
+            resource: self.resource,
+            actor: self.actor,
+            detail: self.detail,
+            client_addr: self.client_addr,
+            verdict: self.verdict,
+            trust_vector: json(self.trust_vector),
+            claims: json(self.claims),
+            has_claims: self.has_claims,
+        })
+    }
+}
+
 /// One audit row.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct AuditEntry {
     /// Sequence number (assigned by the store).
     pub seq: i64,
     /// Unix milliseconds.
     pub at_ms: i64,
-    /// `attest`, `release`, `admin:<operation>`.
-    pub action: String,
+    /// What was done: `attest`, `release`, `admin:<operation>`.
+    pub action: AuditAction,
     /// `allow`, `deny` (attestations and releases), `ok` (admin changes).
-    pub decision: String,
+    pub decision: Decision,
     /// Session id (cookie), when the call had one.
     pub session_id: Option<String>,
     /// TEE type.
@@ -136,6 +484,30 @@ pub struct AuditEntry {
     pub has_claims: bool,
 }
 
+impl AuditEntry {
+    /// A row recording `action` with `decision` at `at_ms`, every optional member empty
+    /// (the store assigns `seq`).
+    pub fn new(at_ms: i64, action: AuditAction, decision: Decision) -> Self {
+        AuditEntry {
+            seq: 0,
+            at_ms,
+            action,
+            decision,
+            session_id: None,
+            tee: None,
+            claims_digest: None,
+            resource: None,
+            actor: None,
+            detail: None,
+            client_addr: None,
+            verdict: None,
+            trust_vector: None,
+            claims: None,
+            has_claims: false,
+        }
+    }
+}
+
 /// Which audit rows a listing returns. Every `Some` narrows the result.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AuditFilter {
@@ -143,15 +515,14 @@ pub struct AuditFilter {
     pub since_ms: Option<i64>,
     /// Rows before this time (Unix ms).
     pub until_ms: Option<i64>,
-    /// Action: exact (`attest`, `release`, `admin:set-resource`), or `admin` for every admin
-    /// change.
-    pub action: Option<String>,
+    /// Action: one, or every admin change.
+    pub action: Option<ActionFilter>,
     /// TEE type.
     pub tee: Option<String>,
     /// Resource path or policy id: exact, or a prefix when it ends in `*`.
     pub resource: Option<String>,
-    /// Decision (`allow`, `deny`, `ok`).
-    pub decision: Option<String>,
+    /// Decision.
+    pub decision: Option<Decision>,
     /// Session id.
     pub session_id: Option<String>,
     /// Rows with a sequence number above this.

@@ -38,7 +38,7 @@ impl PgStore {
         sqlx::migrate!("../migrations/postgres")
             .run(&pool)
             .await
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
+            .map_err(|e| StoreError::MigrationDriver(Box::new(e)))?;
         Ok(PgStore { pool })
     }
 }
@@ -117,8 +117,8 @@ mod tests {
         let s = std::sync::Arc::new(PgStore::open(&url, 8).await.unwrap());
         let sess = Session {
             id: "race".into(),
-            tee: "sample".into(),
-            hash_alg: "sha384".into(),
+            tee: coffer_protocol::Tee::Sample,
+            hash_alg: coffer_protocol::HashAlgorithm::Sha384,
             protocol_version: coffer_protocol::ProtocolVersion::V0_2_0,
             state: SessionState::Authed { nonce: "n".into() },
             created_at: 0,

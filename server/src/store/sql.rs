@@ -4,7 +4,7 @@
 
 /// Any sqlx failure: the database could not serve the request.
 pub(crate) fn unavailable(e: sqlx::Error) -> super::StoreError {
-    super::StoreError::Unavailable(e.to_string())
+    super::StoreError::unavailable(e)
 }
 
 /// The columns an audit insert writes, in the order [`bind_audit!`] binds them.
@@ -23,8 +23,8 @@ pub(crate) fn audit_placeholders(first: usize) -> String {
 macro_rules! bind_audit {
     ($q:expr, $e:expr) => {
         $q.bind($e.at_ms)
-            .bind(&$e.action)
-            .bind(&$e.decision)
+            .bind($e.action.to_string())
+            .bind($e.decision.as_str())
             .bind(&$e.session_id)
             .bind(&$e.tee)
             .bind(&$e.claims_digest)
@@ -61,15 +61,13 @@ pub(crate) fn audit_where(f: &super::AuditFilter) -> (String, Vec<Arg>) {
     if let Some(t) = f.until_ms {
         add("at_ms < ?", Arg::Int(t));
     }
-    if let Some(a) = &f.action {
-        if a == "admin" {
-            add(
-                "substr(action, 1, length(?)) = ?",
-                Arg::Text("admin:".into()),
-            );
-        } else {
-            add("action = ?", Arg::Text(a.clone()));
-        }
+    match f.action {
+        Some(super::ActionFilter::AnyAdmin) => add(
+            "substr(action, 1, length(?)) = ?",
+            Arg::Text("admin:".into()),
+        ),
+        Some(super::ActionFilter::Is(a)) => add("action = ?", Arg::Text(a.to_string())),
+        None => {}
     }
     if let Some(t) = &f.tee {
         add("tee = ?", Arg::Text(t.clone()));
@@ -85,8 +83,8 @@ pub(crate) fn audit_where(f: &super::AuditFilter) -> (String, Vec<Arg>) {
             None => add("resource = ?", Arg::Text(r.clone())),
         }
     }
-    if let Some(d) = &f.decision {
-        add("decision = ?", Arg::Text(d.clone()));
+    if let Some(d) = f.decision {
+        add("decision = ?", Arg::Text(d.as_str().into()));
     }
     if let Some(id) = &f.session_id {
         add("session_id = ?", Arg::Text(id.clone()));
@@ -113,55 +111,44 @@ pub(crate) const PRUNE_BATCH: i64 = 5000;
 /// `$row`.
 macro_rules! sql_store {
     ($store:ty, $row:ty) => {
-        fn session_from_row(row: &$row) -> Session {
-            let state: i64 = row.get("state");
-            let state = if state == 1 {
-                SessionState::Attested {
-                    token: row.get::<Option<String>, _>("token").unwrap_or_default(),
-                }
-            } else {
-                SessionState::Authed {
-                    nonce: row.get::<Option<String>, _>("nonce").unwrap_or_default(),
-                }
-            };
-            Session {
-                id: row.get("id"),
-                tee: row.get("tee"),
-                hash_alg: row.get("hash_alg"),
-                // Rows are written by this server from a parsed version; a value it does
-                // not know (a newer replica's) falls back to the newest version.
-                protocol_version: row
-                    .get::<String, _>("protocol_version")
-                    .parse()
-                    .unwrap_or_default(),
-                state,
-                created_at: row.get("created_at"),
-                expires_at: row.get("expires_at"),
+        fn session_from_row(row: &$row) -> Result<Session, StoreError> {
+            super::SessionRow {
+                id: row.try_get("id").map_err(unavailable)?,
+                tee: row.try_get("tee").map_err(unavailable)?,
+                hash_alg: row.try_get("hash_alg").map_err(unavailable)?,
+                protocol_version: row.try_get("protocol_version").map_err(unavailable)?,
+                state: row.try_get("state").map_err(unavailable)?,
+                nonce: row.try_get("nonce").map_err(unavailable)?,
+                token: row.try_get("token").map_err(unavailable)?,
+                created_at: row.try_get("created_at").map_err(unavailable)?,
+                expires_at: row.try_get("expires_at").map_err(unavailable)?,
             }
+            .parse()
         }
 
-        fn audit_from_row(r: &$row, with_claims: bool) -> AuditEntry {
-            let json = |col: &str| {
-                r.get::<Option<String>, _>(col)
-                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            };
-            AuditEntry {
-                seq: r.get("seq"),
-                at_ms: r.get("at_ms"),
-                action: r.get("action"),
-                decision: r.get("decision"),
-                session_id: r.get("session_id"),
-                tee: r.get("tee"),
-                claims_digest: r.get("claims_digest"),
-                resource: r.get("resource"),
-                actor: r.get("actor"),
-                detail: r.get("detail"),
-                client_addr: r.get("client_addr"),
-                verdict: r.get("verdict"),
-                trust_vector: json("trust_vector"),
-                claims: if with_claims { json("claims") } else { None },
-                has_claims: r.get::<i32, _>("has_claims") != 0,
+        fn audit_from_row(r: &$row, with_claims: bool) -> Result<AuditEntry, StoreError> {
+            super::AuditRow {
+                seq: r.try_get("seq").map_err(unavailable)?,
+                at_ms: r.try_get("at_ms").map_err(unavailable)?,
+                action: r.try_get("action").map_err(unavailable)?,
+                decision: r.try_get("decision").map_err(unavailable)?,
+                session_id: r.try_get("session_id").map_err(unavailable)?,
+                tee: r.try_get("tee").map_err(unavailable)?,
+                claims_digest: r.try_get("claims_digest").map_err(unavailable)?,
+                resource: r.try_get("resource").map_err(unavailable)?,
+                actor: r.try_get("actor").map_err(unavailable)?,
+                detail: r.try_get("detail").map_err(unavailable)?,
+                client_addr: r.try_get("client_addr").map_err(unavailable)?,
+                verdict: r.try_get("verdict").map_err(unavailable)?,
+                trust_vector: r.try_get("trust_vector").map_err(unavailable)?,
+                claims: if with_claims {
+                    r.try_get("claims").map_err(unavailable)?
+                } else {
+                    None
+                },
+                has_claims: r.try_get::<i32, _>("has_claims").map_err(unavailable)? != 0,
             }
+            .parse()
         }
 
         /// Binds dynamically built arguments.
@@ -194,17 +181,15 @@ macro_rules! sql_store {
 
             async fn create_session(&self, s: &Session) -> Result<(), StoreError> {
                 let SessionState::Authed { nonce } = &s.state else {
-                    return Err(StoreError::Unavailable(
-                        "new sessions must be in the authed state".into(),
-                    ));
+                    return Err(StoreError::Misuse("new sessions must be in the authed state"));
                 };
                 sqlx::query(
                     "INSERT INTO sessions (id, tee, nonce, hash_alg, protocol_version, state, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, 0, $6, $7)",
                 )
                 .bind(&s.id)
-                .bind(&s.tee)
+                .bind(s.tee.name())
                 .bind(nonce)
-                .bind(&s.hash_alg)
+                .bind(s.hash_alg.name())
                 .bind(s.protocol_version.as_str())
                 .bind(s.created_at)
                 .bind(s.expires_at)
@@ -221,7 +206,7 @@ macro_rules! sql_store {
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(unavailable)?;
-                Ok(row.as_ref().map(session_from_row))
+                row.as_ref().map(session_from_row).transpose()
             }
 
             async fn consume_nonce(
@@ -320,12 +305,15 @@ macro_rules! sql_store {
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(unavailable)?;
-                Ok(row.map(|r| StoredPolicy {
-                    id: r.get("id"),
-                    kind: r.get("kind"),
-                    body: r.get("body"),
-                    updated_at: r.get("updated_at"),
-                }))
+                row.map(|r| {
+                    Ok(StoredPolicy {
+                        id: r.get("id"),
+                        kind: r.get::<String, _>("kind").parse()?,
+                        body: r.get("body"),
+                        updated_at: r.get("updated_at"),
+                    })
+                })
+                .transpose()
             }
 
             async fn list_policy_ids(&self, kind: PolicyKind) -> Result<Vec<String>, StoreError> {
@@ -563,7 +551,10 @@ macro_rules! sql_store {
                     total,
                     offset: f.offset.max(0),
                     limit: f.limit.max(0),
-                    entries: rows.iter().map(|r| audit_from_row(r, f.with_claims)).collect(),
+                    entries: rows
+                        .iter()
+                        .map(|r| audit_from_row(r, f.with_claims))
+                        .collect::<Result<_, _>>()?,
                 })
             }
 
@@ -574,7 +565,7 @@ macro_rules! sql_store {
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(unavailable)?;
-                Ok(row.as_ref().map(|r| audit_from_row(r, true)))
+                row.as_ref().map(|r| audit_from_row(r, true)).transpose()
             }
 
             async fn audit_counts(&self, since_ms: i64) -> Result<Vec<(String, String, i64)>, StoreError> {

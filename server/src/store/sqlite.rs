@@ -20,8 +20,8 @@ use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtensio
 
 use super::sql::{audit_placeholders, audit_where, Arg, AUDIT_COLUMNS, CONSUME_NONCE, PRUNE_BATCH};
 use super::{
-    AuditEntry, AuditFilter, AuditPage, PolicyKind, Session, SessionState, Store, StoreError,
-    StoredPolicy,
+    AuditEntry, AuditFilter, AuditPage, AuditRow, PolicyKind, Session, SessionRow, SessionState,
+    Store, StoreError, StoredPolicy,
 };
 
 /// How often the background thread checkpoints the WAL into the database file.
@@ -33,7 +33,14 @@ pub struct SqliteStore {
 }
 
 fn unavailable(e: rusqlite::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    StoreError::unavailable(e)
+}
+
+fn cannot_open(path: &Path) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+    move |e| StoreError::Open {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    }
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -43,15 +50,13 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| {
-        StoreError::Unavailable(format!("cannot open the database {}: {e}", path.display()))
-    })?;
+    .map_err(cannot_open(path))?;
     conn.busy_timeout(Duration::from_secs(5))
-        .map_err(unavailable)?;
+        .map_err(cannot_open(path))?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
     )
-    .map_err(unavailable)?;
+    .map_err(cannot_open(path))?;
     Ok(conn)
 }
 
@@ -103,6 +108,7 @@ fn spawn_checkpointer(
     store: std::sync::Weak<Mutex<Connection>>,
 ) -> Result<(), StoreError> {
     let conn = open_connection(&file)?;
+    let file_for_error = file.clone();
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
@@ -126,7 +132,10 @@ fn spawn_checkpointer(
             let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
         })
         .map(|_| ())
-        .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}")))
+        .map_err(|e| StoreError::Open {
+            path: file_for_error,
+            source: Box::new(e),
+        })
 }
 
 /// Creates the database file readable by the owner only before SQLite opens it: SQLite
@@ -135,9 +144,7 @@ fn spawn_checkpointer(
 fn create_private(file: &str) -> Result<(), StoreError> {
     use std::os::unix::fs::OpenOptionsExt;
     if file.is_empty() || file.starts_with(':') || file.starts_with("file:") {
-        return Err(StoreError::Unavailable(format!(
-            "{file:?} is not a database file path (use sqlite:///path/to/coffer.db)"
-        )));
+        return Err(StoreError::NotAFile(file.to_string()));
     }
     match std::fs::OpenOptions::new()
         .write(true)
@@ -147,34 +154,22 @@ fn create_private(file: &str) -> Result<(), StoreError> {
     {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(StoreError::Unavailable(format!(
-            "cannot create the database file {file}: {e}"
-        ))),
+        Err(e) => Err(StoreError::Open {
+            path: PathBuf::from(file),
+            source: Box::new(e),
+        }),
     }
 }
 
-fn session_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
-    let state: i64 = row.get("state")?;
-    let state = if state == 1 {
-        SessionState::Attested {
-            token: row.get::<_, Option<String>>("token")?.unwrap_or_default(),
-        }
-    } else {
-        SessionState::Authed {
-            nonce: row.get::<_, Option<String>>("nonce")?.unwrap_or_default(),
-        }
-    };
-    Ok(Session {
+fn session_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+    Ok(SessionRow {
         id: row.get("id")?,
         tee: row.get("tee")?,
         hash_alg: row.get("hash_alg")?,
-        // Rows are written by this server from a parsed version; a value it does not know
-        // (a newer server's) falls back to the newest version.
-        protocol_version: row
-            .get::<_, String>("protocol_version")?
-            .parse()
-            .unwrap_or_default(),
-        state,
+        protocol_version: row.get("protocol_version")?,
+        state: row.get("state")?,
+        nonce: row.get("nonce")?,
+        token: row.get("token")?,
         created_at: row.get("created_at")?,
         expires_at: row.get("expires_at")?,
     })
@@ -184,12 +179,8 @@ const AUDIT_SELECT: &str = "SELECT seq, at_ms, action, decision, session_id, tee
      resource, actor, detail, client_addr, verdict, trust_vector, \
      CASE WHEN claims IS NULL THEN 0 ELSE 1 END AS has_claims";
 
-fn audit_from_row(r: &rusqlite::Row<'_>, with_claims: bool) -> rusqlite::Result<AuditEntry> {
-    let json = |col: &str| -> rusqlite::Result<Option<serde_json::Value>> {
-        Ok(r.get::<_, Option<String>>(col)?
-            .and_then(|t| serde_json::from_str(&t).ok()))
-    };
-    Ok(AuditEntry {
+fn audit_row(r: &rusqlite::Row<'_>, with_claims: bool) -> rusqlite::Result<AuditRow> {
+    Ok(AuditRow {
         seq: r.get("seq")?,
         at_ms: r.get("at_ms")?,
         action: r.get("action")?,
@@ -202,8 +193,8 @@ fn audit_from_row(r: &rusqlite::Row<'_>, with_claims: bool) -> rusqlite::Result<
         detail: r.get("detail")?,
         client_addr: r.get("client_addr")?,
         verdict: r.get("verdict")?,
-        trust_vector: json("trust_vector")?,
-        claims: if with_claims { json("claims")? } else { None },
+        trust_vector: r.get("trust_vector")?,
+        claims: if with_claims { r.get("claims")? } else { None },
         has_claims: r.get::<_, i64>("has_claims")? != 0,
     })
 }
@@ -240,8 +231,8 @@ fn audit_values(e: &AuditEntry) -> [rusqlite::types::Value; 13] {
     };
     [
         Value::Integer(e.at_ms),
-        Value::Text(e.action.clone()),
-        Value::Text(e.decision.clone()),
+        Value::Text(e.action.to_string()),
+        Value::Text(e.decision.as_str().into()),
         text(&e.session_id),
         text(&e.tee),
         text(&e.claims_digest),
@@ -280,8 +271,8 @@ impl Store for SqliteStore {
 
     async fn create_session(&self, s: &Session) -> Result<(), StoreError> {
         let SessionState::Authed { nonce } = &s.state else {
-            return Err(StoreError::Unavailable(
-                "new sessions must be in the authed state".into(),
+            return Err(StoreError::Misuse(
+                "new sessions must be in the authed state",
             ));
         };
         self.conn()
@@ -292,9 +283,9 @@ impl Store for SqliteStore {
             .and_then(|mut st| {
                 st.execute(params![
                     s.id,
-                    s.tee,
+                    s.tee.name(),
                     nonce,
-                    s.hash_alg,
+                    s.hash_alg.name(),
                     s.protocol_version.as_str(),
                     s.created_at,
                     s.expires_at
@@ -307,8 +298,10 @@ impl Store for SqliteStore {
     async fn load_session(&self, id: &str, now: i64) -> Result<Option<Session>, StoreError> {
         self.conn()
             .prepare_cached("SELECT * FROM sessions WHERE id = ?1 AND expires_at > ?2")
-            .and_then(|mut st| st.query_row(params![id, now], session_from_row).optional())
-            .map_err(unavailable)
+            .and_then(|mut st| st.query_row(params![id, now], session_row).optional())
+            .map_err(unavailable)?
+            .map(SessionRow::parse)
+            .transpose()
     }
 
     async fn consume_nonce(
@@ -383,16 +376,20 @@ impl Store for SqliteStore {
             .prepare_cached("SELECT id, kind, body, updated_at FROM policies WHERE id = ?1")
             .and_then(|mut st| {
                 st.query_row(params![id], |r| {
-                    Ok(StoredPolicy {
-                        id: r.get(0)?,
-                        kind: r.get(1)?,
-                        body: r.get(2)?,
-                        updated_at: r.get(3)?,
-                    })
+                    Ok((r.get(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?))
                 })
                 .optional()
             })
-            .map_err(unavailable)
+            .map_err(unavailable)?
+            .map(|(id, kind, body, updated_at)| {
+                Ok(StoredPolicy {
+                    id,
+                    kind: kind.parse()?,
+                    body,
+                    updated_at,
+                })
+            })
+            .transpose()
     }
 
     async fn list_policy_ids(&self, kind: PolicyKind) -> Result<Vec<String>, StoreError> {
@@ -591,15 +588,19 @@ impl Store for SqliteStore {
         ));
         values.push(rusqlite::types::Value::Integer(f.limit.max(0)));
         values.push(rusqlite::types::Value::Integer(f.offset.max(0)));
-        let entries = conn
+        let rows: Vec<AuditRow> = conn
             .prepare(&sql)
             .and_then(|mut st| {
                 st.query_map(params_from_iter(values.iter()), |r| {
-                    audit_from_row(r, f.with_claims)
+                    audit_row(r, f.with_claims)
                 })?
                 .collect()
             })
             .map_err(unavailable)?;
+        let entries = rows
+            .into_iter()
+            .map(AuditRow::parse)
+            .collect::<Result<_, _>>()?;
         Ok(AuditPage {
             total,
             offset: f.offset.max(0),
@@ -612,10 +613,12 @@ impl Store for SqliteStore {
         self.conn()
             .prepare_cached(&format!("{AUDIT_SELECT}, claims FROM audit WHERE seq = ?1"))
             .and_then(|mut st| {
-                st.query_row(params![seq], |r| audit_from_row(r, true))
+                st.query_row(params![seq], |r| audit_row(r, true))
                     .optional()
             })
-            .map_err(unavailable)
+            .map_err(unavailable)?
+            .map(AuditRow::parse)
+            .transpose()
     }
 
     async fn audit_counts(&self, since_ms: i64) -> Result<Vec<(String, String, i64)>, StoreError> {
@@ -694,6 +697,73 @@ mod tests {
             .execute("UPDATE audit SET decision = 'x'", [])
             .is_err());
         assert!(s.conn().execute("DELETE FROM audit", []).is_ok());
+    }
+
+    /// A stored name this build does not know is an error naming the column, never a
+    /// default: a session whose hash algorithm read as SHA-384 would check evidence against
+    /// the wrong digest.
+    #[tokio::test]
+    async fn unreadable_rows_are_errors_naming_the_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path().join("t.db").to_str().unwrap(), 1)
+            .await
+            .unwrap();
+        let insert = |id: &str, tee: &str, alg: &str, version: &str| {
+            s.conn()
+                .execute(
+                    "INSERT INTO sessions (id, tee, nonce, hash_alg, protocol_version, state, created_at, expires_at) \
+                     VALUES (?1, ?2, 'n', ?3, ?4, 0, 0, 100)",
+                    params![id, tee, alg, version],
+                )
+                .unwrap();
+        };
+        insert("alg", "sample", "sm3", "0.4.0");
+        insert("tee", "quantum", "sha384", "0.4.0");
+        insert("ver", "sample", "sha384", "9.9.9");
+        insert("ok", "sample", "SHA256", "0.4.0");
+        for (id, col) in [
+            ("alg", "sessions.hash_alg"),
+            ("tee", "sessions.tee"),
+            ("ver", "sessions.protocol_version"),
+        ] {
+            match s.load_session(id, 1).await {
+                Err(StoreError::Corrupt { column, .. }) => assert_eq!(column, col),
+                other => panic!("{id}: {other:?}"),
+            }
+        }
+        let ok = s.load_session("ok", 1).await.unwrap().unwrap();
+        assert_eq!(ok.hash_alg, coffer_protocol::HashAlgorithm::Sha256);
+
+        s.conn()
+            .execute(
+                "INSERT INTO policies (id, kind, body, updated_at) VALUES ('p', 'other', '', 0)",
+                [],
+            )
+            .unwrap();
+        assert!(matches!(
+            s.get_policy("p").await,
+            Err(StoreError::Corrupt {
+                column: "policies.kind",
+                ..
+            })
+        ));
+        s.conn()
+            .execute(
+                "INSERT INTO audit (at_ms, action, decision) VALUES (1, 'admin:reboot', 'ok')",
+                [],
+            )
+            .unwrap();
+        let all = AuditFilter {
+            limit: 10,
+            ..Default::default()
+        };
+        assert!(matches!(
+            s.list_audit(&all).await,
+            Err(StoreError::Corrupt {
+                column: "audit.action",
+                ..
+            })
+        ));
     }
 
     #[tokio::test]

@@ -10,8 +10,8 @@ pub(crate) async fn conformance(s: &dyn Store) {
     // sessions: a nonce is consumed once; sessions expire
     let sess = Session {
         id: "abc".into(),
-        tee: "sample".into(),
-        hash_alg: "sha384".into(),
+        tee: coffer_protocol::Tee::Sample,
+        hash_alg: coffer_protocol::HashAlgorithm::Sha384,
         protocol_version: coffer_protocol::ProtocolVersion::V0_1_0,
         state: SessionState::Authed { nonce: "n1".into() },
         created_at: 0,
@@ -22,6 +22,16 @@ pub(crate) async fn conformance(s: &dyn Store) {
         s.create_session(&sess).await.is_err(),
         "session ids are unique"
     );
+    // A session must start unattested: anything else is the caller's bug, not the database's.
+    let attested = Session {
+        id: "attested".into(),
+        state: SessionState::Attested { token: "t".into() },
+        ..sess.clone()
+    };
+    assert!(matches!(
+        s.create_session(&attested).await,
+        Err(StoreError::Misuse(_))
+    ));
     assert!(!s.consume_nonce("abc", "wrong", "t", 50).await.unwrap());
     assert!(s.consume_nonce("abc", "n1", "tok", 50).await.unwrap());
     assert!(!s.consume_nonce("abc", "n1", "tok2", 50).await.unwrap());
@@ -32,7 +42,7 @@ pub(crate) async fn conformance(s: &dyn Store) {
             token: "tok".into()
         }
     );
-    assert_eq!((loaded.tee.as_str(), loaded.expires_at), ("sample", 100));
+    assert_eq!((loaded.tee.name(), loaded.expires_at), ("sample", 100));
     // The version survives the round trip (and the nonce consumption).
     assert_eq!(
         loaded.protocol_version,
@@ -108,9 +118,10 @@ pub(crate) async fn conformance(s: &dyn Store) {
     s.put_policy("resource-policy", PolicyKind::Resource, "c", 3)
         .await
         .unwrap();
+    let stored = s.get_policy("resource-policy").await.unwrap().unwrap();
     assert_eq!(
-        s.get_policy("resource-policy").await.unwrap().unwrap().body,
-        "c"
+        (stored.body.as_str(), stored.kind),
+        ("c", PolicyKind::Resource)
     );
     s.put_policy("default_cpu", PolicyKind::Attestation, "x", 3)
         .await
@@ -251,9 +262,6 @@ async fn audit(s: &dyn Store) {
     ];
     for (i, (action, decision, session, tee, resource)) in rows.iter().enumerate() {
         s.append_audit(&AuditEntry {
-            at_ms: 1000 * (i as i64 + 1),
-            action: action.to_string(),
-            decision: decision.to_string(),
             session_id: session.map(str::to_string),
             tee: tee.map(str::to_string),
             resource: resource.map(str::to_string),
@@ -265,7 +273,11 @@ async fn audit(s: &dyn Store) {
             trust_vector: (*action == "attest").then(|| serde_json::json!({"executables": 3})),
             claims: (*action == "attest" && *decision == "allow")
                 .then(|| serde_json::json!({"tdx": {"mr_td": "ab"}})),
-            ..Default::default()
+            ..AuditEntry::new(
+                1000 * (i as i64 + 1),
+                action.parse().unwrap(),
+                decision.parse().unwrap(),
+            )
         })
         .await
         .unwrap();
@@ -357,7 +369,7 @@ async fn audit(s: &dyn Store) {
     );
     assert_eq!(
         count(AuditFilter {
-            decision: Some("deny".into()),
+            decision: Some(Decision::Deny),
             ..all()
         })
         .await,
@@ -373,7 +385,7 @@ async fn audit(s: &dyn Store) {
     );
     assert_eq!(
         count(AuditFilter {
-            action: Some("attest".into()),
+            action: Some("attest".parse().unwrap()),
             ..all()
         })
         .await,
@@ -381,7 +393,7 @@ async fn audit(s: &dyn Store) {
     );
     assert_eq!(
         count(AuditFilter {
-            action: Some("admin".into()),
+            action: Some("admin".parse().unwrap()),
             ..all()
         })
         .await,
@@ -422,8 +434,8 @@ async fn audit(s: &dyn Store) {
     );
     assert_eq!(
         count(AuditFilter {
-            action: Some("release".into()),
-            decision: Some("deny".into()),
+            action: Some("release".parse().unwrap()),
+            decision: Some(Decision::Deny),
             tee: Some("sample".into()),
             session_id: Some("s2".into()),
             ..all()
@@ -442,8 +454,8 @@ async fn audit(s: &dyn Store) {
     // the nonce consumption writes the attestation's row, once
     let sess = Session {
         id: "aud".into(),
-        tee: "sample".into(),
-        hash_alg: "sha384".into(),
+        tee: coffer_protocol::Tee::Sample,
+        hash_alg: coffer_protocol::HashAlgorithm::Sha384,
         protocol_version: Default::default(),
         state: SessionState::Authed { nonce: "n".into() },
         created_at: 0,
@@ -451,13 +463,10 @@ async fn audit(s: &dyn Store) {
     };
     s.create_session(&sess).await.unwrap();
     let rec = AuditEntry {
-        at_ms: 7000,
-        action: "attest".into(),
-        decision: "allow".into(),
         session_id: Some("aud".into()),
         claims: Some(serde_json::json!({"sample": {"svn": "1"}})),
         trust_vector: Some(serde_json::json!({"hardware": 2})),
-        ..Default::default()
+        ..AuditEntry::new(7000, AuditAction::Attest, Decision::Allow)
     };
     assert!(!s
         .consume_nonce_audited("aud", "wrong", "t", 50, &rec)
@@ -500,12 +509,11 @@ async fn audit(s: &dyn Store) {
     assert_eq!(s.prune_audit(Some(0), Some(3)).await.unwrap(), 0);
     // many rows: removed in batches, exactly the newest kept
     for i in 0..(super::sql::PRUNE_BATCH + 20) {
-        s.append_audit(&AuditEntry {
-            at_ms: 10_000 + i,
-            action: "release".into(),
-            decision: "allow".into(),
-            ..Default::default()
-        })
+        s.append_audit(&AuditEntry::new(
+            10_000 + i,
+            AuditAction::Release,
+            Decision::Allow,
+        ))
         .await
         .unwrap();
     }
