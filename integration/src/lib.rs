@@ -139,7 +139,23 @@ impl Server {
     /// Starts one of several replicas: shared `data_dir` (for the keys) and database URL,
     /// its own log `<data_dir>.<name>.log`.
     pub fn start_replica(data_dir: &Path, database_url: &str, name: &str) -> Server {
-        let extra_args = vec!["--database-url".to_string(), database_url.to_string()];
+        Self::start_replica_with(data_dir, database_url, name, None)
+    }
+
+    /// As [`Server::start_replica`], with a configuration file of `config`'s text
+    /// (`<data_dir>.<name>.toml`).
+    pub fn start_replica_with(
+        data_dir: &Path,
+        database_url: &str,
+        name: &str,
+        config: Option<&str>,
+    ) -> Server {
+        let mut extra_args = vec!["--database-url".to_string(), database_url.to_string()];
+        if let Some(text) = config {
+            let file = data_dir.with_extension(format!("{name}.toml"));
+            std::fs::write(&file, text).expect("write config");
+            extra_args.extend(["--config".to_string(), file.display().to_string()]);
+        }
         let log_path = data_dir.with_extension(format!("{name}.log"));
         let mut s = Server {
             child: None,

@@ -192,6 +192,8 @@ impl Kbs {
                 .attestations
                 .with_label_values(&[tee.name(), "evicted"])
                 .inc();
+            // A batch of room was made: count again only after it is used, as above.
+            self.auths_since_count.store(0, Ordering::Relaxed);
             return Ok(());
         }
         // Another replica may have evicted the same rows a moment earlier.
