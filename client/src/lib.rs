@@ -7,7 +7,6 @@
 
 // Unsafe code is confined to `tdx_legacy` (one ioctl, one vsock connect).
 #![deny(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod admin;
 pub mod cdh;

@@ -16,7 +16,7 @@ use rand::RngCore;
 use rustix::fs::{fstat, mkdirat, openat, FileType, Mode, OFlags, Stat};
 
 /// Prefix of the hidden temporary names output is written under before its final rename.
-pub const TEMP_PREFIX: &str = ".coffer-partial.";
+pub(crate) const TEMP_PREFIX: &str = ".coffer-partial.";
 
 /// Flags for reading an entry of the ciphertext tree: no symlink is followed, and a FIFO
 /// opens at once instead of waiting for a writer (the type is checked after `fstat`).

@@ -8,7 +8,6 @@
 //! decryption does and does not trust.
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod config;
 pub mod content;

@@ -6,9 +6,7 @@
 //! 64 bytes it wrote to `inblob` has been minted — the same blocking read as on a TD.
 
 use std::collections::HashSet;
-use std::ffi::CString;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,10 +44,9 @@ pub struct FakeTsm {
 }
 
 fn mkfifo(p: &Path) {
-    let c = CString::new(p.as_os_str().as_bytes()).expect("path");
-    // SAFETY: c is a valid NUL-terminated path.
-    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
-    assert_eq!(rc, 0, "mkfifo {}", p.display());
+    use rustix::fs::{FileType, Mode, CWD};
+    rustix::fs::mknodat(CWD, p, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
+        .unwrap_or_else(|e| panic!("mkfifo {}: {e}", p.display()));
 }
 
 fn serve_entry(

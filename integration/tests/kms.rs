@@ -8,7 +8,7 @@ use coffer_integration::{exit_code, kms_emulator, Exit, Server};
 
 mod reqwest {
     /// The server's /metrics text (a tiny blocking GET for this sync test).
-    pub fn blocking_get(base: &str) -> String {
+    pub(crate) fn blocking_get(base: &str) -> String {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -7,7 +7,6 @@
 //! another replica is picked up at the next request without any invalidation message.
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 mod appraisal;
 mod resource;

@@ -10,7 +10,6 @@
 //! same [`service::Kbs`] over a temporary store with a [`clock::ManualClock`].
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod attestation;
 pub mod clock;

@@ -7,6 +7,7 @@
 //! * [`claims`]: Trustee's claim layout for policies.
 //! * [`binding`]: REPORTDATA / MRCONFIGID binding to the KBS session and init-data.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod binding;
 pub mod claims;

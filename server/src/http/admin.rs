@@ -25,7 +25,7 @@ async fn admin_body(
 }
 
 /// `POST /kbs/v0/resource/{path}` (raw bytes).
-pub async fn set_resource(
+pub(super) async fn set_resource(
     req: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
@@ -37,7 +37,7 @@ pub async fn set_resource(
 }
 
 /// `DELETE /kbs/v0/resource/{path}`.
-pub async fn delete_resource(
+pub(super) async fn delete_resource(
     req: HttpRequest,
     path: web::Path<String>,
     st: web::Data<AppState>,
@@ -48,7 +48,7 @@ pub async fn delete_resource(
 }
 
 /// `POST /kbs/v0/resource-policy`.
-pub async fn set_resource_policy(
+pub(super) async fn set_resource_policy(
     req: HttpRequest,
     payload: web::Payload,
     st: web::Data<AppState>,
@@ -59,7 +59,7 @@ pub async fn set_resource_policy(
 }
 
 /// `GET /kbs/v0/resource-policy`: the policy ids, as Trustee answers.
-pub async fn list_resource_policies(
+pub(super) async fn list_resource_policies(
     req: HttpRequest,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
@@ -68,7 +68,7 @@ pub async fn list_resource_policies(
 }
 
 /// `POST /kbs/v0/attestation-policy`.
-pub async fn set_attestation_policy(
+pub(super) async fn set_attestation_policy(
     req: HttpRequest,
     payload: web::Payload,
     st: web::Data<AppState>,
@@ -79,7 +79,7 @@ pub async fn set_attestation_policy(
 }
 
 /// `POST /kbs/v0/reference-value`.
-pub async fn register_reference_value(
+pub(super) async fn register_reference_value(
     req: HttpRequest,
     payload: web::Payload,
     st: web::Data<AppState>,
@@ -90,7 +90,7 @@ pub async fn register_reference_value(
 }
 
 /// `GET /kbs/v0/reference-value/{name}`.
-pub async fn get_reference_value(
+pub(super) async fn get_reference_value(
     req: HttpRequest,
     name: web::Path<String>,
     st: web::Data<AppState>,
@@ -101,7 +101,7 @@ pub async fn get_reference_value(
 
 /// `GET /kbs/v0/attestation-policy/{id}` (Alibaba): the bare base64url-nopad Rego text,
 /// labelled `application/json` as Alibaba's KBS does.
-pub async fn get_attestation_policy(
+pub(super) async fn get_attestation_policy(
     req: HttpRequest,
     id: web::Path<String>,
     st: web::Data<AppState>,
@@ -114,7 +114,7 @@ pub async fn get_attestation_policy(
 }
 
 /// `DELETE /kbs/v0/attestation-policy/{id}` (Alibaba).
-pub async fn delete_attestation_policy(
+pub(super) async fn delete_attestation_policy(
     req: HttpRequest,
     id: web::Path<String>,
     st: web::Data<AppState>,
@@ -125,7 +125,7 @@ pub async fn delete_attestation_policy(
 }
 
 /// `GET /kbs/v0/attestation-policies` (Alibaba): `{id: b64url-nopad(SHA-384(text))}`.
-pub async fn list_attestation_policies(
+pub(super) async fn list_attestation_policies(
     req: HttpRequest,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
@@ -134,14 +134,14 @@ pub async fn list_attestation_policies(
 }
 
 #[derive(Deserialize)]
-pub struct ResourcesQuery {
+pub(super) struct ResourcesQuery {
     repository: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,
 }
 
 /// `GET /kbs/v0/resources[?repository=&type=]` (Alibaba; its gateway applies the filters).
-pub async fn list_resources(
+pub(super) async fn list_resources(
     req: HttpRequest,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
@@ -159,7 +159,7 @@ pub async fn list_resources(
 }
 
 /// `GET /kbs/v0/rvps/query` (Alibaba): `{name: value}`.
-pub async fn rvps_query(
+pub(super) async fn rvps_query(
     req: HttpRequest,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
@@ -168,7 +168,7 @@ pub async fn rvps_query(
 }
 
 /// `POST /kbs/v0/rvps/register` (Alibaba): `{"message": "<RVPS message JSON text>"}`.
-pub async fn rvps_register(
+pub(super) async fn rvps_register(
     req: HttpRequest,
     payload: web::Payload,
     st: web::Data<AppState>,
@@ -180,7 +180,7 @@ pub async fn rvps_register(
 
 /// `POST /kbs/v0/rvps/set_reference_value_list` (Alibaba): validated, then refused with
 /// 501 (see [`crate::service::Kbs::admin_rvps_set_list`]); malformed lists get 400.
-pub async fn rvps_set_reference_value_list(
+pub(super) async fn rvps_set_reference_value_list(
     req: HttpRequest,
     payload: web::Payload,
     st: web::Data<AppState>,
@@ -191,7 +191,7 @@ pub async fn rvps_set_reference_value_list(
 }
 
 /// `DELETE /kbs/v0/rvps/delete/{name}` (Alibaba): 200 whether or not it existed.
-pub async fn rvps_delete(
+pub(super) async fn rvps_delete(
     req: HttpRequest,
     name: web::Path<String>,
     st: web::Data<AppState>,
@@ -202,7 +202,7 @@ pub async fn rvps_delete(
 }
 
 /// `GET /coffer/v1/policies/{id}`: a stored policy with its Rego text.
-pub async fn get_policy(
+pub(super) async fn get_policy(
     req: HttpRequest,
     id: web::Path<String>,
     st: web::Data<AppState>,
@@ -214,7 +214,7 @@ pub async fn get_policy(
 /// Query of `GET /coffer/v1/audit`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AuditQuery {
+pub(super) struct AuditQuery {
     /// Rows at or after this time: Unix milliseconds or RFC 3339.
     since: Option<String>,
     /// Rows before this time: Unix milliseconds or RFC 3339.
@@ -243,7 +243,7 @@ fn default_limit() -> i64 {
 }
 
 /// Most rows one audit page holds.
-pub const MAX_AUDIT_PAGE: i64 = 1000;
+pub(super) const MAX_AUDIT_PAGE: i64 = 1000;
 
 fn bad_query(e: QueryError) -> KbsError {
     KbsError::SerdeError(SerdeFailure::Query(e))
@@ -310,7 +310,10 @@ impl AuditQuery {
 
 /// `GET /coffer/v1/audit?since=&until=&action=&tee=&resource=&decision=&session=&after=&order=&offset=&limit=&claims=`:
 /// one page `{total, offset, limit, entries}`.
-pub async fn audit(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpResponse, KbsError> {
+pub(super) async fn audit(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+) -> Result<HttpResponse, KbsError> {
     require_admin(&req, &st, AdminRoute::BuiltIn)?;
     let q = web::Query::<AuditQuery>::from_query(req.query_string())
         .map_err(|e| bad_query(QueryError::Form(e)))?;
@@ -319,7 +322,7 @@ pub async fn audit(req: HttpRequest, st: web::Data<AppState>) -> Result<HttpResp
 }
 
 /// `GET /coffer/v1/audit/{seq}`: one row with its recorded claims.
-pub async fn audit_entry(
+pub(super) async fn audit_entry(
     req: HttpRequest,
     seq: web::Path<String>,
     st: web::Data<AppState>,
@@ -332,7 +335,7 @@ pub async fn audit_entry(
 }
 
 /// `GET /coffer/v1/resources`: `[{path, size, updated_at}]`, never values.
-pub async fn resource_meta(
+pub(super) async fn resource_meta(
     req: HttpRequest,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {
@@ -342,13 +345,13 @@ pub async fn resource_meta(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StatsQuery {
+pub(super) struct StatsQuery {
     since: Option<String>,
 }
 
 /// `GET /coffer/v1/audit/stats?since=`: `[{action, decision, count}]` since a time (default
 /// the last 24 hours), admin changes counted together as `admin`.
-pub async fn audit_stats(
+pub(super) async fn audit_stats(
     req: HttpRequest,
     st: web::Data<AppState>,
 ) -> Result<HttpResponse, KbsError> {

@@ -10,7 +10,7 @@ fn too_large(limit: usize) -> KbsError {
 }
 
 /// Collects the body, refusing it as soon as it exceeds `limit` bytes.
-pub async fn read(
+pub(super) async fn read(
     req: &actix_web::HttpRequest,
     mut payload: Payload,
     limit: usize,

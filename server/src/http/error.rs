@@ -24,7 +24,7 @@ impl ResponseError for KbsError {
 }
 
 /// Unknown first segment under `/kbs/v0` (Trustee treats it as a plugin name).
-pub async fn plugin_not_found(req: HttpRequest) -> Result<HttpResponse, KbsError> {
+pub(super) async fn plugin_not_found(req: HttpRequest) -> Result<HttpResponse, KbsError> {
     let name = req
         .path()
         .trim_start_matches("/kbs/v0/")
@@ -37,7 +37,7 @@ pub async fn plugin_not_found(req: HttpRequest) -> Result<HttpResponse, KbsError
 }
 
 /// Anything else.
-pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, KbsError> {
+pub(super) async fn not_found(req: HttpRequest) -> Result<HttpResponse, KbsError> {
     Err(KbsError::InvalidRequestPath(InvalidPath::NoRoute(
         req.path().to_string(),
     )))

@@ -21,7 +21,7 @@ fn set_cookie(session: &Session) -> String {
 }
 
 /// `POST /kbs/v0/auth`.
-pub async fn auth(
+pub(super) async fn auth(
     req: HttpRequest,
     payload: web::Payload,
     st: web::Data<AppState>,
@@ -34,7 +34,7 @@ pub async fn auth(
 }
 
 /// `POST /kbs/v0/attest`.
-pub async fn attest(
+pub(super) async fn attest(
     req: HttpRequest,
     payload: web::Payload,
     st: web::Data<AppState>,
@@ -52,7 +52,7 @@ pub async fn attest(
 }
 
 /// `GET /kbs/v0/resource/{repo}/{type}/{tag}`.
-pub async fn get_resource(
+pub(super) async fn get_resource(
     req: HttpRequest,
     path: web::Path<String>,
     st: web::Data<AppState>,

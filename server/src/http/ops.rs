@@ -6,18 +6,18 @@ use super::AppState;
 use crate::service::{Internal, KbsError};
 
 /// `GET /healthz`: the process is up.
-pub async fn healthz() -> HttpResponse {
+pub(super) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
 /// `GET /readyz`: the database answers.
-pub async fn readyz(st: web::Data<AppState>) -> Result<HttpResponse, KbsError> {
+pub(super) async fn readyz(st: web::Data<AppState>) -> Result<HttpResponse, KbsError> {
     st.kbs.ping().await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics(st: web::Data<AppState>) -> Result<HttpResponse, KbsError> {
+pub(super) async fn metrics(st: web::Data<AppState>) -> Result<HttpResponse, KbsError> {
     let page = st
         .kbs
         .metrics()
@@ -29,7 +29,7 @@ pub async fn metrics(st: web::Data<AppState>) -> Result<HttpResponse, KbsError> 
 }
 
 /// `GET /.well-known/jwks.json`: keys that verify this server's attestation tokens.
-pub async fn jwks(st: web::Data<AppState>) -> HttpResponse {
+pub(super) async fn jwks(st: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(st.kbs.jwks())
 }
 
@@ -37,7 +37,7 @@ pub async fn jwks(st: web::Data<AppState>) -> HttpResponse {
 const OPENAPI: &str = include_str!("openapi.json");
 
 /// `GET /openapi.json`: this server's API description, its version filled in.
-pub async fn openapi() -> HttpResponse {
+pub(super) async fn openapi() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .body(OPENAPI.replacen(

@@ -16,13 +16,13 @@ use coffer_server::service::{Kbs, KbsError};
 use coffer_server::store::{self, Session, SessionState, Store};
 use serde_json::{json, Map};
 
-pub const RESOURCE: &str = "default/key/model";
-pub const SECRET: &[u8] = b"the model key";
-pub const START_SECS: i64 = 1_700_000_000;
+pub(crate) const RESOURCE: &str = "default/key/model";
+pub(crate) const SECRET: &[u8] = b"the model key";
+pub(crate) const START_SECS: i64 = 1_700_000_000;
 
 /// A clock that can be made to fail, as the system clock does when set before 1970.
 #[derive(Debug, Clone, Default)]
-pub struct FlakyClock {
+pub(crate) struct FlakyClock {
     pub time: ManualClock,
     pub broken: Arc<AtomicBool>,
 }
@@ -38,7 +38,7 @@ impl Clock for FlakyClock {
 }
 
 /// A running service, its clock and its database file.
-pub struct Fixture {
+pub(crate) struct Fixture {
     pub kbs: Kbs,
     pub clock: FlakyClock,
     pub db: std::path::PathBuf,
@@ -47,10 +47,10 @@ pub struct Fixture {
 
 /// Session and token lifetimes of the fixture: a session outlives its token, so a token's
 /// expiry can be seen on a live session.
-pub const SESSION_TTL_SECS: u64 = 600;
-pub const TOKEN_TTL_SECS: u64 = 120;
+pub(crate) const SESSION_TTL_SECS: u64 = 600;
+pub(crate) const TOKEN_TTL_SECS: u64 = 120;
 
-pub fn config(dir: &std::path::Path) -> Config {
+pub(crate) fn config(dir: &std::path::Path) -> Config {
     let mut cfg = Config::default();
     cfg.server.data_dir = dir.join("data");
     cfg.attestation.session_ttl_secs = SESSION_TTL_SECS;
@@ -61,7 +61,7 @@ pub fn config(dir: &std::path::Path) -> Config {
     cfg
 }
 
-pub async fn fixture_with(wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>) -> Fixture {
+pub(crate) async fn fixture_with(wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     let db = dir.path().join("coffer.db");
@@ -85,7 +85,7 @@ pub async fn fixture_with(wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>) -
 
 /// The service with a resource stored and, when `allow_all`, a resource policy that
 /// releases it to the sample TEE (the default policy refuses that TEE).
-pub async fn fixture(allow_all: bool) -> Fixture {
+pub(crate) async fn fixture(allow_all: bool) -> Fixture {
     let f = fixture_with(|s| s).await;
     f.kbs
         .admin_set_resource("test-admin", RESOURCE, SECRET)
@@ -102,18 +102,18 @@ pub async fn fixture(allow_all: bool) -> Fixture {
 }
 
 /// A guest: its TEE key and the `/attest` body for `session`'s challenge.
-pub struct Guest {
+pub(crate) struct Guest {
     pub key: TeeKeyPair,
 }
 
 impl Guest {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Guest {
             key: TeeKeyPair::generate(),
         }
     }
 
-    pub async fn auth(&self, kbs: &Kbs) -> Result<Session, KbsError> {
+    pub(crate) async fn auth(&self, kbs: &Kbs) -> Result<Session, KbsError> {
         let req = Request::for_version(ProtocolVersion::V0_4_0, Tee::Sample);
         kbs.auth(&serde_json::to_vec(&req).unwrap())
             .await
@@ -121,7 +121,7 @@ impl Guest {
     }
 
     /// The `/attest` body for `session`'s challenge.
-    pub fn evidence_for(&self, session: &Session) -> Vec<u8> {
+    pub(crate) fn evidence_for(&self, session: &Session) -> Vec<u8> {
         let SessionState::Authed { nonce } = &session.state else {
             panic!("not a fresh session")
         };
@@ -129,7 +129,7 @@ impl Guest {
     }
 
     /// The `/attest` body of protocol `version` answering the challenge `nonce`.
-    pub fn evidence(
+    pub(crate) fn evidence(
         &self,
         version: ProtocolVersion,
         alg: coffer_protocol::HashAlgorithm,
@@ -150,14 +150,14 @@ impl Guest {
     }
 
     /// `/auth` then `/attest`; the session and the token.
-    pub async fn attest(&self, kbs: &Kbs) -> Result<(Session, String), KbsError> {
+    pub(crate) async fn attest(&self, kbs: &Kbs) -> Result<(Session, String), KbsError> {
         let session = self.auth(kbs).await?;
         let body = self.evidence_for(&session);
         kbs.attest(Some(&session.id), Some("192.0.2.1"), &body)
             .await
     }
 
-    pub async fn release(
+    pub(crate) async fn release(
         &self,
         kbs: &Kbs,
         session: Option<&str>,

@@ -11,7 +11,7 @@ use coffer_integration::tdx_mint::{TdFields, TestPki};
 use coffer_protocol::{ResourcePath, TeeKeyPair};
 
 /// One target under load: its URLs (clients spread over them) and its server processes.
-pub struct Target {
+pub(crate) struct Target {
     /// What the report calls it.
     pub name: String,
     /// Base URLs, one per replica.
@@ -26,7 +26,7 @@ pub struct Target {
 
 /// What one measured run found.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Measurement {
+pub(crate) struct Measurement {
     /// Target name.
     pub target: String,
     /// Handshakes completed inside the measured window.
@@ -54,7 +54,7 @@ pub struct Measurement {
 }
 
 /// Load parameters.
-pub struct Load {
+pub(crate) struct Load {
     /// Concurrent clients.
     pub concurrency: usize,
     /// Warm-up before the measured window.
@@ -90,17 +90,11 @@ fn cpu_ticks(pid: u32) -> (u64, u64) {
 }
 
 fn ticks_per_second() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
+    rustix::param::clock_ticks_per_second() as f64
 }
 
 /// Every process whose command name is `name` (e.g. PostgreSQL's server and backends).
-pub fn pids_named(name: &str) -> Vec<u32> {
+pub(crate) fn pids_named(name: &str) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -136,7 +130,7 @@ impl EvidenceProvider for MintedTdx {
 }
 
 /// One full guest flow: auth, attest, resource GET, JWE decrypt, with a fresh TEE key.
-pub async fn one_handshake(
+pub(crate) async fn one_handshake(
     http: &reqwest::Client,
     url: &str,
     path: &ResourcePath,
@@ -155,7 +149,7 @@ pub async fn one_handshake(
 /// Runs the load against `target` and measures it. The CPU time is read at the edges of the
 /// measured window and divided by the handshakes that completed inside it, so the figure
 /// does not depend on how fast this load generator is.
-pub async fn run(target: &Target, load: &Load) -> anyhow::Result<Measurement> {
+pub(crate) async fn run(target: &Target, load: &Load) -> anyhow::Result<Measurement> {
     // Fail fast (one clear error) when the target cannot serve a single handshake.
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(load.concurrency)

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 
 /// A running Trustee KBS, stopped on drop.
-pub struct TrusteeKbs {
+pub(crate) struct TrusteeKbs {
     child: Child,
     /// Base URL.
     pub url: String,
@@ -20,7 +20,7 @@ pub struct TrusteeKbs {
 
 impl TrusteeKbs {
     /// The process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 }
@@ -39,7 +39,7 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Starts `binary` under `dir` and stores `secret` at `resource` (`repo/type/tag`).
-pub async fn start(
+pub(crate) async fn start(
     binary: &Path,
     dir: &Path,
     resource: &str,
