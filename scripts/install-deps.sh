@@ -3,6 +3,13 @@
 # and the openssl tool (the offline OCSP responder of the GPU tests).
 # Idempotent; needs root (CI runs as root) and Debian's package repositories.
 set -euo pipefail
+# rustfmt and clippy, which scripts/test.sh runs before the tests.
+for component in rustfmt clippy; do
+  cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 || {
+    echo "installing: rust component $component" >&2
+    rustup component add "$component"
+  }
+done
 need=()
 command -v gocryptfs >/dev/null 2>&1 || need+=(gocryptfs)
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: unit tests of all crates and the end-to-end tests, which start the real
+# Runs every check and test: rustfmt and clippy (warnings are errors), unit tests of all
+# crates and the end-to-end tests, which start the real
 # coffer-server and coffer binaries (built first, below), and the round trips through the
 # real gocryptfs (installed by scripts/install-deps.sh).
 set -euo pipefail
@@ -11,6 +12,10 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
   for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
 fi
+# Formatting and lints first: the workspace's lint policy ([workspace.lints] in Cargo.toml)
+# and clippy's, warnings as errors.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast

@@ -29,6 +29,15 @@ pub enum JwtError {
     /// `nbf` is in the future.
     #[error("JWT is not yet valid")]
     NotYetValid,
+    /// The signature verifies but `iss` names another issuer (or none): a token meant for
+    /// another relying party, or one whose key is shared between issuers.
+    #[error("JWT issuer {found:?} is not the expected one ({expected:?})")]
+    Issuer {
+        /// The `iss` claim, when it is a string.
+        found: Option<String>,
+        /// The issuer the verifier accepts.
+        expected: String,
+    },
 }
 
 /// A JWT could not be signed: the signing key's library refused (an ES256 key that OpenSSL

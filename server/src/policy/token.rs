@@ -95,10 +95,14 @@ impl TokenIssuer {
     }
 
     fn check_issuer(&self, claims: &Value) -> Result<(), jwt::JwtError> {
-        if claims.get("iss").and_then(Value::as_str) == Some(self.issuer.as_str()) {
+        let found = claims.get("iss").and_then(Value::as_str);
+        if found == Some(self.issuer.as_str()) {
             Ok(())
         } else {
-            Err(jwt::JwtError::Signature)
+            Err(jwt::JwtError::Issuer {
+                found: found.map(str::to_string),
+                expected: self.issuer.clone(),
+            })
         }
     }
 }
@@ -149,8 +153,15 @@ mod tests {
             issuer.claims_of_stored(&t, 1300).unwrap_err(),
             jwt::JwtError::Expired
         );
-        let elsewhere = TokenIssuer::new(k, "other".into(), 300);
-        assert!(elsewhere.claims_of_stored(&t, 1100).is_err());
+        let elsewhere = TokenIssuer::new(k.clone(), "other".into(), 300);
+        assert!(matches!(
+            elsewhere.claims_of_stored(&t, 1100),
+            Err(jwt::JwtError::Issuer { found: Some(f), .. }) if f == "coffer"
+        ));
+        assert!(matches!(
+            elsewhere.verify(&t, 1100),
+            Err(jwt::JwtError::Issuer { .. })
+        ));
         assert!(issuer.claims_of_stored("not.a-token", 1100).is_err());
     }
 }

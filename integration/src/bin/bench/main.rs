@@ -19,6 +19,26 @@ use coffer_protocol::ResourcePath;
 
 use load::{Load, Measurement, Target};
 
+/// The TEEs the benchmark can present evidence for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum BenchTee {
+    /// Trustee's development TEE (no hardware, nothing verified).
+    Sample,
+    /// TDX quotes minted per handshake by the test PKI, verified by the server's real DCAP
+    /// path with the test root and offline collateral.
+    Tdx,
+}
+
+impl std::fmt::Display for BenchTee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BenchTee::Sample => "sample",
+            BenchTee::Tdx => "tdx",
+        })
+    }
+}
+
 #[derive(Parser)]
 #[command(about = "coffer-server handshake benchmark (optionally side by side with Trustee's KBS)")]
 struct Args {
@@ -34,10 +54,9 @@ struct Args {
     /// Print one JSON object per measurement instead of text.
     #[arg(long)]
     json: bool,
-    /// Evidence: `sample`, or `tdx` (quotes minted per handshake by the test PKI, verified by
-    /// the server's real DCAP path with the test root and offline collateral).
-    #[arg(long, default_value = "sample", value_parser = ["sample", "tdx"])]
-    tee: String,
+    /// Evidence the clients present.
+    #[arg(long, value_enum, default_value_t = BenchTee::Sample)]
+    tee: BenchTee,
     /// Run this many replicas on one fresh PostgreSQL database (the machine's, or
     /// COFFER_TEST_PG_URL) instead of one server on SQLite; clients spread over them.
     #[arg(long)]
@@ -54,11 +73,11 @@ const RESOURCE: &str = "default/bench/key";
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(
-        args.trustee_kbs.is_none() || args.tee == "sample",
+        args.trustee_kbs.is_none() || args.tee == BenchTee::Sample,
         "--trustee-kbs measures the sample TEE only (Trustee's TDX verifier needs Intel's DCAP libraries)"
     );
     let dir = tempfile::tempdir()?;
-    let pki = (args.tee == "tdx").then(|| Arc::new(TestPki::new()));
+    let pki = (args.tee == BenchTee::Tdx).then(|| Arc::new(TestPki::new()));
     // The session table's bound (10,000 by default: 33 new handshakes a second at the
     // 300 s session lifetime) is far below this load; what is measured is the handshake,
     // not the eviction of sessions younger than their lifetime.
