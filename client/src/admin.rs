@@ -1,8 +1,9 @@
 //! The admin API of coffer-server (and the subset Trustee's KBS shares).
 
 use coffer_protocol::jwt::{self, SigningKey};
-use coffer_protocol::{b64, ResourcePath};
+use coffer_protocol::{b64, AuditEntry, AuditPage, ResourcePath, StoredPolicy};
 use ed25519_dalek::pkcs8::DecodePrivateKey;
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::error::check;
@@ -77,6 +78,22 @@ impl AdminClient {
             .map_err(|e| ClientError::Protocol(format!("{what}: invalid JSON answer: {e}")))
     }
 
+    /// GETs `path` and reads the answer as a `T`; an answer of another shape is
+    /// [`ClientError::Answer`] naming what is wrong, never a default value.
+    async fn get_typed<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        path: &str,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let resp = self.send(what, self.http.get(&url), &url).await?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Transport { url, source })?;
+        decode(what, &body)
+    }
+
     /// Stores resource bytes.
     pub async fn set_resource(
         &self,
@@ -119,13 +136,10 @@ impl AdminClient {
 
     /// A stored policy's Rego text (coffer-server only).
     pub async fn get_policy(&self, id: &str) -> Result<String, ClientError> {
-        let v = self
-            .get_json("get-policy", &format!("/coffer/v1/policies/{id}"))
+        let policy: StoredPolicy = self
+            .get_typed("get-policy", &format!("/coffer/v1/policies/{id}"))
             .await?;
-        v.get("body")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| ClientError::Protocol("policy answer has no body".into()))
+        Ok(policy.body)
     }
 
     /// Registers sample-format reference values `{name: value}`.
@@ -245,29 +259,27 @@ impl AdminClient {
         .await
     }
 
-    /// One page of audit rows, `{total, offset, limit, entries}` (coffer-server only).
-    /// `query` holds the filters of `GET /coffer/v1/audit` as (name, value) pairs.
-    pub async fn audit(&self, query: &[(&str, String)]) -> Result<Value, ClientError> {
+    /// One page of audit rows (coffer-server only). `query` holds the filters of
+    /// `GET /coffer/v1/audit` as (name, value) pairs.
+    pub async fn audit(&self, query: &[(&str, String)]) -> Result<AuditPage, ClientError> {
         let qs: Vec<String> = query
             .iter()
             .map(|(k, v)| format!("{k}={}", urlencode(v)))
             .collect();
-        let v = self
-            .get_json("audit", &format!("/coffer/v1/audit?{}", qs.join("&")))
-            .await?;
-        if v.get("entries").and_then(Value::as_array).is_none() {
-            return Err(ClientError::Protocol(
-                "audit answer has no entries list (a coffer-server older than this client?)".into(),
-            ));
-        }
-        Ok(v)
+        self.get_typed("audit", &format!("/coffer/v1/audit?{}", qs.join("&")))
+            .await
     }
 
     /// One audit row with its recorded claims (coffer-server only).
-    pub async fn audit_entry(&self, seq: i64) -> Result<Value, ClientError> {
-        self.get_json("audit", &format!("/coffer/v1/audit/{seq}"))
+    pub async fn audit_entry(&self, seq: i64) -> Result<AuditEntry, ClientError> {
+        self.get_typed("audit", &format!("/coffer/v1/audit/{seq}"))
             .await
     }
+}
+
+/// Reads a JSON answer of the server as a `T`.
+fn decode<T: DeserializeOwned>(what: &'static str, body: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(body).map_err(|source| ClientError::Answer { what, source })
 }
 
 /// Percent-encodes one path segment or query value.
@@ -281,4 +293,74 @@ fn urlencode(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Answers one HTTP request with `body` as JSON; returns the base URL.
+    async fn answer_once(body: &'static str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            // Read the request head (a GET has no body), then answer and close.
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.ends_with(b"\r\n\r\n") {
+                let n = conn.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    return;
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            conn.write_all(reply.as_bytes()).await.unwrap();
+        });
+        url
+    }
+
+    async fn audit_answer(body: &'static str) -> Result<AuditPage, ClientError> {
+        let url = answer_once(body).await;
+        AdminClient::new(reqwest::Client::new(), &url, "t".into())
+            .audit(&[])
+            .await
+    }
+
+    #[tokio::test]
+    async fn an_audit_page_is_read_typed() {
+        let page = audit_answer(
+            r#"{"total":1,"offset":0,"limit":100,"entries":[{"seq":3,"at_ms":5,"action":"admin:delete-resource","decision":"ok","session_id":null,"tee":null,"claims_digest":null,"resource":"a/b/c","actor":"coffer","detail":null,"client_addr":null,"verdict":null,"trust_vector":null,"has_claims":false}]}"#,
+        )
+        .await
+        .unwrap();
+        assert_eq!(page.entries[0].seq, 3);
+        assert_eq!(
+            page.entries[0].action,
+            coffer_protocol::AuditAction::Admin(coffer_protocol::AdminOp::DeleteResource)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_malformed_audit_answer_is_an_error_not_a_zero() {
+        for body in [
+            // seq as a string, where the old client read `as_i64().unwrap_or(0)`
+            r#"{"total":1,"offset":0,"limit":100,"entries":[{"seq":"3","at_ms":5,"action":"attest","decision":"deny","has_claims":false}]}"#,
+            // a decision no server writes
+            r#"{"total":1,"offset":0,"limit":100,"entries":[{"seq":3,"at_ms":5,"action":"attest","decision":"maybe","has_claims":false}]}"#,
+            // no entries list at all
+            r#"{"total":0,"offset":0,"limit":100}"#,
+        ] {
+            let r = audit_answer(body).await;
+            assert!(
+                matches!(&r, Err(ClientError::Answer { what: "audit", source }) if source.is_data()),
+                "{body}: {r:?}"
+            );
+        }
+    }
 }

@@ -34,6 +34,17 @@ pub enum ClientError {
     /// The server's answer did not follow the protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// A JSON answer of the server is not the shape this client reads (a member missing
+    /// or of the wrong type, an action or decision no server writes): a server of another
+    /// version, or not a coffer-server.
+    #[error("the answer to {what} is not what this client expects: {source}")]
+    Answer {
+        /// What was asked (`audit`, `get-policy`, ...).
+        what: &'static str,
+        /// What is wrong, and where in the answer.
+        #[source]
+        source: serde_json::Error,
+    },
     /// Evidence could not be collected.
     #[error("evidence: {0}")]
     Evidence(String),

@@ -120,6 +120,7 @@ impl ClientError {
             ClientError::Kbs { .. }
             | ClientError::Transport { .. }
             | ClientError::Protocol(_)
+            | ClientError::Answer { .. }
             | ClientError::Cdh { .. }
             | ClientError::CdhUnreachable { .. } => Exit::Unavailable,
             ClientError::EntriesFailed { .. } => Exit::Tampered,

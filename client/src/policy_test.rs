@@ -9,7 +9,7 @@ use base64::Engine;
 use coffer_policy::{
     Appraisal, PolicyEngine, PolicyError, ResourcePathDialect, ResourceRequest, ResourceVerdict,
 };
-use coffer_protocol::ResourcePath;
+use coffer_protocol::{AuditAction, AuditEntry, ResourcePath};
 use serde_json::{json, Map, Value};
 
 /// Why a policy test could not run.
@@ -95,24 +95,20 @@ impl Recorded {
     /// (`GET /coffer/v1/audit/{seq}`): its verified claims are the annotated evidence, and
     /// with its verdict and trust vector they rebuild the token claims a resource policy
     /// reads (policy extensions are not recorded).
-    pub fn from_audit_row(row: &Value) -> Result<Self, PolicyTestError> {
-        let seq = row.get("seq").and_then(Value::as_i64).unwrap_or(0);
-        if row.get("action").and_then(Value::as_str) != Some("attest") {
+    pub fn from_audit_row(row: &AuditEntry) -> Result<Self, PolicyTestError> {
+        let seq = row.seq;
+        if row.action != AuditAction::Attest {
             return Err(PolicyTestError::Input(format!(
                 "audit row {seq} is not an attestation (action {}); pick a row with action attest",
-                row.get("action").unwrap_or(&Value::Null)
+                row.action
             )));
         }
-        let evidence = row
-            .get("claims")
-            .filter(|c| c.is_object())
-            .cloned()
-            .ok_or_else(|| {
-                PolicyTestError::Input(format!(
-                    "audit row {seq} has no recorded claims (a refused attestation, or one \
+        let evidence = row.claims.clone().filter(Value::is_object).ok_or_else(|| {
+            PolicyTestError::Input(format!(
+                "audit row {seq} has no recorded claims (a refused attestation, or one \
                      recorded before claims were kept)"
-                ))
-            })?;
+            ))
+        })?;
         if evidence.get(ELIDED_KEY).is_some() {
             tracing::warn!(
                 "audit row {seq}: {}",
@@ -122,8 +118,8 @@ impl Recorded {
             );
         }
         let claims = json!({"submods": {"cpu0": {
-            "ear.status": row.get("verdict").cloned().unwrap_or(json!("none")),
-            "ear.trustworthiness-vector": row.get("trust_vector").cloned().unwrap_or(json!({})),
+            "ear.status": row.verdict.as_deref().unwrap_or("none"),
+            "ear.trustworthiness-vector": row.trust_vector.clone().unwrap_or(json!({})),
             "ear.appraisal-policy-id": "default",
             EVIDENCE: evidence.clone(),
         }}});
@@ -310,6 +306,7 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use coffer_protocol::Decision;
 
     fn evidence() -> Value {
         json!({"sample": {"svn": "1", "launch_digest": "abcde"}, "report_data": "x"})
@@ -317,8 +314,14 @@ mod tests {
 
     #[test]
     fn audit_rows_are_recognised() {
-        let row = json!({"seq": 7, "action": "attest", "verdict": "affirming",
-                         "trust_vector": {"executables": 3}, "claims": evidence()});
+        let row = AuditEntry {
+            seq: 7,
+            verdict: Some("affirming".into()),
+            trust_vector: Some(json!({"executables": 3})),
+            claims: Some(evidence()),
+            has_claims: true,
+            ..AuditEntry::new(0, AuditAction::Attest, Decision::Allow)
+        };
         let r = Recorded::from_audit_row(&row).unwrap();
         assert_eq!(r.evidence, evidence());
         let claims = r.claims.unwrap();
@@ -329,8 +332,15 @@ mod tests {
         );
         assert_eq!(claims["submods"]["cpu0"][EVIDENCE], evidence());
         for bad in [
-            json!({"seq": 1, "action": "release", "claims": evidence()}),
-            json!({"seq": 2, "action": "attest", "decision": "deny"}),
+            AuditEntry {
+                seq: 1,
+                claims: Some(evidence()),
+                ..AuditEntry::new(0, AuditAction::Release, Decision::Allow)
+            },
+            AuditEntry {
+                seq: 2,
+                ..AuditEntry::new(0, AuditAction::Attest, Decision::Deny)
+            },
         ] {
             assert!(matches!(
                 Recorded::from_audit_row(&bad),

@@ -7,6 +7,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod audit;
 pub mod b64;
 mod ec;
 pub mod error;
@@ -20,6 +22,8 @@ mod rsa_ops;
 pub mod runtime_data;
 pub mod tee;
 
+pub use admin::{PolicyKind, ResourceMeta, StoredPolicy};
+pub use audit::{AdminOp, AuditAction, AuditCount, AuditEntry, AuditPage, AuditStats, Decision};
 pub use error::{ErrorKind, Problem};
 pub use jwk::{TeeKeyPair, TeePubKey};
 pub use messages::{

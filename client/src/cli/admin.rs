@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use coffer::admin::{mint_admin_token, AdminClient};
 use coffer_policy::defaults;
-use coffer_protocol::ResourcePath;
+use coffer_protocol::{AuditPage, ResourcePath};
 
 use crate::{read_text, Cli};
 
@@ -329,42 +329,39 @@ impl AuditArgs {
     }
 }
 
-fn print_audit(page: &serde_json::Value) {
-    let rows = page["entries"].as_array().cloned().unwrap_or_default();
+fn print_audit(page: &AuditPage) {
+    let rows = &page.entries;
     println!(
         "{:>6}  {:<24}  {:<22}  {:<6}  {:<7}  {:<10}  {:<15}  {:<30}  detail",
         "seq", "time (UTC)", "action", "result", "tee", "session", "client", "resource / actor"
     );
-    for r in &rows {
-        let s = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
-        let session: String = s("session_id").chars().take(10).collect();
-        let target = match (r["resource"].as_str(), r["actor"].as_str()) {
+    for r in rows {
+        let s = |v: &Option<String>| v.as_deref().unwrap_or("-").to_string();
+        let session: String = s(&r.session_id).chars().take(10).collect();
+        let target = match (&r.resource, &r.actor) {
             (Some(res), Some(actor)) => format!("{res} by {actor}"),
-            (Some(res), None) => res.to_string(),
+            (Some(res), None) => res.clone(),
             (None, Some(actor)) => format!("by {actor}"),
             (None, None) => "-".into(),
         };
-        let mut detail = s("detail");
-        if let Some(tv) = r.get("trust_vector").filter(|v| v.is_object()) {
+        let mut detail = s(&r.detail);
+        if let Some(tv) = r.trust_vector.as_ref().filter(|v| v.is_object()) {
             detail = format!("{detail} {tv}");
         }
         println!(
             "{:>6}  {:<24}  {:<22}  {:<6}  {:<7}  {:<10}  {:<15}  {:<30}  {}",
-            r["seq"].as_i64().unwrap_or(0),
-            human_time(r["at_ms"].as_i64().unwrap_or(0)),
-            s("action"),
-            s("decision"),
-            s("tee"),
+            r.seq,
+            human_time(r.at_ms),
+            r.action.to_string(),
+            r.decision.as_str(),
+            s(&r.tee),
             session,
-            s("client_addr"),
+            s(&r.client_addr),
             target,
             detail
         );
     }
-    let (total, offset) = (
-        page["total"].as_i64().unwrap_or(0),
-        page["offset"].as_i64().unwrap_or(0),
-    );
+    let (total, offset) = (page.total, page.offset);
     if rows.is_empty() {
         eprintln!("no rows (of {total} matching)");
     } else {
@@ -511,13 +508,16 @@ pub(crate) async fn run(cli: &Cli, http: reqwest::Client, a: &AdminArgs) -> anyh
         AdminCommand::Audit(args) => {
             let page = c.audit(&args.query()?).await?;
             if args.json {
-                println!("{page}");
+                println!("{}", serde_json::to_string(&page)?);
             } else {
                 print_audit(&page);
             }
         }
         AdminCommand::AuditShow { seq } => {
-            println!("{:#}", c.audit_entry(*seq).await?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&c.audit_entry(*seq).await?)?
+            );
         }
     }
     Ok(())

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use coffer_policy::{PolicyEngine, ResourcePathDialect};
-use coffer_protocol::ResourcePath;
+use coffer_protocol::{AuditEntry, ResourcePath};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
@@ -113,6 +113,9 @@ enum TestError {
     /// Its audit row could not be fetched.
     #[error(transparent)]
     Call(#[from] CallError),
+    /// The server's answer is not an audit row (a server of another version).
+    #[error("the answer is not an audit row: {0}")]
+    Row(#[source] serde_json::Error),
     /// It could not be evaluated.
     #[error(transparent)]
     Policy(#[from] crate::policy_test::PolicyTestError),
@@ -410,6 +413,7 @@ async fn test(req: HttpRequest, st: web::Data<State>, body: web::Json<TestBody>)
     for seq in &body.seqs {
         let outcome = async {
             let row = st.get_json(&format!("/coffer/v1/audit/{seq}")).await?;
+            let row: AuditEntry = serde_json::from_value(row).map_err(TestError::Row)?;
             let recorded = Recorded::from_audit_row(&row)?;
             let draft = NamedPolicy {
                 name: "draft",

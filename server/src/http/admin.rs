@@ -1,6 +1,7 @@
 //! Admin endpoints. Every handler authenticates first; nothing is read or written otherwise.
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use coffer_protocol::{AuditCount, AuditStats};
 use serde::Deserialize;
 
 use super::{authorization, body, AppState};
@@ -364,11 +365,13 @@ pub(super) async fn audit_stats(
         .map(|v| parse_time("since", v))
         .transpose()?;
     let (since, counts) = st.kbs.audit_counts(since).await?;
-    let rows: Vec<serde_json::Value> = counts
+    let counts = counts
         .into_iter()
-        .map(|(action, decision, count)| {
-            serde_json::json!({"action": action, "decision": decision, "count": count})
+        .map(|(action, decision, count)| AuditCount {
+            action,
+            decision,
+            count,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({"since": since, "counts": rows})))
+    Ok(HttpResponse::Ok().json(AuditStats { since, counts }))
 }

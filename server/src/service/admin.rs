@@ -215,16 +215,7 @@ pub struct ResourceListEntry {
     pub resource_tag: String,
 }
 
-/// A stored resource's name, size and update time (never its value).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ResourceMeta {
-    /// `repository/type/tag`.
-    pub path: String,
-    /// Size of the value in bytes.
-    pub size: i64,
-    /// Unix seconds of the last store.
-    pub updated_at: i64,
-}
+pub use coffer_protocol::ResourceMeta;
 
 /// Reference values expire after a year unless re-registered (as in Trustee's RVPS).
 const REFERENCE_VALUE_TTL_SECS: i64 = 365 * 24 * 3600;

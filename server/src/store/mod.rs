@@ -9,13 +9,18 @@ mod sqlite;
 #[cfg(test)]
 mod tests;
 
-use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use async_trait::async_trait;
 use coffer_protocol::{HashAlgorithm, ProtocolVersion, Tee};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+// The audit log's and the listings' wire types are coffer-protocol's, shared with the client;
+// re-exported here because the store reads and writes them.
+pub use coffer_protocol::admin::{PolicyKind, StoredPolicy, UnknownPolicyKind};
+pub use coffer_protocol::audit::{
+    AdminOp, AuditAction, AuditEntry, AuditPage, Decision, UnknownAction, UnknownDecision,
+};
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -78,6 +83,16 @@ pub enum StoreError {
     },
 }
 
+/// A stored policy kind that is neither `attestation` nor `resource`.
+impl From<UnknownPolicyKind> for StoreError {
+    fn from(e: UnknownPolicyKind) -> Self {
+        StoreError::Corrupt {
+            column: "policies.kind",
+            value: e.0,
+        }
+    }
+}
+
 impl StoreError {
     /// Wraps a driver error as [`StoreError::Unavailable`].
     pub fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> Self {
@@ -119,155 +134,6 @@ pub struct Session {
     pub expires_at: i64,
 }
 
-/// A policy kind; serialised (database and JSON) as `attestation` or `resource`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PolicyKind {
-    /// Attestation (appraisal) policy, producing trust claims.
-    Attestation,
-    /// Resource policy, producing `allow`.
-    Resource,
-}
-
-impl PolicyKind {
-    /// The stored spelling (`StoredPolicy::kind`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PolicyKind::Attestation => "attestation",
-            PolicyKind::Resource => "resource",
-        }
-    }
-}
-
-impl FromStr for PolicyKind {
-    type Err = StoreError;
-
-    fn from_str(s: &str) -> Result<Self, StoreError> {
-        match s {
-            "attestation" => Ok(PolicyKind::Attestation),
-            "resource" => Ok(PolicyKind::Resource),
-            _ => Err(StoreError::Corrupt {
-                column: "policies.kind",
-                value: s.to_string(),
-            }),
-        }
-    }
-}
-
-/// A stored policy.
-#[derive(Debug, Clone, Serialize)]
-pub struct StoredPolicy {
-    /// Policy id.
-    pub id: String,
-    /// Attestation or resource policy.
-    pub kind: PolicyKind,
-    /// Rego text.
-    pub body: String,
-    /// Unix seconds.
-    pub updated_at: i64,
-}
-
-/// An admin change recorded in the audit log as `admin:<name>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AdminOp {
-    /// A resource stored.
-    SetResource,
-    /// A resource deleted.
-    DeleteResource,
-    /// The resource policy replaced.
-    SetResourcePolicy,
-    /// An attestation policy stored.
-    SetAttestationPolicy,
-    /// An attestation policy deleted.
-    DeleteAttestationPolicy,
-    /// A reference value stored.
-    SetReferenceValue,
-    /// A reference value deleted.
-    DeleteReferenceValue,
-}
-
-impl AdminOp {
-    /// Every operation.
-    pub const ALL: [AdminOp; 7] = [
-        AdminOp::SetResource,
-        AdminOp::DeleteResource,
-        AdminOp::SetResourcePolicy,
-        AdminOp::SetAttestationPolicy,
-        AdminOp::DeleteAttestationPolicy,
-        AdminOp::SetReferenceValue,
-        AdminOp::DeleteReferenceValue,
-    ];
-
-    /// The name after `admin:`.
-    pub fn name(self) -> &'static str {
-        match self {
-            AdminOp::SetResource => "set-resource",
-            AdminOp::DeleteResource => "delete-resource",
-            AdminOp::SetResourcePolicy => "set-resource-policy",
-            AdminOp::SetAttestationPolicy => "set-attestation-policy",
-            AdminOp::DeleteAttestationPolicy => "delete-attestation-policy",
-            AdminOp::SetReferenceValue => "set-reference-value",
-            AdminOp::DeleteReferenceValue => "delete-reference-value",
-        }
-    }
-}
-
-/// What an audit row records; stored and served as `attest`, `release` or
-/// `admin:<operation>` (the strings earlier versions wrote).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AuditAction {
-    /// An `/attest` call for a live session.
-    Attest,
-    /// A resource request that reached the resource policy.
-    Release,
-    /// An admin change.
-    Admin(AdminOp),
-}
-
-/// An audit action name no version of this server writes.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown audit action {0:?} (attest, release, admin or admin:<operation>)")]
-pub struct UnknownAction(pub String);
-
-impl fmt::Display for AuditAction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AuditAction::Attest => f.write_str("attest"),
-            AuditAction::Release => f.write_str("release"),
-            AuditAction::Admin(op) => write!(f, "admin:{}", op.name()),
-        }
-    }
-}
-
-impl FromStr for AuditAction {
-    type Err = UnknownAction;
-
-    fn from_str(s: &str) -> Result<Self, UnknownAction> {
-        match s {
-            "attest" => Ok(AuditAction::Attest),
-            "release" => Ok(AuditAction::Release),
-            _ => s
-                .strip_prefix("admin:")
-                .and_then(|name| AdminOp::ALL.into_iter().find(|op| op.name() == name))
-                .map(AuditAction::Admin)
-                .ok_or_else(|| UnknownAction(s.to_string())),
-        }
-    }
-}
-
-impl Serialize for AuditAction {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for AuditAction {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 /// Which actions an audit listing returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActionFilter {
@@ -285,53 +151,6 @@ impl FromStr for ActionFilter {
             Ok(ActionFilter::AnyAdmin)
         } else {
             s.parse().map(ActionFilter::Is)
-        }
-    }
-}
-
-/// The outcome an audit row records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Decision {
-    /// Token issued, or resource released.
-    Allow,
-    /// Attestation or release refused.
-    Deny,
-    /// An admin change applied.
-    Ok,
-}
-
-impl Decision {
-    /// The stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Allow => "allow",
-            Decision::Deny => "deny",
-            Decision::Ok => "ok",
-        }
-    }
-}
-
-impl fmt::Display for Decision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A decision name no version of this server writes.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown audit decision {0:?} (allow, deny or ok)")]
-pub struct UnknownDecision(pub String);
-
-impl FromStr for Decision {
-    type Err = UnknownDecision;
-
-    fn from_str(s: &str) -> Result<Self, UnknownDecision> {
-        match s {
-            "allow" => Ok(Decision::Allow),
-            "deny" => Ok(Decision::Deny),
-            "ok" => Ok(Decision::Ok),
-            _ => Err(UnknownDecision(s.to_string())),
         }
     }
 }
@@ -443,71 +262,6 @@ impl AuditRow {
     }
 }
 
-/// One audit row.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-pub struct AuditEntry {
-    /// Sequence number (assigned by the store).
-    pub seq: i64,
-    /// Unix milliseconds.
-    pub at_ms: i64,
-    /// What was done: `attest`, `release`, `admin:<operation>`.
-    pub action: AuditAction,
-    /// `allow`, `deny` (attestations and releases), `ok` (admin changes).
-    pub decision: Decision,
-    /// Session id (cookie), when the call had one.
-    pub session_id: Option<String>,
-    /// TEE type.
-    pub tee: Option<String>,
-    /// SHA-256 (hex) of the token claims the decision was based on.
-    pub claims_digest: Option<String>,
-    /// Resource path or policy id concerned.
-    pub resource: Option<String>,
-    /// Admin identity (`sub`/`iss` of the admin token) for admin changes.
-    pub actor: Option<String>,
-    /// Short reason; never secret material.
-    pub detail: Option<String>,
-    /// The caller's address (TCP peer), when known.
-    #[serde(default)]
-    pub client_addr: Option<String>,
-    /// For attestations: the EAR status (`affirming`, `warning`, `contraindicated`, `none`).
-    #[serde(default)]
-    pub verdict: Option<String>,
-    /// For attestations: the trust vector the attestation policy gave.
-    #[serde(default)]
-    pub trust_vector: Option<serde_json::Value>,
-    /// For attestations: the verified claims (annotated evidence; public values only,
-    /// size-capped). Listings leave them out unless asked; [`Store::get_audit`] has them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub claims: Option<serde_json::Value>,
-    /// Whether the row has recorded claims (also when a listing leaves them out).
-    #[serde(default)]
-    pub has_claims: bool,
-}
-
-impl AuditEntry {
-    /// A row recording `action` with `decision` at `at_ms`, every optional member empty
-    /// (the store assigns `seq`).
-    pub fn new(at_ms: i64, action: AuditAction, decision: Decision) -> Self {
-        AuditEntry {
-            seq: 0,
-            at_ms,
-            action,
-            decision,
-            session_id: None,
-            tee: None,
-            claims_digest: None,
-            resource: None,
-            actor: None,
-            detail: None,
-            client_addr: None,
-            verdict: None,
-            trust_vector: None,
-            claims: None,
-            has_claims: false,
-        }
-    }
-}
-
 /// Which audit rows a listing returns. Every `Some` narrows the result.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AuditFilter {
@@ -535,19 +289,6 @@ pub struct AuditFilter {
     pub limit: i64,
     /// Include the recorded claims in each row.
     pub with_claims: bool,
-}
-
-/// One page of audit rows and how many rows match the filter in all.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
-pub struct AuditPage {
-    /// Rows matching the filter, before paging.
-    pub total: i64,
-    /// Rows skipped.
-    pub offset: i64,
-    /// Most rows asked for.
-    pub limit: i64,
-    /// The rows of this page.
-    pub entries: Vec<AuditEntry>,
 }
 
 /// The storage seam. Implementations must make [`Store::consume_nonce`] atomic across
