@@ -428,7 +428,7 @@ impl CollateralProvider {
             )));
         }
         let base = self.cfg.pccs_url.trim_end_matches('/');
-        let tee = if key.tee == "TDX" { "tdx" } else { "sgx" };
+        let tee = key.tee.pcs_path();
         let update = self.cfg.pccs_update.as_str();
         let (tcb, tcb_chain) = self
             .get_text(
