@@ -21,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod aead;
 pub mod b64;
 mod ec;
 pub mod error;
