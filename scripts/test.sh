@@ -19,6 +19,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
+  # nextest does not run documentation examples; they are compiled (and run) here.
+  cargo test --workspace --doc
 else
   cargo test --workspace --no-fail-fast
 fi

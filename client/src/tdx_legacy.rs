@@ -2,6 +2,9 @@
 //! `/dev/tdx_guest` (`TDX_CMD_GET_REPORT0`), turned into a quote by the host's Quote
 //! Generation Service over vsock (CID 2, port from `/etc/tdx-attest.conf`, default 4050).
 
+// The two system interfaces here have no safe wrapper in the crates the workspace uses (an
+// ioctl with a driver-specific struct, and AF_VSOCK sockets); each unsafe block is one FFI
+// call, with its contract stated beside it.
 #![allow(unsafe_code)]
 
 use std::io::{Read, Write};
@@ -27,6 +30,11 @@ struct ReportReq {
     report_data: [u8; 64],
     td_report: [u8; 1024],
 }
+
+// The ioctl number encodes the size of the struct the driver copies in and out (bits
+// 16..30); the struct above must be exactly that size.
+const _: () =
+    assert!(((TDX_CMD_GET_REPORT0 >> 16) & 0x3fff) as usize == std::mem::size_of::<ReportReq>());
 
 /// A TDREPORT over `report_data` from the TDX guest device.
 pub fn td_report(dev: &Path, report_data: &[u8; 64]) -> Result<[u8; 1024], ClientError> {
@@ -140,35 +148,38 @@ pub fn qgs_port(conf: Option<&str>) -> u32 {
 
 /// A vsock stream to the host's QGS.
 fn connect_vsock(port: u32) -> Result<std::fs::File, ClientError> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: plain socket(2)/connect(2) calls on a zeroed sockaddr_vm; the fd is owned by
-    // the returned File or closed on failure.
-    unsafe {
-        let fd = libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(err(format!(
-                "vsock unavailable: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        let mut addr: libc::sockaddr_vm = std::mem::zeroed();
-        addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
-        addr.svm_port = port;
-        addr.svm_cid = VMADDR_CID_HOST;
-        let rc = libc::connect(
-            fd,
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: socket(2) takes no pointers.
+    let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(err(format!(
+            "vsock unavailable: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: `fd` was just returned by socket(2) and nothing else owns it; from here on it
+    // is closed when `owned` drops, on every path.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_vm is plain data for which all-zero bytes are a valid value.
+    let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+    addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+    addr.svm_port = port;
+    addr.svm_cid = VMADDR_CID_HOST;
+    // SAFETY: `addr` is a live sockaddr_vm and the length passed is its size.
+    let rc = unsafe {
+        libc::connect(
+            owned.as_raw_fd(),
             &addr as *const libc::sockaddr_vm as *const libc::sockaddr,
             std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
-        );
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
-            libc::close(fd);
-            return Err(err(format!(
-                "cannot reach the quote generation service at vsock {VMADDR_CID_HOST}:{port}: {e}"
-            )));
-        }
-        Ok(std::fs::File::from_raw_fd(fd))
+        )
+    };
+    if rc != 0 {
+        return Err(err(format!(
+            "cannot reach the quote generation service at vsock {VMADDR_CID_HOST}:{port}: {}",
+            std::io::Error::last_os_error()
+        )));
     }
+    Ok(std::fs::File::from(owned))
 }
 
 /// A quote through `/dev/tdx_guest` and the host QGS.

@@ -6,6 +6,21 @@
 //! 128-bit nonces) → [`tree`] (walks a cipher directory and writes plaintext). The cipher
 //! directory is treated as hostile (the host controls its storage): see [`tree`] for what
 //! decryption does and does not trust.
+//!
+//! Unlock a gocryptfs directory with its password and decrypt the whole tree (each file is
+//! written whole or not at all; the summary lists what failed):
+//!
+//! ```no_run
+//! use coffer_cryptfs::{tree, Config};
+//! use std::path::Path;
+//!
+//! let cipher = Path::new("/mnt/cipher");
+//! let config = Config::load_from_dir(cipher)?; // gocryptfs.conf, parsed as hostile input
+//! let keys = config.unlock(b"the password")?.keys();
+//! let summary = tree::decrypt_tree(&config, &keys, cipher, Path::new("/mnt/model"), &|_| {})?;
+//! assert!(summary.failures.is_empty());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![forbid(unsafe_code)]
 

@@ -29,6 +29,9 @@ pub struct Emulator {
     pub served: Arc<AtomicUsize>,
     /// Answer the next N requests with 503 ServiceUnavailableTemporary.
     pub fail_next: Arc<AtomicUsize>,
+    /// Answer the next N GetSecretValue calls (either protocol) with 200 but no
+    /// `SecretData`: a broken or hostile endpoint, which must not become an empty secret.
+    pub omit_secret_data: Arc<AtomicUsize>,
     /// Encrypt and Decrypt calls answered 200.
     pub crypto_calls: Arc<AtomicUsize>,
     /// Error codes of refused AccessKey (OpenAPI) requests, in order.
@@ -126,6 +129,7 @@ struct State {
     secrets: HashMap<String, String>,
     served: Arc<AtomicUsize>,
     fail_next: Arc<AtomicUsize>,
+    omit_secret_data: Arc<AtomicUsize>,
     /// AccessKey id → secret, for the OpenAPI.
     access_keys: HashMap<String, String>,
     /// Every `SignatureNonce` accepted so far.
@@ -246,12 +250,20 @@ async fn handle(req: HttpRequest, body: web::Bytes, st: web::Data<State>) -> Htt
     let mut b = Vec::new();
     put(&mut b, 1, name.as_bytes());
     put(&mut b, 2, b"Generic");
-    put(&mut b, 3, value.as_bytes());
+    if !take_one(&st.omit_secret_data) {
+        put(&mut b, 3, value.as_bytes());
+    }
     put(&mut b, 4, b"text");
     put(&mut b, 8, b"emulator-request-id");
     HttpResponse::Ok()
         .content_type("application/x-protobuf")
         .body(b)
+}
+
+/// Takes one from a "the next N calls" counter; whether there was one.
+fn take_one(n: &AtomicUsize) -> bool {
+    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
+        .is_ok()
 }
 
 fn rpc_error(st: &State, status: u16, code: &str, message: &str) -> HttpResponse {
@@ -465,19 +477,22 @@ fn rpc(req: &HttpRequest, body: &[u8], st: &State) -> HttpResponse {
         return rpc_error(st, 404, "Forbidden.ResourceNotFound", "no such secret");
     };
     st.served.fetch_add(1, Ordering::SeqCst);
-    HttpResponse::Ok().content_type("application/json").body(
-        serde_json::json!({
-            "RequestId": "emulator-request-id",
-            "SecretName": p("SecretName"),
-            "SecretData": value,
-            "SecretDataType": "text",
-            "SecretType": "Generic",
-            "VersionId": "v1",
-            "VersionStages": {"VersionStage": ["ACSCurrent"]},
-            "CreateTime": "2024-01-01T00:00:00Z",
-        })
-        .to_string(),
-    )
+    let mut answer = serde_json::json!({
+        "RequestId": "emulator-request-id",
+        "SecretName": p("SecretName"),
+        "SecretData": value,
+        "SecretDataType": "text",
+        "SecretType": "Generic",
+        "VersionId": "v1",
+        "VersionStages": {"VersionStage": ["ACSCurrent"]},
+        "CreateTime": "2024-01-01T00:00:00Z",
+    });
+    if take_one(&st.omit_secret_data) {
+        answer.as_object_mut().map(|o| o.remove("SecretData"));
+    }
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(answer.to_string())
 }
 
 /// Starts the emulator (TLS with the fixture's synthetic server certificate) in a thread.
@@ -518,6 +533,7 @@ pub fn start_with_access_keys(
     let port = listener.local_addr().unwrap().port();
     let served = Arc::new(AtomicUsize::new(0));
     let fail_next = Arc::new(AtomicUsize::new(0));
+    let omit_secret_data = Arc::new(AtomicUsize::new(0));
     let crypto_calls = Arc::new(AtomicUsize::new(0));
     let rpc_rejections = Arc::new(Mutex::new(Vec::new()));
     let state = web::Data::new(State {
@@ -531,6 +547,7 @@ pub fn start_with_access_keys(
         secrets,
         served: served.clone(),
         fail_next: fail_next.clone(),
+        omit_secret_data: omit_secret_data.clone(),
     });
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
@@ -550,6 +567,7 @@ pub fn start_with_access_keys(
         port,
         served,
         fail_next,
+        omit_secret_data,
         crypto_calls,
         rpc_rejections,
     }

@@ -139,6 +139,35 @@ fn secrets_come_from_kms() {
 }
 
 #[test]
+fn a_kms_answer_without_the_secret_releases_nothing() {
+    let emu = kms_emulator::start(
+        &data(),
+        HashMap::from([("model-key".to_string(), "kms-held".to_string())]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        Some(&config(emu.port, &data().join("clientKey_test-id.json"))),
+    );
+    s.admin(&["set-resource-policy", "--builtin", "allow-all"]);
+    emu.omit_secret_data
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let out = s.coffer(&["get-resource", "default/aliyun/model-key"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), exit_code(Exit::Unavailable), "{stderr}");
+    assert!(out.stdout.is_empty(), "released {:?}", out.stdout);
+    assert!(stderr.contains("StorageUnavailable"), "{stderr}");
+    // The next answer is whole again and is released.
+    let out = s.coffer(&["get-resource", "default/aliyun/model-key"]);
+    assert_eq!(
+        out.stdout,
+        b"kms-held",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn refused_credentials_are_a_clear_error() {
     let emu = kms_emulator::start(&data(), HashMap::from([("k".to_string(), "v".to_string())]));
     let dir = tempfile::tempdir().unwrap();
@@ -362,6 +391,17 @@ fn access_key_mode_reads_secrets_through_the_openapi() {
         *emu.rpc_rejections.lock().unwrap(),
         ["ServiceUnavailable", "Forbidden.ResourceNotFound"]
     );
+    // An answer without SecretData is a failure, not an empty secret.
+    emu.omit_secret_data
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let out = s.coffer(&["get-resource", "default/aliyun/model-decryption-key"]);
+    assert_eq!(
+        out.status.code(),
+        exit_code(Exit::Unavailable),
+        "{}",
+        s.log()
+    );
+    assert!(out.stdout.is_empty());
     let log = s.log();
     assert!(
         log.contains("AccessKey LTAI5tCofferTestKey in cn-hangzhou"),

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 pub use appraisal::{ear_status, per_claim_rule, Appraisal, ClaimsForm, TRUST_VECTOR_KEYS};
-pub use resource::{ResourcePathDialect, ResourceRequest, ResourceVerdict};
+pub use resource::{ResourcePathDialect, ResourceRequest, ResourceVerdict, UnknownDialect};
 
 /// Built-in policies, installed when absent.
 pub mod defaults {

@@ -40,18 +40,20 @@ impl ResourcePathDialect {
     }
 }
 
-impl FromStr for ResourcePathDialect {
-    type Err = String;
+/// A `resource_path_dialect` value that is none of [`ResourcePathDialect::NAMES`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown resource-path dialect {0:?} (expected one of {names})", names = ResourcePathDialect::NAMES.join(", "))]
+pub struct UnknownDialect(pub String);
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl FromStr for ResourcePathDialect {
+    type Err = UnknownDialect;
+
+    fn from_str(s: &str) -> Result<Self, UnknownDialect> {
         match s {
             "auto" => Ok(ResourcePathDialect::Auto),
             "upstream" => Ok(ResourcePathDialect::Upstream),
             "alibaba" => Ok(ResourcePathDialect::Alibaba),
-            other => Err(format!(
-                "unknown resource-path dialect {other:?} (expected one of {})",
-                Self::NAMES.join(", ")
-            )),
+            other => Err(UnknownDialect(other.to_string())),
         }
     }
 }

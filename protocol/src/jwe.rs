@@ -11,8 +11,6 @@
 //!   text `{"alg":"RSA1_5","enc":"A256GCM"}`, the content key is wrapped with RSA PKCS#1
 //!   v1.5, AES-256-GCM runs without AAD, `ciphertext` is ciphertext‖tag and `tag` is empty.
 
-use aes_gcm::aead::AeadInPlace;
-use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -124,16 +122,13 @@ pub fn encrypt(key: &TeePubKey, plaintext: &[u8]) -> Result<FlattenedJwe, JweErr
     let protected = b64::url_encode(header.to_string());
     let mut iv = [0u8; 12];
     rng.fill_bytes(&mut iv);
-    let cipher = Aes256Gcm::new_from_slice(cek.as_ref()).map_err(|_| JweError::Encrypt)?;
-    let mut buf = plaintext.to_vec();
-    let tag = cipher
-        .encrypt_in_place_detached(&Nonce::from(iv), protected.as_bytes(), &mut buf)
+    let (ct, tag) = crate::aead::seal(&cek, &iv, protected.as_bytes(), plaintext)
         .map_err(|_| JweError::Encrypt)?;
     Ok(FlattenedJwe {
         protected,
         encrypted_key: b64::url_encode(encrypted_key),
         iv: b64::url_encode(iv),
-        ciphertext: b64::url_encode(buf),
+        ciphertext: b64::url_encode(ct),
         tag: b64::url_encode(tag),
     })
 }
@@ -212,20 +207,9 @@ pub fn decrypt(key: &TeeKeyPair, jwe: &FlattenedJwe) -> Result<Zeroizing<Vec<u8>
     let tag: [u8; 16] = field(&jwe.tag, "tag")?
         .try_into()
         .map_err(|_| JweError::Malformed("tag length"))?;
-    if cek.len() != 32 {
-        return Err(JweError::Decrypt);
-    }
-    let cipher = Aes256Gcm::new_from_slice(&cek).map_err(|_| JweError::Decrypt)?;
-    let mut buf = Zeroizing::new(field(&jwe.ciphertext, "ciphertext")?);
-    cipher
-        .decrypt_in_place_detached(
-            &Nonce::from(iv),
-            jwe.protected.as_bytes(),
-            &mut buf,
-            &Tag::from(tag),
-        )
-        .map_err(|_| JweError::Decrypt)?;
-    Ok(buf)
+    let cek: &[u8; 32] = cek[..].try_into().map_err(|_| JweError::Decrypt)?;
+    let ct = field(&jwe.ciphertext, "ciphertext")?;
+    crate::aead::open(cek, &iv, jwe.protected.as_bytes(), &ct, &tag).map_err(|_| JweError::Decrypt)
 }
 
 /// Encrypts `plaintext` to `key` in the legacy (protocol 0.1.x) layout.
@@ -244,11 +228,8 @@ pub fn encrypt_legacy(key: &TeePubKey, plaintext: &[u8]) -> Result<FlattenedJwe,
         crate::rsa_ops::encrypt(key, RsaAlg::Rsa1_5, cek.as_ref()).ok_or(JweError::Encrypt)?;
     let mut iv = [0u8; 12];
     rng.fill_bytes(&mut iv);
-    let cipher = Aes256Gcm::new_from_slice(cek.as_ref()).map_err(|_| JweError::Encrypt)?;
-    let mut buf = plaintext.to_vec();
-    let tag = cipher
-        .encrypt_in_place_detached(&Nonce::from(iv), &[], &mut buf)
-        .map_err(|_| JweError::Encrypt)?;
+    let (mut buf, tag) =
+        crate::aead::seal(&cek, &iv, &[], plaintext).map_err(|_| JweError::Encrypt)?;
     // 0.1.x clients hand ciphertext and tag to AES-GCM as one buffer.
     buf.extend_from_slice(&tag);
     Ok(FlattenedJwe {
@@ -275,27 +256,20 @@ pub fn decrypt_legacy(
     };
     let ek = field(&jwe.encrypted_key, "encrypted_key")?;
     let cek = crate::rsa_ops::decrypt(sk, rsa, &ek).ok_or(JweError::Decrypt)?;
-    if cek.len() != 32 {
-        return Err(JweError::Decrypt);
-    }
+    let cek: &[u8; 32] = cek[..].try_into().map_err(|_| JweError::Decrypt)?;
     let iv: [u8; 12] = field(&jwe.iv, "iv")?
         .try_into()
         .map_err(|_| JweError::Malformed("iv length"))?;
-    let mut buf = Zeroizing::new(field(&jwe.ciphertext, "ciphertext")?);
-    if buf.len() < 16 {
-        return Err(JweError::Malformed("ciphertext shorter than the GCM tag"));
-    }
-    let split = buf.len() - 16;
-    let tag: [u8; 16] = buf[split..]
+    let buf = field(&jwe.ciphertext, "ciphertext")?;
+    let split = buf
+        .len()
+        .checked_sub(crate::aead::TAG_LEN)
+        .ok_or(JweError::Malformed("ciphertext shorter than the GCM tag"))?;
+    let (ct, tag) = buf.split_at(split);
+    let tag: &[u8; 16] = tag
         .try_into()
         .map_err(|_| JweError::Malformed("tag length"))?;
-    let tag = Tag::from(tag);
-    buf.truncate(split);
-    let cipher = Aes256Gcm::new_from_slice(&cek).map_err(|_| JweError::Decrypt)?;
-    cipher
-        .decrypt_in_place_detached(&Nonce::from(iv), &[], &mut buf, &tag)
-        .map_err(|_| JweError::Decrypt)?;
-    Ok(buf)
+    crate::aead::open(cek, &iv, &[], ct, tag).map_err(|_| JweError::Decrypt)
 }
 
 /// Encrypts in the layout `shape`.

@@ -453,16 +453,6 @@ impl Config {
                 Some(crate::secrets::aliyun::KmsMode::ClientKey { .. }) => {}
             }
         }
-        let d = &self.dcap;
-        let url_ok = d.pccs_url.is_empty()
-            || d.pccs_url.starts_with("https://")
-            || d.pccs_url.starts_with("http://");
-        if !url_ok {
-            return Err(ConfigError::Invalid(format!(
-                "dcap.pccs_url must be an http(s) URL or empty (offline), not {:?}",
-                d.pccs_url
-            )));
-        }
         Ok(())
     }
 
@@ -657,6 +647,20 @@ mod tests {
     }
 
     /// A value outside a closed set is refused as the file is read, naming the key.
+    #[test]
+    fn pccs_url_is_optional_and_checked_while_parsing() {
+        let offline = Config::parse("[dcap]\npccs_url = \"\"", Path::new("c")).unwrap();
+        assert_eq!(offline.dcap.pccs_url, None);
+        let default = Config::parse("", Path::new("c")).unwrap();
+        assert_eq!(
+            default.dcap.pccs_url.as_deref(),
+            Some(crate::attestation::collateral::INTEL_PCS)
+        );
+        let e = Config::parse("[dcap]\npccs_url = \"pccs.local\"", Path::new("c")).unwrap_err();
+        assert!(matches!(e, ConfigError::Parse { .. }));
+        assert!(e.to_string().contains("dcap.pccs_url"), "{e}");
+    }
+
     #[test]
     fn pccs_update_is_a_closed_set() {
         let e = Config::parse("[dcap]\npccs_update = \"latest\"", Path::new("c.toml")).unwrap_err();

@@ -47,11 +47,45 @@ impl PckCa {
     }
 }
 
-/// What collateral a quote needs: TEE ("TDX"/"SGX"), FMSPC and PCK CA.
+/// The enclave type a quote and its collateral are for, in Intel's vocabulary (TCB info `id`,
+/// PCS paths), which is not the KBS protocol's `tee`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QuoteTee {
+    /// A TD quote (v4 with a TD report, or v5).
+    Tdx,
+    /// An SGX enclave quote.
+    Sgx,
+}
+
+impl QuoteTee {
+    /// The TCB info `id` (`TDX`, `SGX`), also used in collateral cache keys.
+    pub fn pcs_id(self) -> &'static str {
+        match self {
+            QuoteTee::Tdx => "TDX",
+            QuoteTee::Sgx => "SGX",
+        }
+    }
+
+    /// The path segment of Intel's PCS and PCCS APIs (`tdx`, `sgx`).
+    pub fn pcs_path(self) -> &'static str {
+        match self {
+            QuoteTee::Tdx => "tdx",
+            QuoteTee::Sgx => "sgx",
+        }
+    }
+}
+
+impl std::fmt::Display for QuoteTee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.pcs_id())
+    }
+}
+
+/// What collateral a quote needs: enclave type, FMSPC and PCK CA.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CollateralKey {
-    /// "TDX" or "SGX".
-    pub tee: &'static str,
+    /// TDX or SGX.
+    pub tee: QuoteTee,
     /// 12 upper-case hex digits.
     pub fmspc: String,
     /// PCK CA type.
@@ -230,8 +264,8 @@ impl Collateral {
     fn compute_key(inner: &QuoteCollateralV3) -> Result<CollateralKey, CollateralError> {
         let tcb = Self::head(&inner.tcb_info, "TCB info")?;
         let tee = match tcb.id.as_deref() {
-            Some("TDX") => "TDX",
-            Some("SGX") | None => "SGX",
+            Some("TDX") => QuoteTee::Tdx,
+            Some("SGX") | None => QuoteTee::Sgx,
             Some(other) => {
                 return Err(CollateralError::Malformed(format!(
                     "TCB info id {other:?} is neither TDX nor SGX"

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use dcap_qvl::{verify::QuoteVerifier, QuoteClaims};
 use sha2::{Digest, Sha256};
 
-use crate::collateral::{Collateral, CollateralError, CollateralKey, PckCa};
+use crate::collateral::{Collateral, CollateralError, CollateralKey, PckCa, QuoteTee};
 use crate::pem;
 use crate::quote::{Quote, QuoteError};
 
@@ -131,7 +131,11 @@ pub fn collateral_key(quote: &Quote<'_>) -> Result<CollateralKey, DcapError> {
         )));
     };
     Ok(CollateralKey {
-        tee: if quote.is_tdx() { "TDX" } else { "SGX" },
+        tee: if quote.is_tdx() {
+            QuoteTee::Tdx
+        } else {
+            QuoteTee::Sgx
+        },
         fmspc: hex::encode_upper(ext.fmspc),
         ca,
     })

@@ -14,8 +14,9 @@ use crate::store::Store;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DcapConfig {
-    /// PCS or PCCS base URL; empty for offline operation.
-    pub pccs_url: String,
+    /// PCS or PCCS base URL; `None` (written `pccs_url = ""`) for offline operation.
+    #[serde(deserialize_with = "pccs_url")]
+    pub pccs_url: Option<String>,
     /// Which TCB evaluation data the PCS/PCCS serves (`standard` or `early`).
     pub pccs_update: PccsUpdate,
     /// Root CA CRL URL; default: Intel's CRL distribution point for Intel PCS, else
@@ -40,10 +41,26 @@ pub struct DcapConfig {
     pub max_concurrent_fetches: usize,
 }
 
+/// Reads `dcap.pccs_url`: `""` is offline (`None`); anything else must be an http(s) URL,
+/// refused while the file is parsed (the error names the key and the line).
+fn pccs_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if s.starts_with("https://") || s.starts_with("http://") {
+        Ok(Some(s))
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "dcap.pccs_url must be an http(s) URL or empty (offline), not {s:?}"
+        )))
+    }
+}
+
 impl Default for DcapConfig {
     fn default() -> Self {
         DcapConfig {
-            pccs_url: INTEL_PCS.into(),
+            pccs_url: Some(INTEL_PCS.into()),
             pccs_update: PccsUpdate::Standard,
             root_ca_crl_url: None,
             collateral_dir: None,
@@ -184,7 +201,7 @@ impl CollateralProvider {
             Some(d) => load_dir(d)?,
             None => HashMap::new(),
         };
-        let http = if cfg.pccs_url.is_empty() {
+        let http = if cfg.pccs_url.is_none() {
             None
         } else {
             Some(
@@ -422,13 +439,13 @@ impl CollateralProvider {
     }
 
     async fn fetch(&self, key: &CollateralKey) -> Result<Collateral, CollateralSourceError> {
-        if self.http.is_none() {
+        let (Some(pccs_url), Some(_)) = (&self.cfg.pccs_url, &self.http) else {
             return Err(CollateralSourceError::Missing(format!(
                 "{key} is not in collateral_dir and no pccs_url is configured"
             )));
-        }
-        let base = self.cfg.pccs_url.trim_end_matches('/');
-        let tee = if key.tee == "TDX" { "tdx" } else { "sgx" };
+        };
+        let base = pccs_url.trim_end_matches('/');
+        let tee = key.tee.pcs_path();
         let update = self.cfg.pccs_update.as_str();
         let (tcb, tcb_chain) = self
             .get_text(

@@ -3,9 +3,8 @@
 
 use std::sync::Arc;
 
-use aes_gcm::aead::Aead;
-use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use async_trait::async_trait;
+use coffer_protocol::aead;
 use coffer_protocol::ResourcePath;
 use rand::RngCore;
 use zeroize::{Zeroize, Zeroizing};
@@ -34,28 +33,18 @@ impl Kek {
         Some(Kek(k))
     }
 
-    fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(self.0.as_ref().into())
-    }
-
     /// Seals `value` for `path`. Fails only for a value beyond AES-GCM's limit (64 GiB);
     /// never returns an empty or partial seal.
     pub fn seal(&self, path: &str, value: &[u8]) -> Result<Vec<u8>, SecretError> {
         let mut nonce = [0u8; 12];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let aad = format!("{AAD_PREFIX}{path}");
-        let ct = self
-            .cipher()
-            .encrypt(
-                &Nonce::from(nonce),
-                aes_gcm::aead::Payload {
-                    msg: value,
-                    aad: aad.as_bytes(),
-                },
-            )
+        let (ct, tag) = aead::seal(&self.0, &nonce, aad.as_bytes(), value)
             .map_err(|_| SecretError::Seal(path.to_string()))?;
-        let mut out = nonce.to_vec();
+        let mut out = Vec::with_capacity(nonce.len() + ct.len() + tag.len());
+        out.extend_from_slice(&nonce);
         out.extend_from_slice(&ct);
+        out.extend_from_slice(&tag);
         Ok(out)
     }
 
@@ -64,19 +53,12 @@ impl Kek {
         if sealed.len() < 12 + 16 {
             return None;
         }
-        let (nonce, ct) = sealed.split_at(12);
-        let nonce: [u8; 12] = nonce.try_into().ok()?;
+        let (nonce, rest) = sealed.split_at(12);
+        let (ct, tag) = rest.split_at(rest.len() - aead::TAG_LEN);
+        let nonce: &[u8; 12] = nonce.try_into().ok()?;
+        let tag: &[u8; aead::TAG_LEN] = tag.try_into().ok()?;
         let aad = format!("{AAD_PREFIX}{path}");
-        self.cipher()
-            .decrypt(
-                &Nonce::from(nonce),
-                aes_gcm::aead::Payload {
-                    msg: ct,
-                    aad: aad.as_bytes(),
-                },
-            )
-            .ok()
-            .map(Zeroizing::new)
+        aead::open(&self.0, nonce, aad.as_bytes(), ct, tag).ok()
     }
 }
 

@@ -250,12 +250,16 @@ fn verifiers(cfg: &Config, store: &Arc<dyn Store>) -> Result<Verifiers, StartErr
         CollateralProvider::new(&cfg.dcap, store.clone()).map_err(StartError::DcapCollateral)?,
     );
     tracing::info!(
-        pccs = %cfg.dcap.pccs_url,
+        pccs = cfg.dcap.pccs_url.as_deref().unwrap_or("none (offline)"),
         offline_bundles = provider.offline_count(),
         custom_root = cfg.dcap.root_ca_file.is_some(),
         sgx = cfg.dcap.sgx,
         "tdx verifier enabled{}",
-        if cfg.dcap.sgx { ", and sgx (dcap.sgx)" } else { "" }
+        if cfg.dcap.sgx {
+            ", and sgx (dcap.sgx)"
+        } else {
+            ""
+        }
     );
     let dcap = coffer_tdx::dcap::DcapVerifier::with_root(root);
     verifiers.add(Arc::new(

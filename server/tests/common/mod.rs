@@ -56,7 +56,7 @@ pub(crate) fn config(dir: &std::path::Path) -> Config {
     cfg.attestation.session_ttl_secs = SESSION_TTL_SECS;
     cfg.attestation.token_ttl_secs = TOKEN_TTL_SECS;
     // Offline: nothing here may reach a network service.
-    cfg.dcap.pccs_url = String::new();
+    cfg.dcap.pccs_url = None;
     cfg.gpu.enabled = false;
     cfg
 }
