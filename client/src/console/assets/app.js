@@ -5,6 +5,10 @@
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const main = () => $("#main");
+/** The page element if no navigation happened since a page started rendering in route
+ *  generation `gen`, else null: a page whose data arrives late must not draw over its
+ *  successor (the successor's own loaders would then find their elements gone). */
+const current = gen => (gen === routeGen ? main() : null);
 
 function esc(s) {
   return String(s ?? "").replace(/[&<>"']/g, c => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
@@ -206,11 +210,14 @@ function auditTable(rows, compact) {
 let policyState = null;
 
 async function policies(id) {
+  const gen = routeGen;
   const ids = Object.keys(await api("GET", "/kbs/v0/attestation-policies")).sort();
   const all = ["resource-policy", ...ids];
   id = id || "resource-policy";
   const isNew = id === "new";
-  main().innerHTML = `<h1>Policies</h1><div class="split"><div class="list" id="plist">
+  const m = current(gen);
+  if (!m) return;
+  m.innerHTML = `<h1>Policies</h1><div class="split"><div class="list" id="plist">
       ${all.map(p => `<a href="#/policies/${encodeURIComponent(p)}" class="${p === id ? "active" : ""}">${esc(p)}
         <span class="muted">${p === "resource-policy" ? "resource" : "attestation"}</span></a>`).join("")}
       <a href="#/policies/new" class="${isNew ? "active" : ""}">+ new attestation policy</a></div>
@@ -225,6 +232,7 @@ async function policies(id) {
   if (!isNew) {
     try {
       const p = await api("GET", `/coffer/v1/policies/${encodeURIComponent(id)}`);
+      if (!current(gen)) return;
       active = p.body;
       kind = p.kind;
       $("#pmeta").textContent = `${p.kind} policy, updated ${new Date(p.updated_at * 1000).toLocaleString()}`;
@@ -338,8 +346,11 @@ async function uploadPolicy() {
 // Resources -------------------------------------------------------
 
 async function resources() {
+  const gen = routeGen;
   const rows = await api("GET", "/coffer/v1/resources");
-  main().innerHTML = `<h1>Resources</h1><p class="muted">Names, sizes and update times only: values are never shown or sent to this page.</p>
+  const m = current(gen);
+  if (!m) return;
+  m.innerHTML = `<h1>Resources</h1><p class="muted">Names, sizes and update times only: values are never shown or sent to this page.</p>
     <form class="row" id="upform"><label class="f">path (repository/type/tag)<input id="rpath" size="44" required placeholder="default/aliyun/model-decryption-key"></label>
     <label class="f">value from file<input type="file" id="rfile" required></label><button class="primary">Upload</button></form>
     <table id="res-table"><thead><tr><th>path</th><th>size</th><th>updated</th><th></th></tr></thead><tbody>
@@ -369,9 +380,12 @@ async function resources() {
 // Reference values ------------------------------------------------
 
 async function referenceValues() {
+  const gen = routeGen;
   const rvs = await api("GET", "/kbs/v0/rvps/query");
   const names = Object.keys(rvs).sort();
-  main().innerHTML = `<h1>Reference values</h1>
+  const m = current(gen);
+  if (!m) return;
+  m.innerHTML = `<h1>Reference values</h1>
     <form class="row" id="rvform"><label class="f">name<input id="rvname" required></label>
     <label class="f">value (JSON, e.g. ["1"], or a plain string)<input id="rvvalue" size="60" required></label><button class="primary">Add</button></form>
     <table id="rv-table"><thead><tr><th>name</th><th>value</th><th></th></tr></thead><tbody>
@@ -455,6 +469,7 @@ async function loadAudit() {
   const q = auditQuery({ limit: auditState.limit, offset: auditState.offset });
   auditState.filters = saved;
   const page = await api("GET", `/coffer/v1/audit?${q}`);
+  if (!$("#range")) return; // the audit page was left while the rows were on their way
   const first = page.entries.length ? page.offset + 1 : 0;
   $("#range").textContent = `rows ${first}–${page.offset + page.entries.length} of ${page.total}`;
   $("#prev").disabled = page.offset === 0;
@@ -496,8 +511,11 @@ async function exportAudit(format) {
 }
 
 async function auditRow(seq) {
+  const gen = routeGen;
   const r = await api("GET", `/coffer/v1/audit/${encodeURIComponent(seq)}`);
-  main().innerHTML = `<h1>Audit row ${esc(r.seq)}</h1><p><a href="#/audit">‹ all rows</a></p>${auditTable([r], false)}
+  const m = current(gen);
+  if (!m) return;
+  m.innerHTML = `<h1>Audit row ${esc(r.seq)}</h1><p><a href="#/audit">‹ all rows</a></p>${auditTable([r], false)}
     <h2>Verified claims</h2><pre class="json" id="claims">${esc(JSON.stringify(r.claims ?? null, null, 2))}</pre>`;
 }
 
