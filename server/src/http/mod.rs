@@ -126,9 +126,13 @@ pub fn app(
 > {
     let metrics_state = state.clone();
     let prefixes = state.path_prefixes.clone();
+    // Handlers read bodies through `body::read` (problem+json 413 at the limit); the limit is
+    // also actix's, so a handler that took `web::Bytes` or `String` instead would still be
+    // bounded rather than buffer whatever a caller sends.
+    let body_limit = state.max_body_bytes;
     actix_web::App::new()
         .app_data(state)
-        .app_data(web::PayloadConfig::new(usize::MAX))
+        .app_data(web::PayloadConfig::new(body_limit))
         .wrap_fn(move |req, srv| {
             let started = Instant::now();
             let method = req.method().to_string();
