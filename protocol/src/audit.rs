@@ -59,7 +59,7 @@ impl AdminOp {
 
 /// What an audit row records; stored and served as `attest`, `release` or
 /// `admin:<operation>` (the strings earlier versions wrote).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum AuditAction {
     /// An `/attest` call for a live session.
     Attest,
@@ -67,6 +67,20 @@ pub enum AuditAction {
     Release,
     /// An admin change.
     Admin(AdminOp),
+    /// A row written by a newer server (an admin operation this build does not know), read
+    /// back as it is stored. Replicas of different versions share one database during an
+    /// upgrade, and one such row must not make the whole log unreadable. Never written by
+    /// this build; a filter naming an unknown action is still refused ([`FromStr`]).
+    Unrecognised(String),
+}
+
+impl AuditAction {
+    /// Reads an action as stored or served: the known names as [`FromStr`] does, anything
+    /// else as [`AuditAction::Unrecognised`].
+    pub fn from_stored(s: &str) -> Self {
+        s.parse()
+            .unwrap_or_else(|UnknownAction(raw)| AuditAction::Unrecognised(raw))
+    }
 }
 
 /// An audit action name no version of coffer-server writes.
@@ -80,6 +94,7 @@ impl fmt::Display for AuditAction {
             AuditAction::Attest => f.write_str("attest"),
             AuditAction::Release => f.write_str("release"),
             AuditAction::Admin(op) => write!(f, "admin:{}", op.name()),
+            AuditAction::Unrecognised(raw) => f.write_str(raw),
         }
     }
 }
@@ -109,7 +124,7 @@ impl Serialize for AuditAction {
 impl<'de> Deserialize<'de> for AuditAction {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        Ok(AuditAction::from_stored(&s))
     }
 }
 
@@ -321,6 +336,13 @@ mod tests {
             "admin:reboot".parse::<AuditAction>(),
             Err(UnknownAction("admin:reboot".into()))
         );
+        // A newer server's row is read as it is stored, and served back unchanged.
+        let newer: AuditAction = serde_json::from_str("\"admin:rotate-keys\"").unwrap();
+        assert_eq!(newer, AuditAction::Unrecognised("admin:rotate-keys".into()));
+        assert_eq!(
+            serde_json::to_string(&newer).unwrap(),
+            "\"admin:rotate-keys\""
+        );
         assert_eq!(
             "maybe".parse::<Decision>(),
             Err(UnknownDecision("maybe".into()))
@@ -331,7 +353,6 @@ mod tests {
     fn malformed_rows_are_refused() {
         for bad in [
             ATTEST_ROW.replace(r#""seq":3"#, r#""seq":"3""#),
-            ATTEST_ROW.replace(r#""action":"attest""#, r#""action":"attested""#),
             ATTEST_ROW.replace(r#""decision":"allow""#, r#""decision":"yes""#),
             ATTEST_ROW.replace(r#""at_ms":1796194530653,"#, ""),
         ] {

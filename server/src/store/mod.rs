@@ -135,7 +135,7 @@ pub struct Session {
 }
 
 /// Which actions an audit listing returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ActionFilter {
     /// Exactly this action.
     Is(AuditAction),
@@ -237,15 +237,15 @@ pub(crate) struct AuditRow {
 }
 
 impl AuditRow {
-    /// The entry; an action or decision no version of this server writes is
-    /// [`StoreError::Corrupt`]. JSON columns that do not parse read as absent: they are
+    /// The entry; an action from a newer server reads as [`AuditAction::Unrecognised`], a
+    /// decision no version of this server writes is [`StoreError::Corrupt`]. JSON columns that do not parse read as absent: they are
     /// informative only, and one bad row must not hide the rest of the log.
     pub(crate) fn parse(self) -> Result<AuditEntry, StoreError> {
         let json = |t: Option<String>| t.and_then(|t| serde_json::from_str(&t).ok());
         Ok(AuditEntry {
             seq: self.seq,
             at_ms: self.at_ms,
-            action: parse_column("audit.action", self.action)?,
+            action: AuditAction::from_stored(&self.action),
             decision: parse_column("audit.decision", self.decision)?,
             session_id: self.session_id,
             tee: self.tee,

@@ -61,7 +61,7 @@ pub(crate) fn audit_where(f: &super::AuditFilter) -> (String, Vec<Arg>) {
     if let Some(t) = f.until_ms {
         add("at_ms < ?", Arg::Int(t));
     }
-    match f.action {
+    match &f.action {
         Some(super::ActionFilter::AnyAdmin) => add(
             "substr(action, 1, length(?)) = ?",
             Arg::Text("admin:".into()),

@@ -677,6 +677,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use coffer_protocol::AuditAction;
 
     #[tokio::test]
     async fn conformance() {
@@ -757,10 +758,23 @@ mod tests {
             limit: 10,
             ..Default::default()
         };
+        // An action from a newer server is listed as stored (see AuditAction::Unrecognised);
+        // a decision no version writes is corrupt data, named.
+        let page = s.list_audit(&all).await.unwrap();
+        assert_eq!(
+            page.entries[0].action,
+            AuditAction::Unrecognised("admin:reboot".into())
+        );
+        s.conn()
+            .execute(
+                "INSERT INTO audit (at_ms, action, decision) VALUES (2, 'attest', 'perhaps')",
+                [],
+            )
+            .unwrap();
         assert!(matches!(
             s.list_audit(&all).await,
             Err(StoreError::Corrupt {
-                column: "audit.action",
+                column: "audit.decision",
                 ..
             })
         ));

@@ -522,4 +522,14 @@ async fn audit(s: &dyn Store) {
     let left = page(all()).await;
     assert_eq!(left.total, 10);
     assert_eq!(left.entries[0].at_ms, 10_000 + super::sql::PRUNE_BATCH + 19);
+    // A row a newer replica wrote (an admin operation this build does not know) is listed
+    // as stored, beside the others, not a failure of the whole listing.
+    let newer = AuditAction::Unrecognised("admin:rotate-keys".into());
+    s.append_audit(&AuditEntry::new(90_000, newer.clone(), Decision::Ok))
+        .await
+        .unwrap();
+    let listed = page(all()).await;
+    assert_eq!(listed.total, 11);
+    assert_eq!(listed.entries[0].action, newer);
+    assert_eq!(listed.entries[1].action, AuditAction::Release);
 }
