@@ -11,6 +11,12 @@ pub(crate) fn unavailable(e: sqlx::Error) -> super::StoreError {
 pub(crate) const AUDIT_COLUMNS: &str = "at_ms, action, decision, session_id, tee, claims_digest, \
      resource, actor, detail, client_addr, verdict, trust_vector, claims";
 
+/// The start of an audit listing (every column but `claims`, and whether the row has them).
+pub(crate) const AUDIT_SELECT: &str =
+    "SELECT seq, at_ms, action, decision, session_id, tee, claims_digest, \
+     resource, actor, detail, client_addr, verdict, trust_vector, \
+     CASE WHEN claims IS NULL THEN 0 ELSE 1 END AS has_claims";
+
 /// `$first, $first+1, ...` for the [`AUDIT_COLUMNS`].
 pub(crate) fn audit_placeholders(first: usize) -> String {
     (first..first + 13)
@@ -107,6 +113,42 @@ pub(crate) const CONSUME_NONCE: &str = "UPDATE sessions SET state = 1, token = $
 /// not hold the write lock for long.
 pub(crate) const PRUNE_BATCH: i64 = 5000;
 
+// Statements both stores run as they are. `$N` placeholders are numbered in the order they
+// first appear, so SQLite, which reads `$1` as a named parameter indexed by first appearance,
+// binds them by position just as PostgreSQL does (checked by a test below).
+pub(crate) const CREATE_SESSION: &str =
+    "INSERT INTO sessions (id, tee, nonce, hash_alg, protocol_version, state, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, 0, $6, $7)";
+pub(crate) const LOAD_SESSION: &str = "SELECT * FROM sessions WHERE id = $1 AND expires_at > $2";
+pub(crate) const PURGE_EXPIRED_SESSIONS: &str = "DELETE FROM sessions WHERE expires_at <= $1";
+pub(crate) const PUT_POLICY: &str =
+    "INSERT INTO policies (id, kind, body, updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, body = excluded.body, updated_at = excluded.updated_at";
+pub(crate) const PUT_POLICY_IF_ABSENT: &str =
+    "INSERT INTO policies (id, kind, body, updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING";
+pub(crate) const GET_POLICY: &str = "SELECT id, kind, body, updated_at FROM policies WHERE id = $1";
+pub(crate) const LIST_POLICY_IDS: &str = "SELECT id FROM policies WHERE kind = $1 ORDER BY id";
+pub(crate) const DELETE_POLICY: &str = "DELETE FROM policies WHERE id = $1 AND kind = $2";
+pub(crate) const PUT_REFERENCE_VALUE: &str =
+    "INSERT INTO reference_values (name, value, expires_at, updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at, updated_at = excluded.updated_at";
+pub(crate) const REFERENCE_VALUES: &str =
+    "SELECT name, value FROM reference_values WHERE expires_at > $1";
+pub(crate) const DELETE_REFERENCE_VALUE: &str = "DELETE FROM reference_values WHERE name = $1";
+pub(crate) const PUT_RESOURCE: &str =
+    "INSERT INTO resources (path, sealed, updated_at) VALUES ($1, $2, $3) ON CONFLICT (path) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at";
+pub(crate) const GET_RESOURCE: &str = "SELECT sealed FROM resources WHERE path = $1";
+pub(crate) const DELETE_RESOURCE: &str = "DELETE FROM resources WHERE path = $1";
+pub(crate) const LIST_RESOURCE_PATHS: &str = "SELECT path FROM resources";
+pub(crate) const PUT_COLLATERAL: &str =
+    "INSERT INTO dcap_collateral (key, body, not_after, fetched_at) VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO UPDATE SET body = excluded.body, not_after = excluded.not_after, fetched_at = excluded.fetched_at";
+pub(crate) const GET_COLLATERAL: &str =
+    "SELECT body, not_after, fetched_at FROM dcap_collateral WHERE key = $1 AND not_after > $2";
+pub(crate) const PUT_WRAPPED_KEY_IF_ABSENT: &str =
+    "INSERT INTO wrapped_keys (name, body, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING";
+pub(crate) const GET_WRAPPED_KEY: &str = "SELECT body FROM wrapped_keys WHERE name = $1";
+pub(crate) const PRUNE_AUDIT_BY_AGE: &str =
+    "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE at_ms < $1 ORDER BY seq LIMIT $2)";
+pub(crate) const PRUNE_AUDIT_BY_ROWS: &str =
+    "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE seq <= (SELECT seq FROM audit ORDER BY seq DESC LIMIT 1 OFFSET $1) ORDER BY seq LIMIT $2)";
+
 /// Implements [`super::Store`] for `$store` (a struct with a `pool` field) whose rows are
 /// `$row`.
 macro_rules! sql_store {
@@ -165,9 +207,7 @@ macro_rules! sql_store {
             q
         }
 
-        const AUDIT_SELECT: &str = "SELECT seq, at_ms, action, decision, session_id, tee, claims_digest, \
-             resource, actor, detail, client_addr, verdict, trust_vector, \
-             CASE WHEN claims IS NULL THEN 0 ELSE 1 END AS has_claims";
+        use $crate::store::sql::AUDIT_SELECT;
 
         #[async_trait]
         impl Store for $store {
@@ -184,7 +224,7 @@ macro_rules! sql_store {
                     return Err(StoreError::Misuse("new sessions must be in the authed state"));
                 };
                 sqlx::query(
-                    "INSERT INTO sessions (id, tee, nonce, hash_alg, protocol_version, state, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, 0, $6, $7)",
+                    super::sql::CREATE_SESSION,
                 )
                 .bind(&s.id)
                 .bind(s.tee.name())
@@ -200,7 +240,7 @@ macro_rules! sql_store {
             }
 
             async fn load_session(&self, id: &str, now: i64) -> Result<Option<Session>, StoreError> {
-                let row = sqlx::query("SELECT * FROM sessions WHERE id = $1 AND expires_at > $2")
+                let row = sqlx::query(super::sql::LOAD_SESSION)
                     .bind(id)
                     .bind(now)
                     .fetch_optional(&self.pool)
@@ -228,7 +268,7 @@ macro_rules! sql_store {
             }
 
             async fn purge_expired_sessions(&self, now: i64) -> Result<u64, StoreError> {
-                let r = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+                let r = sqlx::query(super::sql::PURGE_EXPIRED_SESSIONS)
                     .bind(now)
                     .execute(&self.pool)
                     .await
@@ -268,8 +308,7 @@ macro_rules! sql_store {
                 now: i64,
             ) -> Result<(), StoreError> {
                 sqlx::query(
-                    "INSERT INTO policies (id, kind, body, updated_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, body = excluded.body, updated_at = excluded.updated_at",
+                    super::sql::PUT_POLICY,
                 )
                 .bind(id)
                 .bind(kind.as_str())
@@ -288,7 +327,7 @@ macro_rules! sql_store {
                 body: &str,
                 now: i64,
             ) -> Result<(), StoreError> {
-                sqlx::query("INSERT INTO policies (id, kind, body, updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING")
+                sqlx::query(super::sql::PUT_POLICY_IF_ABSENT)
                     .bind(id)
                     .bind(kind.as_str())
                     .bind(body)
@@ -300,7 +339,7 @@ macro_rules! sql_store {
             }
 
             async fn get_policy(&self, id: &str) -> Result<Option<StoredPolicy>, StoreError> {
-                let row = sqlx::query("SELECT id, kind, body, updated_at FROM policies WHERE id = $1")
+                let row = sqlx::query(super::sql::GET_POLICY)
                     .bind(id)
                     .fetch_optional(&self.pool)
                     .await
@@ -317,7 +356,7 @@ macro_rules! sql_store {
             }
 
             async fn list_policy_ids(&self, kind: PolicyKind) -> Result<Vec<String>, StoreError> {
-                let rows = sqlx::query("SELECT id FROM policies WHERE kind = $1 ORDER BY id")
+                let rows = sqlx::query(super::sql::LIST_POLICY_IDS)
                     .bind(kind.as_str())
                     .fetch_all(&self.pool)
                     .await
@@ -326,7 +365,7 @@ macro_rules! sql_store {
             }
 
             async fn delete_policy(&self, id: &str, kind: PolicyKind) -> Result<bool, StoreError> {
-                let r = sqlx::query("DELETE FROM policies WHERE id = $1 AND kind = $2")
+                let r = sqlx::query(super::sql::DELETE_POLICY)
                     .bind(id)
                     .bind(kind.as_str())
                     .execute(&self.pool)
@@ -343,8 +382,7 @@ macro_rules! sql_store {
                 now: i64,
             ) -> Result<(), StoreError> {
                 sqlx::query(
-                    "INSERT INTO reference_values (name, value, expires_at, updated_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (name) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at, updated_at = excluded.updated_at",
+                    super::sql::PUT_REFERENCE_VALUE,
                 )
                 .bind(name)
                 .bind(value)
@@ -357,7 +395,7 @@ macro_rules! sql_store {
             }
 
             async fn reference_values(&self, now: i64) -> Result<Vec<(String, String)>, StoreError> {
-                let rows = sqlx::query("SELECT name, value FROM reference_values WHERE expires_at > $1")
+                let rows = sqlx::query(super::sql::REFERENCE_VALUES)
                     .bind(now)
                     .fetch_all(&self.pool)
                     .await
@@ -369,7 +407,7 @@ macro_rules! sql_store {
             }
 
             async fn delete_reference_value(&self, name: &str) -> Result<bool, StoreError> {
-                let r = sqlx::query("DELETE FROM reference_values WHERE name = $1")
+                let r = sqlx::query(super::sql::DELETE_REFERENCE_VALUE)
                     .bind(name)
                     .execute(&self.pool)
                     .await
@@ -379,8 +417,7 @@ macro_rules! sql_store {
 
             async fn put_resource(&self, path: &str, sealed: &[u8], now: i64) -> Result<(), StoreError> {
                 sqlx::query(
-                    "INSERT INTO resources (path, sealed, updated_at) VALUES ($1, $2, $3) \
-                     ON CONFLICT (path) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+                    super::sql::PUT_RESOURCE,
                 )
                 .bind(path)
                 .bind(sealed)
@@ -392,7 +429,7 @@ macro_rules! sql_store {
             }
 
             async fn get_resource(&self, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
-                let row = sqlx::query("SELECT sealed FROM resources WHERE path = $1")
+                let row = sqlx::query(super::sql::GET_RESOURCE)
                     .bind(path)
                     .fetch_optional(&self.pool)
                     .await
@@ -401,7 +438,7 @@ macro_rules! sql_store {
             }
 
             async fn delete_resource(&self, path: &str) -> Result<bool, StoreError> {
-                let r = sqlx::query("DELETE FROM resources WHERE path = $1")
+                let r = sqlx::query(super::sql::DELETE_RESOURCE)
                     .bind(path)
                     .execute(&self.pool)
                     .await
@@ -410,7 +447,7 @@ macro_rules! sql_store {
             }
 
             async fn list_resource_paths(&self) -> Result<Vec<String>, StoreError> {
-                let rows = sqlx::query("SELECT path FROM resources")
+                let rows = sqlx::query(super::sql::LIST_RESOURCE_PATHS)
                     .fetch_all(&self.pool)
                     .await
                     .map_err(unavailable)?;
@@ -447,8 +484,7 @@ macro_rules! sql_store {
                 now: i64,
             ) -> Result<(), StoreError> {
                 sqlx::query(
-                    "INSERT INTO dcap_collateral (key, body, not_after, fetched_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (key) DO UPDATE SET body = excluded.body, not_after = excluded.not_after, fetched_at = excluded.fetched_at",
+                    super::sql::PUT_COLLATERAL,
                 )
                 .bind(key)
                 .bind(body)
@@ -466,7 +502,7 @@ macro_rules! sql_store {
                 now: i64,
             ) -> Result<Option<(String, i64, i64)>, StoreError> {
                 let row = sqlx::query(
-                    "SELECT body, not_after, fetched_at FROM dcap_collateral WHERE key = $1 AND not_after > $2",
+                    super::sql::GET_COLLATERAL,
                 )
                 .bind(key)
                 .bind(now)
@@ -482,7 +518,7 @@ macro_rules! sql_store {
                 body: &str,
                 now: i64,
             ) -> Result<(), StoreError> {
-                sqlx::query("INSERT INTO wrapped_keys (name, body, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
+                sqlx::query(super::sql::PUT_WRAPPED_KEY_IF_ABSENT)
                     .bind(name)
                     .bind(body)
                     .bind(now)
@@ -493,7 +529,7 @@ macro_rules! sql_store {
             }
 
             async fn get_wrapped_key(&self, name: &str) -> Result<Option<String>, StoreError> {
-                let row = sqlx::query("SELECT body FROM wrapped_keys WHERE name = $1")
+                let row = sqlx::query(super::sql::GET_WRAPPED_KEY)
                     .bind(name)
                     .fetch_optional(&self.pool)
                     .await
@@ -592,7 +628,7 @@ macro_rules! sql_store {
                 if let Some(before) = before_ms {
                     loop {
                         let r = sqlx::query(
-                            "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE at_ms < $1 ORDER BY seq LIMIT $2)",
+                            super::sql::PRUNE_AUDIT_BY_AGE,
                         )
                         .bind(before)
                         .bind(super::sql::PRUNE_BATCH)
@@ -610,8 +646,7 @@ macro_rules! sql_store {
                     loop {
                         // The (keep+1)-th newest row and everything older, a batch at a time.
                         let r = sqlx::query(
-                            "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE seq <= \
-                             (SELECT seq FROM audit ORDER BY seq DESC LIMIT 1 OFFSET $1) ORDER BY seq LIMIT $2)",
+                            super::sql::PRUNE_AUDIT_BY_ROWS,
                         )
                         .bind(keep)
                         .bind(super::sql::PRUNE_BATCH)
@@ -631,3 +666,52 @@ macro_rules! sql_store {
 }
 
 pub(crate) use sql_store;
+
+#[cfg(test)]
+mod tests {
+    /// Every statement the two stores share: its `$N` placeholders first appear in the order
+    /// 1, 2, 3, ..., which is what lets SQLite bind them by position (see the constants).
+    #[test]
+    fn shared_statements_number_their_placeholders_in_order() {
+        for (name, sql) in [
+            ("CONSUME_NONCE", super::CONSUME_NONCE),
+            ("CREATE_SESSION", super::CREATE_SESSION),
+            ("LOAD_SESSION", super::LOAD_SESSION),
+            ("PURGE_EXPIRED_SESSIONS", super::PURGE_EXPIRED_SESSIONS),
+            ("PUT_POLICY", super::PUT_POLICY),
+            ("PUT_POLICY_IF_ABSENT", super::PUT_POLICY_IF_ABSENT),
+            ("GET_POLICY", super::GET_POLICY),
+            ("LIST_POLICY_IDS", super::LIST_POLICY_IDS),
+            ("DELETE_POLICY", super::DELETE_POLICY),
+            ("PUT_REFERENCE_VALUE", super::PUT_REFERENCE_VALUE),
+            ("REFERENCE_VALUES", super::REFERENCE_VALUES),
+            ("DELETE_REFERENCE_VALUE", super::DELETE_REFERENCE_VALUE),
+            ("PUT_RESOURCE", super::PUT_RESOURCE),
+            ("GET_RESOURCE", super::GET_RESOURCE),
+            ("DELETE_RESOURCE", super::DELETE_RESOURCE),
+            ("LIST_RESOURCE_PATHS", super::LIST_RESOURCE_PATHS),
+            ("PUT_COLLATERAL", super::PUT_COLLATERAL),
+            ("GET_COLLATERAL", super::GET_COLLATERAL),
+            (
+                "PUT_WRAPPED_KEY_IF_ABSENT",
+                super::PUT_WRAPPED_KEY_IF_ABSENT,
+            ),
+            ("GET_WRAPPED_KEY", super::GET_WRAPPED_KEY),
+            ("PRUNE_AUDIT_BY_AGE", super::PRUNE_AUDIT_BY_AGE),
+            ("PRUNE_AUDIT_BY_ROWS", super::PRUNE_AUDIT_BY_ROWS),
+        ] {
+            let mut first = Vec::new();
+            for n in sql.split('$').skip(1).map(|rest| {
+                rest.chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+            }) {
+                let n: usize = n.parse().unwrap_or_else(|_| panic!("{name}: a bare $"));
+                if !first.contains(&n) {
+                    first.push(n);
+                }
+            }
+            assert_eq!(first, (1..=first.len()).collect::<Vec<_>>(), "{name}");
+        }
+    }
+}

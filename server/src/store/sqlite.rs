@@ -18,7 +18,10 @@ use async_trait::async_trait;
 use parking_lot::{Mutex, MutexGuard};
 use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension};
 
-use super::sql::{audit_placeholders, audit_where, Arg, AUDIT_COLUMNS, CONSUME_NONCE, PRUNE_BATCH};
+use super::sql::{
+    self, audit_placeholders, audit_where, Arg, AUDIT_COLUMNS, AUDIT_SELECT, CONSUME_NONCE,
+    PRUNE_BATCH,
+};
 use super::{
     AuditEntry, AuditFilter, AuditPage, AuditRow, PolicyKind, Session, SessionRow, SessionState,
     Store, StoreError, StoredPolicy,
@@ -175,10 +178,6 @@ fn session_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
     })
 }
 
-const AUDIT_SELECT: &str = "SELECT seq, at_ms, action, decision, session_id, tee, claims_digest, \
-     resource, actor, detail, client_addr, verdict, trust_vector, \
-     CASE WHEN claims IS NULL THEN 0 ELSE 1 END AS has_claims";
-
 fn audit_row(r: &rusqlite::Row<'_>, with_claims: bool) -> rusqlite::Result<AuditRow> {
     Ok(AuditRow {
         seq: r.get("seq")?,
@@ -276,10 +275,7 @@ impl Store for SqliteStore {
             ));
         };
         self.conn()
-            .prepare_cached(
-                "INSERT INTO sessions (id, tee, nonce, hash_alg, protocol_version, state, created_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7)",
-            )
+            .prepare_cached(sql::CREATE_SESSION)
             .and_then(|mut st| {
                 st.execute(params![
                     s.id,
@@ -297,7 +293,7 @@ impl Store for SqliteStore {
 
     async fn load_session(&self, id: &str, now: i64) -> Result<Option<Session>, StoreError> {
         self.conn()
-            .prepare_cached("SELECT * FROM sessions WHERE id = ?1 AND expires_at > ?2")
+            .prepare_cached(sql::LOAD_SESSION)
             .and_then(|mut st| st.query_row(params![id, now], session_row).optional())
             .map_err(unavailable)?
             .map(SessionRow::parse)
@@ -320,7 +316,7 @@ impl Store for SqliteStore {
 
     async fn purge_expired_sessions(&self, now: i64) -> Result<u64, StoreError> {
         self.conn()
-            .prepare_cached("DELETE FROM sessions WHERE expires_at <= ?1")
+            .prepare_cached(sql::PURGE_EXPIRED_SESSIONS)
             .and_then(|mut st| st.execute(params![now]))
             .map(count)
             .map_err(unavailable)
@@ -352,12 +348,8 @@ impl Store for SqliteStore {
         body: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.run(
-            "INSERT INTO policies (id, kind, body, updated_at) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, body = excluded.body, updated_at = excluded.updated_at",
-            params![id, kind.as_str(), body, now],
-        )
-        .map(|_| ())
+        self.run(sql::PUT_POLICY, params![id, kind.as_str(), body, now])
+            .map(|_| ())
     }
 
     async fn put_policy_if_absent(
@@ -367,13 +359,16 @@ impl Store for SqliteStore {
         body: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.run("INSERT INTO policies (id, kind, body, updated_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (id) DO NOTHING", params![id, kind.as_str(), body, now])
-            .map(|_| ())
+        self.run(
+            sql::PUT_POLICY_IF_ABSENT,
+            params![id, kind.as_str(), body, now],
+        )
+        .map(|_| ())
     }
 
     async fn get_policy(&self, id: &str) -> Result<Option<StoredPolicy>, StoreError> {
         self.conn()
-            .prepare_cached("SELECT id, kind, body, updated_at FROM policies WHERE id = ?1")
+            .prepare_cached(sql::GET_POLICY)
             .and_then(|mut st| {
                 st.query_row(params![id], |r| {
                     Ok((r.get(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?))
@@ -394,7 +389,7 @@ impl Store for SqliteStore {
 
     async fn list_policy_ids(&self, kind: PolicyKind) -> Result<Vec<String>, StoreError> {
         self.conn()
-            .prepare_cached("SELECT id FROM policies WHERE kind = ?1 ORDER BY id")
+            .prepare_cached(sql::LIST_POLICY_IDS)
             .and_then(|mut st| {
                 st.query_map(params![kind.as_str()], |r| r.get(0))?
                     .collect()
@@ -403,11 +398,8 @@ impl Store for SqliteStore {
     }
 
     async fn delete_policy(&self, id: &str, kind: PolicyKind) -> Result<bool, StoreError> {
-        self.run(
-            "DELETE FROM policies WHERE id = ?1 AND kind = ?2",
-            params![id, kind.as_str()],
-        )
-        .map(|n| n > 0)
+        self.run(sql::DELETE_POLICY, params![id, kind.as_str()])
+            .map(|n| n > 0)
     }
 
     async fn put_reference_value(
@@ -418,8 +410,7 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<(), StoreError> {
         self.run(
-            "INSERT INTO reference_values (name, value, expires_at, updated_at) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (name) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at, updated_at = excluded.updated_at",
+            sql::PUT_REFERENCE_VALUE,
             params![name, value, expires_at, now],
         )
         .map(|_| ())
@@ -427,7 +418,7 @@ impl Store for SqliteStore {
 
     async fn reference_values(&self, now: i64) -> Result<Vec<(String, String)>, StoreError> {
         self.conn()
-            .prepare_cached("SELECT name, value FROM reference_values WHERE expires_at > ?1")
+            .prepare_cached(sql::REFERENCE_VALUES)
             .and_then(|mut st| {
                 st.query_map(params![now], |r| Ok((r.get(0)?, r.get(1)?)))?
                     .collect()
@@ -436,38 +427,30 @@ impl Store for SqliteStore {
     }
 
     async fn delete_reference_value(&self, name: &str) -> Result<bool, StoreError> {
-        self.run(
-            "DELETE FROM reference_values WHERE name = ?1",
-            params![name],
-        )
-        .map(|n| n > 0)
+        self.run(sql::DELETE_REFERENCE_VALUE, params![name])
+            .map(|n| n > 0)
     }
 
     async fn put_resource(&self, path: &str, sealed: &[u8], now: i64) -> Result<(), StoreError> {
-        self.run(
-            "INSERT INTO resources (path, sealed, updated_at) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (path) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
-            params![path, sealed, now],
-        )
-        .map(|_| ())
+        self.run(sql::PUT_RESOURCE, params![path, sealed, now])
+            .map(|_| ())
     }
 
     async fn get_resource(&self, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.conn()
-            .prepare_cached("SELECT sealed FROM resources WHERE path = ?1")
+            .prepare_cached(sql::GET_RESOURCE)
             .and_then(|mut st| st.query_row(params![path], |r| r.get(0)).optional())
             .map_err(unavailable)
     }
 
     async fn delete_resource(&self, path: &str) -> Result<bool, StoreError> {
-        self.run("DELETE FROM resources WHERE path = ?1", params![path])
-            .map(|n| n > 0)
+        self.run(sql::DELETE_RESOURCE, params![path]).map(|n| n > 0)
     }
 
     async fn list_resource_paths(&self) -> Result<Vec<String>, StoreError> {
         let mut paths: Vec<String> = self
             .conn()
-            .prepare_cached("SELECT path FROM resources")
+            .prepare_cached(sql::LIST_RESOURCE_PATHS)
             .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
             .map_err(unavailable)?;
         // Sorted here, as the PostgreSQL store does (its collation may ignore `/`).
@@ -496,12 +479,8 @@ impl Store for SqliteStore {
         not_after: i64,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.run(
-            "INSERT INTO dcap_collateral (key, body, not_after, fetched_at) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (key) DO UPDATE SET body = excluded.body, not_after = excluded.not_after, fetched_at = excluded.fetched_at",
-            params![key, body, not_after, now],
-        )
-        .map(|_| ())
+        self.run(sql::PUT_COLLATERAL, params![key, body, not_after, now])
+            .map(|_| ())
     }
 
     async fn get_collateral(
@@ -510,9 +489,7 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<Option<(String, i64, i64)>, StoreError> {
         self.conn()
-            .prepare_cached(
-                "SELECT body, not_after, fetched_at FROM dcap_collateral WHERE key = ?1 AND not_after > ?2",
-            )
+            .prepare_cached(sql::GET_COLLATERAL)
             .and_then(|mut st| {
                 st.query_row(params![key, now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                     .optional()
@@ -526,17 +503,13 @@ impl Store for SqliteStore {
         body: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.run("INSERT INTO wrapped_keys (name, body, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING", params![name, body, now])
+        self.run(sql::PUT_WRAPPED_KEY_IF_ABSENT, params![name, body, now])
             .map(|_| ())
     }
 
     async fn get_wrapped_key(&self, name: &str) -> Result<Option<String>, StoreError> {
         self.conn()
-            .query_row(
-                "SELECT body FROM wrapped_keys WHERE name = ?1",
-                params![name],
-                |r| r.get(0),
-            )
+            .query_row(sql::GET_WRAPPED_KEY, params![name], |r| r.get(0))
             .optional()
             .map_err(unavailable)
     }
@@ -657,18 +630,11 @@ impl Store for SqliteStore {
         };
         let mut removed = 0;
         if let Some(before) = before_ms {
-            removed += batch(
-                "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE at_ms < ?1 ORDER BY seq LIMIT ?2)",
-                before,
-            )?;
+            removed += batch(sql::PRUNE_AUDIT_BY_AGE, before)?;
         }
         if let Some(keep) = keep_rows {
             // The (keep+1)-th newest row and everything older.
-            removed += batch(
-                "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE seq <= \
-                 (SELECT seq FROM audit ORDER BY seq DESC LIMIT 1 OFFSET ?1) ORDER BY seq LIMIT ?2)",
-                keep.min(i64::MAX as u64) as i64,
-            )?;
+            removed += batch(sql::PRUNE_AUDIT_BY_ROWS, keep.min(i64::MAX as u64) as i64)?;
         }
         Ok(removed)
     }
