@@ -223,9 +223,7 @@ macro_rules! sql_store {
                 let SessionState::Authed { nonce } = &s.state else {
                     return Err(StoreError::Misuse("new sessions must be in the authed state"));
                 };
-                sqlx::query(
-                    super::sql::CREATE_SESSION,
-                )
+                sqlx::query(super::sql::CREATE_SESSION)
                 .bind(&s.id)
                 .bind(s.tee.name())
                 .bind(nonce)
@@ -307,9 +305,7 @@ macro_rules! sql_store {
                 body: &str,
                 now: i64,
             ) -> Result<(), StoreError> {
-                sqlx::query(
-                    super::sql::PUT_POLICY,
-                )
+                sqlx::query(super::sql::PUT_POLICY)
                 .bind(id)
                 .bind(kind.as_str())
                 .bind(body)
@@ -381,9 +377,7 @@ macro_rules! sql_store {
                 expires_at: i64,
                 now: i64,
             ) -> Result<(), StoreError> {
-                sqlx::query(
-                    super::sql::PUT_REFERENCE_VALUE,
-                )
+                sqlx::query(super::sql::PUT_REFERENCE_VALUE)
                 .bind(name)
                 .bind(value)
                 .bind(expires_at)
@@ -416,9 +410,7 @@ macro_rules! sql_store {
             }
 
             async fn put_resource(&self, path: &str, sealed: &[u8], now: i64) -> Result<(), StoreError> {
-                sqlx::query(
-                    super::sql::PUT_RESOURCE,
-                )
+                sqlx::query(super::sql::PUT_RESOURCE)
                 .bind(path)
                 .bind(sealed)
                 .bind(now)
@@ -483,9 +475,7 @@ macro_rules! sql_store {
                 not_after: i64,
                 now: i64,
             ) -> Result<(), StoreError> {
-                sqlx::query(
-                    super::sql::PUT_COLLATERAL,
-                )
+                sqlx::query(super::sql::PUT_COLLATERAL)
                 .bind(key)
                 .bind(body)
                 .bind(not_after)
@@ -501,9 +491,7 @@ macro_rules! sql_store {
                 key: &str,
                 now: i64,
             ) -> Result<Option<(String, i64, i64)>, StoreError> {
-                let row = sqlx::query(
-                    super::sql::GET_COLLATERAL,
-                )
+                let row = sqlx::query(super::sql::GET_COLLATERAL)
                 .bind(key)
                 .bind(now)
                 .fetch_optional(&self.pool)
@@ -624,42 +612,35 @@ macro_rules! sql_store {
                 before_ms: Option<i64>,
                 keep_rows: Option<u64>,
             ) -> Result<u64, StoreError> {
-                let mut removed = 0u64;
+                let mut removed = 0;
                 if let Some(before) = before_ms {
-                    loop {
-                        let r = sqlx::query(
-                            super::sql::PRUNE_AUDIT_BY_AGE,
-                        )
-                        .bind(before)
-                        .bind(super::sql::PRUNE_BATCH)
-                        .execute(&self.pool)
-                        .await
-                        .map_err(unavailable)?;
-                        removed += r.rows_affected();
-                        if r.rows_affected() < super::sql::PRUNE_BATCH as u64 {
-                            break;
-                        }
-                    }
+                    removed += delete_in_batches(self, super::sql::PRUNE_AUDIT_BY_AGE, before).await?;
                 }
                 if let Some(keep) = keep_rows {
+                    // The (keep+1)-th newest row and everything older.
                     let keep = keep.min(i64::MAX as u64) as i64;
-                    loop {
-                        // The (keep+1)-th newest row and everything older, a batch at a time.
-                        let r = sqlx::query(
-                            super::sql::PRUNE_AUDIT_BY_ROWS,
-                        )
-                        .bind(keep)
-                        .bind(super::sql::PRUNE_BATCH)
-                        .execute(&self.pool)
-                        .await
-                        .map_err(unavailable)?;
-                        removed += r.rows_affected();
-                        if r.rows_affected() < super::sql::PRUNE_BATCH as u64 {
-                            break;
-                        }
-                    }
+                    removed += delete_in_batches(self, super::sql::PRUNE_AUDIT_BY_ROWS, keep).await?;
                 }
                 Ok(removed)
+            }
+        }
+
+        /// Runs `sql` (binding `a` and [`PRUNE_BATCH`](super::sql::PRUNE_BATCH)) until a run
+        /// removes less than a batch; the rows removed.
+        async fn delete_in_batches(store: &$store, sql: &str, a: i64) -> Result<u64, StoreError> {
+            let mut removed = 0u64;
+            loop {
+                let n = sqlx::query(sql)
+                    .bind(a)
+                    .bind(super::sql::PRUNE_BATCH)
+                    .execute(&store.pool)
+                    .await
+                    .map_err(unavailable)?
+                    .rows_affected();
+                removed += n;
+                if n < super::sql::PRUNE_BATCH as u64 {
+                    return Ok(removed);
+                }
             }
         }
     };
