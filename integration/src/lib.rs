@@ -304,6 +304,15 @@ impl Server {
         out
     }
 
+    /// Stores `value` as the resource at `path` (`coffer admin set-resource`), asserting
+    /// success.
+    pub fn set_resource(&self, path: &str, value: impl AsRef<[u8]>) -> Output {
+        let file = tempfile::NamedTempFile::new().expect("temporary file");
+        std::fs::write(file.path(), value).expect("write the resource value");
+        let file = file.path().to_str().expect("utf-8 path");
+        self.admin(&["set-resource", path, "--file", file])
+    }
+
     /// A fresh admin bearer token.
     pub fn admin_token(&self) -> String {
         String::from_utf8(self.admin(&["token"]).stdout)

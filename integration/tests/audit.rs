@@ -64,14 +64,7 @@ async fn refused_attestation(s: &Server) -> String {
 }
 
 async fn records_filters_and_policy_test(s: &Server, dir: &std::path::Path) {
-    let f = dir.join("secret");
-    std::fs::write(&f, SECRET).unwrap();
-    s.admin(&[
-        "set-resource",
-        "default/model/key",
-        "--file",
-        f.to_str().unwrap(),
-    ]);
+    s.set_resource("default/model/key", SECRET);
     s.admin(&["set-resource-policy", "--allow-all"]);
     let started = std::time::SystemTime::now();
     let out = s.coffer(&["get-resource", "default/model/key"]);

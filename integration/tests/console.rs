@@ -53,14 +53,7 @@ fn console(s: &Server) -> (Console, String) {
 async fn console_in_headless_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), None);
-    let f = dir.path().join("secret");
-    std::fs::write(&f, SECRET).unwrap();
-    s.admin(&[
-        "set-resource",
-        "default/model/key",
-        "--file",
-        f.to_str().unwrap(),
-    ]);
+    s.set_resource("default/model/key", SECRET);
     s.admin(&["set-resource-policy", "--allow-all"]);
     // One recorded attestation (sample TEE, svn "1") and one refusal.
     assert!(s

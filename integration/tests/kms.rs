@@ -201,14 +201,7 @@ fn kek_wrapped_by_kms_in_a_file_is_never_stored_in_clear() {
         config(emu.port, &data().join("clientKey_test-id.json"))
     );
     let mut s = Server::start(dir.path(), Some(&cfg));
-    let f = dir.path().join("secret");
-    std::fs::write(&f, "sealed-under-a-kms-kek").unwrap();
-    s.admin(&[
-        "set-resource",
-        "default/test/k",
-        "--file",
-        f.to_str().unwrap(),
-    ]);
+    s.set_resource("default/test/k", "sealed-under-a-kms-kek");
     s.admin(&["set-resource-policy", "--allow-all"]);
     let get = |s: &Server| s.coffer(&["get-resource", "default/test/k"]);
     assert_eq!(get(&s).stdout, b"sealed-under-a-kms-kek");
@@ -259,14 +252,7 @@ fn kek_wrapped_by_kms_is_shared_by_replicas_through_the_database() {
     let a = Server::start(a_dir.path(), Some(&cfg));
     // Encrypt, then the round-trip Decrypt.
     assert_eq!(emu.crypto_calls.load(Ordering::SeqCst), 2);
-    let f = a_dir.path().join("secret");
-    std::fs::write(&f, "one-kek-for-all-replicas").unwrap();
-    a.admin(&[
-        "set-resource",
-        "default/test/k",
-        "--file",
-        f.to_str().unwrap(),
-    ]);
+    a.set_resource("default/test/k", "one-kek-for-all-replicas");
     a.admin(&["set-resource-policy", "--allow-all"]);
 
     // B shares only the database: its data directory is its own and empty.

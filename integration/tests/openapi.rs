@@ -13,14 +13,7 @@ const SECRET: &[u8] = b"openapi-test-key!";
 /// fuzzer meets real rows and not only empty answers.
 fn populated(dir: &std::path::Path) -> Server {
     let s = Server::start(dir, None);
-    let f = dir.join("secret");
-    std::fs::write(&f, SECRET).unwrap();
-    s.admin(&[
-        "set-resource",
-        "default/model/key",
-        "--file",
-        f.to_str().unwrap(),
-    ]);
+    s.set_resource("default/model/key", SECRET);
     s.admin(&["set-resource-policy", "--allow-all"]);
     let out = s.coffer(&["get-resource", "default/model/key"]);
     assert!(

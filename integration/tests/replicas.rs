@@ -22,14 +22,7 @@ fn cluster(dir: &std::path::Path) -> Vec<Server> {
     let mut all = vec![first];
     all.push(Server::start_replica(&data, &url, "b"));
     all.push(Server::start_replica(&data, &url, "c"));
-    let f = dir.join("secret");
-    std::fs::write(&f, SECRET).unwrap();
-    all[0].admin(&[
-        "set-resource",
-        "default/model/key",
-        "--file",
-        f.to_str().unwrap(),
-    ]);
+    all[0].set_resource("default/model/key", SECRET);
     all[1].admin(&["set-resource-policy", "--allow-all"]);
     all
 }

@@ -54,14 +54,7 @@ fn data_directory_and_files_are_private() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), None);
     // A write, so SQLite has its -wal and -shm files.
-    let f = dir.path().join("secret");
-    std::fs::write(&f, b"x").unwrap();
-    s.admin(&[
-        "set-resource",
-        "default/test/key",
-        "--file",
-        f.to_str().unwrap(),
-    ]);
+    s.set_resource("default/test/key", b"x");
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&s.data_dir), 0o700);
     let mut names = Vec::new();
