@@ -100,12 +100,30 @@ fn elide(v: &mut Value) {
     }
 }
 
+/// An `io::Write` that only counts what it is given.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The verified claims an audit row keeps: as they are when their JSON fits in `max` bytes;
 /// else with long strings and arrays elided (and [`CLAIMS_ELIDED_KEY`] saying so); else only
 /// that key. The claims are public values (measurements, TCB status, runtime data holding
 /// the nonce and the TEE's public key), never keys or secrets.
 pub fn capped_claims(claims: Value, max: usize) -> Value {
-    let len = |v: &Value| serde_json::to_string(v).map_or(usize::MAX, |s| s.len());
+    let len = |v: &Value| {
+        // Measured without building the text: the store serialises the kept claims itself.
+        let mut n = ByteCount(0);
+        serde_json::to_writer(&mut n, v).map_or(usize::MAX, |()| n.0)
+    };
     let full = len(&claims);
     if full <= max {
         return claims;

@@ -238,8 +238,9 @@ pub(crate) struct AuditRow {
 
 impl AuditRow {
     /// The entry; an action from a newer server reads as [`AuditAction::Unrecognised`], a
-    /// decision no version of this server writes is [`StoreError::Corrupt`]. JSON columns that do not parse read as absent: they are
-    /// informative only, and one bad row must not hide the rest of the log.
+    /// decision no version of this server writes is [`StoreError::Corrupt`]. JSON columns
+    /// that do not parse read as absent: they are informative only, and one bad row must not
+    /// hide the rest of the log.
     pub(crate) fn parse(self) -> Result<AuditEntry, StoreError> {
         let json = |t: Option<String>| t.and_then(|t| serde_json::from_str(&t).ok());
         Ok(AuditEntry {
